@@ -1,0 +1,143 @@
+"""The `distar` command line. Each command is a thin wrapper over one library function;
+imports are lazy so `distar --help` is instant. DistarError is printed as one line, no traceback."""
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evalsuite.errors import DistarError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Evaluate text-to-image generators and post-train them with Diff-Instruct*.")
+console = Console(stderr=True)
+
+
+def _friendly(fn):
+    """Turn DistarError into a clear message and exit code 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except DistarError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            raise typer.Exit(code=2)
+    return wrapper
+
+
+def _print_registry(title: str, entries: dict[str, str]) -> None:
+    table = Table(title=title)
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    for name, desc in entries.items():
+        table.add_row(name, desc)
+    Console().print(table)
+
+
+@app.command("models")
+@_friendly
+def models_cmd() -> None:
+    """List registered models (use `path:DIR` for any local diffusers pipeline)."""
+    from evalsuite.models import MODELS
+    _print_registry("models", MODELS.describe())
+
+
+@app.command("benches")
+@_friendly
+def benches_cmd() -> None:
+    """List registered benchmarks."""
+    from evalsuite.benchmarks import BENCHMARKS
+    _print_registry("benchmarks", BENCHMARKS.describe())
+
+
+@app.command("metrics")
+@_friendly
+def metrics_cmd() -> None:
+    """List registered metrics."""
+    from evalsuite.metrics import METRICS
+    _print_registry("metrics", METRICS.describe())
+
+
+@app.command("eval")
+@_friendly
+def eval_cmd(
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name or path:DIR."),
+    bench: str = typer.Option(..., "--bench", "-b", help="Benchmark name (see `distar benches`)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
+    metrics: str = typer.Option("", help="Comma-separated metrics to score, e.g. pickscore,clip."),
+    out: Path = typer.Option(Path("results"), help="Output directory (images + results store)."),
+    batch_size: int = typer.Option(0, help="Images per batch; 0 = the model recipe's default."),
+    images_per_prompt: int = typer.Option(1, help="Images per prompt (seeds differ by k)."),
+    weights: str = typer.Option("pretrained", help="'pretrained' or 'random' (latency/memory "
+                                "of a full-size architecture with nothing downloaded)."),
+    device: str = typer.Option("auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ..."),
+    skip_generation: bool = typer.Option(False, help="Only score images already generated."),
+) -> None:
+    """Generate a benchmark's images with a model (resumable), then score them."""
+    from evalsuite.generate import EvalRequest, run_eval
+    req = EvalRequest(model=model, bench=bench, limit=limit, out=out, batch_size=batch_size,
+                      images_per_prompt=images_per_prompt, weights=weights, device=device)
+    run = run_eval(req, generate=not skip_generation)
+    metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+    if metric_names:
+        from evalsuite.metrics.runner import score_run
+        score_run(run, metric_names)
+
+
+@app.command("train")
+@_friendly
+def train_cmd(
+    preset: Optional[str] = typer.Option(None, help="Preset name (see `distar train --list`)."),
+    config: Optional[Path] = typer.Option(None, help="A JSON/TOML config file (typed; no eval)."),
+    max_steps: Optional[int] = typer.Option(None, help="Override the number of generator steps."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (rerun the same command to resume)."),
+    list_presets: bool = typer.Option(False, "--list", help="List presets and exit."),
+) -> None:
+    """Post-train a one-step generator with DI* (or a baseline from the same code)."""
+    from di_star.cli import train
+    train(preset=preset, config=config, max_steps=max_steps, out=out, list_presets=list_presets)
+
+
+@app.command("demo")
+@_friendly
+def demo_cmd(
+    out: Path = typer.Option(Path("runs/demo"), help="Where runs, figures and tables go."),
+    leaderboards: Path = typer.Option(Path("leaderboards"), help="Where toy_*.md tables go."),
+) -> None:
+    """Run the toy-lab ablation (paper Table 2 in miniature) on CPU and write its tables."""
+    from di_star.toy.demo import run_demo
+    run_demo(out=out, leaderboards=leaderboards)
+
+
+@app.command("leaderboard")
+@_friendly
+def leaderboard_cmd(
+    results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite."),
+    out: Path = typer.Option(Path("leaderboards"), help="Where the markdown tables go."),
+) -> None:
+    """Regenerate the markdown leaderboards (and plots) from the results store."""
+    from evalsuite.leaderboard import write_leaderboards
+    write_leaderboards(results_dir=results, out_dir=out)
+
+
+@app.command("gallery")
+@_friendly
+def gallery_cmd(
+    bench: str = typer.Option(..., help="Benchmark whose images to show."),
+    models: str = typer.Option("", help="Comma-separated model names; default all with images."),
+    results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite."),
+    out: Path = typer.Option(Path("gallery"), help="Output directory for the HTML page."),
+) -> None:
+    """Write a static side-by-side HTML gallery, one row per prompt, one column per model."""
+    from evalsuite.gallery import write_gallery
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    write_gallery(results_dir=results, bench=bench, models=names or None, out_dir=out)
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app(sys.argv[1:])

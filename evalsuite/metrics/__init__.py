@@ -1,0 +1,29 @@
+"""Metric registry. Each entry is 'module:factory'; factories take keyword options (device,
+local weight paths) and return an object following evalsuite.metrics.base. Importing a metric
+module is lazy so listing metrics never loads a model."""
+from __future__ import annotations
+
+import importlib
+
+from evalsuite.registry import Registry
+
+METRICS: Registry[str] = Registry("metric")
+METRICS.add("imagereward", "evalsuite.metrics.imagereward:ImageReward",
+            "ImageReward v1.0 (BLIP ViT-L 224, MLP head, normalised)")
+METRICS.add("aesthetic", "evalsuite.metrics.aesthetic:AestheticScore",
+            "LAION improved aesthetic predictor on OpenAI CLIP ViT-L/14")
+METRICS.add("pickscore", "evalsuite.metrics.pickscore:PickScore",
+            "PickScore v1, cosine (the DI* paper's 0.23xx)")
+METRICS.add("pickscore_logit", "evalsuite.metrics.pickscore:PickScoreLogit",
+            "PickScore v1, logit_scale * cosine (PickScore paper's unit)")
+METRICS.add("clip", "evalsuite.metrics.clip_score:ClipScore", "CLIP score, 100 x cosine")
+METRICS.add("hpsv2", "evalsuite.metrics.hps:HPSv20", "HPS v2.0 (open_clip ViT-H-14)")
+METRICS.add("hpsv21", "evalsuite.metrics.hps:HPSv21", "HPS v2.1 (open_clip ViT-H-14)")
+METRICS.add("fid", "evalsuite.metrics.fid:FID", "FID, clean-fid 'clean' Inception features")
+METRICS.add("kid", "evalsuite.metrics.fid:KID", "KID, clean-fid 'clean' Inception features")
+
+
+def load_metric(name: str, **options):
+    """Build the metric `name` (loads its weights once)."""
+    module, _, attr = METRICS.get(name).partition(":")
+    return getattr(importlib.import_module(module), attr)(**options)

@@ -1,0 +1,168 @@
+"""The results store: one SQLite file per output directory, readable with pandas.
+
+Why SQLite and not Parquet: the harness appends a row per image while it runs and must survive
+being killed mid-write. SQLite gives atomic transactions, upserts (so a resumed run never
+duplicates a row) and concurrent readers, from the standard library, in one file. Parquet files
+are immutable, so append-and-resume would mean many small files plus a compaction step.
+Read it with `ResultsStore(dir).table("images")` or `pandas.read_sql("select * from images", con)`.
+
+Only the main process writes (workers' rows are gathered to it), so the file is never written by
+two processes at once, even across nodes on a shared filesystem.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from contextlib import closing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+STORE_FILENAME = "results.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,        -- unique per invocation of `distar eval`
+    model TEXT NOT NULL,            -- registry name (or path:DIR)
+    recipe_hash TEXT NOT NULL,      -- hash of everything that changes an image
+    recipe_json TEXT NOT NULL,
+    bench TEXT NOT NULL,
+    bench_version TEXT NOT NULL,
+    n_prompts_total INTEGER,        -- prompts in the benchmark
+    n_images_expected INTEGER,      -- images this run was asked for (after --limit)
+    started_at REAL, finished_at REAL,
+    git_hash TEXT, versions_json TEXT, device TEXT, world_size INTEGER,
+    batch_size INTEGER,
+    latency_s_per_10 REAL,          -- seconds per 10 images after warm-up (paper's unit)
+    peak_memory_bytes INTEGER,      -- cuda max_memory_allocated on GPU, peak RSS on CPU
+    peak_memory_kind TEXT,          -- 'cuda_max_allocated' | 'cpu_peak_rss'
+    status TEXT                     -- 'running' | 'complete' | 'failed'
+);
+CREATE TABLE IF NOT EXISTS images (
+    recipe_hash TEXT NOT NULL, bench TEXT NOT NULL, bench_version TEXT NOT NULL,
+    prompt_index INTEGER NOT NULL, k INTEGER NOT NULL,
+    model TEXT NOT NULL, prompt TEXT NOT NULL, seed INTEGER NOT NULL,
+    path TEXT NOT NULL,             -- relative to the store directory
+    sha256 TEXT NOT NULL,
+    seconds REAL,                   -- wall time of its batch divided by the batch size
+    batch_size INTEGER, device TEXT, run_id TEXT, created_at REAL,
+    PRIMARY KEY (recipe_hash, bench, bench_version, prompt_index, k)
+);
+CREATE TABLE IF NOT EXISTS scores (
+    recipe_hash TEXT NOT NULL, bench TEXT NOT NULL, bench_version TEXT NOT NULL,
+    prompt_index INTEGER NOT NULL, k INTEGER NOT NULL,
+    metric TEXT NOT NULL,           -- e.g. 'pickscore', 'hpsv21'
+    metric_version TEXT NOT NULL,   -- name+version+backbone+preprocessing, e.g. 'pickscore-v1/cos'
+    value REAL NOT NULL,
+    meta_json TEXT,
+    created_at REAL,
+    PRIMARY KEY (recipe_hash, bench, bench_version, prompt_index, k, metric, metric_version)
+);
+CREATE TABLE IF NOT EXISTS set_scores (  -- metrics of a whole image set (FID, KID)
+    recipe_hash TEXT NOT NULL, bench TEXT NOT NULL, bench_version TEXT NOT NULL,
+    metric TEXT NOT NULL, metric_version TEXT NOT NULL,
+    value REAL NOT NULL, n_images INTEGER NOT NULL, meta_json TEXT, created_at REAL,
+    PRIMARY KEY (recipe_hash, bench, bench_version, metric, metric_version)
+);
+"""
+
+
+@dataclass
+class ImageRow:
+    recipe_hash: str
+    bench: str
+    bench_version: str
+    prompt_index: int
+    k: int
+    model: str
+    prompt: str
+    seed: int
+    path: str
+    sha256: str
+    seconds: float | None = None
+    batch_size: int | None = None
+    device: str | None = None
+    run_id: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class ScoreRow:
+    recipe_hash: str
+    bench: str
+    bench_version: str
+    prompt_index: int
+    k: int
+    metric: str
+    metric_version: str
+    value: float
+    meta_json: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+
+class ResultsStore:
+    """Thin typed access to `<root>/results.sqlite`."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.path = self.root / STORE_FILENAME
+        self.root.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as con, con:
+            con.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=60)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute("PRAGMA busy_timeout=60000")
+        return con
+
+    def _upsert(self, table: str, rows: Iterable[dict[str, Any]]) -> int:
+        rows = list(rows)
+        if not rows:
+            return 0
+        cols = list(rows[0])
+        sql = (f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) "
+               f"VALUES ({', '.join('?' for _ in cols)})")
+        with closing(self._connect()) as con, con:  # one transaction: all rows or none
+            con.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
+        return len(rows)
+
+    # Writes -----------------------------------------------------------------------------
+    def add_images(self, rows: Iterable[ImageRow]) -> int:
+        return self._upsert("images", (asdict(r) for r in rows))
+
+    def add_scores(self, rows: Iterable[ScoreRow]) -> int:
+        return self._upsert("scores", (asdict(r) for r in rows))
+
+    def add_set_score(self, *, recipe_hash: str, bench: str, bench_version: str, metric: str,
+                      metric_version: str, value: float, n_images: int,
+                      meta: dict | None = None) -> None:
+        self._upsert("set_scores", [dict(
+            recipe_hash=recipe_hash, bench=bench, bench_version=bench_version, metric=metric,
+            metric_version=metric_version, value=float(value), n_images=int(n_images),
+            meta_json=json.dumps(meta or {}, sort_keys=True), created_at=time.time())])
+
+    def upsert_run(self, **run: Any) -> None:
+        self._upsert("runs", [run])
+
+    # Reads ------------------------------------------------------------------------------
+    def table(self, name: str, where: str = "", params: tuple = ()) -> pd.DataFrame:
+        if name not in ("runs", "images", "scores", "set_scores"):
+            raise ValueError(f"Unknown table '{name}'")
+        with closing(self._connect()) as con:
+            return pd.read_sql_query(f"SELECT * FROM {name} {where}", con, params=params)
+
+    def images(self, recipe_hash: str, bench: str, bench_version: str) -> pd.DataFrame:
+        return self.table("images", "WHERE recipe_hash=? AND bench=? AND bench_version=?",
+                          (recipe_hash, bench, bench_version))
+
+    def scored_keys(self, recipe_hash: str, bench: str, bench_version: str, metric: str,
+                    metric_version: str) -> set[tuple[int, int]]:
+        """(prompt_index, k) pairs already scored with this exact metric version."""
+        df = self.table("scores", "WHERE recipe_hash=? AND bench=? AND bench_version=? "
+                        "AND metric=? AND metric_version=?",
+                        (recipe_hash, bench, bench_version, metric, metric_version))
+        return set(zip(df.prompt_index.tolist(), df.k.tolist()))
