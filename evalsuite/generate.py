@@ -1,0 +1,284 @@
+"""The generation engine: a benchmark's images for one model, batched, resumable, sharded.
+
+Every image is a pure function of (model recipe, prompt, seed): its initial noise is drawn on the
+CPU from `torch.Generator().manual_seed(image_seed(i, k))`, so it does not depend on the batch it
+lands in, the device, or the number of processes. Images are written atomically (temp file +
+rename) under `images/<model>-<recipe hash>/<bench>-v<version>/`, and a row per image goes to the
+results store. A rerun skips every image whose file exists and whose sha256 matches its store
+row; anything else (missing, partial, corrupt, or written but never recorded) is generated again.
+
+Sharding: run under `accelerate launch`; process r takes the to-do list's items r::world. Only
+the main process writes the store (rows are gathered to it after each batch), so no image and no
+row is written twice.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from evalsuite.benchmarks import Benchmark, image_seed, load_benchmark
+from evalsuite.errors import DistarError
+from evalsuite.models.loading import (compute_dtype, load_pipeline, loaded_revision,
+                                      resolve_device)
+from evalsuite.models.specs import ModelSpec, resolve_model
+from evalsuite.progress import progress_bar
+from evalsuite.store import ImageRow, ResultsStore
+
+
+@dataclass
+class EvalRequest:
+    model: str
+    bench: str
+    limit: int | None = None
+    out: Path = Path("results")
+    batch_size: int = 0              # 0: the recipe's default
+    images_per_prompt: int = 1
+    weights: str = "pretrained"
+    device: str = "auto"
+
+
+@dataclass
+class EvalRun:
+    """What scoring needs to know about a finished (or resumed) generation."""
+    store: ResultsStore
+    model: str
+    recipe_hash: str
+    bench: str
+    bench_version: str
+    images: pd.DataFrame             # prompt_index, k, prompt, seed, path (relative to store.root)
+    device: str
+    run_id: str
+
+
+# Pure helpers --------------------------------------------------------------------------------
+def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
+    """One CPU generator per image, so noise is independent of batching and device."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s))
+                        for s in seeds])
+
+
+def image_relpath(spec: ModelSpec, bench: Benchmark, prompt_index: int, k: int) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.name)
+    return f"images/{safe}-{spec.recipe_hash}/{bench.name}-v{bench.version}/{prompt_index:05d}_{k}.png"
+
+
+def png_bytes(image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")  # PIL's PNG encoder is deterministic for the same pixels
+    return buf.getvalue()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno == errno.ENOSPC:
+            raise DistarError(f"Disk full while writing {path}. Free space and rerun the same "
+                              f"command: finished images are kept, nothing half-written is.")
+        raise DistarError(f"Cannot write {path}: {e.strerror}. Check --out is writable.")
+
+
+def sha256_file(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def check_writable(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise DistarError(f"Output directory {out} is not writable ({e.strerror}). "
+                          f"Pick another with --out.")
+
+
+def select_prompts(bench: Benchmark, limit: int | None):
+    if limit is None:
+        return bench.prompts
+    if not 1 <= limit <= len(bench):
+        raise DistarError(f"--limit {limit} is out of range for '{bench.name}', which has "
+                          f"{len(bench)} prompts. Use 1..{len(bench)}.")
+    return bench.prompts[:limit]
+
+
+def provenance() -> dict:
+    """Package versions, git hash, device: written beside every run."""
+    import importlib.metadata as md
+    versions = {"python": platform.python_version()}
+    for pkg in ("torch", "diffusers", "transformers", "accelerate", "open_clip_torch",
+                "clean-fid", "distar"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    try:
+        git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        git = None
+    return {"versions": versions, "git_hash": git}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def peak_memory(device: torch.device) -> tuple[int, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device), "cuda_max_allocated"
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_peak_rss"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# The engine ---------------------------------------------------------------------------------
+def _todo(store: ResultsStore, spec: ModelSpec, bench: Benchmark, items) -> list[tuple]:
+    """Items whose image is missing, corrupt, or not recorded with a matching hash."""
+    recorded = store.images(spec.recipe_hash, bench.name, bench.version)
+    known = {(r.prompt_index, r.k): r.sha256 for r in recorded.itertuples()}
+    todo = []
+    for p, k in items:
+        rel = image_relpath(spec, bench, p.index, k)
+        want = known.get((p.index, k))
+        if want is None or sha256_file(store.root / rel) != want:
+            todo.append((p, k))
+    return todo
+
+
+def generate_batch(pipe, spec: ModelSpec, prompts: list[str], seeds: list[int],
+                   device: torch.device) -> list:
+    """One pipeline call for a batch; returns PIL images."""
+    latents = initial_noise(seeds, spec.latent_shape()).to(device, compute_dtype(spec, device))
+    kwargs = dict(num_inference_steps=spec.steps, guidance_scale=spec.guidance,
+                  height=spec.resolution, width=spec.resolution, latents=latents,
+                  output_type="pil", **dict(spec.call_kwargs))
+    if spec.timesteps is not None:
+        kwargs["timesteps"] = list(spec.timesteps)
+    with torch.inference_mode():
+        return pipe(prompt=prompts, **kwargs).images
+
+
+def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    spec = resolve_model(req.model, req.weights)
+    bench = load_benchmark(req.bench)
+    prompts = select_prompts(bench, req.limit)
+    if req.images_per_prompt < 1:
+        raise DistarError("--images-per-prompt must be >= 1.")
+    if state.is_main_process:
+        check_writable(req.out)
+    state.wait_for_everyone()
+    store = ResultsStore(req.out)
+    items = [(p, k) for p in prompts for k in range(req.images_per_prompt)]
+    device = resolve_device(req.device) if state.num_processes == 1 else state.device
+    batch_size = req.batch_size or spec.default_batch_size
+
+    todo = _todo(store, spec, bench, items) if generate else []
+    state.wait_for_everyone()  # every rank has read the same state before anyone writes
+    run_id = gather_object([uuid.uuid4().hex[:12]])[0] if state.num_processes > 1 \
+        else uuid.uuid4().hex[:12]
+    mine = todo[state.process_index::state.num_processes]
+    per_rank = -(-len(todo) // state.num_processes)
+    n_batches = -(-per_rank // batch_size)  # equal on every rank: gathers must line up
+
+    prov = provenance()
+    recipe = spec.recipe()
+    run_row = dict(run_id=run_id, model=req.model, recipe_hash=spec.recipe_hash,
+                   recipe_json=json.dumps(recipe, sort_keys=True, default=str),
+                   bench=bench.name, bench_version=bench.version, n_prompts_total=len(bench),
+                   n_images_expected=len(items), started_at=time.time(), finished_at=None,
+                   git_hash=prov["git_hash"], versions_json=json.dumps(prov["versions"]),
+                   device=device_name(device), world_size=state.num_processes,
+                   batch_size=batch_size, latency_s_per_10=None, peak_memory_bytes=None,
+                   peak_memory_kind=None, status="running")
+    if n_batches and state.is_main_process:
+        store.upsert_run(**run_row)
+
+    batch_seconds: list[float] = []
+    if n_batches:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        pipe = load_pipeline(spec, device)
+        rev = loaded_revision(pipe)
+        if rev:  # the exact hub commit read, whatever revision was asked for
+            run_row["recipe_json"] = json.dumps({**recipe, "loaded_commit": rev},
+                                                sort_keys=True, default=str)
+        with progress_bar(f"{spec.name} on {bench.name}", total=len(todo),
+                          disable=not state.is_main_process) as bar:
+            for b in range(n_batches):
+                chunk = mine[b * batch_size:(b + 1) * batch_size]
+                rows = []
+                if chunk:
+                    texts = [p.text for p, _ in chunk]
+                    seeds = [image_seed(p.index, k) for p, k in chunk]
+                    if b == 0:  # warm-up (kernels, allocator) so latency is steady-state
+                        generate_batch(pipe, spec, texts, seeds, device)
+                    _sync(device)
+                    t0 = time.perf_counter()
+                    images = generate_batch(pipe, spec, texts, seeds, device)
+                    _sync(device)
+                    dt = time.perf_counter() - t0
+                    if len(chunk) == batch_size:  # latency from full batches only
+                        batch_seconds.append(dt)
+                    for (p, k), seed, img in zip(chunk, seeds, images):
+                        data = png_bytes(img)
+                        rel = image_relpath(spec, bench, p.index, k)
+                        write_atomic(store.root / rel, data)
+                        rows.append(ImageRow(
+                            recipe_hash=spec.recipe_hash, bench=bench.name,
+                            bench_version=bench.version, prompt_index=p.index, k=k,
+                            model=req.model, prompt=p.text, seed=seed, path=rel,
+                            sha256=hashlib.sha256(data).hexdigest(), seconds=dt / len(chunk),
+                            batch_size=batch_size, device=run_row["device"], run_id=run_id))
+                all_rows = gather_object(rows) if state.num_processes > 1 else rows
+                if state.is_main_process:
+                    store.add_images(all_rows)
+                    bar.advance(len(all_rows))
+        if batch_seconds:
+            run_row["latency_s_per_10"] = 10 * sum(batch_seconds) / (len(batch_seconds) * batch_size)
+        run_row["peak_memory_bytes"], run_row["peak_memory_kind"] = peak_memory(device)
+    state.wait_for_everyone()
+    if n_batches and state.is_main_process:
+        store.upsert_run(**{**run_row, "finished_at": time.time(), "status": "complete"})
+
+    keys = {(p.index, k) for p, k in items}
+    df = store.images(spec.recipe_hash, bench.name, bench.version)
+    df = df[[(i, k) in keys for i, k in zip(df.prompt_index, df.k)]].sort_values(
+        ["prompt_index", "k"]).reset_index(drop=True)
+    return EvalRun(store=store, model=req.model, recipe_hash=spec.recipe_hash, bench=bench.name,
+                   bench_version=bench.version, images=df, device=str(device), run_id=run_id)

@@ -1,0 +1,141 @@
+"""Model recipes: everything that decides an image, one entry per model, in one place.
+
+A recipe's hash (`ModelSpec.recipe_hash`) keys where its images live and which store rows are
+its own, so any field that can change a pixel belongs here and nowhere else.
+
+Revisions: the hub ids are the ones the DI* paper and each model card use. `revision` is the
+branch or commit to load; it is 'main' until a commit is verified on a machine with hub access
+(none of ours has one). Whatever revision is asked for, the commit actually loaded is resolved
+from the local snapshot and written to the results store beside every run, so a number always
+names the exact weights it came from.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from evalsuite.registry import Registry
+
+
+@dataclass(frozen=True)
+class ComponentSource:
+    """Where to get a component that replaces the base pipeline's (e.g. a distilled UNet)."""
+    repo: str                        # hub id or local directory
+    subfolder: str | None = None     # diffusers-format folder inside repo
+    filename: str | None = None      # a bare state dict (.safetensors, or .bin read weights_only)
+    revision: str = "main"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    description: str
+    pipeline: str                    # diffusers pipeline class name
+    repo: str                        # hub id or local directory of the base pipeline
+    revision: str = "main"
+    variant: str | None = None       # e.g. 'fp16' weight files
+    unet: ComponentSource | None = None
+    scheduler: str | None = None     # diffusers scheduler class; None keeps the pipeline's own
+    steps: int = 50
+    guidance: float = 7.5
+    timesteps: tuple[int, ...] | None = None   # one-step models: the fixed timestep fed to the UNet
+    dtype: str = "float16"           # on GPU; CPU always runs float32
+    resolution: int = 1024
+    call_kwargs: tuple[tuple[str, Any], ...] = ()   # extra pipeline __call__ kwargs
+    # Leaderboard metadata (paper Table 1 columns); not part of the recipe hash.
+    arch_type: str = "UNet"
+    params: str = ""
+    default_batch_size: int = 4
+    weights: str = "pretrained"      # 'pretrained' | 'random' | 'tiny' (built locally)
+    latent_channels: int = 4
+    vae_scale: int = 8
+
+    def recipe(self) -> dict[str, Any]:
+        """The fields that change an image (the hash's input)."""
+        d = asdict(self)
+        for k in ("description", "arch_type", "params", "default_batch_size"):
+            d.pop(k)
+        return d
+
+    @property
+    def recipe_hash(self) -> str:
+        blob = json.dumps(self.recipe(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def latent_shape(self) -> tuple[int, int, int]:
+        side = self.resolution // self.vae_scale
+        return (self.latent_channels, side, side)
+
+    def with_weights(self, weights: str) -> "ModelSpec":
+        return replace(self, weights=weights)
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def _add(spec: ModelSpec) -> ModelSpec:
+    return MODELS.add(spec.name, spec, spec.description)
+
+
+SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
+# DMD2 one-step: the UNet is fed the fixed timestep 399 through LCMScheduler, no CFG.
+_ONE_STEP = dict(scheduler="LCMScheduler", steps=1, guidance=0.0, timesteps=(399,))
+
+_add(ModelSpec(
+    name="di_star_sdxl", description="DI*-SDXL-1step (long training), 2.6B UNet, 1 step",
+    pipeline="StableDiffusionXLPipeline", repo="XDG-XHS/distar_long_1step", variant="fp16",
+    params="2.6B", default_batch_size=8, **_ONE_STEP))
+_add(ModelSpec(
+    name="dmd2_sdxl", description="DMD2-SDXL-1step (tianweiy/DMD2 UNet on SDXL base), 1 step",
+    pipeline="StableDiffusionXLPipeline", repo=SDXL, variant="fp16",
+    unet=ComponentSource("tianweiy/DMD2", filename="dmd2_sdxl_1step_unet_fp16.bin"),
+    params="2.6B", default_batch_size=8, **_ONE_STEP))
+_add(ModelSpec(
+    name="sdxl_base", description="SDXL base 1.0, 50 steps, CFG 7.5",
+    pipeline="StableDiffusionXLPipeline", repo=SDXL, variant="fp16", steps=50, guidance=7.5,
+    params="2.6B"))
+_add(ModelSpec(
+    name="sdxl_dpo", description="SDXL-DPO (mhdang/dpo-sdxl-text2image-v1 UNet), 50 steps, CFG 7.5",
+    pipeline="StableDiffusionXLPipeline", repo=SDXL, variant="fp16",
+    unet=ComponentSource("mhdang/dpo-sdxl-text2image-v1", subfolder="unet"),
+    steps=50, guidance=7.5, params="2.6B"))
+_add(ModelSpec(
+    name="sd35_large", description="Stable Diffusion 3.5 Large, 28 steps, CFG 3.5",
+    pipeline="StableDiffusion3Pipeline", repo="stabilityai/stable-diffusion-3.5-large",
+    dtype="bfloat16", steps=28, guidance=3.5, arch_type="DiT", params="8B",
+    latent_channels=16, default_batch_size=2))
+_add(ModelSpec(
+    name="flux_dev", description="FLUX.1-dev, 50 steps, guidance 3.5",
+    pipeline="FluxPipeline", repo="black-forest-labs/FLUX.1-dev", dtype="bfloat16",
+    steps=50, guidance=3.5, arch_type="DiT", params="12B", latent_channels=16,
+    default_batch_size=1))
+_add(ModelSpec(
+    name="sd15", description="Stable Diffusion 1.5, 50 steps, CFG 7.5, 512px",
+    pipeline="StableDiffusionPipeline", repo="stable-diffusion-v1-5/stable-diffusion-v1-5",
+    steps=50, guidance=7.5, resolution=512, params="0.9B"))
+# Offline entries: tiny configs of the real architectures, random weights, built locally.
+_add(ModelSpec(
+    name="tiny_sdxl", description="Tiny SDXL architecture, random weights, built offline (tests)",
+    pipeline="StableDiffusionXLPipeline", repo="tiny:sdxl", dtype="float32", weights="tiny",
+    resolution=64, default_batch_size=8, params="tiny", **_ONE_STEP))
+_add(ModelSpec(
+    name="tiny_sd15", description="Tiny SD1.5 architecture, random weights, built offline (tests)",
+    pipeline="StableDiffusionPipeline", repo="tiny:sd15", dtype="float32", weights="tiny",
+    steps=2, guidance=7.5, resolution=64, default_batch_size=8, params="tiny"))
+
+
+def resolve_model(name: str, weights: str = "pretrained") -> ModelSpec:
+    """Registry name or `path:DIR` (a diffusers pipeline folder or a `distar train` checkpoint)."""
+    if name.startswith("path:"):
+        from evalsuite.models.loading import spec_from_path
+        spec = spec_from_path(name[len("path:"):])
+    else:
+        spec = MODELS.get(name)
+    if weights not in ("pretrained", "random"):
+        from evalsuite.errors import DistarError
+        raise DistarError(f"Unknown --weights '{weights}'. Choose one of: pretrained, random")
+    if weights == "random" and spec.weights == "pretrained":
+        spec = spec.with_weights("random")
+    return spec

@@ -1,0 +1,65 @@
+"""A real CLIP BPE tokenizer, offline.
+
+No package ships a Hugging Face CLIP vocab, but open_clip ships the original OpenAI BPE merges
+(`bpe_simple_vocab_16e6.txt.gz`). The HF `vocab.json` / `merges.txt` are a re-encoding of that
+same file, built here exactly as open_clip's SimpleTokenizer builds its vocabulary, so token ids
+match open_clip's tokenizer (tests/test_tokenizer.py checks it).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from evalsuite.paths import cache_dir
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable-unicode table."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _open_clip_bpe_path() -> Path:
+    import open_clip.tokenizer as oct
+    return Path(oct.default_bpe())
+
+
+def write_clip_vocab(out_dir: Path) -> Path:
+    """Write vocab.json + merges.txt derived from open_clip's BPE file into out_dir."""
+    merges_raw = gzip.open(_open_clip_bpe_path()).read().decode("utf-8").split("\n")
+    merges = merges_raw[1:49152 - 256 - 2 + 1]  # the slice open_clip's SimpleTokenizer uses
+    vocab = list(_bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab]
+    vocab += ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, text in (("vocab.json", json.dumps({t: i for i, t in enumerate(vocab)})),
+                       ("merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")):
+        tmp = out_dir / f".{name}.tmp{os.getpid()}"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out_dir / name)  # atomic: a concurrent reader never sees half a file
+    return out_dir
+
+
+@lru_cache(maxsize=4)
+def build_clip_tokenizer(pad_token: str = "<|endoftext|>", directory: str | None = None):
+    """A transformers CLIPTokenizer (77 tokens) built offline from open_clip's BPE vocab.
+    SD1.5 / SDXL tokenizer 1 pad with '<|endoftext|>', SDXL tokenizer 2 pads with '!'."""
+    from transformers import CLIPTokenizer
+
+    d = Path(directory) if directory else cache_dir() / "clip_bpe"
+    if not (d / "vocab.json").exists() or not (d / "merges.txt").exists():
+        write_clip_vocab(d)
+    return CLIPTokenizer.from_pretrained(str(d), model_max_length=77, pad_token=pad_token,
+                                         local_files_only=True)
