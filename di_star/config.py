@@ -1,0 +1,216 @@
+"""Typed training configs. A run is fully described by one `TrainConfig`; it is saved next to
+the checkpoints (`config.json`) and a resumed run must match it.
+
+Files are JSON or TOML with the same nesting as the dataclasses ([world], [objective], [optim],
+[run]); nothing is ever eval'd. Unknown keys raise a DistarError naming the key and listing the
+valid ones, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from evalsuite.errors import DistarError
+
+REGULARISERS = ("score", "kl", "none")
+DISTANCES = ("l2", "pseudo_huber")
+ESTIMATORS = ("exact", "x0")
+DISTANCE_SPACES = ("score", "x0")
+GUIDANCES = ("none", "out", "in")   # 'out' = Choice 1 (implicit CFG reward), 'in' = Choice 2 (CFG reference)
+
+
+@dataclass
+class WorldConfig:
+    name: str = "gmm"                 # a registered World (di_star.trainer.WORLDS): 'gmm', 'digits', ...
+    eval_samples: int = 2000          # samples drawn for the final metrics
+
+
+@dataclass
+class ObjectiveConfig:
+    regulariser: str = "score"        # 'score' (DI*, eq. 3.4) | 'kl' (Diff-Instruct / DI++) | 'none'
+    distance: str = "pseudo_huber"    # d(y) for the score regulariser: 'l2' | 'pseudo_huber'
+    huber_c: float | None = 1.0       # pseudo-Huber c (score units); required with distance='pseudo_huber'
+    estimator: str = "exact"          # 'exact': pathwise through frozen nets (MATH.md slip 3); 'x0': the paper's listing
+    alpha_rew: float = 0.0            # explicit reward scale
+    alpha_cfg: float = 0.0            # CFG scale: implicit-reward weight ('out') or guidance scale w ('in')
+    guidance: str = "none"            # 'none' | 'out' (Choice 1, DI*-Out) | 'in' (Choice 2, DI*-In)
+    sigma_mean: float = -2.0          # pi(t): sigma = exp(sigma_std * randn + sigma_mean), the listing's
+    sigma_std: float = 2.0
+    distance_space: str = "score"     # where d() measures: 'score' differences, or 'x0' (sigma^2 * them, the listing's)
+    w: str = "one"                    # generator weighting w(t), a di_star.noise.weight_fn name
+    lam: str = "edm"                  # assistant DSM weighting lambda(t): the reference's own (EDM)
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 1e-4                # generator Adam lr
+    lr_psi: float = 1e-3              # assistant Adam lr
+    beta1: float = 0.0                # Adam betas of the listing: (0.0, 0.999)
+    beta2: float = 0.999
+    assistant_steps_per_g_step: int = 2   # K_TA in Algorithm 1
+    batch_size: int = 256
+
+
+@dataclass
+class RunConfig:
+    max_steps: int = 500              # generator steps
+    seed: int = 0
+    ema: float = 0.0                  # generator EMA decay; 0 = off
+    log_every: int = 50               # steps between stats.jsonl lines
+    ckpt_every: int = 250             # steps between checkpoints (and always at the end)
+
+
+@dataclass
+class TrainConfig:
+    preset: str = ""                  # the preset this config came from, for the record
+    world: WorldConfig = field(default_factory=WorldConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **sections: dict[str, Any]) -> "TrainConfig":
+        """A copy with some fields of some sections changed, e.g. replace(run={'max_steps': 10})."""
+        return from_dict({**self.to_dict(), **{k: {**self.to_dict()[k], **v} if isinstance(v, dict) else v
+                                                 for k, v in sections.items()}})
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check a loaded value against a field's type; ints are accepted where floats are expected."""
+    origin = get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is str and isinstance(value, str):
+        return value
+    if tp is str and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)  # e.g. guidance = ["out", "in"]; validate() explains why not both
+    if tp is bool and isinstance(value, bool):
+        return value
+    raise DistarError(f"Config key '{where}' must be {getattr(tp, '__name__', tp)}, got {value!r}.")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise DistarError(f"Config section '{prefix or 'top level'}' must be a table, got {data!r}.")
+    hints = get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in valid:
+            raise DistarError(f"Unknown config key '{where}'. Valid keys in "
+                              f"[{prefix or 'top level'}]: {', '.join(valid)}")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, where)
+        else:
+            kwargs[key] = _coerce(value, tp, where)
+    return cls(**kwargs)
+
+
+def from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Build and validate a TrainConfig from nested plain data."""
+    cfg = _build(TrainConfig, data, "")
+    validate(cfg)
+    return cfg
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Recursive dict update: `over`'s leaves win (a config file on top of a preset)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Plain data from a .json or .toml file."""
+    path = Path(path)
+    if not path.exists():
+        raise DistarError(f"Config file {path} does not exist.")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DistarError(f"{path} is not valid JSON: {e}") from None
+    if path.suffix == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise DistarError(f"{path} is not valid TOML: {e}") from None
+    raise DistarError(f"Config file {path} must end in .json or .toml.")
+
+
+def load_config(path: Path, base: TrainConfig | None = None) -> TrainConfig:
+    """A config file, optionally on top of a preset's config."""
+    data = read_config_file(path)
+    return from_dict(merge(base.to_dict(), data) if base is not None else data)
+
+
+def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
+    if value not in choices:
+        raise DistarError(f"Unknown {key} '{value}'. Choose one of: {', '.join(choices)}")
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Reject unknown choices and options that contradict each other, each with its fix."""
+    o, opt, run = cfg.objective, cfg.optim, cfg.run
+    _choice(o.regulariser, REGULARISERS, "objective.regulariser")
+    _choice(o.distance, DISTANCES, "objective.distance")
+    _choice(o.estimator, ESTIMATORS, "objective.estimator")
+    _choice(o.distance_space, DISTANCE_SPACES, "objective.distance_space")
+    parts = {p.strip() for p in o.guidance.replace("+", ",").split(",") if p.strip()}
+    if {"out", "in"} <= parts or o.guidance.strip() == "both":
+        raise DistarError(
+            "objective.guidance asks for Choice 1 ('out': implicit CFG reward) and Choice 2 ('in': "
+            "CFG-enhanced reference) at once, which applies classifier-free guidance twice. "
+            "Fix: set guidance = 'out' or guidance = 'in'.")
+    _choice(o.guidance, GUIDANCES, "objective.guidance")
+    if o.regulariser == "score" and o.distance == "pseudo_huber" and (o.huber_c is None or o.huber_c <= 0):
+        raise DistarError("distance 'pseudo_huber' needs a positive objective.huber_c "
+                          "(d(y) = sqrt(|y|^2 + c^2) - c). Fix: set huber_c, e.g. huber_c = 1.0, "
+                          "or use distance = 'l2'.")
+    if o.guidance == "none" and o.alpha_cfg != 0:
+        raise DistarError(f"alpha_cfg = {o.alpha_cfg} but guidance = 'none', so the CFG scale would be "
+                          "ignored. Fix: set guidance = 'in' (Choice 2) or 'out' (Choice 1), or alpha_cfg = 0.")
+    if o.guidance != "none" and o.alpha_cfg <= 0:
+        raise DistarError(f"guidance = '{o.guidance}' needs alpha_cfg > 0. "
+                          "Fix: set alpha_cfg (the paper uses 7.5) or guidance = 'none'.")
+    if o.guidance == "in" and o.regulariser == "none":
+        raise DistarError("guidance = 'in' (Choice 2) guides the reference inside the regulariser, but "
+                          "regulariser = 'none'. Fix: use regulariser 'score' or 'kl', or guidance = 'out'.")
+    if o.regulariser == "none" and o.alpha_rew == 0 and o.guidance == "none":
+        raise DistarError("Nothing to optimise: regulariser 'none', alpha_rew = 0 and no guidance. "
+                          "Fix: pick a regulariser, a reward scale or guidance.")
+    if o.alpha_rew < 0:
+        raise DistarError(f"alpha_rew must be >= 0 (got {o.alpha_rew}); the reward is maximised.")
+    for key, value in (("optim.lr_g", opt.lr_g), ("optim.lr_psi", opt.lr_psi)):
+        if value <= 0:
+            raise DistarError(f"{key} must be > 0, got {value}.")
+    if opt.assistant_steps_per_g_step < 1 and o.regulariser != "none":
+        raise DistarError("optim.assistant_steps_per_g_step must be >= 1 when a regulariser needs the "
+                          "assistant score.")
+    if opt.batch_size < 1 or run.max_steps < 0:
+        raise DistarError("optim.batch_size must be >= 1 and run.max_steps >= 0.")
+    if not 0 <= run.ema < 1:
+        raise DistarError(f"run.ema must be in [0, 1), got {run.ema}.")
+    if run.ckpt_every < 1 or run.log_every < 1:
+        raise DistarError("run.ckpt_every and run.log_every must be >= 1.")
