@@ -1,0 +1,814 @@
+"""Markdown leaderboards and plots regenerated from the results store (`distar leaderboard`).
+
+Every number written here was measured by `distar eval` and read back from `results.sqlite`;
+the paper's own numbers go only to `paper_reported.md` (from evalsuite.paper_numbers).
+Output is a pure function of the store: rows and columns are sorted, dates come from the stored
+runs, bootstrap resampling uses a fixed seed and PNGs carry no timestamp, so regenerating with
+no new results rewrites byte-identical files.
+
+The unit of a table row is an *entry*: one model recipe (recipe_hash) on one benchmark version.
+Several `distar eval` invocations of the same recipe (resumes, --limit growing) add up to one
+entry, exactly as their image and score rows do in the store.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from evalsuite import paper_numbers
+from evalsuite.errors import DistarError
+from evalsuite.store import STORE_FILENAME, ResultsStore
+
+# Metric presentation: label, higher_is_better (None: unknown, no arrow and no bold), decimals.
+METRICS_SHOWN: dict[str, tuple[str, bool | None, int]] = {
+    "imagereward": ("ImageReward", True, 3),
+    "aesthetic": ("Aesthetic", True, 2),
+    "pickscore": ("PickScore", True, 4),
+    "pickscore_logit": ("PickScore logit", True, 2),
+    "clip": ("CLIP", True, 2),
+    "hpsv2": ("HPSv2.0", True, 2),
+    "hpsv21": ("HPSv2.1", True, 2),
+    "fid": ("FID", False, 2),
+    "kid": ("KID", False, 4),
+}
+TABLE1_METRICS = ("imagereward", "aesthetic", "pickscore", "clip")  # the paper's column order
+TABLE1_BENCHES = ("parti", "coco30k")                               # upper part, lower part
+HPS_BENCH = "hpsv2"
+HPS_METRICS = ("hpsv21", "hpsv2")
+HPS_STYLES = paper_numbers.HPS_STYLES
+HPS_CHUNK = 80              # HPSv2's benchmark: a style's score is the mean of 80-image chunks
+PREFERENCE_FOR_PLOT = ("pickscore", "imagereward", "hpsv21", "aesthetic")
+N_BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL = 1000, 0, 0.95
+MISSING = "—"
+
+TABLE1_FILE = "table1_parti_coco.md"
+TABLE2_FILE = "table2_ablation.md"
+TABLE3_FILE = "table3_hpsv21.md"
+BREAKDOWN_FILE = "category_breakdown.md"
+PAPER_FILE = "paper_reported.md"
+LATENCY_PLOT = "quality_vs_latency_{bench}.png"
+ABLATION_PLOT = "ablation_reward_vs_fidelity.png"
+
+
+# Statistics (pure functions). evalsuite/metrics/stats.py did not exist when this was written;
+# these are small enough to keep here and are tested through the tables.
+def bootstrap_ci(values: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED,
+                 level: float = CI_LEVEL, strata: np.ndarray | None = None
+                 ) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of the mean over `values` (one value per prompt).
+    With `strata`, resample within each stratum and take the mean of the stratum means
+    (HPSv2's average over styles). None when any stratum has fewer than two values."""
+    values = np.asarray(values, dtype=np.float64)
+    groups = [values] if strata is None else [values[strata == s] for s in np.unique(strata)]
+    if not groups or min(len(g) for g in groups) < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    stats = np.zeros(n_boot)
+    for g in groups:
+        n = len(g)
+        step = max(1, 4_000_000 // n)  # bound the index matrix to ~32 MB
+        for start in range(0, n_boot, step):
+            b = min(step, n_boot - start)
+            stats[start:start + b] += g[rng.integers(0, n, size=(b, n))].mean(axis=1)
+    stats /= len(groups)
+    alpha = (1.0 - level) / 2
+    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def hps_chunked_mean(values_in_prompt_order: np.ndarray, chunk: int = HPS_CHUNK) -> float:
+    """HPSv2's benchmark aggregation of one style: mean of the means of consecutive 80-image
+    chunks (equal to the plain mean when the style is complete, 800 = 10 x 80)."""
+    v = np.asarray(values_in_prompt_order, dtype=np.float64)
+    return float(np.mean([v[i:i + chunk].mean() for i in range(0, len(v), chunk)]))
+
+
+# Prompt metadata ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PromptMeta:
+    meta: dict[int, dict]               # prompt index -> metadata (keys lower-case)
+    group_keys: tuple[str, ...] = ()    # metadata keys to break scores down by
+    missing: str | None = None          # why there is no metadata
+
+
+def prompt_meta(bench: str, bench_version: str) -> PromptMeta:
+    """Per-prompt metadata (Parti: category/challenge; HPSv2: style) from evalsuite.benchmarks:
+    the single place where the leaderboard learns about prompts beyond what the store holds."""
+    try:
+        from evalsuite.benchmarks import load_benchmark
+    except ImportError as e:
+        return PromptMeta({}, (), f"evalsuite.benchmarks is not importable ({e})")
+    try:
+        b = load_benchmark(bench)
+    except DistarError as e:
+        return PromptMeta({}, (), str(e).splitlines()[0])
+    if str(b.version) != str(bench_version):
+        return PromptMeta({}, (), f"the stored results are for {bench} version {bench_version}, "
+                                  f"the installed benchmark is version {b.version}")
+    meta = {int(p.index): {str(k).lower(): v for k, v in (p.meta or {}).items()}
+            for p in b.prompts}
+    return PromptMeta(meta, tuple(k.lower() for k in b.group_keys))
+
+
+# Reading the store -----------------------------------------------------------------------------
+@dataclass
+class Summary:
+    """One cell: a measured number and what it covers."""
+    value: float
+    ci: tuple[float, float] | None = None
+    prompts: frozenset[int] = frozenset()   # prompts scored (per-image metrics)
+    n_images: int | None = None             # images in the set (set metrics)
+    kind: str = "image"                     # 'image' | 'set' | 'time'
+    device: str | None = None               # 'time' only
+
+
+@dataclass
+class Entry:
+    """One recipe on one benchmark version: its metadata, runs, images and scores."""
+    recipe_hash: str
+    bench: str
+    bench_version: str
+    name: str
+    recipe: dict
+    runs: pd.DataFrame
+    image_prompts: frozenset[int]
+    n_prompts_total: int | None
+    scores: pd.DataFrame            # this entry's rows of table scores
+    set_scores: pd.DataFrame
+    label: str = ""                 # unique row label within its table (set by _label_entries)
+
+    # Metadata: recipe_json first (works on stores made elsewhere), the model registry second.
+    def meta(self, key: str) -> Any:
+        value = _find_key(self.recipe, key)
+        if value in (None, ""):
+            value = getattr(_registry_spec(self.name), key, None)
+        return value if value not in (None, "") else None
+
+    @property
+    def alphas(self) -> tuple[float, float] | None:
+        a_rew, a_cfg = _find_key(self.recipe, "alpha_rew"), _find_key(self.recipe, "alpha_cfg")
+        if a_rew is None or a_cfg is None:
+            return None
+        return float(a_rew), float(a_cfg)
+
+    def metric_keys(self) -> list[tuple[str, str]]:
+        keys = set(zip(self.scores.metric, self.scores.metric_version))
+        keys |= set(zip(self.set_scores.metric, self.set_scores.metric_version))
+        return sorted(keys)
+
+    def per_prompt(self, metric: str, version: str) -> pd.Series:
+        """Per-prompt score (images of one prompt averaged), indexed and sorted by prompt."""
+        s = self.scores[(self.scores.metric == metric) & (self.scores.metric_version == version)]
+        return s.groupby("prompt_index")["value"].mean().sort_index()
+
+    def summary(self, metric: str, version: str, prompts: Sequence[int] | None = None
+                ) -> Summary | None:
+        s = self.set_scores[(self.set_scores.metric == metric)
+                            & (self.set_scores.metric_version == version)]
+        if len(s):
+            row = s.iloc[0]
+            return Summary(float(row.value), n_images=int(row.n_images), kind="set")
+        per = self.per_prompt(metric, version)
+        if prompts is not None:
+            per = per[per.index.isin(list(prompts))]
+        if per.empty:
+            return None
+        return Summary(float(per.mean()), bootstrap_ci(per.to_numpy()),
+                       prompts=frozenset(int(i) for i in per.index))
+
+    def latency(self) -> Summary | None:
+        r = self.runs[self.runs.latency_s_per_10.notna()]
+        if r.empty:
+            return None
+        last = r.sort_values(["started_at", "run_id"]).iloc[-1]
+        return Summary(float(last.latency_s_per_10), kind="time", device=str(last.device))
+
+    def coverage(self) -> dict[str, int]:
+        """Prompts covered by images and by each metric (per-image metrics only)."""
+        cov = {"images": len(self.image_prompts)}
+        for m, v in self.metric_keys():
+            per = self.per_prompt(m, v)
+            if len(per):
+                cov[_column_id(m, v)] = len(per)
+        return cov
+
+    @property
+    def min_prompts(self) -> int:
+        cov = self.coverage()
+        counts = [c for k, c in cov.items() if k != "images" or c > 0]
+        return min(counts) if counts else 0
+
+    @property
+    def is_partial(self) -> bool:
+        return self.n_prompts_total is not None and self.min_prompts < self.n_prompts_total
+
+
+def _find_key(d: Any, key: str, depth: int = 3) -> Any:
+    """`d[key]`, else the first match one or two nesting levels down (sorted, deterministic)."""
+    if not isinstance(d, dict) or depth == 0:
+        return None
+    if key in d:
+        return d[key]
+    for k in sorted(d):
+        found = _find_key(d[k], key, depth - 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _registry_spec(name: str):
+    try:
+        from evalsuite.models import MODELS
+    except ImportError:
+        return None
+    return MODELS.get(name) if name in MODELS else None
+
+
+def load_entries(store: ResultsStore) -> list[Entry]:
+    runs, images = store.table("runs"), store.table("images")
+    scores, set_scores = store.table("scores"), store.table("set_scores")
+    key = ["recipe_hash", "bench", "bench_version"]
+    keys: set[tuple[str, str, str]] = set()
+    for df in (runs, images, scores, set_scores):
+        keys |= set(map(tuple, df[key].itertuples(index=False, name=None)))
+
+    def rows(df: pd.DataFrame, k: tuple[str, str, str]) -> pd.DataFrame:
+        return df[(df.recipe_hash == k[0]) & (df.bench == k[1]) & (df.bench_version == k[2])]
+
+    entries = []
+    for k in sorted(keys):
+        r = rows(runs, k).sort_values(["started_at", "run_id"])
+        recipe: dict = {}
+        for text in r.recipe_json:
+            recipe = json.loads(text) if text else {}  # the latest run's recipe
+        imgs = rows(images, k)
+        name = recipe.get("name") or (r.model.iloc[-1] if len(r) else None) \
+            or (imgs.model.iloc[0] if len(imgs) else k[0])
+        total = r.n_prompts_total.dropna()
+        entries.append(Entry(
+            recipe_hash=k[0], bench=k[1], bench_version=k[2], name=str(name), recipe=recipe,
+            runs=r, image_prompts=frozenset(int(i) for i in imgs.prompt_index),
+            n_prompts_total=int(total.max()) if len(total) else None,
+            scores=rows(scores, k), set_scores=rows(set_scores, k)))
+    return entries
+
+
+# Formatting -------------------------------------------------------------------------------------
+def _fmt(x: float, decimals: int) -> str:
+    s = f"{x:.{decimals}f}"
+    return s[1:] if re.fullmatch(r"-0\.?0*", s) else s
+
+
+def _metric_info(metric: str) -> tuple[str, bool | None, int]:
+    return METRICS_SHOWN.get(metric, (metric, None, 3))
+
+
+def _arrow(higher: bool | None) -> str:
+    return "" if higher is None else (" ↑" if higher else " ↓")
+
+
+def _short_version(version: str) -> str:
+    return version.split("|", 1)[0].strip() or version
+
+
+def _column_id(metric: str, version: str) -> str:
+    return f"{metric} ({_short_version(version)})"
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]],
+             align: Sequence[str] | None = None) -> str:
+    align = align or ["l"] + ["r"] * (len(header) - 1)
+    rule = {"l": ":---", "r": "---:", "c": ":---:"}
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
+             "|" + "|".join(rule[a] for a in align) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _params_billion(params: Any) -> float | None:
+    m = re.fullmatch(r"\s*([\d.]+)\s*([BMK]?)\s*", str(params or ""), flags=re.I)
+    if not m:
+        return None
+    scale = {"B": 1.0, "M": 1e-3, "K": 1e-6, "": 1e-9}[m.group(2).upper()]
+    return float(m.group(1)) * scale
+
+
+@dataclass
+class Column:
+    header: str
+    cells: list[Summary | None]
+    decimals: int
+    higher: bool | None
+    bold: list[bool] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.bold = _best(self.cells, self.decimals, self.higher)
+
+    def render(self, i: int) -> str:
+        c = self.cells[i]
+        if c is None:
+            return MISSING
+        v = _fmt(c.value, self.decimals)
+        text = f"**{v}**" if self.bold[i] else v
+        if c.ci is not None:
+            text += f" [{_fmt(c.ci[0], self.decimals)}, {_fmt(c.ci[1], self.decimals)}]"
+        return text
+
+
+def _best(cells: Sequence[Summary | None], decimals: int, higher: bool | None) -> list[bool]:
+    """Bold the best displayed value among comparable cells: per-image metrics scored on the
+    same prompts as the column's widest coverage, set metrics on as many images as the most,
+    latencies measured on one device. Nothing is bold when fewer than two cells qualify."""
+    present = [c for c in cells if c is not None]
+    eligible = [False] * len(cells)
+    if higher is None or len(present) < 2:
+        return eligible
+    union = frozenset().union(*(c.prompts for c in present))
+    max_images = max((c.n_images or 0) for c in present)
+    devices = {c.device for c in present}
+    for i, c in enumerate(cells):
+        if c is None:
+            continue
+        if c.kind == "image":
+            eligible[i] = c.prompts == union
+        elif c.kind == "set":
+            eligible[i] = c.n_images == max_images
+        else:
+            eligible[i] = len(devices) == 1
+    if sum(eligible) < 2:
+        return [False] * len(cells)
+    shown = [float(_fmt(c.value, decimals)) if ok else None for c, ok in zip(cells, eligible)]
+    target = (max if higher else min)(v for v in shown if v is not None)
+    return [v is not None and v == target for v in shown]
+
+
+def _label_entries(entries: list[Entry]) -> None:
+    """Row labels: model name, recipe hash where one name has several recipes, weights other
+    than pretrained, and the partial marker with the prompts actually covered."""
+    counts = Counter(e.name for e in entries)
+    for e in entries:
+        label = e.name
+        if counts[e.name] > 1:
+            label += f" #{e.recipe_hash[:8]}"
+        weights = e.meta("weights")
+        if weights not in (None, "pretrained"):
+            label += f" (weights: {weights})"
+        if e.is_partial:
+            label += f" (partial: {e.min_prompts}/{e.n_prompts_total} prompts)"
+        elif e.n_prompts_total is None:
+            label += " (coverage unknown)"
+        e.label = label
+
+
+def _sort_entries(entries: list[Entry]) -> list[Entry]:
+    """The paper's order: multi-step models first (more steps first), then by name."""
+    return sorted(entries, key=lambda e: (-(e.meta("steps") or 0), e.name, e.recipe_hash))
+
+
+def _metric_columns(entries: list[Entry], fixed: Sequence[str]) -> list[tuple[str, str | None]]:
+    """(metric, metric_version) columns: the fixed metrics first (one column per stored version,
+    a version-less placeholder when unmeasured), then every other measured metric by name."""
+    present = sorted({k for e in entries for k in e.metric_keys()})
+    cols: list[tuple[str, str | None]] = []
+    for m in fixed:
+        versions = [v for mm, v in present if mm == m]
+        cols += [(m, v) for v in versions] or [(m, None)]
+    cols += [(m, v) for m, v in present if m not in fixed]
+    return cols
+
+
+def _metric_header(metric: str, version: str | None) -> str:
+    label, higher, _ = _metric_info(metric)
+    if version is None:
+        return f"{label}{_arrow(higher)}"
+    short = _short_version(version)
+    return f"{label}{_arrow(higher)}" + ("" if short == label else f" ({short})")
+
+
+_LEAD_T1: list[tuple[str, Callable[[Entry], str]]] = [
+    ("model", lambda e: e.label),
+    ("steps ↓", lambda e: str(e.meta("steps") or MISSING)),
+    ("type", lambda e: str(e.meta("arch_type") or MISSING)),
+    ("params ↓", lambda e: str(e.meta("params") or MISSING)),
+]
+
+
+def _alphas_text(e: Entry) -> str:
+    a = e.alphas
+    return MISSING if a is None else f"({a[0]:g}, {a[1]:g})"
+
+
+# Provenance -------------------------------------------------------------------------------------
+def _date(ts: float | None) -> str:
+    if ts is None or (isinstance(ts, float) and math.isnan(ts)):
+        return MISSING
+    return datetime.fromtimestamp(float(ts), tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+def _versions_text(blob: str | None) -> str:
+    if not blob:
+        return MISSING
+    try:
+        d = json.loads(blob)
+    except json.JSONDecodeError:
+        return blob
+    if not isinstance(d, dict):
+        return str(d)
+    return ", ".join(f"{k} {d[k]}" for k in sorted(d))
+
+
+def _distinct(values: pd.Series) -> str:
+    return ", ".join(sorted({str(v) for v in values.dropna()})) or MISSING
+
+
+CELL_NOTE = ("- Per-image metrics: mean over prompts (a prompt's images averaged first); in "
+             f"brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval over prompts "
+             f"({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). FID/KID: one number per image "
+             "set, no interval.")
+TIME_NOTE = ("- time / 10 images: seconds per 10 images after warm-up, from the run's full "
+             "batches, on the device listed below (not comparable across devices).")
+
+
+def provenance(entries: list[Entry], notes: Sequence[str], how: Sequence[str] = (CELL_NOTE,)
+               ) -> str:
+    """Footer: how each cell was computed, metric versions, and per row the runs, git hash,
+    device, date, software versions and prompts covered (all read from the store)."""
+    version_ids: dict[str, str] = {}
+    rows = []
+    for e in entries:
+        r = e.runs
+        blobs = sorted({b for b in r.versions_json.dropna()}) if len(r) else []
+        ids = []
+        for b in blobs:
+            version_ids.setdefault(b, chr(ord("A") + len(version_ids)))
+            ids.append(version_ids[b])
+        last = r.iloc[-1] if len(r) else None
+        ends = pd.concat([r.finished_at, r.started_at]).dropna() if len(r) else pd.Series([])
+        cov = e.coverage()
+        total = e.n_prompts_total if e.n_prompts_total is not None else "?"
+        cov_text = "; ".join(f"{k} {v}/{total}" for k, v in cov.items())
+        more = f" (+{len(r) - 1} more)" if len(r) > 1 else ""
+        rows.append([
+            e.label, e.bench, f"`{e.recipe_hash}`",
+            f"{last.run_id}{more}" if last is not None else MISSING,
+            _distinct(r.git_hash), _distinct(r.device),
+            _date(float(ends.max())) if len(ends) else MISSING, _distinct(r.status),
+            ", ".join(ids) or MISSING, cov_text])
+    out = ["---", "", "**Provenance.** Measured by `distar eval`, scored by `evalsuite.metrics`, "
+           "and regenerated from `results.sqlite` by `distar leaderboard`. The paper's reported "
+           f"numbers are in `{PAPER_FILE}`; they never appear in this file.", ""]
+    out += list(how) + [
+        "- ↑ higher is better, ↓ lower is better. **Bold**: best in its column among rows scored "
+        "on the same prompts (set metrics: as many images; time: one device); no bold when "
+        "fewer than two rows qualify.",
+        "- *partial*: the row's images or scores cover fewer prompts than the benchmark has.",
+    ]
+    out += [f"- Metric version: {n}" for n in notes]
+    out += ["", md_table(["row", "bench", "recipe", "last run", "git", "device", "date (UTC)",
+                          "status", "versions", "prompts covered"], rows, ["l"] * 10)]
+    if version_ids:
+        out += [""] + [f"- versions {i}: {_versions_text(b)}" for b, i in version_ids.items()]
+    return "\n".join(out) + "\n"
+
+
+# Tables -----------------------------------------------------------------------------------------
+def _bench_order(bench: str) -> tuple[int, str]:
+    return (TABLE1_BENCHES.index(bench) if bench in TABLE1_BENCHES else len(TABLE1_BENCHES),
+            bench)
+
+
+def _groups(entries: list[Entry]) -> list[tuple[str, str, list[Entry]]]:
+    keys = sorted({(e.bench, e.bench_version) for e in entries},
+                  key=lambda k: (_bench_order(k[0]), k[1]))
+    return [(b, v, _sort_entries([e for e in entries if (e.bench, e.bench_version) == (b, v)]))
+            for b, v in keys]
+
+
+def table1(entries: list[Entry]) -> str:
+    """Paper Table 1 layout, one section per benchmark (Parti, COCO, then any other except
+    HPSv2, which is Table 3): steps, type, params, the four preference/alignment metrics, time
+    per 10 images, then set metrics (FID) and any other measured metric."""
+    out = ["# Table 1: measured quality and latency", "",
+           "Layout of the DI* paper's Table 1 (Parti upper part, COCO lower part), filled only "
+           "with numbers measured by this suite.", ""]
+    notes: list[str] = []
+    shown: list[Entry] = []
+    groups = [g for g in _groups(entries) if g[0] != HPS_BENCH]
+    if not groups:
+        out += ["No measured results yet. Run `distar eval --bench parti ...` first.", ""]
+    for bench, version, es in groups:
+        _label_entries(es)
+        fixed = TABLE1_METRICS + (("fid",) if bench == "coco30k" else ())
+        table, n = _table1_section(es, fixed)
+        out += [f"## {bench} (version {version})", "", table, ""]
+        notes += n
+        shown += es
+    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (CELL_NOTE, TIME_NOTE))
+
+
+def _table1_section(es: list[Entry], fixed: Sequence[str]) -> tuple[str, list[str]]:
+    cols = _metric_columns(es, fixed)
+    core = [c for c in cols if c[0] in TABLE1_METRICS]
+    columns = _columns(es, core) + [Column("time / 10 images ↓ (s)", [e.latency() for e in es],
+                                           2, False)]
+    columns += _columns(es, [c for c in cols if c[0] not in TABLE1_METRICS])
+    header = [h for h, _ in _LEAD_T1] + [c.header for c in columns]
+    rows = [[fn(e) for _, fn in _LEAD_T1] + [c.render(i) for c in columns]
+            for i, e in enumerate(es)]
+    return md_table(header, rows, ["l", "r", "l", "r"] + ["r"] * len(columns)), _notes(cols)
+
+
+def _columns(es: list[Entry], cols: Sequence[tuple[str, str | None]]) -> list[Column]:
+    out = []
+    for m, v in cols:
+        _, higher, dec = _metric_info(m)
+        out.append(Column(_metric_header(m, v), [e.summary(m, v) if v is not None else None
+                                                 for e in es], dec, higher))
+    return out
+
+
+def _notes(cols: Sequence[tuple[str, str | None]]) -> list[str]:
+    return [f"{_metric_header(m, v)}: `{m}` stored as `{v}`" for m, v in cols if v is not None]
+
+
+def table2(entries: list[Entry]) -> str:
+    """Paper Table 2 layout: `distar train` checkpoints (recipes carrying alpha_rew and
+    alpha_cfg) on Parti, grouped by (alpha_rew, alpha_cfg)."""
+    out = ["# Table 2: measured ablation over (alpha_rew, alpha_cfg)", "",
+           "Rows: evaluated checkpoints whose recipe carries `alpha_rew` and `alpha_cfg` "
+           "(written by `distar train`), grouped by those two scales.", ""]
+    abl = [e for e in entries if e.alphas is not None and e.bench != HPS_BENCH]
+    notes: list[str] = []
+    shown: list[Entry] = []
+    if not abl:
+        out += ["No measured ablation results yet: evaluate `distar train` checkpoints with "
+                "`distar eval --model path:RUN_DIR --bench parti`.", ""]
+    for bench, version, es in _groups(abl):
+        es = sorted(es, key=lambda e: (e.alphas, e.name, e.recipe_hash))
+        _label_entries(es)
+        lead = [("model", lambda e: e.label),
+                ("steps", lambda e: str(e.meta("steps") or MISSING)),
+                ("params", lambda e: str(e.meta("params") or MISSING)),
+                ("(α_rew, α_cfg)", _alphas_text)]
+        cols = _metric_columns(es, TABLE1_METRICS)
+        columns = _columns(es, cols)
+        notes += _notes(cols)
+        header = [h for h, _ in lead] + [c.header for c in columns]
+        rows = [[fn(e) for _, fn in lead] + [c.render(i) for c in columns]
+                for i, e in enumerate(es)]
+        out += [f"## {bench} (version {version})", "",
+                md_table(header, rows, ["l", "r", "r", "c"] + ["r"] * len(columns)), ""]
+        shown += es
+    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)))
+
+
+def _style_summaries(e: Entry, metric: str, version: str, styles: dict[int, str]
+                     ) -> dict[str, Summary | None]:
+    per = e.per_prompt(metric, version)
+    out: dict[str, Summary | None] = {}
+    values, strata = [], []
+    for style in HPS_STYLES:
+        s = per[[styles.get(int(i)) == style for i in per.index]]
+        if s.empty:
+            out[style] = None
+            continue
+        out[style] = Summary(hps_chunked_mean(s.to_numpy()), bootstrap_ci(s.to_numpy()),
+                             prompts=frozenset(int(i) for i in s.index))
+        values += list(s.to_numpy())
+        strata += [style] * len(s)
+    if all(out[s] is not None for s in HPS_STYLES):
+        avg = float(np.mean([out[s].value for s in HPS_STYLES]))
+        out["average"] = Summary(avg, bootstrap_ci(np.array(values), strata=np.array(strata)),
+                                 prompts=frozenset(per.index.astype(int)))
+    else:
+        out["average"] = None
+    return out
+
+
+def table3(entries: list[Entry]) -> str:
+    """Paper Table 3 layout: HPS per style and the average of the four styles. HPSv2.1 and
+    HPSv2.0 are separate tables, never one column."""
+    out = ["# Table 3: measured HPS per style", "",
+           "Per style: HPSv2's own aggregation (mean of the means of consecutive 80-image chunks, "
+           "prompts in benchmark order). Average: mean of the four style scores.", ""]
+    notes: list[str] = []
+    shown: list[Entry] = []
+    hps = [e for e in entries if e.bench == HPS_BENCH]
+    if not hps:
+        out += [f"No measured results on `{HPS_BENCH}` yet.", ""]
+    for bench, version, es in _groups(hps):
+        _label_entries(es)
+        pm = prompt_meta(bench, version)
+        styles = {i: m.get("style") for i, m in pm.meta.items()}
+        n_style = Counter(styles.values())
+        for metric in HPS_METRICS:
+            for v in sorted({v for e in es for m, v in e.metric_keys() if m == metric}):
+                label, higher, dec = _metric_info(metric)
+                notes += _notes([(metric, v)])
+                out += [f"## {_metric_header(metric, v)} on {bench} (version {version})", ""]
+                if not pm.meta:
+                    out += [f"Prompt styles unavailable: {pm.missing}.", ""]
+                    continue
+                per = [_style_summaries(e, metric, v, styles) for e in es]
+                cols = [Column(f"{s}{_arrow(higher)}" + (f" (n={n_style[s]})" if s in n_style
+                                                        else ""),
+                               [p[s] for p in per], dec, higher)
+                        for s in HPS_STYLES + ("average",)]
+                header = ["model", "steps"] + [c.header for c in cols]
+                rows = [[e.label, str(e.meta("steps") or MISSING)] + [c.render(i) for c in cols]
+                        for i, e in enumerate(es)]
+                out += [md_table(header, rows), ""]
+        shown += es
+    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
+        "- Per style: HPSv2's chunked mean over the style's prompts (a prompt's images averaged "
+        f"first); in brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval of the "
+        f"style's mean over its prompts ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). "
+        "Average: mean of the four styles; its interval resamples prompts within each style.",))
+
+
+def category_breakdown(entries: list[Entry]) -> str:
+    """Per-category (and per-challenge) means of every per-image metric, for each benchmark
+    whose prompts carry group metadata (Parti: category, challenge). No intervals here, to keep
+    the tables narrow; n = prompts in the group."""
+    out = ["# Scores by prompt category (measured)", "",
+           "Means over the prompts of each group; n = prompts of the benchmark in that group.", ""]
+    notes: list[str] = []
+    shown: list[Entry] = []
+    groups = [g for g in _groups(entries) if g[0] != HPS_BENCH]
+    written = False
+    for bench, version, es in groups:
+        pm = prompt_meta(bench, version)
+        if not pm.group_keys and not pm.missing:
+            continue  # a benchmark without categories (COCO)
+        _label_entries(es)
+        written = True
+        shown += es
+        if not pm.meta:
+            out += [f"## {bench} (version {version})", "",
+                    f"Prompt metadata unavailable: {pm.missing}.", ""]
+            continue
+        keys = sorted({(m, v) for e in es for m, v in zip(e.scores.metric, e.scores.metric_version)})
+        notes += _notes(keys)
+        for m, v in keys:
+            label, higher, dec = _metric_info(m)
+            rows_m = [e for e in es if len(e.per_prompt(m, v))]
+            for key in pm.group_keys:
+                names = sorted({str(md[key]) for md in pm.meta.values() if md.get(key)})
+                members = {g: [i for i, md in pm.meta.items() if str(md.get(key)) == g]
+                           for g in names}
+                cols = [Column(f"all (n={len(pm.meta)})",
+                               [_no_ci(e.summary(m, v)) for e in rows_m], dec, higher)]
+                cols += [Column(f"{g} (n={len(members[g])})",
+                                [_no_ci(e.summary(m, v, members[g])) for e in rows_m], dec,
+                                higher)
+                         for g in names]
+                header = ["model"] + [c.header for c in cols]
+                rows = [[e.label] + [c.render(i) for c in cols] for i, e in enumerate(rows_m)]
+                out += [f"## {_metric_header(m, v)} by {key}, "
+                        f"{bench} (version {version})", "", md_table(header, rows), ""]
+    if not written:
+        out += ["No measured results on a benchmark with prompt categories (e.g. parti) yet.", ""]
+    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
+        "- Cells: mean over the group's prompts scored (a prompt's images averaged first); no "
+        "intervals in this file (see Table 1 for the overall ones).",))
+
+
+def _no_ci(s: Summary | None) -> Summary | None:
+    if s is not None:
+        s.ci = None
+    return s
+
+
+def paper_reported() -> str:
+    """The paper's Tables 1-3 exactly as printed, labelled as reported (not measured)."""
+    P = paper_numbers
+    out = ["# Reported by the DI* paper (NOT measured by this suite)", "",
+           f"Transcribed from {P.PAPER}, Tables 1-3, by `evalsuite/paper_numbers.py` (each row "
+           "cites its table and row). These are the paper's numbers; measured results are in "
+           f"`{TABLE1_FILE}`, `{TABLE2_FILE}` and `{TABLE3_FILE}`. †: the paper's own "
+           "implementation of a baseline.", ""]
+
+    def t1(rows, last_header, last_key):
+        header = ["model (as reported)", "steps ↓", "type", "params ↓", "ImageReward ↑",
+                  "Aesthetic ↑", "PickScore ↑", "CLIP ↑", last_header]
+        body = [[r.model, str(r.steps), r.arch_type, r.params]
+                + [r.values[k] for k in TABLE1_METRICS + (last_key,)] for r in rows]
+        return md_table(header, body, ["l", "r", "l", "r"] + ["r"] * 5)
+
+    out += ["## Table 1, upper part: Parti prompts (reported)", "",
+            t1(P.TABLE1_PARTI, "time / 10 images ↓ (s)", "time_s_per_10"), "",
+            "## Table 1, lower part: COCO 30K prompts (reported)", "",
+            t1(P.TABLE1_COCO, "COCO-FID ↓", "fid"), "",
+            "## Table 2: ablation on Parti prompts (reported)", "",
+            md_table(["model (as reported)", "steps", "params", "ImageReward ↑", "Aesthetic ↑",
+                      "PickScore ↑", "CLIP ↑", "(α_rew, α_cfg)"],
+                     [[r.model, str(r.steps), r.params]
+                      + [r.values[k] for k in TABLE1_METRICS] + [r.alphas or MISSING]
+                      for r in P.TABLE2_ABLATION], ["l", "r", "r", "r", "r", "r", "r", "c"]), "",
+            "## Table 3: HPSv2.1 (reported)", "",
+            md_table(["model (as reported)", "steps"] + [f"{s} ↑" for s in HPS_STYLES]
+                     + ["average ↑"],
+                     [[r.model, str(r.steps)] + [r.values[s] for s in HPS_STYLES + ("average",)]
+                      for r in P.TABLE3_HPSV21]), "",
+            "## Notes on the paper's tables", ""]
+    out += [f"- {n}" for n in P.NOTES]
+    return "\n".join(out) + "\n"
+
+
+# Plots ------------------------------------------------------------------------------------------
+def _latency_points(es: list[Entry]):
+    from evalsuite.plots import Point
+    for metric in PREFERENCE_FOR_PLOT:
+        versions = sorted({v for e in es for m, v in e.metric_keys() if m == metric})
+        for v in versions:
+            pts = []
+            for e in es:
+                s, t = e.summary(metric, v), e.latency()
+                if s is None or t is None:
+                    continue
+                pts.append(Point(label=f"{e.label}\n{t.device}", x=t.value, y=s.value,
+                                 yerr=s.ci, size=_params_billion(e.meta("params"))))
+            if len(pts) >= 1:
+                label, _, _ = _metric_info(metric)
+                return pts, f"{label} ({_short_version(v)}) ↑"
+    return [], ""
+
+
+def write_plots(entries: list[Entry], out_dir: Path) -> list[Path]:
+    """Quality vs latency per benchmark (the paper's David-vs-Goliath picture) and, for the
+    ablation, reward vs fidelity. A plot with no measured point is not written (and a stale
+    one from an earlier store is removed)."""
+    from evalsuite import plots
+    written = []
+    for bench in TABLE1_BENCHES:
+        path = out_dir / LATENCY_PLOT.format(bench=bench)
+        es = [e for e in entries if e.bench == bench]
+        for _, _, group in _groups(es)[-1:]:  # the newest benchmark version if several
+            _label_entries(group)
+            pts, ylabel = _latency_points(group)
+            if pts:
+                plots.quality_vs_latency(pts, ylabel, f"{bench}: quality vs latency", path)
+                written.append(path)
+        if path not in written and path.exists():
+            path.unlink()
+    path = out_dir / ABLATION_PLOT
+    abl = [e for e in entries if e.alphas is not None and e.bench == "parti"]
+    pts, xlabel, ylabel = [], "", ""
+    for _, _, group in _groups(abl)[-1:]:
+        _label_entries(group)
+        xs = sorted({(m, v) for e in group for m, v in e.metric_keys() if m == "clip"})
+        for y_metric in ("pickscore", "imagereward", "hpsv21", "aesthetic"):
+            ys = sorted({(m, v) for e in group for m, v in e.metric_keys() if m == y_metric})
+            if xs and ys:
+                for e in group:
+                    sx, sy = e.summary(*xs[0]), e.summary(*ys[0])
+                    if sx is not None and sy is not None:
+                        pts.append(plots.Point(label=f"{e.label} {_alphas_text(e)}", x=sx.value,
+                                               y=sy.value, xerr=sx.ci, yerr=sy.ci))
+                xlabel = f"CLIP ({_short_version(xs[0][1])}) ↑  (fidelity to the prompt)"
+                ylabel = f"{_metric_info(y_metric)[0]} ({_short_version(ys[0][1])}) ↑"
+                break
+    if pts:
+        plots.reward_vs_fidelity(pts, xlabel, ylabel, "parti ablation: reward vs fidelity", path)
+        written.append(path)
+    elif path.exists():
+        path.unlink()
+    return written
+
+
+# Entry point ------------------------------------------------------------------------------------
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8", newline="\n")
+    return path
+
+
+def write_leaderboards(results_dir: Path, out_dir: Path) -> list[Path]:
+    """Write Tables 1-3, the Parti breakdown, the paper's reported numbers and the plots into
+    out_dir; returns the files written."""
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    if not (results_dir / STORE_FILENAME).exists():
+        raise DistarError(f"No results store at {results_dir / STORE_FILENAME}. Run `distar eval` "
+                          "first, or point --results at the directory holding results.sqlite.")
+    entries = load_entries(ResultsStore(results_dir))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [
+        _write(out_dir / TABLE1_FILE, table1(entries)),
+        _write(out_dir / TABLE2_FILE, table2(entries)),
+        _write(out_dir / TABLE3_FILE, table3(entries)),
+        _write(out_dir / BREAKDOWN_FILE, category_breakdown(entries)),
+        _write(out_dir / PAPER_FILE, paper_reported()),
+    ]
+    return written + write_plots(entries, out_dir)
