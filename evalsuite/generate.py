@@ -164,6 +164,13 @@ def _sync(device: torch.device) -> None:
 
 
 # The engine ---------------------------------------------------------------------------------
+def remove_stale_temp_files(folder: Path) -> None:
+    """Temp files left by a killed process: never valid, always safe to delete before writing."""
+    if folder.is_dir():
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def _todo(store: ResultsStore, spec: ModelSpec, bench: Benchmark, items) -> list[tuple]:
     """Items whose image is missing, corrupt, or not recorded with a matching hash."""
     recorded = store.images(spec.recipe_hash, bench.name, bench.version)
@@ -208,13 +215,19 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
     device = resolve_device(req.device) if state.num_processes == 1 else state.device
     batch_size = req.batch_size or spec.default_batch_size
 
-    todo = _todo(store, spec, bench, items) if generate else []
+    # Batches are fixed slots of the full item list, so a batch's composition never depends on
+    # what is already done or on the number of processes: batched kernels are only bitwise
+    # reproducible for the same batch, and resumed or sharded runs must match a plain one.
+    missing = {(p.index, k) for p, k in _todo(store, spec, bench, items)} if generate else set()
     state.wait_for_everyone()  # every rank has read the same state before anyone writes
+    if state.is_main_process and items:
+        remove_stale_temp_files((store.root / image_relpath(spec, bench, 0, 0)).parent)
+    slots = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    todo_slots = [s for s in slots if any((p.index, k) in missing for p, k in s)]
+    mine = todo_slots[state.process_index::state.num_processes]
+    n_batches = -(-len(todo_slots) // state.num_processes)  # equal on every rank for gathers
     run_id = gather_object([uuid.uuid4().hex[:12]])[0] if state.num_processes > 1 \
         else uuid.uuid4().hex[:12]
-    mine = todo[state.process_index::state.num_processes]
-    per_rank = -(-len(todo) // state.num_processes)
-    n_batches = -(-per_rank // batch_size)  # equal on every rank: gathers must line up
 
     prov = provenance()
     recipe = spec.recipe()
@@ -238,10 +251,10 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
         if rev:  # the exact hub commit read, whatever revision was asked for
             run_row["recipe_json"] = json.dumps({**recipe, "loaded_commit": rev},
                                                 sort_keys=True, default=str)
-        with progress_bar(f"{spec.name} on {bench.name}", total=len(todo),
+        with progress_bar(f"{spec.name} on {bench.name}", total=len(missing),
                           disable=not state.is_main_process) as bar:
             for b in range(n_batches):
-                chunk = mine[b * batch_size:(b + 1) * batch_size]
+                chunk = mine[b] if b < len(mine) else []
                 rows = []
                 if chunk:
                     texts = [p.text for p, _ in chunk]
@@ -256,6 +269,8 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
                     if len(chunk) == batch_size:  # latency from full batches only
                         batch_seconds.append(dt)
                     for (p, k), seed, img in zip(chunk, seeds, images):
+                        if (p.index, k) not in missing:
+                            continue  # already valid on disk, and identical
                         data = png_bytes(img)
                         rel = image_relpath(spec, bench, p.index, k)
                         write_atomic(store.root / rel, data)
@@ -264,8 +279,12 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
                             bench_version=bench.version, prompt_index=p.index, k=k,
                             model=req.model, prompt=p.text, seed=seed, path=rel,
                             sha256=hashlib.sha256(data).hexdigest(), seconds=dt / len(chunk),
-                            batch_size=batch_size, device=run_row["device"], run_id=run_id))
+                            batch_size=batch_size, device=run_row["device"], run_id=run_id,
+                            process_index=state.process_index))
                 all_rows = gather_object(rows) if state.num_processes > 1 else rows
+                keys = [(r.prompt_index, r.k) for r in all_rows]
+                if len(set(keys)) != len(keys):  # sharding bug guard: never write twice
+                    raise RuntimeError(f"duplicate images across processes: {sorted(keys)}")
                 if state.is_main_process:
                     store.add_images(all_rows)
                     bar.advance(len(all_rows))

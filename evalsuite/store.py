@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS images (
     sha256 TEXT NOT NULL,
     seconds REAL,                   -- wall time of its batch divided by the batch size
     batch_size INTEGER, device TEXT, run_id TEXT, created_at REAL,
+    process_index INTEGER,          -- which accelerate process generated it
     PRIMARY KEY (recipe_hash, bench, bench_version, prompt_index, k)
 );
 CREATE TABLE IF NOT EXISTS scores (
@@ -87,6 +88,7 @@ class ImageRow:
     device: str | None = None
     run_id: str | None = None
     created_at: float = field(default_factory=time.time)
+    process_index: int = 0
 
 
 @dataclass

@@ -1,0 +1,21 @@
+"""Shared test set-up: offline always, one build cache per test session."""
+import os
+
+import pytest
+
+# Before anything imports huggingface_hub: tests never reach for a hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import evalsuite  # noqa: E402,F401  (patches torchvision before any test imports it)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _distar_cache(tmp_path_factory):
+    """Tiny models, tokenizer files and toy references are built once per session, in a
+    temp folder (subprocesses inherit it through the environment). DISTAR_TEST_CACHE reuses
+    a folder across sessions for speed when developing."""
+    os.environ["DISTAR_CACHE"] = os.environ.get("DISTAR_TEST_CACHE") or str(
+        tmp_path_factory.mktemp("distar-cache"))
+    yield
