@@ -43,3 +43,38 @@ class ImageMetric(Protocol):
 @runtime_checkable
 class DifferentiableMetric(ImageMetric, Protocol):
     def score_tensor(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class SetMetric(Protocol):
+    """A number for a whole image set (FID, KID): `compute(images) -> float`, where images are
+    paths or PIL images. Its `info.key` also names the reference set it compares against."""
+    info: MetricInfo
+
+    def compute(self, images: Sequence) -> float: ...
+
+
+def iter_batches(n: int, batch_size: int):
+    """Slices [0:b], [b:2b], ... covering range(n)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def check_prompts(images: Sequence, prompts: Sequence[str] | None, needed: bool = True) -> list:
+    """Prompts as a list aligned with images (one prompt per image)."""
+    if prompts is None:
+        if needed:
+            raise ValueError("this metric needs one prompt per image")
+        return [""] * len(images)
+    if isinstance(prompts, str):
+        raise TypeError("prompts must be a sequence of strings, one per image, not a str")
+    if len(prompts) != len(images):
+        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+    return list(prompts)
+
+
+# Torch CLIP preprocessing, for differentiable paths of any metric (see _preprocess for details).
+from evalsuite.metrics._preprocess import (  # noqa: E402
+    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, clip_tensor, resize_shortest)

@@ -1,0 +1,114 @@
+"""LAION improved aesthetic predictor (the "aesthetic score" of SD/LAION-Aesthetics v2), batched.
+
+Reference: christophschuhmann/improved-aesthetic-predictor, `simple_inference.py`: OpenAI CLIP
+ViT-L/14 `encode_image(preprocess(image))`, L2-normalised, then an MLP 768-1024-128-64-16-1 with
+dropouts and no activations (a linear map at eval time, trained with MSE on SAC+LOGOS+AVA1),
+weights `sac+logos+ava1-l14-linearMSE.pth`. The score is on the 1-10 rating scale.
+
+Backbone here: open_clip 'ViT-L-14' with OpenAI's weights and QuickGELU, the same network as
+OpenAI's `clip` package (open_clip converts OpenAI's state dict with
+build_model_from_openai_state_dict; the parity test goes through that conversion).
+The prompt is not used.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics._loading import (build_open_clip, freeze, load_state_dict,
+                                        open_clip_weights, provenance, resolve_device,
+                                        resolve_dtype, resolve_file)
+from evalsuite.metrics.base import MetricInfo, iter_batches
+
+MLP_REPO, MLP_FILE = "camenduru/improved-aesthetic-predictor", "sac+logos+ava1-l14-linearMSE.pth"
+
+
+class AestheticMLP(nn.Module):
+    """The improved-aesthetic-predictor head; layer indices match its state dict
+    (layers.0/2/4/6/7), dropouts included (identity in eval mode)."""
+
+    def __init__(self, input_size: int = 768):
+        super().__init__()
+        self.input_size = input_size
+        self.layers = nn.Sequential(
+            nn.Linear(input_size, 1024), nn.Dropout(0.2),
+            nn.Linear(1024, 128), nn.Dropout(0.2),
+            nn.Linear(128, 64), nn.Dropout(0.1),
+            nn.Linear(64, 16),
+            nn.Linear(16, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class AestheticScore:
+    """`score(images) -> np.ndarray[N]` on the 1-10 scale; `score_tensor` is differentiable.
+
+    Options: device ('auto'), dtype ('fp32'; 'fp16'/'bf16' on GPU only), batch_size (32),
+    weights_path (the MLP .pth; env DISTAR_AESTHETIC_PATH), clip_weights_path (open_clip
+    ViT-L-14 OpenAI weights; env DISTAR_AESTHETIC_CLIP_PATH), revision (of the MLP hub repo).
+    """
+
+    info = MetricInfo(
+        name="aesthetic",
+        version="LAION-aesthetic-v2 (sac+logos+ava1-l14-linearMSE)",
+        backbone="open_clip ViT-L-14 OpenAI weights (QuickGELU)",
+        preprocessing="PIL bicubic short side->224, centre crop 224, RGB, CLIP mean/std; "
+                      "L2-normalised embedding")
+
+    def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
+                 weights_path: str | None = None, clip_weights_path: str | None = None,
+                 revision: str | None = None):
+        mlp_file = resolve_file("aesthetic predictor MLP", repo_id=MLP_REPO, filename=MLP_FILE,
+                                path=weights_path, env_var="DISTAR_AESTHETIC_PATH",
+                                revision=revision)
+        clip_file = open_clip_weights("aesthetic predictor CLIP ViT-L/14", "ViT-L-14", "openai",
+                                      path=clip_weights_path, env_var="DISTAR_AESTHETIC_CLIP_PATH",
+                                      option="clip_weights_path")
+        mlp = AestheticMLP(768)
+        mlp.load_state_dict(load_state_dict(mlp_file), strict=True)
+        clip = build_open_clip("ViT-L-14", load_state_dict(clip_file), quick_gelu=True)
+        self._setup(clip, mlp, device, dtype, batch_size,
+                    {"mlp": provenance(mlp_file, hash_file=True), "clip": provenance(clip_file)})
+
+    @classmethod
+    def from_modules(cls, clip_model: nn.Module, mlp: AestheticMLP, device: str = "cpu",
+                     dtype: str = "fp32", batch_size: int = 32) -> "AestheticScore":
+        """Wrap an already built open_clip model and head (tests, benchmarks, the trainer)."""
+        self = cls.__new__(cls)
+        self._setup(clip_model, mlp, device, dtype, batch_size, {"injected": True})
+        return self
+
+    def _setup(self, clip, mlp, device, dtype, batch_size, prov):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.clip = freeze(clip).to(self.device, self.dtype)
+        self.mlp = freeze(mlp).to(self.device)  # the head stays fp32: 5 small matmuls
+        self.batch_size = batch_size
+        self.image_size = int(np.atleast_1d(self.clip.visual.image_size)[0])
+        self.provenance = prov
+
+    def _head(self, pixels: torch.Tensor) -> torch.Tensor:
+        emb = self.clip.encode_image(pixels.to(self.device, self.dtype)).float()
+        return self.mlp(F.normalize(emb, dim=-1)).squeeze(-1)
+
+    @torch.inference_mode()
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str] | None = None
+              ) -> np.ndarray:
+        out = []
+        for sl in iter_batches(len(images), self.batch_size):
+            pixels = torch.stack([pp.clip_pil(im, self.image_size) for im in images[sl]])
+            out.append(self._head(pixels).cpu())
+        return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+    def score_tensor(self, images: torch.Tensor, prompts: Sequence[str] | None = None
+                     ) -> torch.Tensor:
+        """images: [N, 3, H, W] in [0, 1]; gradients flow to them."""
+        return self._head(pp.clip_tensor(images.float(), self.image_size))

@@ -1,0 +1,121 @@
+"""CLIP score: 100 x cosine(image embedding, text embedding), batched.
+
+Default = DMD2's `compute_clip_score` (main/coco_eval/coco_evaluator.py), because DMD2 is the
+one-step SDXL baseline the DI* paper compares against on COCO, so the same protocol makes our
+numbers comparable with its tables:
+- backbone open_clip ViT-g-14 `laion2b_s12b_b42k`;
+- image: centre crop on the long edge, PIL LANCZOS to 256 x 256, then open_clip's eval transform
+  (bicubic 224, centre crop, CLIP mean/std);
+- text: "A photo depicts " + prompt (Hessel et al. 2021), truncated to 77 tokens with the end
+  token kept. DMD2 splices the three prefix tokens in after tokenising; that gives the same ids
+  as tokenising the prefixed string (tests/test_metric_clip_score.py checks it).
+Unit: DMD2's tables print the cosine (0.33); we store 100 x cosine (33), the CLIPScore convention.
+
+No clamp at 0 by default (torchmetrics and Hessel et al. use max(100 cos, 0)): a clamp biases the
+mean upwards and differs from DMD2; it only matters for unrelated image/text pairs.
+`clamp_zero=True` gives the torchmetrics convention and changes `info.version`.
+Any open_clip model works: `backbone='ViT-L-14', pretrained='openai'` is torchmetrics' default
+network; `prefix=''` and `pre_resize=None` turn the DMD2 specifics off. All of it is recorded.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics._loading import (build_open_clip, freeze, load_state_dict,
+                                        open_clip_weights, provenance, resolve_device,
+                                        resolve_dtype)
+from evalsuite.metrics.base import MetricInfo, check_prompts, iter_batches
+
+DMD2_PREFIX = "A photo depicts "
+
+
+class ClipScore:
+    """`score(images, prompts) -> np.ndarray[N]` (100 x cos); `score_tensor` is differentiable.
+
+    Options: backbone ('ViT-g-14'), pretrained ('laion2b_s12b_b42k'), prefix ('A photo depicts '),
+    pre_resize (256; None = no crop/LANCZOS step), clamp_zero (False), device, dtype ('fp32'),
+    batch_size (32), weights_path (open_clip weights file; env DISTAR_CLIP_PATH), revision.
+    """
+
+    def __init__(self, backbone: str = "ViT-g-14", pretrained: str = "laion2b_s12b_b42k",
+                 prefix: str = DMD2_PREFIX, pre_resize: int | None = 256,
+                 clamp_zero: bool = False, device: str = "auto", dtype: str = "fp32",
+                 batch_size: int = 32, weights_path: str | None = None,
+                 revision: str | None = None):
+        import open_clip
+        cfg = open_clip.get_pretrained_cfg(backbone, pretrained) or {}
+        path = open_clip_weights(f"CLIP score {backbone}/{pretrained}", backbone, pretrained,
+                                 path=weights_path, env_var="DISTAR_CLIP_PATH", revision=revision)
+        model = build_open_clip(backbone, load_state_dict(path),
+                                quick_gelu=bool(cfg.get("quick_gelu", False)))
+        self._setup(model, open_clip.get_tokenizer(backbone), f"{backbone}/{pretrained}",
+                    cfg.get("mean"), cfg.get("std"), prefix, pre_resize, clamp_zero, device,
+                    dtype, batch_size, {"clip": provenance(path)})
+
+    @classmethod
+    def from_modules(cls, model, tokenizer, backbone_name: str, mean=None, std=None,
+                     prefix: str = DMD2_PREFIX, pre_resize: int | None = 256,
+                     clamp_zero: bool = False, device: str = "cpu", dtype: str = "fp32",
+                     batch_size: int = 32) -> "ClipScore":
+        """Wrap an already built open_clip model and its tokenizer."""
+        self = cls.__new__(cls)
+        self._setup(model, tokenizer, backbone_name, mean, std, prefix, pre_resize, clamp_zero,
+                    device, dtype, batch_size, {"injected": True})
+        return self
+
+    def _setup(self, model, tokenizer, backbone_name, mean, std, prefix, pre_resize, clamp_zero,
+               device, dtype, batch_size, prov):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = freeze(model).to(self.device, self.dtype)
+        self.tokenizer = tokenizer
+        self.mean = tuple(mean or pp.OPENAI_CLIP_MEAN)
+        self.std = tuple(std or pp.OPENAI_CLIP_STD)
+        self.prefix, self.pre_resize, self.clamp_zero = prefix, pre_resize, clamp_zero
+        self.batch_size = batch_size
+        self.image_size = int(np.atleast_1d(self.model.visual.image_size)[0])
+        self.provenance = prov
+        crop = (f"centre crop long edge, PIL LANCZOS {pre_resize}x{pre_resize}; "
+                if pre_resize else "")
+        self.info = MetricInfo(
+            name="clip",
+            version=f"CLIPScore 100cos{' clamp0' if clamp_zero else ''} prefix={prefix!r}",
+            backbone=f"open_clip {backbone_name}",
+            preprocessing=f"{crop}PIL bicubic short side->{self.image_size}, centre crop, "
+                          f"mean/std {self.mean}/{self.std}")
+
+    def _score(self, pixels: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer([self.prefix + p for p in prompts]).to(self.device)
+        img = self.model.encode_image(pixels.to(self.device, self.dtype)).float()
+        txt = self.model.encode_text(tokens).float()
+        s = 100.0 * (F.normalize(img, dim=-1) * F.normalize(txt, dim=-1)).sum(-1)
+        return s.clamp(min=0) if self.clamp_zero else s
+
+    def _pil(self, im: Image.Image) -> torch.Tensor:
+        if self.pre_resize:
+            # DMD2 builds the 256 image from an RGB array (Image.fromarray of uint8 HxWx3).
+            im = pp.crop_resize_lanczos(im.convert("RGB"), self.pre_resize)
+        return pp.clip_pil(im, self.image_size, self.mean, self.std)
+
+    @torch.inference_mode()
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
+        prompts = check_prompts(images, prompts)
+        out = []
+        for sl in iter_batches(len(images), self.batch_size):
+            pixels = torch.stack([self._pil(im) for im in images[sl]])
+            out.append(self._score(pixels, prompts[sl]).cpu())
+        return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+    def score_tensor(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """images: [N, 3, H, W] in [0, 1]; LANCZOS with PIL's weights, then bicubic, in torch."""
+        prompts = check_prompts(images, prompts)
+        x = images.float()
+        if self.pre_resize:
+            x = pp.crop_resize_lanczos_tensor(x, self.pre_resize)
+        return self._score(pp.clip_tensor(x, self.image_size, self.mean, self.std), prompts)

@@ -1,0 +1,152 @@
+"""PickScore v1 (Kirstain et al. 2023), batched.
+
+Reference: the model card of yuvalkirstain/PickScore_v1: a transformers CLIPModel (ViT-H/14
+fine-tuned on Pick-a-Pic) with the processor of laion/CLIP-ViT-H-14-laion2B-s32B-b79K; image and
+text embeddings are L2-normalised and the score is `logit_scale.exp() * (text @ image)`.
+
+Two units, both registered, named in `info.version` so tables never mix them:
+- `PickScore` ('pickscore'): the cosine, as the DI* paper reports it (0.23xx);
+- `PickScoreLogit` ('pickscore_logit'): logit_scale * cosine, the model card's unit (~22).
+
+Image preprocessing is transformers' PIL CLIP image processor (CLIPImageProcessorPil: PIL bicubic
+short side -> 224, centre crop with floor offsets, rescale, normalise), which is what
+`CLIPProcessor` was before transformers 5 and therefore what published PickScore numbers used.
+transformers 5's default CLIPImageProcessor resizes with torchvision instead, which moves scores
+slightly (tests/test_metric_pickscore.py measures it).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from evalsuite.errors import WeightsMissingError
+from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics._loading import freeze, provenance, resolve_device, resolve_dtype
+from evalsuite.metrics.base import MetricInfo, check_prompts, iter_batches
+
+MODEL_REPO = "yuvalkirstain/PickScore_v1"
+PROCESSOR_REPO = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
+
+
+def _pretrained(what: str, repo_id: str, path: str | None, env_var: str, option: str,
+                revision: str | None, load):
+    """Call `load(source, local_files_only)` on a local folder or a hub id; offline misses
+    become WeightsMissingError."""
+    import os
+
+    from evalsuite.hub import local_only
+    source = path or os.environ.get(env_var) or repo_id
+    local = source != repo_id or local_only()
+    try:
+        return load(source, revision=None if source != repo_id else revision,
+                    local_files_only=local)
+    except OSError as e:  # transformers raises OSError for every "cannot find the files" case
+        raise WeightsMissingError(
+            what, f"{source} ({str(e).splitlines()[0][:160]})",
+            f"pass {option}=DIR or set {env_var}=DIR (a folder holding a download of "
+            f"{repo_id}), or copy the Hugging Face cache (HF_HOME) from a machine that has it"
+        ) from None
+
+
+def _embeds(out) -> torch.Tensor:
+    """get_*_features returns a tensor in transformers 4, an output object in 5."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+class PickScore:
+    """`score(images, prompts) -> np.ndarray[N]`; `score_tensor` is differentiable.
+
+    Options: device ('auto'), dtype ('fp32'; half only on GPU), batch_size (32),
+    weights_path (a PickScore_v1 folder; env DISTAR_PICKSCORE_PATH), processor_path (a folder with
+    the laion ViT-H-14 tokenizer + preprocessor config; env DISTAR_PICKSCORE_PROCESSOR_PATH),
+    revision / processor_revision (hub revisions).
+    """
+
+    unit = "cos"
+    info = MetricInfo(
+        name="pickscore", version="PickScore_v1/cos",
+        backbone="transformers CLIPModel yuvalkirstain/PickScore_v1 (ViT-H-14)",
+        preprocessing="CLIPImageProcessorPil: PIL bicubic short side->224, centre crop 224 "
+                      "(floor offsets), CLIP mean/std; text truncated to 77 tokens")
+
+    def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
+                 weights_path: str | None = None, processor_path: str | None = None,
+                 revision: str | None = None, processor_revision: str | None = None):
+        from transformers import CLIPModel, CLIPTokenizer
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+        # No trust_remote_code anywhere: CLIPModel is a transformers class.
+        model = _pretrained("PickScore_v1", MODEL_REPO, weights_path, "DISTAR_PICKSCORE_PATH",
+                            "weights_path", revision, CLIPModel.from_pretrained)
+        image_processor = _pretrained(
+            "PickScore processor", PROCESSOR_REPO, processor_path,
+            "DISTAR_PICKSCORE_PROCESSOR_PATH", "processor_path", processor_revision,
+            CLIPImageProcessorPil.from_pretrained)
+        tokenizer = _pretrained(
+            "PickScore tokenizer", PROCESSOR_REPO, processor_path,
+            "DISTAR_PICKSCORE_PROCESSOR_PATH", "processor_path", processor_revision,
+            CLIPTokenizer.from_pretrained)
+        prov = {"model": getattr(model.config, "_name_or_path", MODEL_REPO)}
+        self._setup(model, image_processor, tokenizer, device, dtype, batch_size, prov)
+
+    @classmethod
+    def from_modules(cls, model, image_processor, tokenizer, device: str = "cpu",
+                     dtype: str = "fp32", batch_size: int = 32):
+        """Wrap an already built CLIPModel, image processor and tokenizer."""
+        self = cls.__new__(cls)
+        self._setup(model, image_processor, tokenizer, device, dtype, batch_size,
+                    {"injected": True})
+        return self
+
+    def _setup(self, model, image_processor, tokenizer, device, dtype, batch_size, prov):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = freeze(model).to(self.device, self.dtype)
+        self.image_processor, self.tokenizer = image_processor, tokenizer
+        self.batch_size = batch_size
+        ip = image_processor  # the tensor path reads its geometry from the processor's config
+        self.resize_to, self.crop_to = int(ip.size["shortest_edge"]), int(ip.crop_size["height"])
+        self.mean, self.std = tuple(ip.image_mean), tuple(ip.image_std)
+        self.provenance = prov
+
+    def _text(self, prompts: list[str]) -> torch.Tensor:
+        tok = self.tokenizer(prompts, padding=True, truncation=True, max_length=77,
+                             return_tensors="pt").to(self.device)
+        return F.normalize(_embeds(self.model.get_text_features(**tok)).float(), dim=-1)
+
+    def _score(self, pixels: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        img = _embeds(self.model.get_image_features(pixel_values=pixels.to(self.device,
+                                                                           self.dtype)))
+        cos = (F.normalize(img.float(), dim=-1) * self._text(prompts)).sum(-1)
+        return cos * self.model.logit_scale.exp().float() if self.unit == "logit" else cos
+
+    @torch.inference_mode()
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
+        prompts = check_prompts(images, prompts)
+        out = []
+        for sl in iter_batches(len(images), self.batch_size):
+            pixels = self.image_processor(images=list(images[sl]),
+                                          return_tensors="pt")["pixel_values"]
+            out.append(self._score(pixels, prompts[sl]).cpu())
+        return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+    def score_tensor(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
+        """images: [N, 3, H, W] in [0, 1]; same geometry as the processor, in torch."""
+        prompts = check_prompts(images, prompts)
+        x = pp.resize_shortest(images.float(), self.resize_to).clamp(0, 1)  # PIL clips to 8 bit
+        x = pp.center_crop_hf(x, self.crop_to)
+        return self._score(TF.normalize(x, self.mean, self.std), prompts)
+
+
+class PickScoreLogit(PickScore):
+    """PickScore in the model card's unit: logit_scale.exp() * cosine."""
+
+    unit = "logit"
+    info = MetricInfo(
+        name="pickscore_logit", version="PickScore_v1/logit",
+        backbone=PickScore.info.backbone, preprocessing=PickScore.info.preprocessing)

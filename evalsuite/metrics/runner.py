@@ -1,0 +1,145 @@
+"""Score a generated run with registered metrics: resumable, batched, each model loaded once.
+
+Per-image metrics write one `scores` row per image, a batch at a time, keyed by the metric's
+`info.key`; images already scored under that exact key are skipped, so to resume, run the same
+command again. Set metrics (FID, KID) write one `set_scores` row for the whole image set and are
+skipped when a row for the same key and image count exists.
+
+Options: `score_run(run, ["pickscore", "fid"], device="cuda", fid={"reference_dir": "coco/"})`:
+a keyword named after a selected metric carries a dict of options for that metric only; every
+other keyword goes to every selected metric (device, dtype, ...).
+"""
+from __future__ import annotations
+
+import gc
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+from PIL import Image
+
+from evalsuite.errors import DistarError
+from evalsuite.metrics import METRICS, load_metric
+from evalsuite.metrics.base import iter_batches
+from evalsuite.store import ScoreRow
+
+
+@dataclass
+class MetricOutcome:
+    metric: str
+    metric_version: str
+    scored: int      # images scored now (set metrics: images in the set, 0 when skipped)
+    skipped: int     # images already in the store under this key
+    value: float | None = None  # set metrics only
+
+
+def split_options(metric_names: Sequence[str], options: dict[str, Any]) -> dict[str, dict]:
+    """{metric: its constructor options}: per-metric dicts override shared keywords."""
+    shared = {k: v for k, v in options.items() if k not in metric_names}
+    out = {}
+    for name in metric_names:
+        own = options.get(name, {})
+        if not isinstance(own, dict):
+            raise DistarError(f"options for metric '{name}' must be a dict, got {own!r}")
+        out[name] = {**shared, **own}
+    return out
+
+
+def _load(name: str, options: dict):
+    try:
+        return load_metric(name, **options)
+    except TypeError as e:
+        if "unexpected keyword" in str(e):
+            raise DistarError(f"metric '{name}' does not take one of the options "
+                              f"{sorted(options)}: {e}") from None
+        raise
+
+
+def _open_images(root: Path, paths: Sequence[str]) -> list[Image.Image]:
+    out = []
+    for rel in paths:
+        p = root / rel
+        if not p.is_file():
+            raise DistarError(f"image {p} is listed in the results store but missing on disk; "
+                              f"regenerate it (run `distar eval` again without "
+                              f"--skip-generation)")
+        with Image.open(p) as im:
+            out.append(im.convert("RGB"))
+    return out
+
+
+def score_run(run, metric_names: list[str], batch_size: int = 32, progress: bool = True,
+              **metric_options) -> list[MetricOutcome]:
+    """Score `run.images` with each metric in turn; returns what was done per metric."""
+    from evalsuite.progress import progress_bar
+
+    for name in metric_names:  # fail on a typo before loading any model
+        METRICS.get(name)
+    per_metric = split_options(metric_names, metric_options)
+    outcomes = []
+    for name in metric_names:
+        opts = {"device": run.device, "batch_size": batch_size, **per_metric[name]}
+        metric = _load(name, opts)
+        key = metric.info.key
+        meta = json.dumps({"info": metric.info.as_dict(),
+                           "provenance": getattr(metric, "provenance", {})}, sort_keys=True,
+                          default=str)
+        if hasattr(metric, "score"):
+            outcomes.append(_score_images(run, name, metric, key, meta, batch_size, progress,
+                                          progress_bar))
+        else:
+            outcomes.append(_score_set(run, name, metric, key, progress, progress_bar))
+        del metric  # one model in memory at a time
+        gc.collect()
+        _empty_cuda_cache()
+    return outcomes
+
+
+def _score_images(run, name, metric, key, meta, batch_size, progress, progress_bar):
+    images: pd.DataFrame = run.images
+    done = run.store.scored_keys(run.recipe_hash, run.bench, run.bench_version, name, key)
+    todo = images[[(int(p), int(k)) not in done
+                   for p, k in zip(images.prompt_index, images.k)]]
+    root = Path(run.store.root)
+    with progress_bar(f"{name} {run.model}", total=len(todo), disable=not progress) as bar:
+        for sl in iter_batches(len(todo), batch_size):
+            rows = todo.iloc[sl]
+            values = metric.score(_open_images(root, rows.path.tolist()), rows.prompt.tolist())
+            run.store.add_scores([
+                ScoreRow(recipe_hash=run.recipe_hash, bench=run.bench,
+                         bench_version=run.bench_version, prompt_index=int(p), k=int(k),
+                         metric=name, metric_version=key, value=float(v), meta_json=meta)
+                for p, k, v in zip(rows.prompt_index, rows.k, values)])
+            bar.advance(len(rows))
+    return MetricOutcome(name, key, len(todo), len(images) - len(todo))
+
+
+def _score_set(run, name, metric, key, progress, progress_bar):
+    images: pd.DataFrame = run.images
+    existing = run.store.table(
+        "set_scores", "WHERE recipe_hash=? AND bench=? AND bench_version=? AND metric=? "
+        "AND metric_version=?", (run.recipe_hash, run.bench, run.bench_version, name, key))
+    if len(existing) and int(existing.n_images.iloc[0]) == len(images):
+        return MetricOutcome(name, key, 0, len(images), float(existing.value.iloc[0]))
+    root = Path(run.store.root)
+    paths = [str(root / p) for p in images.path]
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        raise DistarError(f"{len(missing)} images listed in the store are missing on disk, "
+                          f"e.g. {missing[0]}")
+    with progress_bar(f"{name} {run.model}", total=len(paths), disable=not progress) as bar:
+        value = metric.compute(paths, on_batch=bar.advance)
+    run.store.add_set_score(recipe_hash=run.recipe_hash, bench=run.bench,
+                            bench_version=run.bench_version, metric=name, metric_version=key,
+                            value=value, n_images=len(paths),
+                            meta={"info": metric.info.as_dict(),
+                                  "provenance": getattr(metric, "provenance", {})})
+    return MetricOutcome(name, key, len(paths), 0, value)
+
+
+def _empty_cuda_cache() -> None:
+    import torch
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
