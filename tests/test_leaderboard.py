@@ -1,0 +1,385 @@
+"""Leaderboard tables, plots and the paper's reported numbers, from a small synthetic store."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import evalsuite  # noqa: F401  (patches torchvision before anything imports it)
+import numpy as np
+import pytest
+from PIL import Image
+
+from evalsuite import leaderboard as lb
+from evalsuite import paper_numbers
+from evalsuite.errors import DistarError
+from evalsuite.store import ImageRow, ResultsStore, ScoreRow
+
+T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
+IR = "ImageReward-v1.0|BLIP ViT-L|224 bicubic"
+PICK = "PickScore-v1 cos|ViT-H-14|224 bicubic"
+HPS21 = "HPSv2.1|open_clip ViT-H-14|224 bicubic"
+H100 = "cuda:0 (NVIDIA H100 80GB HBM3)"
+VERSIONS = json.dumps({"torch": "2.13.0", "diffusers": "0.42.1"})
+
+PARTI_META = {0: {"category": "Animals", "challenge": "Basic"},
+              1: {"category": "Animals", "challenge": "Complex"},
+              2: {"category": "Arts", "challenge": "Basic"},
+              3: {"category": "Arts", "challenge": "Complex"}}
+HPS_META = {i: {"style": s} for i, s in enumerate(
+    [s for s in paper_numbers.HPS_STYLES for _ in range(2)])}
+
+
+def fake_meta(bench: str, version: str) -> lb.PromptMeta:
+    if bench == "parti":
+        return lb.PromptMeta(PARTI_META, ("category", "challenge"))
+    if bench == "hpsv2":
+        return lb.PromptMeta(HPS_META, ("style",))
+    return lb.PromptMeta({}, ())
+
+
+def add_model(store: ResultsStore, *, name: str, bench: str, n_total: int, recipe: dict,
+              scores: dict[str, tuple[str, list[float | None]]], latency: float | None = None,
+              device: str = H100, colour=(128, 128, 128), t: float = T0) -> str:
+    """One run of `name` on `bench`: a 4x4 PNG per prompt of a solid colour, and per-image
+    scores (None: that prompt not scored). Returns the recipe hash."""
+    recipe = {"name": name, **recipe}
+    rh = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    n_img = max(len(v) for _, v in scores.values()) if scores else n_total
+    run_id = f"run-{name}-{bench}-{rh[:4]}"
+    store.upsert_run(run_id=run_id, model=name, recipe_hash=rh,
+                     recipe_json=json.dumps(recipe, sort_keys=True), bench=bench,
+                     bench_version="1-test", n_prompts_total=n_total, n_images_expected=n_img,
+                     started_at=t, finished_at=t + 60.0, git_hash="abc1234", versions_json=VERSIONS,
+                     device=device, world_size=1, batch_size=2, latency_s_per_10=latency,
+                     peak_memory_bytes=None, peak_memory_kind=None, status="complete")
+    rows = []
+    for i in range(n_img):
+        rel = f"images/{rh}/{bench}/{i:05d}_0.png"
+        (store.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4), colour).save(store.root / rel)
+        rows.append(ImageRow(recipe_hash=rh, bench=bench, bench_version="1-test", prompt_index=i,
+                             k=0, model=name, prompt=f"prompt {i}", seed=i, path=rel,
+                             sha256="0" * 64, run_id=run_id, created_at=t))
+    store.add_images(rows)
+    store.add_scores(ScoreRow(recipe_hash=rh, bench=bench, bench_version="1-test",
+                              prompt_index=i, k=0, metric=m, metric_version=mv, value=v,
+                              created_at=t)
+                     for m, (mv, values) in scores.items()
+                     for i, v in enumerate(values) if v is not None)
+    return rh
+
+
+def build_store(root: Path) -> ResultsStore:
+    store = ResultsStore(root)
+    goliath = {"steps": 50, "arch_type": "DiT", "params": "12B"}
+    david = {"steps": 1, "arch_type": "UNet", "params": "2.6B"}
+    add_model(store, name="goliath", bench="parti", n_total=4, recipe=goliath, latency=118.64,
+              scores={"imagereward": (IR, [1.0, 1.2, 0.8, 1.0]),
+                      "pickscore": (PICK, [0.23] * 4)})
+    add_model(store, name="david", bench="parti", n_total=4, recipe=david, latency=2.22,
+              scores={"imagereward": (IR, [1.1] * 4),
+                      "pickscore": (PICK, [0.231, 0.233, 0.232, 0.232])})
+    add_model(store, name="dwarf", bench="parti", n_total=4, recipe=david,
+              scores={"imagereward": (IR, [2.0, 2.0])})
+    # Ablation checkpoints (recipes from `distar train` carry alpha_rew / alpha_cfg).
+    for a_rew, ir, pick in ((0.0, 0.9, 0.224), (100.0, 1.1, 0.230)):
+        add_model(store, name="ckpt", bench="parti", n_total=4,
+                  recipe={**david, "train": {"alpha_rew": a_rew, "alpha_cfg": 7.5}},
+                  scores={"imagereward": (IR, [ir] * 4), "pickscore": (PICK, [pick] * 4),
+                          "clip": ("CLIP|ViT-L-14|224", [30.0 + a_rew / 100] * 4)})
+    for name, recipe, fid, base in (("goliath", goliath, 24.77, 30.0), ("david", david, 21.15, 31.0)):
+        rh = add_model(store, name=name, bench="coco30k", n_total=3, recipe=recipe,
+                       scores={"clip": ("CLIP|ViT-L-14|224", [base] * 3)})
+        store.add_set_score(recipe_hash=rh, bench="coco30k", bench_version="1-test",
+                            metric="fid", metric_version="clean-fid|inception|clean",
+                            value=fid, n_images=3)
+    add_model(store, name="david", bench="hpsv2", n_total=8, recipe=david,
+              scores={"hpsv21": (HPS21, [33.0, 34.0, 31.0, 31.0, 30.0, 30.0, 28.0, 28.0])})
+    add_model(store, name="goliath", bench="hpsv2", n_total=8, recipe=goliath,
+              scores={"hpsv21": (HPS21, [32.0, 32.0, 30.0, 30.0, 31.0, 31.0, 29.0, None])})
+    return store
+
+
+@pytest.fixture
+def boards(tmp_path, monkeypatch):
+    monkeypatch.setattr(lb, "prompt_meta", fake_meta)
+    build_store(tmp_path / "results")
+    paths = lb.write_leaderboards(tmp_path / "results", tmp_path / "lb")
+    return tmp_path, {p.name: p for p in paths}
+
+
+TABLE1_PARTI = """\
+| model | steps ↓ | type | params ↓ | ImageReward ↑ (ImageReward-v1.0) | Aesthetic ↑ | PickScore ↑ (PickScore-v1 cos) | CLIP ↑ | time / 10 images ↓ (s) |
+|:---|---:|:---|---:|---:|---:|---:|---:|---:|
+| goliath | 50 | DiT | 12B | 1.000 [0.850, 1.150] | — | 0.2300 [0.2300, 0.2300] | — | 118.64 |
+| ckpt #c170d64f | 1 | UNet | 2.6B | **1.100** [1.100, 1.100] | — | 0.2300 [0.2300, 0.2300] | **31.00** [31.00, 31.00] | — |
+| ckpt #de8124f8 | 1 | UNet | 2.6B | 0.900 [0.900, 0.900] | — | 0.2240 [0.2240, 0.2240] | 30.00 [30.00, 30.00] | — |
+| david | 1 | UNet | 2.6B | **1.100** [1.100, 1.100] | — | **0.2320** [0.2315, 0.2328] | — | **2.22** |
+| dwarf (partial: 2/4 prompts) | 1 | UNet | 2.6B | 2.000 [2.000, 2.000] | — | — | — | — |
+"""
+TABLE1_COCO = """\
+| model | steps ↓ | type | params ↓ | ImageReward ↑ | Aesthetic ↑ | PickScore ↑ | CLIP ↑ | time / 10 images ↓ (s) | FID ↓ (clean-fid) |
+|:---|---:|:---|---:|---:|---:|---:|---:|---:|---:|
+| goliath | 50 | DiT | 12B | — | — | — | 30.00 [30.00, 30.00] | — | 24.77 |
+| david | 1 | UNet | 2.6B | — | — | — | **31.00** [31.00, 31.00] | — | **21.15** |
+"""
+TABLE2 = """\
+| model | steps | params | (α_rew, α_cfg) | ImageReward ↑ (ImageReward-v1.0) | Aesthetic ↑ | PickScore ↑ (PickScore-v1 cos) | CLIP ↑ |
+|:---|---:|---:|:---:|---:|---:|---:|---:|
+| ckpt #de8124f8 | 1 | 2.6B | (0, 7.5) | 0.900 [0.900, 0.900] | — | 0.2240 [0.2240, 0.2240] | 30.00 [30.00, 30.00] |
+| ckpt #c170d64f | 1 | 2.6B | (100, 7.5) | **1.100** [1.100, 1.100] | — | **0.2300** [0.2300, 0.2300] | **31.00** [31.00, 31.00] |
+"""
+# goliath's photo style has one of its two prompts scored: partial, no interval, never bold.
+TABLE3 = """\
+| model | steps | anime ↑ (n=2) | concept-art ↑ (n=2) | paintings ↑ (n=2) | photo ↑ (n=2) | average ↑ |
+|:---|---:|---:|---:|---:|---:|---:|
+| goliath (partial: 7/8 prompts) | 50 | 32.00 [32.00, 32.00] | 30.00 [30.00, 30.00] | **31.00** [31.00, 31.00] | 29.00 | 30.50 |
+| david | 1 | **33.50** [33.00, 34.00] | **31.00** [31.00, 31.00] | 30.00 [30.00, 30.00] | 28.00 [28.00, 28.00] | 30.62 [30.50, 30.75] |
+"""
+BREAKDOWN = """\
+| model | all (n=4) | Animals (n=2) | Arts (n=2) |
+|:---|---:|---:|---:|
+| goliath | 1.000 | 1.100 | 0.900 |
+| ckpt #c170d64f | **1.100** | 1.100 | **1.100** |
+| ckpt #de8124f8 | 0.900 | 0.900 | 0.900 |
+| david | **1.100** | 1.100 | **1.100** |
+| dwarf (partial: 2/4 prompts) | 2.000 | **2.000** | — |
+"""
+
+
+def section(text: str, heading: str) -> str:
+    """The markdown table right under `heading`."""
+    after = text.split(heading + "\n\n", 1)[1]
+    return after.split("\n\n", 1)[0] + "\n"
+
+
+def test_tables_exact(boards):
+    """Arrows, bold best among comparable rows (dwarf's 2.000 covers 2 of 4 prompts: not bold;
+    time bold only on one device), bootstrap intervals, the partial marker, '—' for unmeasured
+    Table 1 columns, and metric versions in the headers."""
+    _, files = boards
+    t1 = files[lb.TABLE1_FILE].read_text()
+    assert section(t1, "## parti (version 1-test)") == TABLE1_PARTI
+    assert section(t1, "## coco30k (version 1-test)") == TABLE1_COCO
+    t2 = files[lb.TABLE2_FILE].read_text()
+    assert section(t2, "## parti (version 1-test)") == TABLE2
+    t3 = files[lb.TABLE3_FILE].read_text()
+    assert section(t3, "## HPSv2.1 ↑ on hpsv2 (version 1-test)") == TABLE3
+    br = files[lb.BREAKDOWN_FILE].read_text()
+    assert section(br, "## ImageReward ↑ (ImageReward-v1.0) by category, parti (version 1-test)") \
+        == BREAKDOWN
+    assert "## PickScore ↑ (PickScore-v1 cos) by challenge, parti (version 1-test)" in br
+
+
+def test_provenance_footer(boards):
+    _, files = boards
+    t1 = files[lb.TABLE1_FILE].read_text()
+    footer = t1.split("\n---\n", 1)[1]
+    assert "| row | bench | recipe | last run | git | device | date (UTC) | status | versions | " \
+           "prompts covered |" in footer
+    # Date from the stored run (finished_at = T0 + 60 s), not from the clock.
+    assert ("| dwarf (partial: 2/4 prompts) | parti | `e235bc367df301e2` | run-dwarf-parti-e235 | "
+            "abc1234 | cuda:0 (NVIDIA H100 80GB HBM3) | 2023-11-14 22:14 | complete | A | "
+            "images 2/4; imagereward (ImageReward-v1.0) 2/4 |") in footer
+    assert "- versions A: diffusers 0.42.1, torch 2.13.0" in footer
+    assert "- Metric version: PickScore ↑ (PickScore-v1 cos): `pickscore` stored as " \
+           "`PickScore-v1 cos|ViT-H-14|224 bicubic`" in footer
+    assert "95% percentile-bootstrap interval over prompts (1000 resamples, seed 0)" in footer
+    for name in (lb.TABLE1_FILE, lb.TABLE2_FILE, lb.TABLE3_FILE, lb.BREAKDOWN_FILE):
+        text = files[name].read_text()
+        assert "(reported)" not in text and "Podell" not in text  # no paper numbers in here
+
+
+def _png_chunks(path: Path) -> list[bytes]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, kinds = 8, []
+    while pos < len(data):
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        kinds.append(data[pos + 4:pos + 8])
+        pos += 12 + n
+    return kinds
+
+
+def test_regeneration_is_byte_identical(boards, tmp_path):
+    """Twice in this process through the CLI, and in a fresh interpreter with another hash seed:
+    every markdown file and PNG is byte-identical."""
+    from typer.testing import CliRunner
+
+    from evalsuite.cli import app
+    _, files = boards
+    assert {lb.LATENCY_PLOT.format(bench="parti"), lb.ABLATION_PLOT} <= set(files)
+    assert lb.LATENCY_PLOT.format(bench="coco30k") not in files  # no latency measured on COCO
+    first = {n: p.read_bytes() for n, p in files.items()}
+    res = CliRunner().invoke(app, ["leaderboard", "--results", str(tmp_path / "results"),
+                                   "--out", str(tmp_path / "lb")])
+    assert res.exit_code == 0, res.output
+    assert {p.name: p.read_bytes() for p in (tmp_path / "lb").iterdir()} == first
+    script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+              "import test_leaderboard as t; from evalsuite import leaderboard as lb; "
+              "from pathlib import Path; lb.prompt_meta = t.fake_meta; "
+              f"lb.write_leaderboards(Path({str(tmp_path / 'results')!r}), "
+              f"Path({str(tmp_path / 'lb2')!r}))")
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=120)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "lb2").iterdir()} == first
+    for name in first:
+        if name.endswith(".png"):
+            kinds = _png_chunks(tmp_path / "lb" / name)
+            assert b"tIME" not in kinds and b"tEXt" not in kinds and b"iTXt" not in kinds
+
+
+def test_metric_versions_are_never_mixed(tmp_path, monkeypatch):
+    """PickScore cosine and another PickScore version are two columns, never one mean."""
+    monkeypatch.setattr(lb, "prompt_meta", fake_meta)
+    store = ResultsStore(tmp_path / "results")
+    for name, version, values in (("a", PICK, [0.2] * 4), ("b", "PickScore-v2 cos|x|y", [0.3] * 4)):
+        add_model(store, name=name, bench="parti", n_total=4, recipe={"steps": 1},
+                  scores={"pickscore": (version, values)})
+    lb.write_leaderboards(tmp_path / "results", tmp_path / "lb")
+    t1 = (tmp_path / "lb" / lb.TABLE1_FILE).read_text()
+    header = section(t1, "## parti (version 1-test)").splitlines()[0]
+    assert "PickScore ↑ (PickScore-v1 cos) | PickScore ↑ (PickScore-v2 cos)" in header
+    assert "| a | 1 | — | — | — | — | 0.2000 [0.2000, 0.2000] | — | — | — |" in t1
+    assert "| b | 1 | — | — | — | — | — | 0.3000 [0.3000, 0.3000] | — | — |" in t1
+    assert "0.2500" not in t1
+
+
+def test_empty_and_missing_store(tmp_path, monkeypatch):
+    monkeypatch.setattr(lb, "prompt_meta", fake_meta)
+    with pytest.raises(DistarError, match="No results store"):
+        lb.write_leaderboards(tmp_path / "nowhere", tmp_path / "lb")
+    (tmp_path / "lb").mkdir()
+    (tmp_path / "lb" / lb.ABLATION_PLOT).write_bytes(b"stale")
+    ResultsStore(tmp_path / "results")
+    paths = lb.write_leaderboards(tmp_path / "results", tmp_path / "lb")
+    assert sorted(p.name for p in paths) == sorted([lb.TABLE1_FILE, lb.TABLE2_FILE,
+                                                    lb.TABLE3_FILE, lb.BREAKDOWN_FILE,
+                                                    lb.PAPER_FILE])
+    assert not (tmp_path / "lb" / lb.ABLATION_PLOT).exists()  # stale plot removed
+    assert "No measured results yet" in (tmp_path / "lb" / lb.TABLE1_FILE).read_text()
+
+
+def test_registry_metadata_fallback(tmp_path, monkeypatch):
+    """A recipe without params/type (ModelSpec.recipe() leaves them out) takes them from the
+    model registry; a store made elsewhere with no registry entry shows '—'."""
+    from evalsuite.models import MODELS
+    if "sdxl_base" not in MODELS:
+        pytest.skip("sdxl_base not in the model registry")
+    spec = MODELS.get("sdxl_base")
+    monkeypatch.setattr(lb, "prompt_meta", fake_meta)
+    store = ResultsStore(tmp_path / "results")
+    add_model(store, name="sdxl_base", bench="parti", n_total=4, recipe={"steps": spec.steps},
+              scores={"clip": ("CLIP|ViT-L-14|224", [30.0] * 4)})
+    add_model(store, name="elsewhere", bench="parti", n_total=4, recipe={},
+              scores={"clip": ("CLIP|ViT-L-14|224", [31.0] * 4)})
+    lb.write_leaderboards(tmp_path / "results", tmp_path / "lb")
+    t1 = (tmp_path / "lb" / lb.TABLE1_FILE).read_text()
+    assert f"| sdxl_base | {spec.steps} | {spec.arch_type} | {spec.params} |" in t1
+    assert "| elsewhere | — | — | — |" in t1
+
+
+def test_prompt_meta_from_benchmarks():
+    from evalsuite.benchmarks import load_benchmark
+    b = load_benchmark("tiny")
+    pm = lb.prompt_meta("tiny", b.version)
+    assert pm.missing is None and pm.group_keys == ("category",)
+    assert len(pm.meta) == len(b.prompts) and pm.meta[1]["category"] == "Animals"
+    stale = lb.prompt_meta("tiny", "0-deadbeef")
+    assert stale.meta == {} and "version 0-deadbeef" in stale.missing
+    assert lb.prompt_meta("no_such_bench", "1").missing
+
+
+def test_bootstrap_ci():
+    # Two values: the resampled mean is 0, 0.5 or 1 with probability 1/4, 1/2, 1/4.
+    assert lb.bootstrap_ci(np.array([0.0, 1.0])) == (0.0, 1.0)
+    # Four values 1.0, 1.2, 0.8, 1.0: P(mean <= 0.85) = 9/256 > 2.5% > P(mean <= 0.80) = 1/256.
+    lo, hi = lb.bootstrap_ci(np.array([1.0, 1.2, 0.8, 1.0]))
+    assert (round(lo, 6), round(hi, 6)) == (0.85, 1.15)
+    assert lb.bootstrap_ci(np.array([3.0])) is None
+    # Large sample: close to the normal interval mean +- 1.96 sd / sqrt(n).
+    x = np.random.default_rng(1).normal(size=2000)
+    lo, hi = lb.bootstrap_ci(x)
+    half = 1.96 * x.std() / np.sqrt(len(x))
+    assert abs(lo - (x.mean() - half)) < 0.2 * half and abs(hi - (x.mean() + half)) < 0.2 * half
+    # Stratified: each stratum constant, so the mean of stratum means never moves.
+    assert lb.bootstrap_ci(np.array([1.0, 1.0, 3.0, 3.0, 3.0]),
+                           strata=np.array(["a", "a", "b", "b", "b"])) == (2.0, 2.0)
+
+
+def test_hps_chunked_mean():
+    v = np.array([1.0] * 80 + [3.0] * 40)  # a full 80-image chunk and a partial one
+    assert lb.hps_chunked_mean(v) == 2.0 and abs(v.mean() - 5 / 3) < 1e-12
+    assert lb.hps_chunked_mean(np.arange(800.0)) == np.arange(800.0).mean()
+
+
+# The paper's reported numbers ----------------------------------------------------------------
+def _row(table, model):
+    return next(r for r in table if r.model == model)
+
+
+def test_paper_numbers_spot_checks():
+    P = paper_numbers
+    assert _row(P.TABLE1_PARTI, "DI*-SDXL (ours, long train)").values["imagereward"] == "1.140"
+    assert _row(P.TABLE1_PARTI, "FLUX-dev (Lab, 2024)").values["time_s_per_10"] == "118.64"
+    assert _row(P.TABLE1_PARTI, "FLUX-dev (Lab, 2024)").params == "12B"
+    assert _row(P.TABLE1_COCO, "DMD2-SDXL (Yin et al., 2024)").values["fid"] == "15.80"
+    assert _row(P.TABLE3_HPSV21, "DI*-SDXL (ours, longer training)").values["average"] == "31.19"
+    assert P.TABLE2_ABLATION[-1].alphas == "(100, 7.5)"
+    assert [len(t) for t in (P.TABLE1_PARTI, P.TABLE1_COCO, P.TABLE2_ABLATION,
+                             P.TABLE3_HPSV21)] == [11, 11, 12, 10]
+    # The abstract's claim follows from the transcribed times: 2.22 / 118.64 = 1.87% (~1.88%).
+    flux = float(_row(P.TABLE1_PARTI, "FLUX-dev (Lab, 2024)").values["time_s_per_10"])
+    assert abs(2.22 / flux - 0.0188) < 0.0002
+    # Table 3's average column is the mean of its four styles (to the printed precision).
+    for r in P.TABLE3_HPSV21:
+        styles = [float(r.values[s]) for s in P.HPS_STYLES]
+        assert abs(sum(styles) / 4 - float(r.values["average"])) <= 0.0051, r.model
+
+
+PAPER_MD = Path("/work/shared/seeds/di_star_paper.md")
+
+
+@pytest.mark.skipif(not PAPER_MD.exists(), reason="paper text not on this machine")
+def test_paper_numbers_match_the_paper_text():
+    """Every transcribed number, row by row, against the tab-separated tables in the paper."""
+    P = paper_numbers
+    lines = PAPER_MD.read_text(encoding="utf-8").splitlines()
+
+    def cells(line):
+        return [c.replace(" SEC", "").strip() for c in re.sub(r"</?b>", "", line).split("\t")[1:]]
+
+    def rows_after(header_prefix, n, skip=0):
+        start = next(i for i, l in enumerate(lines) if l.startswith(header_prefix))
+        out = [l for l in lines[start + 1:] if "\t" in l and re.match(r"[\d—(]", cells(l)[0])]
+        return out[skip:skip + n]
+
+    t1 = rows_after("MODEL\tSTEPS↓\tTYPE", 22)
+    for line, r in zip(t1, P.TABLE1_PARTI + P.TABLE1_COCO):
+        mine = [str(r.steps), r.arch_type, r.params] + list(r.values.values())
+        assert [c.upper() for c in cells(line)] == [c.upper() for c in mine], line
+    for line, r in zip(rows_after("MODEL\tSTEPS\tPARAMS", 12), P.TABLE2_ABLATION):
+        mine = [str(r.steps), r.params] + list(r.values.values()) + [r.alphas or "—"]
+        assert cells(line) == mine, line
+    t3_lines = [l for l in lines[next(i for i, l in enumerate(lines)
+                                      if l.startswith("MODEL\tANIMATION")) + 1:][:10]]
+    for line, r in zip(t3_lines, P.TABLE3_HPSV21):
+        assert cells(line) == list(r.values.values()), line
+        assert re.sub(r"</?b>", "", line).startswith(f"{r.steps}STEP"), line
+
+
+def test_committed_paper_table_is_regenerated():
+    """leaderboards/paper_reported.md in the repository is exactly what the data module gives."""
+    committed = Path(__file__).resolve().parents[1] / "leaderboards" / lb.PAPER_FILE
+    assert committed.read_text(encoding="utf-8") == lb.paper_reported()
+    text = lb.paper_reported()
+    assert text.startswith("# Reported by the DI* paper (NOT measured by this suite)")
+    assert "| DI*-SDXL (ours, long train) | 1 | UNet | 2.6B | 1.140 | 5.83 | 0.2331 | 32.75 | " \
+           "2.22 |" in text
+    assert "| FLUX-dev (Lab, 2024) | 50 | DiT | 12B | 1.132 | 5.90 | 0.2317 | 31.70 | 118.64 |" \
+        in text
