@@ -26,6 +26,7 @@ import pandas as pd
 
 from evalsuite import paper_numbers
 from evalsuite.errors import DistarError
+from evalsuite.metrics import stats
 from evalsuite.store import STORE_FILENAME, ResultsStore
 
 # Metric presentation: label, higher_is_better (None: unknown, no arrow and no bold), decimals.
@@ -59,37 +60,32 @@ LATENCY_PLOT = "quality_vs_latency_{bench}.png"
 ABLATION_PLOT = "ablation_reward_vs_fidelity.png"
 
 
-# Statistics (pure functions). evalsuite/metrics/stats.py did not exist when this was written;
-# these are small enough to keep here and are tested through the tables.
-def bootstrap_ci(values: np.ndarray, n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED,
-                 level: float = CI_LEVEL, strata: np.ndarray | None = None
-                 ) -> tuple[float, float] | None:
-    """Percentile bootstrap interval of the mean over `values` (one value per prompt).
-    With `strata`, resample within each stratum and take the mean of the stratum means
-    (HPSv2's average over styles). None when any stratum has fewer than two values."""
-    values = np.asarray(values, dtype=np.float64)
-    groups = [values] if strata is None else [values[strata == s] for s in np.unique(strata)]
-    if not groups or min(len(g) for g in groups) < 2:
+# Statistics: evalsuite.metrics.stats does the resampling; these adapt it to table cells.
+def interval(values: np.ndarray, prompts: np.ndarray) -> tuple[float, float] | None:
+    """95% percentile-bootstrap interval of the mean image score, resampling prompts (a prompt's
+    images stay together). None with fewer than two prompts."""
+    if len(np.unique(prompts)) < 2:
         return None
-    rng = np.random.default_rng(seed)
-    stats = np.zeros(n_boot)
-    for g in groups:
-        n = len(g)
-        step = max(1, 4_000_000 // n)  # bound the index matrix to ~32 MB
-        for start in range(0, n_boot, step):
-            b = min(step, n_boot - start)
-            stats[start:start + b] += g[rng.integers(0, n, size=(b, n))].mean(axis=1)
-    stats /= len(groups)
-    alpha = (1.0 - level) / 2
-    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
+    ci = stats.bootstrap_ci(values, CI_LEVEL, N_BOOTSTRAP, BOOTSTRAP_SEED, clusters=prompts)
+    return ci.low, ci.high
+
+
+def stratified_interval(groups: Sequence[tuple[np.ndarray, np.ndarray]]
+                        ) -> tuple[float, float] | None:
+    """Interval of the mean of group means (HPSv2's average over styles): prompts resampled
+    within each group, independently across groups. `groups`: (values, prompt ids) pairs."""
+    if not groups or any(len(np.unique(p)) < 2 for _, p in groups):
+        return None
+    boots = np.mean([stats.bootstrap_means(v, N_BOOTSTRAP, BOOTSTRAP_SEED + j, clusters=p)
+                     for j, (v, p) in enumerate(groups)], axis=0)
+    lo, hi = np.quantile(boots, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
     return float(lo), float(hi)
 
 
-def hps_chunked_mean(values_in_prompt_order: np.ndarray, chunk: int = HPS_CHUNK) -> float:
-    """HPSv2's benchmark aggregation of one style: mean of the means of consecutive 80-image
+def hps_style_score(values_in_prompt_order: np.ndarray) -> float:
+    """HPSv2's benchmark aggregation of one style: the mean of the means of consecutive 80-image
     chunks (equal to the plain mean when the style is complete, 800 = 10 x 80)."""
-    v = np.asarray(values_in_prompt_order, dtype=np.float64)
-    return float(np.mean([v[i:i + chunk].mean() for i in range(0, len(v), chunk)]))
+    return float(stats.chunked_means(values_in_prompt_order, HPS_CHUNK).mean())
 
 
 # Prompt metadata ---------------------------------------------------------------------------
@@ -165,10 +161,10 @@ class Entry:
         keys |= set(zip(self.set_scores.metric, self.set_scores.metric_version))
         return sorted(keys)
 
-    def per_prompt(self, metric: str, version: str) -> pd.Series:
-        """Per-prompt score (images of one prompt averaged), indexed and sorted by prompt."""
+    def image_scores(self, metric: str, version: str) -> pd.DataFrame:
+        """This metric version's per-image rows, in benchmark order (prompt_index, k)."""
         s = self.scores[(self.scores.metric == metric) & (self.scores.metric_version == version)]
-        return s.groupby("prompt_index")["value"].mean().sort_index()
+        return s.sort_values(["prompt_index", "k"])[["prompt_index", "k", "value"]]
 
     def summary(self, metric: str, version: str, prompts: Sequence[int] | None = None
                 ) -> Summary | None:
@@ -177,13 +173,14 @@ class Entry:
         if len(s):
             row = s.iloc[0]
             return Summary(float(row.value), n_images=int(row.n_images), kind="set")
-        per = self.per_prompt(metric, version)
+        s = self.image_scores(metric, version)
         if prompts is not None:
-            per = per[per.index.isin(list(prompts))]
-        if per.empty:
+            s = s[s.prompt_index.isin(list(prompts))]
+        if s.empty:
             return None
-        return Summary(float(per.mean()), bootstrap_ci(per.to_numpy()),
-                       prompts=frozenset(int(i) for i in per.index))
+        values, ids = s.value.to_numpy(np.float64), s.prompt_index.to_numpy()
+        return Summary(float(values.mean()), interval(values, ids),
+                       prompts=frozenset(int(i) for i in ids))
 
     def latency(self) -> Summary | None:
         r = self.runs[self.runs.latency_s_per_10.notna()]
@@ -196,9 +193,9 @@ class Entry:
         """Prompts covered by images and by each metric (per-image metrics only)."""
         cov = {"images": len(self.image_prompts)}
         for m, v in self.metric_keys():
-            per = self.per_prompt(m, v)
-            if len(per):
-                cov[_column_id(m, v)] = len(per)
+            n = self.image_scores(m, v).prompt_index.nunique()
+            if n:
+                cov[_column_id(m, v)] = n
         return cov
 
     @property
@@ -434,10 +431,10 @@ def _distinct(values: pd.Series) -> str:
     return ", ".join(sorted({str(v) for v in values.dropna()})) or MISSING
 
 
-CELL_NOTE = ("- Per-image metrics: mean over prompts (a prompt's images averaged first); in "
-             f"brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval over prompts "
-             f"({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). FID/KID: one number per image "
-             "set, no interval.")
+CELL_NOTE = ("- Per-image metrics: mean over the images scored; in brackets a "
+             f"{int(CI_LEVEL * 100)}% percentile-bootstrap interval resampling prompts "
+             f"(a prompt's images together; {N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}, "
+             "evalsuite.metrics.stats). FID/KID: one number per image set, no interval.")
 TIME_NOTE = ("- time / 10 images: seconds per 10 images after warm-up, from the run's full "
              "batches, on the device listed below (not comparable across devices).")
 
@@ -577,22 +574,22 @@ def table2(entries: list[Entry]) -> str:
 
 def _style_summaries(e: Entry, metric: str, version: str, styles: dict[int, str]
                      ) -> dict[str, Summary | None]:
-    per = e.per_prompt(metric, version)
+    scores = e.image_scores(metric, version)
     out: dict[str, Summary | None] = {}
-    values, strata = [], []
+    groups = []
     for style in HPS_STYLES:
-        s = per[[styles.get(int(i)) == style for i in per.index]]
+        s = scores[[styles.get(int(i)) == style for i in scores.prompt_index]]
         if s.empty:
             out[style] = None
             continue
-        out[style] = Summary(hps_chunked_mean(s.to_numpy()), bootstrap_ci(s.to_numpy()),
-                             prompts=frozenset(int(i) for i in s.index))
-        values += list(s.to_numpy())
-        strata += [style] * len(s)
+        values, ids = s.value.to_numpy(np.float64), s.prompt_index.to_numpy()
+        out[style] = Summary(hps_style_score(values), interval(values, ids),
+                             prompts=frozenset(int(i) for i in ids))
+        groups.append((values, ids))
     if all(out[s] is not None for s in HPS_STYLES):
-        avg = float(np.mean([out[s].value for s in HPS_STYLES]))
-        out["average"] = Summary(avg, bootstrap_ci(np.array(values), strata=np.array(strata)),
-                                 prompts=frozenset(per.index.astype(int)))
+        out["average"] = Summary(float(np.mean([out[s].value for s in HPS_STYLES])),
+                                 stratified_interval(groups),
+                                 prompts=frozenset(int(i) for i in scores.prompt_index))
     else:
         out["average"] = None
     return out
@@ -633,9 +630,9 @@ def table3(entries: list[Entry]) -> str:
                 out += [md_table(header, rows), ""]
         shown += es
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
-        "- Per style: HPSv2's chunked mean over the style's prompts (a prompt's images averaged "
-        f"first); in brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval of the "
-        f"style's mean over its prompts ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). "
+        "- Per style: HPSv2's chunked mean over the style's images in benchmark order; in "
+        f"brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval of the style's mean "
+        f"image score, resampling prompts ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). "
         "Average: mean of the four styles; its interval resamples prompts within each style.",))
 
 
@@ -664,7 +661,7 @@ def category_breakdown(entries: list[Entry]) -> str:
         notes += _notes(keys)
         for m, v in keys:
             label, higher, dec = _metric_info(m)
-            rows_m = [e for e in es if len(e.per_prompt(m, v))]
+            rows_m = [e for e in es if len(e.image_scores(m, v))]
             for key in pm.group_keys:
                 names = sorted({str(md[key]) for md in pm.meta.values() if md.get(key)})
                 members = {g: [i for i, md in pm.meta.items() if str(md.get(key)) == g]
@@ -682,8 +679,8 @@ def category_breakdown(entries: list[Entry]) -> str:
     if not written:
         out += ["No measured results on a benchmark with prompt categories (e.g. parti) yet.", ""]
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
-        "- Cells: mean over the group's prompts scored (a prompt's images averaged first); no "
-        "intervals in this file (see Table 1 for the overall ones).",))
+        "- Cells: mean over the group's images scored; no intervals in this file (Table 1 has "
+        "the overall ones).",))
 
 
 def _no_ci(s: Summary | None) -> Summary | None:

@@ -189,7 +189,8 @@ def test_provenance_footer(boards):
     assert "- versions A: diffusers 0.42.1, torch 2.13.0" in footer
     assert "- Metric version: PickScore ↑ (PickScore-v1 cos): `pickscore` stored as " \
            "`PickScore-v1 cos|ViT-H-14|224 bicubic`" in footer
-    assert "95% percentile-bootstrap interval over prompts (1000 resamples, seed 0)" in footer
+    assert "95% percentile-bootstrap interval resampling prompts (a prompt's images together; " \
+           "1000 resamples, seed 0, evalsuite.metrics.stats)" in footer
     for name in (lb.TABLE1_FILE, lb.TABLE2_FILE, lb.TABLE3_FILE, lb.BREAKDOWN_FILE):
         text = files[name].read_text()
         assert "(reported)" not in text and "Podell" not in text  # no paper numbers in here
@@ -295,27 +296,29 @@ def test_prompt_meta_from_benchmarks():
     assert lb.prompt_meta("no_such_bench", "1").missing
 
 
-def test_bootstrap_ci():
-    # Two values: the resampled mean is 0, 0.5 or 1 with probability 1/4, 1/2, 1/4.
-    assert lb.bootstrap_ci(np.array([0.0, 1.0])) == (0.0, 1.0)
+def test_intervals():
+    ids = np.arange(4)
+    # Two prompts: the resampled mean is 0, 0.5 or 1 with probability 1/4, 1/2, 1/4.
+    assert lb.interval(np.array([0.0, 1.0]), np.arange(2)) == (0.0, 1.0)
     # Four values 1.0, 1.2, 0.8, 1.0: P(mean <= 0.85) = 9/256 > 2.5% > P(mean <= 0.80) = 1/256.
-    lo, hi = lb.bootstrap_ci(np.array([1.0, 1.2, 0.8, 1.0]))
+    lo, hi = lb.interval(np.array([1.0, 1.2, 0.8, 1.0]), ids)
     assert (round(lo, 6), round(hi, 6)) == (0.85, 1.15)
-    assert lb.bootstrap_ci(np.array([3.0])) is None
-    # Large sample: close to the normal interval mean +- 1.96 sd / sqrt(n).
-    x = np.random.default_rng(1).normal(size=2000)
-    lo, hi = lb.bootstrap_ci(x)
-    half = 1.96 * x.std() / np.sqrt(len(x))
-    assert abs(lo - (x.mean() - half)) < 0.2 * half and abs(hi - (x.mean() + half)) < 0.2 * half
-    # Stratified: each stratum constant, so the mean of stratum means never moves.
-    assert lb.bootstrap_ci(np.array([1.0, 1.0, 3.0, 3.0, 3.0]),
-                           strata=np.array(["a", "a", "b", "b", "b"])) == (2.0, 2.0)
+    # One prompt (even with two images): no interval.
+    assert lb.interval(np.array([3.0, 4.0]), np.array([7, 7])) is None
+    # Prompts resampled, not images: two prompts with two identical images each behave like
+    # two prompts, so the interval reaches the extremes (images resampled would not).
+    assert lb.interval(np.array([0.0, 0.0, 1.0, 1.0]), np.array([0, 0, 1, 1])) == (0.0, 1.0)
+    # Stratified: each style constant, so the mean of style means never moves...
+    g = [(np.array([1.0, 1.0]), np.arange(2)), (np.array([3.0, 3.0, 3.0]), np.arange(2, 5))]
+    assert lb.stratified_interval(g) == (2.0, 2.0)
+    # ...and a style with one prompt gives no interval.
+    assert lb.stratified_interval(g + [(np.array([5.0]), np.array([9]))]) is None
 
 
-def test_hps_chunked_mean():
+def test_hps_style_score():
     v = np.array([1.0] * 80 + [3.0] * 40)  # a full 80-image chunk and a partial one
-    assert lb.hps_chunked_mean(v) == 2.0 and abs(v.mean() - 5 / 3) < 1e-12
-    assert lb.hps_chunked_mean(np.arange(800.0)) == np.arange(800.0).mean()
+    assert lb.hps_style_score(v) == 2.0 and abs(v.mean() - 5 / 3) < 1e-12
+    assert lb.hps_style_score(np.arange(800.0)) == np.arange(800.0).mean()
 
 
 # The paper's reported numbers ----------------------------------------------------------------
