@@ -16,7 +16,7 @@ import torch
 
 from di_star.closed_form import GaussianMixtureWorld, GaussianWorld, mean_and_se
 from di_star.losses import (PseudoHuber, ScaledDistance, SquaredL2, assistant_dsm_loss, implicit_cfg_reward_loss,
-                            kl_regularizer_loss, score_regularizer_loss)
+                            kl_regularizer_loss)
 from di_star.noise import sample_sigma_lognormal, sd_alphas_cumprod, ve_schedule, vp_schedule
 from di_star.scores import CFGScore
 
