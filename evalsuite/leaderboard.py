@@ -659,6 +659,8 @@ def category_breakdown(entries: list[Entry]) -> str:
             continue
         keys = sorted({(m, v) for e in es for m, v in zip(e.scores.metric, e.scores.metric_version)})
         notes += _notes(keys)
+        if not keys:
+            out += [f"## {bench} (version {version})", "", "No per-image scores yet.", ""]
         for m, v in keys:
             label, higher, dec = _metric_info(m)
             rows_m = [e for e in es if len(e.image_scores(m, v))]
