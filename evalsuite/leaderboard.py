@@ -326,9 +326,10 @@ class Column:
 
 
 def _best(cells: Sequence[Summary | None], decimals: int, higher: bool | None) -> list[bool]:
-    """Bold the best displayed value among comparable cells: per-image metrics scored on the
-    same prompts as the column's widest coverage, set metrics on as many images as the most,
-    latencies measured on one device. Nothing is bold when fewer than two cells qualify."""
+    """Bold the best displayed value among comparable cells: per-image metrics scored on every
+    prompt any row of the column was scored on, set metrics on as many images as the most,
+    latencies only when all were measured on one device. Nothing is bold when fewer than two
+    cells qualify."""
     present = [c for c in cells if c is not None]
     eligible = [False] * len(cells)
     if higher is None or len(present) < 2:
