@@ -26,6 +26,14 @@ TINY_OPEN_CLIP = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
 TINY_OPEN_CLIP_NAME = "distar-tiny-ViT"
+# The same, shaped like OpenAI's ViT-L/14 where it matters to the aesthetic head: QuickGELU,
+# 64-wide attention heads, and a 768-d embedding (the MLP's input). Matches `tiny_openai_clip`.
+TINY_OPENAI_CLIP = {
+    "embed_dim": 768, "quick_gelu": True,
+    "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "patch_size": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 2},
+}
+TINY_OPENAI_CLIP_NAME = "distar-tiny-ViT-openai"
 
 
 def _open_clip_bpe() -> str:

@@ -5,9 +5,10 @@ ViT-L/14 `encode_image(preprocess(image))`, L2-normalised, then an MLP 768-1024-
 dropouts and no activations (a linear map at eval time, trained with MSE on SAC+LOGOS+AVA1),
 weights `sac+logos+ava1-l14-linearMSE.pth`. The score is on the 1-10 rating scale.
 
-Backbone here: open_clip 'ViT-L-14' with OpenAI's weights and QuickGELU, the same network as
-OpenAI's `clip` package (open_clip converts OpenAI's state dict with
-build_model_from_openai_state_dict; the parity test goes through that conversion).
+Backbone here: open_clip 'ViT-L-14' with OpenAI's weights and QuickGELU (open_clip's copy of
+them, timm/vit_large_patch14_clip_224.openai), the same network as OpenAI's `clip` package: the
+module names and state-dict keys are OpenAI's, and the parity test loads a state dict of the
+`clip` package's own model class into ours.
 The prompt is not used.
 """
 from __future__ import annotations
@@ -53,7 +54,8 @@ class AestheticScore:
 
     Options: device ('auto'), dtype ('fp32'; 'fp16'/'bf16' on GPU only), batch_size (32),
     weights_path (the MLP .pth; env DISTAR_AESTHETIC_PATH), clip_weights_path (open_clip
-    ViT-L-14 OpenAI weights; env DISTAR_AESTHETIC_CLIP_PATH), revision (of the MLP hub repo).
+    ViT-L-14 OpenAI weights; env DISTAR_AESTHETIC_CLIP_PATH), revision (of the MLP hub repo),
+    clip_arch (open_clip config of the backbone; 'ViT-L-14', other values only for tests).
     """
 
     info = MetricInfo(
@@ -65,7 +67,7 @@ class AestheticScore:
 
     def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
                  weights_path: str | None = None, clip_weights_path: str | None = None,
-                 revision: str | None = None):
+                 revision: str | None = None, clip_arch: str = "ViT-L-14"):
         mlp_file = resolve_file("aesthetic predictor MLP", repo_id=MLP_REPO, filename=MLP_FILE,
                                 path=weights_path, env_var="DISTAR_AESTHETIC_PATH",
                                 revision=revision)
@@ -74,7 +76,7 @@ class AestheticScore:
                                       option="clip_weights_path")
         mlp = AestheticMLP(768)
         mlp.load_state_dict(load_state_dict(mlp_file), strict=True)
-        clip = build_open_clip("ViT-L-14", load_state_dict(clip_file), quick_gelu=True)
+        clip = build_open_clip(clip_arch, load_state_dict(clip_file), quick_gelu=True)
         self._setup(clip, mlp, device, dtype, batch_size,
                     {"mlp": provenance(mlp_file, hash_file=True), "clip": provenance(clip_file)})
 

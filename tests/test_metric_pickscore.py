@@ -1,0 +1,133 @@
+"""PickScore parity with the recipe on yuvalkirstain/PickScore_v1's model card, on CPU, offline.
+
+What exactly is compared: a transformers CLIPModel (PickScore's class) from a small config with
+seeded random weights, saved with save_pretrained; a CLIPProcessor configured like
+laion/CLIP-ViT-H-14-laion2B-s32B-b79K's (shortest edge 224, bicubic, centre crop 224, OpenAI
+mean/std) whose tokenizer is built offline from open_clip's BPE vocabulary, also saved. The model
+card's `calc_probs` (transcribed below, one prompt per call) runs on those objects; ours loads
+both folders through its options (`weights_path=`, `processor_path=`).
+"""
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+
+from evalsuite.errors import WeightsMissingError
+from evalsuite.metrics import _refcompat as rc
+from evalsuite.metrics.pickscore import PickScore, PickScoreLogit
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models; avoids OpenMP contention on a shared machine
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pickscore")
+    model = rc.tiny_hf_clip(seed=5)
+    processor = rc.clip_processor(str(d / "bpe"), backend="pil")
+    model.save_pretrained(d / "model")
+    processor.save_pretrained(d / "processor")
+    cos = PickScore(device="cpu", batch_size=4, weights_path=str(d / "model"),
+                    processor_path=str(d / "processor"))
+    logit = PickScoreLogit(device="cpu", batch_size=4, weights_path=str(d / "model"),
+                           processor_path=str(d / "processor"))
+    return model, processor, cos, logit
+
+
+def calc_scores(prompt, images, processor, model, device="cpu"):
+    """The model card's calc_probs, stopping before the softmax. One change for transformers 5:
+    get_*_features return an output object whose pooler_output holds the projected embedding
+    (transformers 4 returned that tensor directly)."""
+    image_inputs = processor(images=images, padding=True, truncation=True, max_length=77,
+                             return_tensors="pt").to(device)
+    text_inputs = processor(text=prompt, padding=True, truncation=True, max_length=77,
+                            return_tensors="pt").to(device)
+    with torch.no_grad():
+        image_embs = model.get_image_features(**image_inputs).pooler_output
+        image_embs = image_embs / torch.norm(image_embs, dim=-1, keepdim=True)
+        text_embs = model.get_text_features(**text_inputs).pooler_output
+        text_embs = text_embs / torch.norm(text_embs, dim=-1, keepdim=True)
+        cos = (text_embs @ image_embs.T)[0]
+        scores = model.logit_scale.exp() * cos
+    return cos.numpy(), scores.numpy()
+
+
+def test_score_matches_model_card(setup):
+    model, processor, cos, logit = setup
+    images, prompts = rc.sample_images(10), rc.sample_prompts(10)
+    ref = [calc_scores(p, [im], processor, model) for im, p in zip(images, prompts)]
+    ref_cos = np.array([c[0] for c, _ in ref], dtype=np.float64)
+    ref_logit = np.array([s[0] for _, s in ref], dtype=np.float64)
+    assert np.ptp(ref_cos) > 0.05
+    np.testing.assert_allclose(cos.score(images, prompts), ref_cos, atol=TOL, rtol=0)
+    np.testing.assert_allclose(logit.score(images, prompts), ref_logit, atol=TOL * 100, rtol=0)
+    # The logit unit is the cosine times exp(logit_scale) (100 for an untrained scale).
+    np.testing.assert_allclose(ref_logit / ref_cos, model.logit_scale.exp().item(), rtol=1e-4)
+
+
+def test_many_images_one_prompt_as_in_the_model_card(setup):
+    """The card scores several images against one prompt in one call."""
+    model, processor, cos, _ = setup
+    images = rc.sample_images(5)
+    ref_cos, _ = calc_scores("a cat", images, processor, model)
+    np.testing.assert_allclose(cos.score(images, ["a cat"] * 5), ref_cos, atol=TOL)
+
+
+def test_transformers5_default_processor_differs(setup):
+    """Why the PIL image processor is pinned: transformers 5's default (torchvision) CLIP image
+    processor gives different pixels, hence different scores, from the PIL one that published
+    PickScore numbers were computed with."""
+    model, processor, cos, _ = setup
+    tv_processor = rc.clip_processor(None, backend="torchvision")
+    images, prompts = rc.sample_images(6), rc.sample_prompts(6)
+    pil = np.array([calc_scores(p, [im], processor, model)[0][0] for im, p in zip(images, prompts)])
+    tv = np.array([calc_scores(p, [im], tv_processor, model)[0][0]
+                   for im, p in zip(images, prompts)])
+    assert np.abs(pil - tv).max() > 1e-6
+    np.testing.assert_allclose(cos.score(images, prompts), pil, atol=TOL)
+
+
+def test_padding_and_batching_are_neutral(setup):
+    """Prompts of very different lengths padded together give the same scores as alone."""
+    _, _, cos, _ = setup
+    images, prompts = rc.sample_images(8), rc.sample_prompts(8)
+    alone = np.concatenate([cos.score([im], [p]) for im, p in zip(images, prompts)])
+    np.testing.assert_allclose(cos.score(images, prompts), alone, atol=1e-5)
+
+
+def test_score_tensor_close_to_pil_path_with_gradients(setup):
+    """Same geometry as the processor (floor-offset crop); PIL rounds to 8 bit after resizing
+    (0.3 grey levels on average), which moves this random model's cosine by < 2e-3 while the
+    images differ by > 5e-2."""
+    _, _, cos, _ = setup
+    images, prompts = rc.sample_images(6), rc.sample_prompts(6)
+    pil = cos.score(images, prompts)
+    for im, p, s in zip(images, prompts, pil):
+        x = TF.to_tensor(im.convert("RGB"))[None].requires_grad_(True)
+        t = cos.score_tensor(x, [p])
+        t.sum().backward()
+        assert x.grad.abs().sum() > 0
+        assert abs(t.item() - s) < 2e-3, (im.size, t.item(), s)
+
+
+def test_info_names_the_unit(setup):
+    _, _, cos, logit = setup
+    assert cos.info.version == "PickScore_v1/cos" and logit.info.version == "PickScore_v1/logit"
+    assert cos.info.key != logit.info.key
+
+
+def test_missing_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
+    import huggingface_hub.constants as hc
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.delenv("DISTAR_PICKSCORE_PATH", raising=False)
+    with pytest.raises(WeightsMissingError) as e:
+        PickScore(device="cpu")
+    assert "yuvalkirstain/PickScore_v1" in str(e.value)
+    assert "DISTAR_PICKSCORE_PATH" in str(e.value) and "weights_path" in str(e.value)
