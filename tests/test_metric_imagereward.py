@@ -9,7 +9,6 @@ BertTokenizer on a vocab written here. The same tokenizer and state dict go into
 from __future__ import annotations
 
 import json
-import math
 import string
 import time
 from fractions import Fraction
@@ -69,32 +68,13 @@ def vocab_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(vocab_dir, tmp_path_factory):
     """The package's ImageReward at the small config, every weight random and O(1)."""
-    from evalsuite.metrics._imagereward_compat import import_reference, init_tokenizer
-
-    import_reference()
-    from ImageReward.ImageReward import ImageReward as ReferenceImageReward
-    from ImageReward.models.BLIP import blip_pretrain, vit
+    from evalsuite.metrics._imagereward_compat import build_reference, randomize_
 
     med = dict(MED, vocab_size=len(load_tokenizer(vocab_dir)))
     med_file = tmp_path_factory.mktemp("med") / "med_config.json"
     med_file.write_text(json.dumps(med))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(blip_pretrain, "init_tokenizer", lambda: init_tokenizer(str(vocab_dir)))
-        mp.setattr(blip_pretrain, "create_vit",
-                   lambda *a, **k: (vit.VisionTransformer(**VIT), VIT["embed_dim"]))
-        model = ReferenceImageReward(med_config=str(med_file)).eval()
-    # The package's init gives near-constant scores (zero biases, a 1/769-std head); re-draw
-    # every tensor so that each one moves the score and a wrong port cannot pass.
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.ndim >= 2 and name.split(".")[-1] == "weight":
-                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p[0].numel()))
-            elif "norm" in name.lower() and name.endswith("weight"):
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(0.2 * torch.randn(p.shape, generator=g))
-    return model, med
+    model = build_reference(str(med_file), str(vocab_dir), vit=VIT)
+    return randomize_(model, seed=0), med
 
 
 @pytest.fixture(scope="module")

@@ -126,3 +126,44 @@ def import_reference() -> types.ModuleType:
     blip.init_tokenizer = blip_pretrain.init_tokenizer = init_tokenizer
     _PATCHED = True
     return package
+
+
+# ---- Random-weight builds of the reference, for the parity test and the benchmark -------------
+
+def build_reference(med_config: str, tokenizer_source: str, vit: dict | None = None,
+                    device: str = "cpu"):
+    """The package's own `ImageReward` model class with its init's random weights.
+    `tokenizer_source`: a folder with a BERT vocab.txt (the package would download
+    bert-base-uncased). `vit`: kwargs for the package's VisionTransformer, replacing the ViT-L its
+    `create_vit` hard-codes (None keeps ViT-L); the text encoder's cross-attention width follows."""
+    import_reference()
+    from ImageReward.ImageReward import ImageReward as ReferenceImageReward
+    from ImageReward.models.BLIP import blip_pretrain
+    from ImageReward.models.BLIP import vit as vit_module
+
+    saved = blip_pretrain.create_vit, blip_pretrain.init_tokenizer
+    try:
+        blip_pretrain.init_tokenizer = lambda: init_tokenizer(tokenizer_source)
+        if vit is not None:
+            blip_pretrain.create_vit = lambda *args, **kwargs: (
+                vit_module.VisionTransformer(**vit), vit["embed_dim"])
+        model = ReferenceImageReward(med_config=med_config, device=device)
+    finally:
+        blip_pretrain.create_vit, blip_pretrain.init_tokenizer = saved
+    return model.to(device).eval()
+
+
+@torch.no_grad()
+def randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Redraw every parameter at O(1) effect. The package's init gives near-constant rewards
+    (zero biases, a head with std 1/769), under which a broken port could still match."""
+    g = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if p.ndim >= 2 and name.endswith(".weight"):  # Linear, Conv, Embedding
+            value = torch.randn(p.shape, generator=g) / p[0].numel() ** 0.5
+        elif "norm" in name.lower() and name.endswith(".weight"):
+            value = 1 + 0.2 * torch.randn(p.shape, generator=g)
+        else:  # biases, cls_token, pos_embed
+            value = 0.2 * torch.randn(p.shape, generator=g)
+        p.copy_(value)
+    return model
