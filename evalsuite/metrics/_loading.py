@@ -134,6 +134,9 @@ def open_clip_weights(model: str, arch: str, pretrained: str, *, path: str | Non
     """The local file of open_clip's `pretrained` tag for `arch` (its hub repo's
     open_clip_model.safetensors, else open_clip_pytorch_model.bin)."""
     import open_clip
+    if path or os.environ.get(env_var):
+        return resolve_file(model, repo_id=None, filename="open_clip_model.safetensors",
+                            path=path, env_var=env_var, option=option)
     cfg = open_clip.get_pretrained_cfg(arch, pretrained)
     if not cfg or not cfg.get("hf_hub"):
         raise DistarError(f"open_clip has no hub copy of {arch}/{pretrained}; pass {option}=FILE")
@@ -144,8 +147,6 @@ def open_clip_weights(model: str, arch: str, pretrained: str, *, path: str | Non
             return resolve_file(model, repo_id=repo_id, filename=filename, path=path,
                                 env_var=env_var, option=option, revision=revision)
         except WeightsMissingError as e:
-            if path or os.environ.get(env_var):
-                raise
             first_error = first_error or e
     raise first_error
 

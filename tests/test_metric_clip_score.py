@@ -1,0 +1,135 @@
+"""CLIP score parity with DMD2's compute_clip_score, on CPU, offline.
+
+What exactly is compared: DMD2 (tianweiy/DMD2, main/coco_eval/coco_evaluator.py) is not a
+package, so its `compute_clip_score` loop is transcribed below, returning the per-image cosines it
+averages: open_clip's `create_model_and_transforms` model + preprocess (a small ViT config with
+seeded random weights instead of ViT-g-14/laion2b_s12b_b42k), images as RGB uint8 arrays through
+CenterCropLongEdge + LANCZOS 256, OpenAI `clip.tokenize(truncate=True)` with the "A photo depicts"
+tokens spliced in. Ours loads the model's state dict from a file (`weights_path=`).
+"""
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as transforms
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from evalsuite.metrics import _refcompat as rc
+from evalsuite.metrics.clip_score import ClipScore
+
+TOL = 1e-4
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models; avoids OpenMP contention on a shared machine
+    yield
+    torch.set_num_threads(n)
+
+
+class CenterCropLongEdge(object):
+    def __call__(self, img):
+        return transforms.functional.center_crop(img, min(img.size))
+
+
+def dmd2_tokens(txts):
+    import clip as openai_clip
+    tokens = openai_clip.tokenize(txts, truncate=True)
+    prepend_text = "A photo depicts "
+    prepend_text_token = openai_clip.tokenize(prepend_text)[:, 1:4]
+    prepend_text_tokens = prepend_text_token.expand(tokens.shape[0], -1)
+    start_tokens = tokens[:, :1]
+    new_text_tokens = torch.cat(
+        [start_tokens, prepend_text_tokens, tokens[:, 1:]], dim=1)[:, :77]
+    last_cols = new_text_tokens[:, 77 - 1:77]
+    last_cols[last_cols > 0] = 49407  # eot token
+    return torch.cat([new_text_tokens[:, :76], last_cols], dim=1)
+
+
+@torch.no_grad()
+def dmd2_cosines(images, captions, clip, clip_preprocessor):
+    """compute_clip_score's loop (one batch), returning cos_sims instead of their mean."""
+    def resize_and_center_crop(image_np, resize_size=256):
+        image_pil = Image.fromarray(image_np)
+        image_pil = CenterCropLongEdge()(image_pil)
+        if resize_size is not None:
+            image_pil = image_pil.resize((resize_size, resize_size), Image.LANCZOS)
+        return image_pil
+
+    imgs = torch.stack([clip_preprocessor(resize_and_center_crop(im)) for im in images])
+    new_text_tokens = dmd2_tokens(captions)
+    img_embs = clip.encode_image(imgs)
+    text_embs = clip.encode_text(new_text_tokens)
+    return torch.nn.functional.cosine_similarity(img_embs, text_embs, dim=1).numpy()
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    import open_clip
+    rc.register_open_clip_config()
+    torch.manual_seed(7)
+    clip, _, preprocess = open_clip.create_model_and_transforms(rc.TINY_OPEN_CLIP_NAME)
+    clip = rc.perturb_(clip, 7).eval().float()
+    path = tmp_path_factory.mktemp("clip") / "clip.pt"
+    torch.save(clip.state_dict(), path)
+    ours = ClipScore(backbone=rc.TINY_OPEN_CLIP_NAME, pretrained="random", weights_path=str(path),
+                     device="cpu", batch_size=4)
+    return clip, preprocess, ours, path
+
+
+def test_score_matches_dmd2(setup):
+    clip, preprocess, ours, _ = setup
+    images, prompts = rc.sample_images(10), rc.sample_prompts(10)
+    ref = dmd2_cosines([np.array(im.convert("RGB")) for im in images], prompts, clip,
+                       preprocess).astype(np.float64)
+    assert np.ptp(ref) > 0.05
+    np.testing.assert_allclose(ours.score(images, prompts), 100 * ref, atol=100 * TOL, rtol=0)
+
+
+def test_prefix_splice_equals_prefixed_string():
+    """DMD2 splices the prefix tokens after tokenising; we tokenise the prefixed string."""
+    import open_clip
+    tok = open_clip.get_tokenizer("ViT-g-14")
+    prompts = rc.SAMPLE_PROMPTS + ["word " * 74, "word " * 73, "word " * 72, "a" * 300]
+    np.testing.assert_array_equal(tok(["A photo depicts " + p for p in prompts]).numpy(),
+                                  dmd2_tokens(prompts).numpy())
+
+
+def test_options_change_the_key_and_the_number(setup):
+    clip, _, ours, path = setup
+    images, prompts = rc.sample_images(4), rc.sample_prompts(4)
+    plain = ClipScore(backbone=rc.TINY_OPEN_CLIP_NAME, pretrained="random",
+                      weights_path=str(path), device="cpu", prefix="", pre_resize=None)
+    clamped = ClipScore(backbone=rc.TINY_OPEN_CLIP_NAME, pretrained="random",
+                        weights_path=str(path), device="cpu", clamp_zero=True)
+    keys = {ours.info.key, plain.info.key, clamped.info.key}
+    assert len(keys) == 3
+    a, b, c = ours.score(images, prompts), plain.score(images, prompts), clamped.score(images,
+                                                                                      prompts)
+    assert np.abs(a - b).max() > 1e-3
+    np.testing.assert_allclose(c, np.maximum(a, 0), atol=1e-5)
+    # prefix='' and pre_resize=None is open_clip's own recipe: encode(preprocess(img)).
+    import open_clip
+    _, _, preprocess = open_clip.create_model_and_transforms(rc.TINY_OPEN_CLIP_NAME)
+    tok = open_clip.get_tokenizer(rc.TINY_OPEN_CLIP_NAME)
+    with torch.no_grad():
+        f = torch.nn.functional.normalize
+        img = f(clip.encode_image(torch.stack([preprocess(im) for im in images])), dim=-1)
+        txt = f(clip.encode_text(tok(prompts)), dim=-1)
+    np.testing.assert_allclose(b, 100 * (img * txt).sum(-1).numpy(), atol=100 * TOL)
+
+
+def test_score_tensor_close_to_pil_path_with_gradients(setup):
+    """LANCZOS (PIL's weights, as a matrix) then bicubic, in float; PIL rounds to 8 bit after
+    each resize (0.4 grey levels on average). Through this random model: < 0.3 on the 100 x cos
+    scale, where the images differ by > 5."""
+    _, _, ours, _ = setup
+    images, prompts = rc.sample_images(6), rc.sample_prompts(6)
+    pil = ours.score(images, prompts)
+    for im, p, s in zip(images, prompts, pil):
+        x = TF.to_tensor(im.convert("RGB"))[None].requires_grad_(True)
+        t = ours.score_tensor(x, [p])
+        t.sum().backward()
+        assert x.grad.abs().sum() > 0
+        assert abs(t.item() - s) < 0.3, (im.size, t.item(), s)
