@@ -219,3 +219,18 @@ def test_prompt_count_must_match(ours, images):
     with pytest.raises(ValueError, match="one prompt per image"):
         ours.score(images[:1], "a cat")
     assert ours.score([], []).shape == (0,)
+
+
+def test_half_precision_path(reference, ours, images):
+    """bf16 (for GPUs; runs on CPU too): the head stays fp32, scores move by bf16 rounding only,
+    and the results-store key changes with the dtype."""
+    model, _ = reference
+    half = ImageReward.from_state_dict({k: v.clone() for k, v in model.state_dict().items()},
+                                       ours.config, ours.tokenizer, dtype=torch.bfloat16)
+    assert half.model.mlp.layers[0].weight.dtype == torch.float32
+    assert half.model.blip.visual_encoder.pos_embed.dtype == torch.bfloat16
+    full, low = ours.score(images[:3], PROMPTS[:3]), half.score(images[:3], PROMPTS[:3])
+    assert low.dtype == np.float32
+    print(f"ImageReward bf16 vs fp32: max |diff| = {np.abs(low - full).max():.2e}")
+    assert np.abs(low - full).max() < 0.1
+    assert half.info.key != ours.info.key
