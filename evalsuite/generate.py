@@ -7,7 +7,8 @@ rename) under `images/<model>-<recipe hash>/<bench>-v<version>/`, and a row per 
 results store. A rerun skips every image whose file exists and whose sha256 matches its store
 row; anything else (missing, partial, corrupt, or written but never recorded) is generated again.
 
-Sharding: run under `accelerate launch`; process r takes the to-do list's items r::world. Only
+Sharding: run under `accelerate launch --multi_gpu --num_processes N -m evalsuite eval ...`
+(on CPU-only machines too: gloo); batch slots with work left are dealt to processes r::world. Only
 the main process writes the store (rows are gathered to it after each batch), so no image and no
 row is written twice.
 """
@@ -201,7 +202,9 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    state = PartialState()
+    # On a machine without CUDA, processes started by `accelerate launch --multi_gpu` (or
+    # torchrun) only find each other when told to use the CPU (gloo) backend.
+    state = PartialState(cpu=req.device == "cpu" or not torch.cuda.is_available())
     spec = resolve_model(req.model, req.weights)
     bench = load_benchmark(req.bench)
     prompts = select_prompts(bench, req.limit)
@@ -230,7 +233,7 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
         else uuid.uuid4().hex[:12]
 
     prov = provenance()
-    recipe = spec.recipe()
+    recipe = spec.describe()
     run_row = dict(run_id=run_id, model=req.model, recipe_hash=spec.recipe_hash,
                    recipe_json=json.dumps(recipe, sort_keys=True, default=str),
                    bench=bench.name, bench_version=bench.version, n_prompts_total=len(bench),
@@ -242,7 +245,7 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
     if n_batches and state.is_main_process:
         store.upsert_run(**run_row)
 
-    batch_seconds: list[float] = []
+    batch_seconds: list[tuple[float, int]] = []  # (seconds, images) per timed batch
     if n_batches:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -266,8 +269,7 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
                     images = generate_batch(pipe, spec, texts, seeds, device)
                     _sync(device)
                     dt = time.perf_counter() - t0
-                    if len(chunk) == batch_size:  # latency from full batches only
-                        batch_seconds.append(dt)
+                    batch_seconds.append((dt, len(chunk)))
                     for (p, k), seed, img in zip(chunk, seeds, images):
                         if (p.index, k) not in missing:
                             continue  # already valid on disk, and identical
@@ -288,8 +290,12 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
                 if state.is_main_process:
                     store.add_images(all_rows)
                     bar.advance(len(all_rows))
-        if batch_seconds:
-            run_row["latency_s_per_10"] = 10 * sum(batch_seconds) / (len(batch_seconds) * batch_size)
+        # Seconds per 10 images (the paper's unit) from full batches; a run smaller than one
+        # batch is timed at its own size (the batch size is recorded beside it).
+        full = [(dt, n) for dt, n in batch_seconds if n == batch_size] or batch_seconds
+        if full:
+            run_row["latency_s_per_10"] = 10 * sum(dt for dt, _ in full) / sum(n for _, n in full)
+            run_row["batch_size"] = full[0][1]
         run_row["peak_memory_bytes"], run_row["peak_memory_kind"] = peak_memory(device)
     state.wait_for_everyone()
     if n_batches and state.is_main_process:

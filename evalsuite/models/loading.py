@@ -72,7 +72,10 @@ def spec_from_path(directory: str) -> ModelSpec:
     if recipe.get("timesteps") is not None:
         fields["timesteps"] = tuple(recipe["timesteps"])
     # A checkpoint's sampling recipe is part of what decides its images.
-    return ModelSpec(**fields, call_kwargs=tuple(sorted(recipe.get("call_kwargs", {}).items())))
+    meta = tuple(sorted((k, json.dumps(v) if isinstance(v, (dict, list)) else v)
+                        for k, v in recipe.get("training", {}).items()))
+    return ModelSpec(**fields, call_kwargs=tuple(sorted(recipe.get("call_kwargs", {}).items())),
+                     meta=meta)
 
 
 def _pipeline_class(name: str):

@@ -51,13 +51,21 @@ class ModelSpec:
     weights: str = "pretrained"      # 'pretrained' | 'random' | 'tiny' (built locally)
     latent_channels: int = 4
     vae_scale: int = 8
+    # Provenance that changes no pixel (e.g. a checkpoint's alpha_rew / alpha_cfg); stored
+    # with each run, not hashed.
+    meta: tuple[tuple[str, Any], ...] = ()
 
     def recipe(self) -> dict[str, Any]:
         """The fields that change an image (the hash's input)."""
         d = asdict(self)
-        for k in ("description", "arch_type", "params", "default_batch_size"):
+        for k in _NOT_HASHED:
             d.pop(k)
         return d
+
+    def describe(self) -> dict[str, Any]:
+        """Recipe plus leaderboard metadata, as stored in runs.recipe_json."""
+        return {**self.recipe(), "arch_type": self.arch_type, "params": self.params,
+                "description": self.description, **dict(self.meta)}
 
     @property
     def recipe_hash(self) -> str:
@@ -71,6 +79,8 @@ class ModelSpec:
     def with_weights(self, weights: str) -> "ModelSpec":
         return replace(self, weights=weights)
 
+
+_NOT_HASHED = ("description", "arch_type", "params", "default_batch_size", "meta")
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
