@@ -46,6 +46,16 @@ def _image(rs: np.random.RandomState, w: int, h: int, mode: str = "RGB") -> Imag
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).convert(mode)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """These matrices are tiny: with 2 intra-op threads on a shared 2-core machine the threads
+    mostly wait on each other (measured 20x slower under load). Restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def images() -> list[Image.Image]:
     rs = np.random.RandomState(0)
