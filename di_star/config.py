@@ -65,12 +65,40 @@ class RunConfig:
 
 
 @dataclass
+class SDConfig:
+    """The Stable Diffusion worlds ('sdxl', 'sd15'; di_star.sdxl). The toy worlds ignore it."""
+    generator: str = "dmd2_sdxl"      # one-step init: an evalsuite model name or path:DIR (its UNet)
+    reference: str = "sdxl_base"      # frozen reference (UNet; also VAE, text encoders): name or path:DIR
+    generator_timestep: int = 399     # timestep fed to the one-step generator with pure noise (DMD2: 399)
+    t_min: int = 20                   # pi(t): uniform integer t in [t_min, t_max) (DMD2: 0.02 T, 0.98 T)
+    t_max: int = 980
+    resolution: int = 0               # pixels; 0 = the reference recipe's (SDXL 1024, SD1.5 512)
+    prompts: str = "bench:coco30k"    # a .txt / .tsv / .parquet prompt file, or bench:NAME
+    reward: str = "pickscore"         # an evalsuite metric with score_tensor; 'tiny:pickscore' = random, offline
+    mixed_precision: str = "no"       # 'no' | 'bf16' | 'fp16': autocast; frozen nets stored in that dtype
+    gradient_checkpointing: bool = False  # on every UNet and the VAE decoder
+    optimizer: str = "adamw"          # 'adamw' | 'adamw8bit' (bitsandbytes)
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.0        # gradient clipping of both networks; 0 = off
+    grad_accum: int = 1               # micro-batches of optim.batch_size per optimizer step
+    assistant_lora_rank: int = 0      # 0: full fine-tune of the assistant; > 0: LoRA (needs peft)
+    sample_every: int = 0             # generator steps between PNG sample grids; 0 = off
+    sample_images: int = 4            # images per grid (fixed prompts and seeds)
+    eval_every: int = 0               # generator steps between quick evaluations; 0 = off
+    eval_bench: str = "tiny"          # evalsuite benchmark of the quick evaluation
+    eval_limit: int = 4               # prompts of it
+    eval_metric: str = ""             # evalsuite metric scoring it; '' = the training reward model
+    log_with: str = "tensorboard"     # 'tensorboard' | 'wandb' | 'none'
+
+
+@dataclass
 class TrainConfig:
     preset: str = ""                  # the preset this config came from, for the record
     world: WorldConfig = field(default_factory=WorldConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    sd: SDConfig = field(default_factory=SDConfig)     # only the 'sdxl' / 'sd15' worlds read it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
