@@ -16,6 +16,7 @@ slightly (tests/test_metric_pickscore.py measures it).
 """
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -37,8 +38,6 @@ def _pretrained(what: str, repo_id: str, path: str | None, env_var: str, option:
                 revision: str | None, load):
     """Call `load(source, local_files_only)` on a local folder or a hub id; offline misses
     become WeightsMissingError."""
-    import os
-
     from evalsuite.hub import local_only
     source = path or os.environ.get(env_var) or repo_id
     local = source != repo_id or local_only()
@@ -51,6 +50,15 @@ def _pretrained(what: str, repo_id: str, path: str | None, env_var: str, option:
             f"pass {option}=DIR or set {env_var}=DIR (a folder holding a download of "
             f"{repo_id}), or copy the Hugging Face cache (HF_HOME) from a machine that has it"
         ) from None
+
+
+def _where(local: str | None, repo_id: str, revision: str | None) -> dict:
+    """Where weights came from: the local folder, or the hub repo and its cached commit."""
+    if local:
+        return {"file": str(local)}
+    from huggingface_hub import try_to_load_from_cache
+    cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    return provenance(cached) if isinstance(cached, str) else {"file": repo_id}
 
 
 def _embeds(out) -> torch.Tensor:
@@ -91,7 +99,11 @@ class PickScore:
             "PickScore tokenizer", PROCESSOR_REPO, processor_path,
             "DISTAR_PICKSCORE_PROCESSOR_PATH", "processor_path", processor_revision,
             CLIPTokenizer.from_pretrained)
-        prov = {"model": getattr(model.config, "_name_or_path", MODEL_REPO)}
+        prov = {"model": _where(weights_path or os.environ.get("DISTAR_PICKSCORE_PATH"),
+                                MODEL_REPO, revision),
+                "processor": _where(processor_path
+                                    or os.environ.get("DISTAR_PICKSCORE_PROCESSOR_PATH"),
+                                    PROCESSOR_REPO, processor_revision)}
         self._setup(model, image_processor, tokenizer, device, dtype, batch_size, prov)
 
     @classmethod
