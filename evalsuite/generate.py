@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,11 +255,43 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
         if rev:  # the exact hub commit read, whatever revision was asked for
             run_row["recipe_json"] = json.dumps({**recipe, "loaded_commit": rev},
                                                 sort_keys=True, default=str)
+        def save(chunk, seeds, images, dt) -> list[ImageRow]:
+            """Encode and write a batch's new images (runs on the writer thread)."""
+            rows = []
+            for (p, k), seed, img in zip(chunk, seeds, images):
+                if (p.index, k) not in missing:
+                    continue  # already valid on disk, and identical
+                data = png_bytes(img)
+                rel = image_relpath(spec, bench, p.index, k)
+                write_atomic(store.root / rel, data)
+                rows.append(ImageRow(
+                    recipe_hash=spec.recipe_hash, bench=bench.name, bench_version=bench.version,
+                    prompt_index=p.index, k=k, model=req.model, prompt=p.text, seed=seed,
+                    path=rel, sha256=hashlib.sha256(data).hexdigest(), seconds=dt / len(chunk),
+                    batch_size=batch_size, device=run_row["device"], run_id=run_id,
+                    process_index=state.process_index))
+            return rows
+
+        def record(pending: Future | None, bar) -> None:
+            """Wait for a batch's files, then gather its rows to the main process and store
+            them: a row exists only once its file is complete on disk."""
+            rows = pending.result() if pending is not None else []
+            all_rows = gather_object(rows) if state.num_processes > 1 else rows
+            keys = [(r.prompt_index, r.k) for r in all_rows]
+            if len(set(keys)) != len(keys):  # sharding bug guard: never write twice
+                raise RuntimeError(f"duplicate images across processes: {sorted(keys)}")
+            if state.is_main_process:
+                store.add_images(all_rows)
+                bar.advance(len(all_rows))
+
+        # PNG encoding and disk writes of batch b overlap the generation of batch b+1.
         with progress_bar(f"{spec.name} on {bench.name}", total=len(missing),
-                          disable=not state.is_main_process) as bar:
+                          disable=not state.is_main_process) as bar, \
+                ThreadPoolExecutor(max_workers=1) as writer:
+            pending: Future | None = None
             for b in range(n_batches):
                 chunk = mine[b] if b < len(mine) else []
-                rows = []
+                submitted = None
                 if chunk:
                     texts = [p.text for p, _ in chunk]
                     seeds = [image_seed(p.index, k) for p, k in chunk]
@@ -270,26 +303,11 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
                     _sync(device)
                     dt = time.perf_counter() - t0
                     batch_seconds.append((dt, len(chunk)))
-                    for (p, k), seed, img in zip(chunk, seeds, images):
-                        if (p.index, k) not in missing:
-                            continue  # already valid on disk, and identical
-                        data = png_bytes(img)
-                        rel = image_relpath(spec, bench, p.index, k)
-                        write_atomic(store.root / rel, data)
-                        rows.append(ImageRow(
-                            recipe_hash=spec.recipe_hash, bench=bench.name,
-                            bench_version=bench.version, prompt_index=p.index, k=k,
-                            model=req.model, prompt=p.text, seed=seed, path=rel,
-                            sha256=hashlib.sha256(data).hexdigest(), seconds=dt / len(chunk),
-                            batch_size=batch_size, device=run_row["device"], run_id=run_id,
-                            process_index=state.process_index))
-                all_rows = gather_object(rows) if state.num_processes > 1 else rows
-                keys = [(r.prompt_index, r.k) for r in all_rows]
-                if len(set(keys)) != len(keys):  # sharding bug guard: never write twice
-                    raise RuntimeError(f"duplicate images across processes: {sorted(keys)}")
-                if state.is_main_process:
-                    store.add_images(all_rows)
-                    bar.advance(len(all_rows))
+                    submitted = writer.submit(save, chunk, seeds, images, dt)
+                if b > 0:
+                    record(pending, bar)
+                pending = submitted
+            record(pending, bar)  # every rank makes n_batches gathers, in step
         # Seconds per 10 images (the paper's unit) from full batches; a run smaller than one
         # batch is timed at its own size (the batch size is recorded beside it).
         full = [(dt, n) for dt, n in batch_seconds if n == batch_size] or batch_seconds

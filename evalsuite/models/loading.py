@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -140,8 +141,10 @@ def quiet_hf_logging() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+@lru_cache(maxsize=2)
 def load_pipeline(spec: ModelSpec, device: torch.device):
-    """The pipeline for `spec` on `device`, scheduler swapped as the recipe says."""
+    """The pipeline for `spec` on `device`, scheduler swapped as the recipe says. Cached, so a
+    process that evaluates several benchmarks loads each model once."""
     quiet_hf_logging()
     dtype = compute_dtype(spec, device)
     if spec.weights in ("tiny", "random"):

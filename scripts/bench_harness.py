@@ -1,0 +1,71 @@
+"""Harness overhead: images/s of `run_eval` on tiny_sdxl divided by images/s of a bare loop that
+calls the same pipeline with the same batch size and the same inputs (no saving, no store, no
+progress bar). Both sides exclude model loading and include one warm-up batch.
+
+    .venv/bin/python scripts/bench_harness.py --images 96 --batch-size 8 --repeats 3
+
+Target: ratio >= 0.95 (saving + store + progress bar cost <= 5%).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import evalsuite  # noqa: F401  (torchvision patch first)
+import torch
+
+from evalsuite.benchmarks import image_seed, load_benchmark
+from evalsuite.generate import EvalRequest, generate_batch, run_eval
+from evalsuite.models import resolve_model
+from evalsuite.models.loading import load_pipeline, resolve_device
+
+
+def bare_loop(pipe, spec, prompts, batch_size, device) -> float:
+    """images/s of the pipeline alone, after one warm-up batch."""
+    batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
+    seeds = lambda b: [image_seed(p.index, 0) for p in b]  # noqa: E731
+    generate_batch(pipe, spec, [p.text for p in batches[0]], seeds(batches[0]), device)
+    t0 = time.perf_counter()
+    for b in batches:
+        generate_batch(pipe, spec, [p.text for p in b], seeds(b), device)
+    return len(prompts) / (time.perf_counter() - t0)
+
+
+def harness(args, out: Path) -> float:
+    t0 = time.perf_counter()
+    run_eval(EvalRequest(model=args.model, bench="parti", limit=args.images, out=out,
+                         batch_size=args.batch_size, device=args.device))
+    return args.images / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--model", default="tiny_sdxl")
+    ap.add_argument("--images", type=int, default=96)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    spec = resolve_model(args.model)
+    pipe = load_pipeline(spec, device)  # cached: run_eval reuses this very object
+    prompts = list(load_benchmark("parti").prompts[:args.images])
+    bare, ours = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeats):  # interleave so drift in machine load hits both sides
+            bare.append(bare_loop(pipe, spec, prompts, args.batch_size, device))
+            ours.append(harness(args, Path(tmp) / f"run{r}"))
+    b, o = statistics.median(bare), statistics.median(ours)
+    print(f"device={device} model={args.model} images={args.images} batch={args.batch_size} "
+          f"threads={torch.get_num_threads()} repeats={args.repeats}")
+    print(f"bare loop : {b:8.2f} img/s  (runs: {', '.join(f'{x:.2f}' for x in bare)})")
+    print(f"harness   : {o:8.2f} img/s  (runs: {', '.join(f'{x:.2f}' for x in ours)})")
+    print(f"ratio harness/bare = {o / b:.3f}  (target >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()
