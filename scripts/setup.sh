@@ -7,6 +7,15 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# Headless Chromium renders the HTML gallery in its screenshot test (Debian package; root only).
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+      || echo "setup: could not install chromium; the gallery screenshot test will be skipped"
+  else
+    echo "setup: chromium not found (sudo apt-get install chromium); gallery screenshot test skipped"
+  fi
+fi
 stamp=.venv/.distar-setup-$(cat pyproject.toml constraints/cpu.txt scripts/setup.sh | sha256sum | cut -c1-16)
 if [ -f "$stamp" ]; then exit 0; fi
 .venv/bin/pip install -q --upgrade "pip>=24" "setuptools<81" wheel
