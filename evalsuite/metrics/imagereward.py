@@ -16,7 +16,9 @@ Weights: `ImageReward.pt` (a plain state dict, read with `torch.load(weights_onl
 `med_config.json` from the hub repo THUDM/ImageReward, or a local copy via `weights_path=` /
 $DISTAR_IMAGEREWARD_PATH (the .pt file, or a folder holding both files). Tokenizer:
 `bert-base-uncased` plus the two special tokens BLIP adds, or a local folder with its vocab.txt
-via `tokenizer_path=` / $DISTAR_IMAGEREWARD_TOKENIZER.
+via `tokenizer_path=` / $DISTAR_IMAGEREWARD_TOKENIZER. Under transformers 5 `BertTokenizer` is
+the Rust WordPiece (the package ran the Python one under 4.x); both follow BERT's basic +
+WordPiece rules, but their agreement on the real vocab could not be checked offline here.
 """
 from __future__ import annotations
 
