@@ -18,9 +18,9 @@ from torch import nn
 
 
 def cache_dir() -> Path:
-    """$DISTAR_CACHE, else ~/.cache/distar/toy."""
-    env = os.environ.get("DISTAR_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "distar" / "toy"
+    """The toy lab's folder in distar's cache ($DISTAR_CACHE/toy, else ~/.cache/distar/toy)."""
+    from evalsuite.paths import cache_dir as distar_cache
+    return distar_cache() / "toy"
 
 
 def config_key(config: dict) -> str:

@@ -1,0 +1,66 @@
+"""Library side of `distar train` (the typer command in evalsuite/cli.py only forwards here)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from di_star.config import TrainConfig, load_config, validate
+from evalsuite.errors import DistarError
+
+
+def resolve_config(preset: str | None, config: Path | None, max_steps: int | None) -> TrainConfig:
+    """A preset, a config file, or a config file on top of a preset; then the step override."""
+    from di_star.presets import get_preset
+
+    if preset is None and config is None:
+        raise DistarError("Give --preset NAME (see `distar train --list`) or --config FILE.toml, "
+                          "or both (the file's keys then override the preset's).")
+    cfg = get_preset(preset) if preset is not None else None
+    if config is not None:
+        cfg = load_config(config, base=cfg)
+    assert cfg is not None
+    if max_steps is not None:
+        cfg = cfg.replace(run={"max_steps": max_steps})
+    validate(cfg)
+    return cfg
+
+
+def default_out(cfg: TrainConfig, config: Path | None) -> Path:
+    name = cfg.preset or (config.stem if config is not None else cfg.world.name)
+    return Path("runs") / name
+
+
+def print_presets() -> None:
+    from di_star.presets import PRESETS
+    table = Table(title="presets (paper Table 2 rows, per toy world)")
+    table.add_column("name", style="bold")
+    table.add_column("description")
+    for name, desc in PRESETS.describe().items():
+        table.add_row(name, desc)
+    Console().print(table)
+
+
+def train(preset: str | None = None, config: Path | None = None, max_steps: int | None = None,
+          out: Path | None = None, list_presets: bool = False) -> None:
+    """Train (or resume: rerun the same command) one run and print its final metrics."""
+    if list_presets:
+        print_presets()
+        return
+    from di_star.trainer import train as train_run
+
+    cfg = resolve_config(preset, config, max_steps)
+    out = Path(out) if out is not None else default_out(cfg, config)
+    console = Console(stderr=True)
+    console.print(f"training [bold]{cfg.preset or 'custom config'}[/] for {cfg.run.max_steps} generator "
+                  f"steps in {out} (rerun the same command to resume)", highlight=False)
+    result = train_run(cfg, out)
+    table = Table(title=f"{cfg.preset or out.name}: step {result.step}, {result.ms_per_step:.1f} ms/step")
+    table.add_column("metric", style="bold")
+    table.add_column("value", justify="right")
+    for k, v in result.metrics.items():
+        table.add_row(k, f"{v:.4g}")
+    Console().print(table)
+    console.print(f"run dir: {out} (config.json, stats.jsonl, metrics.json, generator.safetensors)",
+                  highlight=False)
