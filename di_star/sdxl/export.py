@@ -1,0 +1,88 @@
+"""Export a trained generator as a diffusers pipeline folder that `distar eval --model path:DIR`
+loads: the reference's VAE, text encoders and tokenizers, the generator's UNet, an LCMScheduler,
+and `distar_recipe.json` (1 step at the generator's fixed timestep, no CFG, plus the training
+settings the leaderboard's Table 2 groups by).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from di_star.config import TrainConfig
+from evalsuite.models.loading import RECIPE_FILE
+
+EXPORT_DIR = "export"
+_DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
+
+
+def recipe(cfg: TrainConfig, step: int, resolution: int, dtype: str, params: str) -> dict:
+    o = cfg.objective
+    return {
+        "scheduler": "LCMScheduler", "steps": 1, "guidance": 0.0,
+        "timesteps": [cfg.sd.generator_timestep], "resolution": resolution, "dtype": dtype,
+        "params": params, "arch_type": "UNet",
+        "training": {"alpha_rew": o.alpha_rew, "alpha_cfg": o.alpha_cfg, "guidance": o.guidance,
+                     "regulariser": o.regulariser, "estimator": o.estimator, "distance": o.distance,
+                     "reward": cfg.sd.reward, "reference": cfg.sd.reference,
+                     "generator_init": cfg.sd.generator, "preset": cfg.preset, "step": step},
+    }
+
+
+def _params(unet: nn.Module, spec_params: str) -> str:
+    if spec_params and spec_params != "tiny":
+        return spec_params
+    n = sum(p.numel() for p in unet.parameters())
+    return f"{n / 1e9:.1f}B" if n >= 1e8 else f"{n / 1e6:.1f}M"
+
+
+def export_pipeline(world, generator_unet: nn.Module, cfg: TrainConfig, step: int, out: Path,
+                    dtype: torch.dtype | None = None) -> Path:
+    """Write the pipeline folder `out` atomically (temp folder, then rename over any old one).
+    `dtype`: the saved weights' dtype; default the reference recipe's (SDXL fp16, tiny fp32)."""
+    from diffusers import LCMScheduler
+
+    from evalsuite.models.loading import DTYPES
+
+    pipe = world.pipe
+    dtype = dtype or DTYPES.get(world.spec_ref.dtype, torch.float32)
+    unet = copy.deepcopy(generator_unet).to("cpu", dtype)
+    if hasattr(unet, "disable_gradient_checkpointing"):
+        unet.disable_gradient_checkpointing()
+    components = {k: v for k, v in pipe.components.items()}
+    components["unet"] = unet
+    components["scheduler"] = LCMScheduler.from_config(pipe.scheduler.config)
+    for k in ("vae", "text_encoder", "text_encoder_2"):
+        if components.get(k) is not None:
+            components[k] = copy.deepcopy(components[k]).to("cpu", dtype)
+            if hasattr(components[k], "disable_gradient_checkpointing"):
+                try:
+                    components[k].disable_gradient_checkpointing()
+                except ValueError:
+                    pass
+    exported = type(pipe)(**components)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        exported.save_pretrained(tmp)
+        rec = recipe(cfg, step, world.resolution, _DTYPE_NAMES[dtype], _params(unet, world.spec_ref.params))
+        (tmp / RECIPE_FILE).write_text(json.dumps(rec, indent=1))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
