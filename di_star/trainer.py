@@ -79,6 +79,16 @@ WORLDS: Registry[Callable[[TrainConfig], World]] = Registry("world")
 WORLDS.add("gmm", _gmm_world, "2-D class-conditional Gaussian mixtures, exact scores")
 WORLDS.add("digits", _digits_world, "sklearn 8x8 digits, small cached reference diffusion")
 
+
+def _sd_world(cfg: TrainConfig) -> World:
+    from di_star.sdxl.world import SDWorld
+    return SDWorld(cfg)
+
+
+# Stable Diffusion worlds train in di_star.sdxl.train (DDP, autocast, EMA, export); see train().
+WORLDS.add("sdxl", _sd_world, "SDXL UNets: DMD2 one-step generator, frozen reference, VAE reward")
+WORLDS.add("sd15", _sd_world, "SD1.5 UNets, the same code path as 'sdxl'")
+
 EVAL_SEED = 2024  # every method is evaluated on the same z, so differences are the methods'
 
 
@@ -251,6 +261,9 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
           on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Run (or resume) one DI* training run in `out` and evaluate the final generator.
     `on_step(step, stats)` is called after every generator step (tests use it to interrupt)."""
+    if cfg.world.name in ("sdxl", "sd15"):  # the same algorithm, with what 2.6B UNets need around it
+        from di_star.sdxl.train import train as train_sd
+        return train_sd(cfg, out, world=world, progress=progress, on_step=on_step)
     from accelerate import Accelerator
 
     o, opt_cfg, run = cfg.objective, cfg.optim, cfg.run
