@@ -343,11 +343,13 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
                         f.write(json.dumps({"step": step, **scores}) + "\n")
             if on_step is not None:
                 on_step(step, {k: v.mean().item() for k, v in terms.items()})
+    except BaseException:
+        for tracker in accelerator.trackers:  # flush what was logged up to the stop
+            tracker.finish()
+        raise
     finally:
         if bar is not None:
             bar[0].stop()
-        if sd.log_with != "none":
-            accelerator.end_training()
 
     # Final generator (EMA weights when on): fixed-seed reward, export.
     if ema is not None:
@@ -363,6 +365,7 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
             {"step": step, "ms_per_step": result_ms, "metrics": metrics, "preset": cfg.preset,
              "export": str(export)}, indent=1).encode())
     accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes the trackers and (accelerate >= 1.x) the process group
     return TrainResult(run_dir, step, metrics, result_ms, time.time() - t_start)
 
 

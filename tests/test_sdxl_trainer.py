@@ -1,0 +1,248 @@
+"""The SD trainer (di_star.sdxl) end to end on the tiny_sdxl preset: the code path of
+di_star_sdxl with tiny random SDXL / SD1.5 pipelines and a tiny random PickScore, on CPU."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from di_star.config import TrainConfig
+from di_star.errors import DistarError, NonFiniteLossError
+from di_star.presets import get_preset
+from di_star.trainer import generator_terms, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: 2 threads on a shared 2-core machine are ~100x slower
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(name: str = "tiny_sdxl", **sections) -> TrainConfig:
+    return get_preset(name).replace(**sections) if sections else get_preset(name)
+
+
+def _snapshot(modules) -> list[dict[str, torch.Tensor]]:
+    return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _ckpt(run: Path) -> dict[str, torch.Tensor]:
+    name = json.loads((run / "latest.json").read_text())["name"]
+    out = {}
+    for f in sorted((run / name).glob("*.safetensors")):
+        out.update({f"{f.stem}/{k}": v for k, v in load_file(str(f)).items()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Two generator steps of tiny_sdxl, with before/after snapshots of every network."""
+    from di_star.sdxl.world import SDWorld
+
+    cfg = tiny(run={"max_steps": 2, "ckpt_every": 2})
+    world = SDWorld(cfg)
+    models = world.build()
+    before = {"generator": _snapshot([models.generator])[0], "assistant": _snapshot([models.assistant])[0],
+              "frozen": _snapshot(models.frozen)}
+    out = tmp_path_factory.mktemp("sdxl") / "run"
+    result = train(cfg, out, world=world, progress=False)
+    return cfg, world, models, before, out, result
+
+
+def test_steps_train_generator_and_assistant_and_leave_frozen_bit_identical(trained):
+    cfg, world, models, before, out, result = trained
+    assert result.step == 2
+    assert not _same(before["generator"], models.generator.state_dict())
+    assert not _same(before["assistant"], models.assistant.state_dict())
+    # Reference UNet, VAE, both text encoders and the reward model: not one bit moved.
+    assert len(models.frozen) >= 5
+    for snap, module in zip(before["frozen"], models.frozen):
+        assert _same(snap, module.state_dict()), type(module).__name__
+        assert all(p.grad is None for p in module.parameters())
+    lines = [json.loads(ln) for ln in (out / "stats.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [1, 2]
+    assert all(np.isfinite(ln[k]) for ln in lines for k in ("L_rew", "L_reg", "assistant_dsm", "reward"))
+    assert list((out / "tb").rglob("events.out.tfevents.*")), "TensorBoard logs"
+    assert (out / "samples" / "step-0000002.png").is_file()
+    assert set(json.loads((out / "metrics.json").read_text())["metrics"]) == {"reward", "reward_std"}
+
+
+def test_export_loads_with_distar_eval_and_samples_the_trained_generator(trained, tmp_path):
+    """`distar eval --model path:RUN/export` runs, and its images are the trained generator's
+    (EMA weights), decoded from the same initial noise."""
+    from PIL import Image
+
+    from evalsuite.benchmarks import image_seed, load_benchmark
+    from evalsuite.generate import EvalRequest, initial_noise, run_eval
+
+    cfg, world, models, _, out, _ = trained
+    recipe = json.loads((out / "export" / "distar_recipe.json").read_text())
+    assert recipe["timesteps"] == [399] and recipe["steps"] == 1 and recipe["scheduler"] == "LCMScheduler"
+    assert recipe["training"]["alpha_rew"] == 100.0 and recipe["training"]["alpha_cfg"] == 7.5
+    assert recipe["training"]["step"] == 2 and recipe["training"]["preset"] == "tiny_sdxl"
+    run = run_eval(EvalRequest(model=f"path:{out / 'export'}", bench="tiny", limit=2, out=tmp_path))
+    assert len(run.images) == 2
+    described = json.loads(run.store.table("runs").iloc[0].recipe_json)
+    assert described["alpha_rew"] == 100.0 and described["alpha_cfg"] == 7.5  # Table 2 groups by these
+    prompts = [p.text for p in load_benchmark("tiny").prompts[:2]]
+    z = initial_noise([image_seed(i, 0) for i in range(2)], world.latent_shape)
+    with torch.no_grad():
+        ours = world.decode(models.generator(z, world.encode(prompts))).clamp(0, 1)
+    ours = (ours.permute(0, 2, 3, 1).numpy() * 255).round()
+    for i, rel in enumerate(run.images.path):
+        theirs = np.asarray(Image.open(run.store.root / rel).convert("RGB"), dtype=np.float64)
+        assert np.abs(theirs - ours[i]).max() <= 1.0
+
+
+def test_kill_and_resume_gives_the_uninterrupted_state(tmp_path):
+    # Gradient accumulation (2 micro-batches of 1) and the EMA ride along.
+    cfg = tiny(run={"max_steps": 4, "ckpt_every": 2}, optim={"batch_size": 1}, sd={"grad_accum": 2})
+    train(cfg, tmp_path / "straight", progress=False)
+
+    class Killed(Exception):
+        pass
+
+    def kill_at_3(step, _):
+        if step == 3:  # after checkpoint 2, before checkpoint 4: step 3 is lost
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "resumed", progress=False, on_step=kill_at_3)
+    assert json.loads((tmp_path / "resumed" / "latest.json").read_text())["step"] == 2
+    train(cfg, tmp_path / "resumed", progress=False)  # the same command again
+    a, b = _ckpt(tmp_path / "straight"), _ckpt(tmp_path / "resumed")
+    assert a.keys() == b.keys() and any(k.startswith("ema/") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    strip = lambda p: [{k: v for k, v in json.loads(ln).items() if k not in ("time", "ms_per_step")}
+                       for ln in p.read_text().splitlines()]
+    assert strip(tmp_path / "straight" / "stats.jsonl") == strip(tmp_path / "resumed" / "stats.jsonl")
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    from di_star.sdxl.world import SDWorld
+
+    cfg = tiny(run={"max_steps": 4, "ckpt_every": 2})
+    world = SDWorld(cfg)
+    poisoned = {"on": False}
+    clean_reward = world.reward
+
+    def reward(x0, cond):
+        r = clean_reward(x0, cond)
+        return r * float("nan") if poisoned["on"] else r
+
+    world.reward = reward
+
+    def poison_after_2(step, _):
+        poisoned["on"] = step >= 2
+
+    with pytest.raises(NonFiniteLossError) as e:
+        train(cfg, tmp_path, world=world, progress=False, on_step=poison_after_2)
+    msg = str(e.value)
+    assert "L_rew" in msg and "step 3" in msg and "last good checkpoint is step 2" in msg
+    assert json.loads((tmp_path / "latest.json").read_text())["step"] == 2
+    assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == ["ckpt-0000002"]
+    assert all(torch.isfinite(v).all() for k, v in _ckpt(tmp_path).items() if v.is_floating_point())
+    assert not (tmp_path / "export").exists()
+
+
+def test_two_process_gloo_run(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT="29541")
+    r = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+         "--num_cpu_threads_per_process", "1", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "--main_process_port", "29541", "-m", "evalsuite", "train",
+         "--preset", "tiny_sdxl", "--max-steps", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [json.loads(ln) for ln in (tmp_path / "stats.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines] == [1, 2] and {ln["world_size"] for ln in lines} == {2}
+    state = json.loads((tmp_path / "ckpt-0000002" / "state.json").read_text())
+    assert state["world_size"] == 2
+    rng = load_file(str(tmp_path / "ckpt-0000002" / "rng.safetensors"))
+    assert set(rng) == {"rng.0", "rng.1"} and not torch.equal(rng["rng.0"], rng["rng.1"])
+    assert (tmp_path / "export" / "model_index.json").is_file()
+
+
+@pytest.mark.parametrize("objective", [
+    dict(regulariser="score", estimator="exact", guidance="in"),
+    dict(regulariser="score", estimator="x0", guidance="in"),
+    dict(regulariser="score", estimator="exact", guidance="out", distance="l2"),
+    dict(regulariser="kl", guidance="in"),
+    dict(regulariser="none", guidance="out"),
+    dict(regulariser="score", guidance="none", alpha_cfg=0.0, alpha_rew=0.0),
+])
+def test_every_objective_backpropagates_into_the_generator_only(trained, objective):
+    """Regularisers, estimators, CFG modes and distances of the loss library on SDXL UNets."""
+    _, world, models, _, _, _ = trained
+    cfg = tiny(objective=objective)
+    from di_star.noise import weight_fn
+    gen = models.generator
+    for m in (models.assistant, *models.frozen):
+        m.requires_grad_(False)
+    gen.zero_grad(set_to_none=True)
+    s_psi = models.make_assistant_score(models.assistant)
+    terms = generator_terms(world, gen, s_psi, models.reference_score, cfg, torch.Generator().manual_seed(0),
+                            world.device, weight_fn("one", world.schedule))
+    want = {"L_reg"} if objective["regulariser"] != "none" else set()
+    want |= {"L_rew"} if objective.get("alpha_rew", 100.0) > 0 else set()
+    want |= {"L_cfg"} if objective["guidance"] == "out" else set()
+    assert set(terms) == want
+    sum(v.mean() for v in terms.values()).backward()
+    grads = [p.grad for p in gen.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    for m in (models.assistant, *models.frozen):
+        assert all(p.grad is None for p in m.parameters())
+    gen.zero_grad(set_to_none=True)
+
+
+def test_tiny_sd15_same_code_path(tmp_path):
+    result = train(tiny("tiny_sd15", run={"max_steps": 1, "ckpt_every": 1}, sd={"sample_every": 0}),
+                   tmp_path, progress=False)
+    assert result.step == 1 and np.isfinite(result.metrics["reward"])
+    recipe = json.loads((tmp_path / "export" / "distar_recipe.json").read_text())
+    assert recipe["timesteps"] == [999]
+    assert json.loads((tmp_path / "export" / "model_index.json").read_text())["_class_name"] == \
+        "StableDiffusionPipeline"
+
+
+def test_config_file_on_top_of_a_preset(tmp_path):
+    from di_star.cli import resolve_config
+    f = tmp_path / "run.toml"
+    f.write_text('[objective]\nalpha_rew = 10.0\nestimator = "x0"\n\n[sd]\ngrad_accum = 2\n'
+                 'prompts = "bench:parti"\n')
+    cfg = resolve_config("tiny_sdxl", f, None)
+    assert (cfg.objective.alpha_rew, cfg.objective.estimator) == (10.0, "x0")
+    assert (cfg.sd.grad_accum, cfg.sd.prompts, cfg.sd.reference) == (2, "bench:parti", "tiny_sdxl")
+    f.write_text("[sd]\ngrad_acum = 2\n")
+    with pytest.raises(DistarError, match="Unknown config key 'sd.grad_acum'.*grad_accum"):
+        resolve_config("tiny_sdxl", f, None)
+
+
+def test_bad_sd_options_are_clear_errors(tmp_path):
+    from di_star.sdxl.train import make_optimizer, validate_sd
+    with pytest.raises(DistarError, match="mixed_precision 'bf8'"):
+        validate_sd(tiny(sd={"mixed_precision": "bf8"}))
+    with pytest.raises(DistarError, match="t_min < t_max"):
+        validate_sd(tiny(sd={"t_min": 500, "t_max": 400}))
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        with pytest.raises(DistarError, match="pip install bitsandbytes"):
+            make_optimizer([torch.nn.Parameter(torch.zeros(1))], 1e-3, (0.9, 0.999), 0.0, "adamw8bit")
+    with pytest.raises(DistarError, match="no differentiable path"):
+        train(tiny(sd={"reward": "fid"}, run={"max_steps": 1}), tmp_path / "fid", progress=False)
+
