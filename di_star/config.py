@@ -27,6 +27,7 @@ GUIDANCES = ("none", "out", "in")   # 'out' = Choice 1 (implicit CFG reward), 'i
 class WorldConfig:
     name: str = "gmm"                 # a registered World (di_star.trainer.WORLDS): 'gmm', 'digits', ...
     eval_samples: int = 2000          # samples drawn for the final metrics
+    recipe_scale: float = 1.0         # fraction of the once-trained (cached) networks' steps; < 1 only for tests
 
 
 @dataclass
@@ -240,5 +241,7 @@ def validate(cfg: TrainConfig) -> None:
         raise DistarError("optim.batch_size must be >= 1 and run.max_steps >= 0.")
     if not 0 <= run.ema < 1:
         raise DistarError(f"run.ema must be in [0, 1), got {run.ema}.")
+    if not 0 < cfg.world.recipe_scale <= 1:
+        raise DistarError(f"world.recipe_scale must be in (0, 1], got {cfg.world.recipe_scale}.")
     if run.ckpt_every < 1 or run.log_every < 1:
         raise DistarError("run.ckpt_every and run.log_every must be >= 1.")

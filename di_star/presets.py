@@ -57,7 +57,12 @@ def _rows(s: WorldScales) -> dict[str, tuple[dict, str]]:
     cfg = s.alpha_cfg
 
     def obj(reg: str, guidance: str, rew: float, c: float, **extra) -> dict:
-        return {"objective": {"regulariser": reg, "guidance": guidance, "alpha_rew": rew, "alpha_cfg": c, **extra}}
+        # KL gets w(t) = sigma^2: its gradient w (s_psi - s_ref) is then the x0-prediction difference,
+        # in data units like the score rows' x0-space distance (and DMD's normalisation). With w = 1
+        # the 1/sigma^2 of small noise levels made the digits KL runs diverge even without reward.
+        w = {"w": "sigma2"} if reg == "kl" else {}
+        return {"objective": {"regulariser": reg, "guidance": guidance, "alpha_rew": rew, "alpha_cfg": c,
+                              **w, **extra}}
 
     return {
         "kl": (obj("kl", "none", 0, 0), "KL regulariser only (DI++ at (0, 0))"),

@@ -67,12 +67,14 @@ class World(Protocol):
 
 def _gmm_world(cfg: TrainConfig) -> World:
     from di_star.toy.gmm import GMMWorld
-    return GMMWorld(sigma_mean=cfg.objective.sigma_mean, sigma_std=cfg.objective.sigma_std)
+    return GMMWorld(sigma_mean=cfg.objective.sigma_mean, sigma_std=cfg.objective.sigma_std,
+                    recipe_scale=cfg.world.recipe_scale)
 
 
 def _digits_world(cfg: TrainConfig) -> World:
-    from di_star.toy.digits import DigitsWorld
-    return DigitsWorld(sigma_mean=cfg.objective.sigma_mean, sigma_std=cfg.objective.sigma_std)
+    from di_star.toy.digits import DigitsRecipe, DigitsWorld
+    return DigitsWorld(DigitsRecipe().scaled(cfg.world.recipe_scale),
+                       sigma_mean=cfg.objective.sigma_mean, sigma_std=cfg.objective.sigma_std)
 
 
 WORLDS: Registry[Callable[[TrainConfig], World]] = Registry("world")

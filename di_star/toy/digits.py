@@ -50,6 +50,16 @@ class DigitsRecipe:
     ode_steps: int = 18
     sigma_max: float = 20.0
 
+    def scaled(self, f: float) -> "DigitsRecipe":
+        """The same recipe with every training-step count times f (tests use tiny f)."""
+        from dataclasses import replace
+        if f == 1.0:
+            return self
+        n = lambda k: max(10, round(k * f))  # noqa: E731
+        return replace(self, ref_steps=n(self.ref_steps), clf_steps=n(self.clf_steps),
+                       gen_steps=n(self.gen_steps), gen_pairs=max(256, n(self.gen_pairs)),
+                       ode_steps=max(4, round(self.ode_steps * min(1.0, 4 * f))))
+
 
 def prompts() -> list[str]:
     return [f"a handwritten digit {k}" for k in range(N_CLASSES)]
@@ -220,8 +230,12 @@ def feature_stats(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def frechet_distance(mu1, s1, mu2, s2) -> float:
     """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Heusel et al.)."""
+    import warnings
+
     from scipy import linalg
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    with warnings.catch_warnings():  # a collapsed generator has a singular covariance; the FD is still finite
+        warnings.simplefilter("ignore")
+        covmean = linalg.sqrtm(s1 @ s2)
     covmean = covmean.real
     return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
@@ -249,6 +263,16 @@ class DigitsWorld:
         self.sigma_mean, self.sigma_std = sigma_mean, sigma_std
         self.prompts = prompts()
         self._metrics: DigitsMetrics | None = None
+
+    def initial_generator(self) -> MLPGenerator:
+        return initial_generator(self.recipe)
+
+    def load_generator(self, path) -> MLPGenerator:
+        """A trained generator from a run's generator.safetensors."""
+        from safetensors.torch import load_file
+        gen = MLPGenerator(DIM, N_CLASSES, **GEN_NET)
+        gen.load_state_dict(load_file(str(path)))
+        return gen.eval()
 
     def build(self):
         from di_star.trainer import WorldModels
@@ -294,7 +318,8 @@ class DigitsWorld:
         return self.metrics().all(images, texts)
 
 
-def reference_samples(n: int, seed: int, guidance: float = 1.0, recipe: DigitsRecipe = DigitsRecipe()):
+def reference_samples(n: int, seed: int, guidance: float = 1.0, recipe: DigitsRecipe = DigitsRecipe()
+                      ) -> tuple[np.ndarray, list[str]]:
     """Reference diffusion samples (Heun PF-ODE, optional CFG): the multi-step row of the table."""
     from di_star.scores import CFGScore
     g = torch.Generator().manual_seed(seed)

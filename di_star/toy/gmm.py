@@ -103,12 +103,12 @@ class GMMWorld:
     name = "gmm"
 
     def __init__(self, spec: GMMSpec = GMMSpec(), sigma_mean: float = -2.0, sigma_std: float = 2.0,
-                 init_steps: int = 2000):
+                 recipe_scale: float = 1.0):
         self.spec = spec
         self.schedule = ve_schedule()
         self.null_cond = None
         self.sigma_mean, self.sigma_std = sigma_mean, sigma_std
-        self.init_steps = init_steps
+        self.init_steps = max(20, round(2000 * recipe_scale))   # steps of each cached warm start
         self.density = GMMDensity(spec)
         self.prompts = prompts(spec)
 
@@ -124,6 +124,13 @@ class GMMWorld:
         return cached_module("gmm-assistant", cfg, lambda: make_assistant(self.spec),
                              lambda m: train_assistant_init(m, generator, self.spec, self.init_steps, 1,
                                                             self.sigma_mean, self.sigma_std))
+
+    def load_generator(self, path) -> MLPGenerator:
+        """A trained generator from a run's generator.safetensors."""
+        from safetensors.torch import load_file
+        gen = make_generator(self.spec)
+        gen.load_state_dict(load_file(str(path)))
+        return gen.eval()
 
     def build(self):
         from di_star.trainer import WorldModels
