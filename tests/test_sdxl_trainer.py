@@ -246,3 +246,21 @@ def test_bad_sd_options_are_clear_errors(tmp_path):
     with pytest.raises(DistarError, match="no differentiable path"):
         train(tiny(sd={"reward": "fid"}, run={"max_steps": 1}), tmp_path / "fid", progress=False)
 
+
+
+def test_bf16_autocast_eval_hook_and_export_of_the_loaded_frozen_weights(tmp_path):
+    """bf16 mixed precision (CPU autocast) with the quick evaluation hook; the export carries the
+    VAE and text encoders as loaded, not their bf16 working copies."""
+    from evalsuite.models.architectures import tiny_pipeline_dir
+
+    cfg = tiny(run={"max_steps": 1, "ckpt_every": 1},
+               sd={"mixed_precision": "bf16", "eval_every": 1, "eval_limit": 2, "sample_every": 0})
+    result = train(cfg, tmp_path, progress=False)
+    assert result.step == 1 and np.isfinite(result.metrics["reward"])
+    scores = [json.loads(ln) for ln in (tmp_path / "eval_scores.jsonl").read_text().splitlines()]
+    assert scores[0]["step"] == 1 and np.isfinite(scores[0]["eval/tiny:pickscore"])
+    assert len(list((tmp_path / "eval").rglob("*.png"))) == 2
+    src = tiny_pipeline_dir("sdxl")
+    for sub, f in (("vae", "diffusion_pytorch_model.safetensors"), ("text_encoder_2", "model.safetensors")):
+        a, b = load_file(str(tmp_path / "export" / sub / f)), load_file(str(src / sub / f))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), sub

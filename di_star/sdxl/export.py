@@ -53,20 +53,20 @@ def export_pipeline(world, generator_unet: nn.Module, cfg: TrainConfig, step: in
     pipe = world.pipe
     dtype = dtype or DTYPES.get(world.spec_ref.dtype, torch.float32)
     unet = copy.deepcopy(generator_unet).to("cpu", dtype)
-    if hasattr(unet, "disable_gradient_checkpointing"):
-        unet.disable_gradient_checkpointing()
+    unet.disable_gradient_checkpointing()
     components = {k: v for k, v in pipe.components.items()}
     components["unet"] = unet
     components["scheduler"] = LCMScheduler.from_config(pipe.scheduler.config)
     for k in ("vae", "text_encoder", "text_encoder_2"):
         if components.get(k) is not None:
-            components[k] = copy.deepcopy(components[k]).to("cpu", dtype)
-            if hasattr(components[k], "disable_gradient_checkpointing"):
-                try:
-                    components[k].disable_gradient_checkpointing()
-                except ValueError:
-                    pass
-    exported = type(pipe)(**components)
+            module = copy.deepcopy(components[k]).to("cpu", torch.float32)
+            if k in getattr(world, "export_states", {}):  # the weights as loaded, not autocast copies
+                module.load_state_dict(world.export_states[k])
+            if k == "vae":
+                module.disable_gradient_checkpointing()
+            components[k] = module.to(dtype)
+    extra = {"requires_safety_checker": False} if "safety_checker" in components else {}
+    exported = type(pipe)(**components, **extra)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

@@ -83,14 +83,21 @@ class SDWorld:
         if sd.assistant_lora_rank > 0:
             assistant = _add_lora(assistant, sd.assistant_lora_rank, self.frozen_dtype)
 
-        # Frozen networks, stored in the mixed-precision dtype.
-        self.reference = pipe.unet.to(self.frozen_dtype)
+        # Frozen networks, stored in the mixed-precision dtype. SDXL's VAE overflows in fp16 (its
+        # config says force_upcast): it stays fp32 then.
+        self.vae_fp32 = self.frozen_dtype == torch.float16 and bool(pipe.vae.config.get("force_upcast"))
         encoders = [m for m in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None))
                     if m is not None]
+        # The export ships the VAE and text encoders as loaded, not their mixed-precision copies.
+        self.export_states = {}
+        for key in ("vae", "text_encoder", "text_encoder_2"):
+            m = getattr(pipe, key, None)
+            target = torch.float32 if key == "vae" and self.vae_fp32 else self.frozen_dtype
+            if m is not None and m.dtype != target:
+                self.export_states[key] = {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
+        self.reference = pipe.unet.to(self.frozen_dtype)
         for m in encoders:
             m.to(self.frozen_dtype)
-        # SDXL's VAE overflows in fp16 (its config says force_upcast): keep it fp32 then.
-        self.vae_fp32 = self.frozen_dtype == torch.float16 and bool(pipe.vae.config.get("force_upcast"))
         pipe.vae.to(torch.float32 if self.vae_fp32 else self.frozen_dtype)
         self.vae = pipe.vae
         # Built even at alpha_rew = 0 (KL / SIM rows): it scores every run the same way.
