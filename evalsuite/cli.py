@@ -77,6 +77,8 @@ def eval_cmd(
                                 "of a full-size architecture with nothing downloaded)."),
     device: str = typer.Option("auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ..."),
     skip_generation: bool = typer.Option(False, help="Only score images already generated."),
+    fid_ref: Optional[Path] = typer.Option(None, help="Folder of real images (e.g. COCO "
+                                           "val2014) for FID/KID reference statistics."),
 ) -> None:
     """Generate a benchmark's images with a model (resumable), then score them."""
     from evalsuite.generate import EvalRequest, run_eval
@@ -86,7 +88,11 @@ def eval_cmd(
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     if metric_names:
         from evalsuite.metrics.runner import score_run
-        score_run(run, metric_names)
+        options: dict = {"device": run.device}
+        if fid_ref is not None:
+            options.update(fid={"reference_dir": str(fid_ref)}, kid={"reference_dir": str(fid_ref)})
+        score_run(run, metric_names, **{k: v for k, v in options.items()
+                                        if k in ("device",) or k in metric_names})
 
 
 @app.command("train")
