@@ -10,13 +10,30 @@ from evalsuite.errors import DistarError
 # Metrics with a differentiable path, and the dtype argument each constructor takes.
 _DIFFERENTIABLE = {"pickscore": "str", "pickscore_logit": "str", "aesthetic": "str", "hpsv2": "str",
                    "hpsv21": "str", "clip": "str", "imagereward": "torch"}
-TINY_REWARDS = ("tiny:pickscore",)
+RANDOM_REWARDS = ("tiny:pickscore", "random:pickscore")
 
 
-def tiny_pickscore(device: torch.device, seed: int = 0):
+_TEXT_IDS = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
+                 pad_token_id=49407)
+# PickScore_v1 is CLIP ViT-H/14 (laion/CLIP-ViT-H-14-laion2B-s32B-b79K's architecture).
+_VIT_H14 = dict(projection_dim=1024,
+                text_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                 num_attention_heads=16, hidden_act="gelu", **_TEXT_IDS),
+                vision_config=dict(image_size=224, patch_size=14, hidden_size=1280, intermediate_size=5120,
+                                   num_hidden_layers=32, num_attention_heads=16, hidden_act="gelu"))
+_TINY = dict(projection_dim=32,
+             text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=2, **_TEXT_IDS),
+             vision_config=dict(image_size=224, patch_size=32, hidden_size=32, intermediate_size=64,
+                                num_hidden_layers=2, num_attention_heads=2))
+
+
+def random_pickscore(device: torch.device, size: str = "tiny", dtype: torch.dtype = torch.float32,
+                     seed: int = 0):
     """PickScore's code path (transformers CLIPModel, the PIL-configured CLIP processor, a real
-    CLIP tokenizer) on a few-layer CLIP with seeded random weights: built offline, identical on
-    every build. For tests and smoke runs only; its scores mean nothing."""
+    CLIP tokenizer) with seeded random weights, built offline and identical on every build:
+    size 'tiny' (a few layers; tests and smoke runs) or 'full' (ViT-H/14, for speed and memory
+    measurements). Its scores mean nothing."""
     from transformers import CLIPConfig, CLIPModel
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
@@ -25,28 +42,22 @@ def tiny_pickscore(device: torch.device, seed: int = 0):
 
     cpu_rng = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    cfg = CLIPConfig(
-        projection_dim=32,
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77, bos_token_id=49406,
-                         eos_token_id=49407, pad_token_id=49407),
-        vision_config=dict(image_size=224, patch_size=32, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=2))
-    model = CLIPModel(cfg).eval()
+    model = CLIPModel(CLIPConfig(**(_TINY if size == "tiny" else _VIT_H14))).eval()
     torch.random.set_rng_state(cpu_rng)  # building the reward must not move the caller's stream
+    text = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
     return PickScore.from_modules(model, CLIPImageProcessorPil(), build_clip_tokenizer(),
-                                  device=str(device))
+                                  device=str(device), dtype=text if device.type == "cuda" else "fp32")
 
 
 def build_reward(name: str, device: torch.device, dtype: torch.dtype = torch.float32):
     """The reward metric `name` on `device`; half precision only on a GPU."""
-    if name == "tiny:pickscore":
-        return tiny_pickscore(device)
+    if name in RANDOM_REWARDS:  # random weights, offline: 'tiny:' for tests, 'random:' full size
+        return random_pickscore(device, "tiny" if name.startswith("tiny:") else "full", dtype)
     if name not in _DIFFERENTIABLE:
         from evalsuite.metrics import METRICS
         known = [m for m in METRICS.names() if m in _DIFFERENTIABLE]
         raise DistarError(f"Reward '{name}' has no differentiable path (score_tensor). Choose one "
-                          f"of: {', '.join(known + list(TINY_REWARDS))}.")
+                          f"of: {', '.join(known + list(RANDOM_REWARDS))}.")
     from evalsuite.metrics import load_metric
     if device.type != "cuda":
         dtype = torch.float32

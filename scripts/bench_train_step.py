@@ -1,0 +1,202 @@
+#!/usr/bin/env python
+"""Time one DI* generator step per regulariser estimator against a DMD2-style KL step, in the
+same code (di_star.trainer.generator_terms on the SD world), and, on a GPU, the peak memory of
+the full SDXL configuration.
+
+A generator step here is what the training loop does for theta: draw prompts (encoded once),
+z, t, eps; x0 = g(z, c); the loss terms; backward; AdamW step. Every variant keeps everything
+else equal (reward through the VAE, CFG-enhanced reference 'in' at 7.5):
+  kl     DMD2 / Diff-Instruct: w sg[s_psi - s_ref^cfg]^T x_t (both scores under no_grad)
+  x0     DI* score regulariser, the paper listing's estimator (scores under no_grad)
+  exact  DI* score regulariser, Theorem 3.1's estimator (backprop through both frozen UNets'
+         inputs: the assistant and the guided reference, i.e. three UNet passes)
+Variants are timed round-robin (one step of each in turn) so load on a shared machine hits
+them alike; the table gives medians and the median of the per-round ratios to kl.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_train_step.py            # tiny_sdxl, CPU
+    .venv/bin/python scripts/bench_train_step.py --config full                 # GPU: SDXL size
+
+--config full uses full-size SDXL UNets / VAE / text encoders and a ViT-H/14 PickScore, all
+with random weights (nothing downloaded), batch 1, bf16 autocast, gradient checkpointing; it
+also measures peak GPU memory of one assistant step + one generator step with the optimizers'
+states allocated (the steady state of training on one GPU).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+import di_star  # noqa: F401  (patches torchvision on CPU-only torch)
+from di_star.noise import weight_fn
+from di_star.presets import get_preset
+from di_star.trainer import assistant_step, generator_terms
+
+VARIANTS = {
+    "kl": dict(regulariser="kl", guidance="in"),
+    "x0": dict(regulariser="score", estimator="x0", guidance="in"),
+    "exact": dict(regulariser="score", estimator="exact", guidance="in"),
+}
+
+
+def base_config(size: str, batch: int, reward: bool):
+    if size == "tiny":
+        cfg = get_preset("tiny_sdxl").replace(optim={"batch_size": batch})
+    else:
+        cfg = get_preset("di_star_sdxl").replace(
+            optim={"batch_size": batch},
+            sd={"reference": "random:sdxl_base", "generator": "random:sdxl_base",
+                "reward": "random:pickscore", "prompts": "bench:tiny"})
+    if not reward:
+        cfg = cfg.replace(objective={"alpha_rew": 0.0})
+    return cfg
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_variants(world, models, base, reps: int, warmup: int) -> dict[str, list[float]]:
+    device = world.device
+    gen = models.generator
+    for m in (models.assistant, *models.frozen):
+        m.requires_grad_(False)
+    s_psi = models.make_assistant_score(models.assistant)
+    w = weight_fn(base.objective.w, world.schedule)
+    opt = torch.optim.AdamW(gen.parameters(), lr=1e-12)  # a real step, negligible drift
+    cfgs = {k: base.replace(objective=v) for k, v in VARIANTS.items()}
+    rng = torch.Generator().manual_seed(0)
+    autocast = dict(device_type=device.type, dtype=world.frozen_dtype,
+                    enabled=world.frozen_dtype != torch.float32)
+    times: dict[str, list[float]] = {k: [] for k in cfgs}
+    for r in range(warmup + reps):
+        for name, cfg in cfgs.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            with torch.autocast(**autocast):
+                terms = generator_terms(world, gen, s_psi, models.reference_score, cfg, rng, device, w)
+            sum(v.mean() for v in terms.values()).backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            _sync(device)
+            if r >= warmup:
+                times[name].append(1000 * (time.perf_counter() - t0))
+    return times
+
+
+def peak_memory(world, models, base, optimizer: str) -> float:
+    """GiB allocated at peak over one assistant step and one generator step (exact estimator),
+    both optimizers' states allocated: what one GPU holds in steady-state training."""
+    from di_star.sdxl.train import make_optimizer
+    device = world.device
+    gen, assistant = models.generator, models.assistant
+    cfg = base.replace(objective=VARIANTS["exact"])
+    o = cfg.optim
+    opt_g = make_optimizer(gen.parameters(), 1e-12, (o.beta1, o.beta2), 0.0, optimizer)
+    opt_psi = make_optimizer(assistant.parameters(), 1e-12, (o.beta1, o.beta2), 0.0, optimizer)
+    rng = torch.Generator().manual_seed(0)
+    lam, w = weight_fn(cfg.objective.lam, world.schedule), weight_fn(cfg.objective.w, world.schedule)
+    autocast = dict(device_type=device.type, dtype=world.frozen_dtype,
+                    enabled=world.frozen_dtype != torch.float32)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(2):  # the second round runs with both optimizers' states in memory
+        assistant.requires_grad_(True)
+        with torch.autocast(**autocast):
+            terms = assistant_step(world, models.make_assistant_score(assistant), gen, cfg, rng, device, lam)
+        terms["assistant_dsm"].mean().backward()
+        opt_psi.step()
+        opt_psi.zero_grad(set_to_none=True)
+        assistant.requires_grad_(False)
+        with torch.autocast(**autocast):
+            terms = generator_terms(world, gen, models.make_assistant_score(assistant), models.reference_score,
+                                    cfg, rng, device, w)
+        sum(v.mean() for v in terms.values()).backward()
+        opt_g.step()
+        opt_g.zero_grad(set_to_none=True)
+    torch.cuda.synchronize(device)
+    del opt_g, opt_psi
+    return torch.cuda.max_memory_allocated(device) / 2**30
+
+
+def run(size: str, batch: int, reps: int, warmup: int, reward: bool) -> dict:
+    from di_star.sdxl.world import SDWorld
+    device = torch.device("cuda" if size == "full" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    base = base_config(size, batch, reward)
+    world = SDWorld(base, device)
+    t0 = time.time()
+    models = world.build()
+    build_s = time.time() - t0
+    times = time_variants(world, models, base, reps, warmup)
+    kl = times["kl"]
+    rows = {}
+    for name, ts in times.items():
+        ratios = [t / k for t, k in zip(ts, kl)]
+        rows[name] = {"median_ms": statistics.median(ts), "min_ms": min(ts),
+                      "ratio_to_kl_median_of_rounds": statistics.median(ratios),
+                      "ratio_of_medians": statistics.median(ts) / statistics.median(kl)}
+    out = {"config": size, "device": str(device), "batch": batch, "reps": reps, "reward": reward,
+           "resolution": world.resolution, "mixed_precision": base.sd.mixed_precision,
+           "gradient_checkpointing": base.sd.gradient_checkpointing, "threads": torch.get_num_threads(),
+           "build_s": build_s, "variants": rows,
+           "unet_params": sum(p.numel() for p in models.generator.parameters())}
+    if device.type == "cuda" and size == "full":
+        out["peak_memory_gib"] = {}
+        for optimizer in ("adamw", "adamw8bit"):
+            try:
+                out["peak_memory_gib"][optimizer] = peak_memory(world, models, base, optimizer)
+            except torch.cuda.OutOfMemoryError:
+                out["peak_memory_gib"][optimizer] = "OOM"
+                torch.cuda.empty_cache()
+            except Exception as e:  # e.g. bitsandbytes missing
+                out["peak_memory_gib"][optimizer] = f"not measured: {type(e).__name__}: {str(e)[:120]}"
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
+
+
+def table(res: dict) -> str:
+    head = (f"### {res['config']} SDXL, {res['device']}, batch {res['batch']}, {res['resolution']}px, "
+            f"reward {'on' if res['reward'] else 'off'}, mixed precision {res['mixed_precision']}, "
+            f"checkpointing {res['gradient_checkpointing']}, {res['threads']} thread(s), {res['reps']} rounds\n")
+    lines = ["| estimator | median ms / generator step | min ms | ratio to KL (median of rounds) | target |",
+             "|---|---|---|---|---|"]
+    targets = {"kl": "1.00x", "x0": "<= 1.1x", "exact": "<= 1.8x"}
+    for name, r in res["variants"].items():
+        lines.append(f"| {name} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
+                     f"{r['ratio_to_kl_median_of_rounds']:.2f}x | {targets[name]} |")
+    extra = ""
+    if "peak_memory_gib" in res:
+        extra = "\n" + "\n".join(f"peak GPU memory, {k}: " + (f"{v:.1f} GiB" if isinstance(v, float) else v)
+                                 for k, v in res["peak_memory_gib"].items()) + "\n"
+    return head + "\n".join(lines) + "\n" + extra
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", choices=["auto", "tiny", "full"], default="auto",
+                    help="auto: tiny, plus full when a GPU is visible")
+    ap.add_argument("--batch", type=int, default=0, help="0: 2 for tiny, 1 for full")
+    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--json", default=None, help="also write the results here")
+    args = ap.parse_args()
+    sizes = ["tiny", "full"] if args.config == "auto" and torch.cuda.is_available() else \
+        (["tiny"] if args.config == "auto" else [args.config])
+    results = []
+    for size in sizes:
+        batch = args.batch or (2 if size == "tiny" else 1)
+        for reward in (True, False):
+            res = run(size, batch, args.reps, args.warmup, reward)
+            results.append(res)
+            print(table(res), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
