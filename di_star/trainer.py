@@ -182,14 +182,19 @@ def load_checkpoint(run_dir: Path, gen: nn.Module, assistant: nn.Module, opt_g, 
     return int(meta["step"])
 
 
+_FREE_ON_RESUME = (("run", "max_steps"), ("run", "log_every"), ("run", "ckpt_every"), ("world", "eval_samples"))
+
+
 def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
-    """A run dir belongs to one config; only max_steps may change (to train a run for longer)."""
+    """A run dir belongs to one config. What does not change the training trajectory may differ:
+    max_steps (train a run for longer), the log / checkpoint intervals and the eval sample count."""
     path = run_dir / "config.json"
     if not path.exists():
         return
     old = from_dict(json.loads(path.read_text())).to_dict()
     new = cfg.to_dict()
-    old["run"]["max_steps"] = new["run"]["max_steps"]
+    for section, key in _FREE_ON_RESUME:
+        old[section][key] = new[section][key]
     if old != new:
         diff = [f"{s}.{k}" for s in new if isinstance(new[s], dict)
                 for k in new[s] if old[s].get(k) != new[s][k]] + \

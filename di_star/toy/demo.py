@@ -12,7 +12,6 @@ Every run lives in its own run dir under `out`; rerunning the demo resumes or re
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -218,8 +217,6 @@ GMM_COLS = [("reward", "reward ↑", 3), ("loglik", "log p_ref ↑", 2), ("sw", 
 
 
 def write_gmm(results, jobs, out, leaderboards, figures, scale, meta, train_s) -> Path:
-    import torch
-
     from di_star.toy.gmm import GMMWorld, reference_metrics
     from di_star.trainer import EVAL_SEED
     cfg0 = next(j.cfg for j in jobs if j.key == "gmm/kl")
@@ -467,7 +464,7 @@ DIGITS_COLS = [("reward", "ink reward ↑", 3), ("fd", "FD ↓", 2), ("prompt_ac
 
 
 def write_digits(results, jobs, out, leaderboards, figures, scale, meta, train_s) -> Path:
-    from di_star.toy.digits import DigitsRecipe, DigitsWorld, reference_samples, to_unit
+    from di_star.toy.digits import DigitsRecipe, DigitsWorld, reference_samples
     from di_star.trainer import EVAL_SEED
     cfg0 = next(j.cfg for j in jobs if j.key == "digits/kl")
     recipe = DigitsRecipe().scaled(cfg0.world.recipe_scale)

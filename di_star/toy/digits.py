@@ -27,7 +27,7 @@ from di_star.losses import assistant_dsm_loss
 from di_star.noise import sample_sigma_lognormal, ve_schedule, weight_fn
 from di_star.scores import VEDenoiserScore
 from di_star.toy.cache import cached_module
-from di_star.toy.nets import MLPDenoiser, MLPGenerator, edm_sigmas, heun_pf_ode, mlp
+from di_star.toy.nets import MLPDenoiser, MLPGenerator, edm_sigmas, heun_pf_ode
 
 _VERSION = 1
 N_CLASSES = 10

@@ -9,7 +9,7 @@ from denoising score matching on that generator's samples.
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
