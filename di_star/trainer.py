@@ -101,6 +101,7 @@ class TrainResult:
     metrics: dict[str, float]
     ms_per_step: float          # wall time of one generator step incl. its K assistant steps
     wall_s: float
+    cpu_ms_per_step: float = math.nan   # process CPU time per step: robust to a shared machine
 
 
 def to_device(obj: Any, device) -> Any:
@@ -308,13 +309,13 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
     _truncate_stats(stats_path, step)
     lam, w = weight_fn(o.lam, world.schedule), weight_fn(o.w, world.schedule)
 
-    t_start, steps_timed, loop_s = time.time(), 0, 0.0
+    t_start, steps_timed, loop_s, loop_cpu = time.time(), 0, 0.0, 0.0
     window: dict[str, list[float]] = {}
     bar = _progress(progress and accelerator.is_main_process, f"{cfg.preset or cfg.world.name}",
                     run.max_steps, step)
     try:
         while step < run.max_steps:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             # Assistant: K_TA DSM steps with the generator frozen.
             assistant.requires_grad_(True)
             for _ in range(opt_cfg.assistant_steps_per_g_step if o.regulariser != "none" else 0):
@@ -344,6 +345,7 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
                         ema[k].lerp_(v.detach(), 1 - run.ema) if v.is_floating_point() else ema[k].copy_(v)
             step += 1
             loop_s += time.perf_counter() - t0
+            loop_cpu += time.process_time() - c0
             steps_timed += 1
             for k, v in terms.items():
                 window.setdefault(k, []).append(v.mean().item())
@@ -351,7 +353,8 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
                 bar[0].update(bar[1], completed=step)
             if step % run.log_every == 0 or step == run.max_steps:
                 line = {"step": step, **{k: sum(v) / len(v) for k, v in window.items()},
-                        "ms_per_step": 1000 * loop_s / max(steps_timed, 1), "time": time.time()}
+                        "ms_per_step": 1000 * loop_s / max(steps_timed, 1),
+                        "cpu_ms_per_step": 1000 * loop_cpu / max(steps_timed, 1), "time": time.time()}
                 window = {}
                 if accelerator.is_main_process:
                     with open(stats_path, "a") as f:
@@ -371,20 +374,23 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
         final.load_state_dict(ema)
     final.eval()
     metrics = world.evaluate(final, cfg.world.eval_samples, EVAL_SEED)
-    ms = 1000 * loop_s / steps_timed if steps_timed else _recorded_ms(run_dir)
-    result = TrainResult(run_dir, step, metrics, ms, time.time() - t_start)
+    ms = 1000 * loop_s / steps_timed if steps_timed else _recorded(run_dir, "ms_per_step")
+    cpu_ms = 1000 * loop_cpu / steps_timed if steps_timed else _recorded(run_dir, "cpu_ms_per_step")
+    result = TrainResult(run_dir, step, metrics, ms, time.time() - t_start, cpu_ms)
     if accelerator.is_main_process:
         atomic_save_tensors(final.state_dict(), run_dir / "generator.safetensors")
         atomic_write_bytes(run_dir / "metrics.json", json.dumps(
-            {"step": step, "ms_per_step": ms, "metrics": metrics, "preset": cfg.preset}, indent=1).encode())
+            {"step": step, "ms_per_step": ms, "cpu_ms_per_step": cpu_ms, "metrics": metrics, "preset": cfg.preset},
+            indent=1).encode())
     return result
 
 
-def _recorded_ms(run_dir: Path) -> float:
-    """ms/step of a run that was already complete: the last stats line's running average."""
+def _recorded(run_dir: Path, key: str) -> float:
+    """A timing of a run that was already complete: the last stats line's running average
+    (of the session that finished it)."""
     path = run_dir / "stats.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
-    return json.loads(lines[-1]).get("ms_per_step", math.nan) if lines else math.nan
+    return json.loads(lines[-1]).get(key, math.nan) if lines else math.nan
 
 
 def _progress(enabled: bool, label: str, total: int, done: int):

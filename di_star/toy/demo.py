@@ -84,7 +84,8 @@ def _run_job(key: str, cfg_dict: dict, run_dir: str) -> dict:
     cfg = from_dict(cfg_dict)
     w0, c0 = time.time(), time.process_time()
     r = train(cfg, Path(run_dir), progress=False)
-    return {"key": key, "metrics": r.metrics, "ms_per_step": r.ms_per_step, "steps": r.step,
+    return {"key": key, "metrics": r.metrics, "ms_per_step": r.cpu_ms_per_step, "wall_ms_per_step": r.ms_per_step,
+            "steps": r.step,
             "wall_s": time.time() - w0, "cpu_s": time.process_time() - c0, "run_dir": run_dir}
 
 
@@ -188,6 +189,8 @@ def _header(title: str, meta: dict, jobs: list[Job], world: str, train_s: float)
         f"{c.objective.distance_space} space; KL rows: w(t) = {_w_of(cfgs, 'kl')} (data units, see presets.py); "
         f"evaluated on {c.world.eval_samples} samples with fixed seeds (the same z for every method). "
         "One training seed per row: differences of a few hundredths are within noise. "
+        "CPU ms/step is process CPU time per generator step (incl. its assistant steps), one torch thread, "
+        "so it stays comparable on a shared machine. "
         "Reproduce one row with `distar train --preset NAME`.", "",
     ]
 
@@ -236,7 +239,7 @@ def write_gmm(results, jobs, out, leaderboards, figures, scale, meta, train_s) -
         "and normalised mode entropy (diversity); prompt accuracy by the exact class posterior (the CLIP-score "
         "analogue). The initial generator regresses the reference's exact ODE map (the DMD2 role).", "",
         "| model | regulariser | guidance | (α_rew, α_cfg) | estimator | "
-        + " | ".join(h for _, h, _ in GMM_COLS) + " | ms/step ↓ |",
+        + " | ".join(h for _, h, _ in GMM_COLS) + " | CPU ms/step ↓ |",
         "|" + "---|" * (5 + len(GMM_COLS) + 1),
     ]
 
@@ -253,7 +256,7 @@ def write_gmm(results, jobs, out, leaderboards, figures, scale, meta, train_s) -
 
     frontier = _frontier_points(results)
     lines += ["", "## alpha_rew frontier (no CFG; one regulariser each)", "",
-              "| regulariser | α_rew | " + " | ".join(h for _, h, _ in GMM_COLS) + " | ms/step ↓ |",
+              "| regulariser | α_rew | " + " | ".join(h for _, h, _ in GMM_COLS) + " | CPU ms/step ↓ |",
               "|" + "---|" * (2 + len(GMM_COLS) + 1)]
     for reg, pts in frontier.items():
         for a, m, ms in pts:
@@ -364,8 +367,8 @@ def gmm_findings(results, frontier, ref, init) -> list[str]:
     # 3. exact vs x0.
     e, x = m["di_star_in"], m["di_star_in_x0"]
     out.append(
-        f"Estimators at the best DI*-In row: `exact` costs {ms['di_star_in']:.1f} ms per generator step vs "
-        f"{ms['di_star_in_x0']:.1f} ms for `x0` ({ms['di_star_in'] / ms['di_star_in_x0']:.2f}x, it backpropagates "
+        f"Estimators at the best DI*-In row: `exact` costs {ms['di_star_in']:.1f} CPU ms per generator step vs "
+        f"{ms['di_star_in_x0']:.1f} for `x0` ({ms['di_star_in'] / ms['di_star_in_x0']:.2f}x, it backpropagates "
         f"through both frozen score nets); reward {e['reward']:.3f} vs {x['reward']:.3f}, log p_ref "
         f"{e['loglik']:.2f} vs {x['loglik']:.2f}, mode entropy {e['mode_entropy']:.2f} vs {x['mode_entropy']:.2f}, "
         f"prompt acc {e['prompt_acc']:.3f} vs {x['prompt_acc']:.3f}. "
@@ -488,7 +491,7 @@ def write_digits(results, jobs, out, leaderboards, figures, scale, meta, train_s
         "(fidelity), its accuracy on the prompt's digit (CLIP-score analogue), and within-class feature spread "
         "relative to the real digits (diversity, 1 = as diverse as the data).", "",
         "| model | regulariser | guidance | (α_rew, α_cfg) | estimator | "
-        + " | ".join(h for _, h, _ in DIGITS_COLS) + " | ms/step ↓ |",
+        + " | ".join(h for _, h, _ in DIGITS_COLS) + " | CPU ms/step ↓ |",
         "|" + "---|" * (5 + len(DIGITS_COLS) + 1),
     ]
 
@@ -540,7 +543,7 @@ def digits_findings(results, init) -> list[str]:
                + ("More reward costs fidelity (FD up)." if rw[-1] > rw[0] and fd[-1] > fd[0] else
                   "Reward and FD do not trade off monotonically here."))
     e, x = m["di_star_in"], m["di_star_in_x0"]
-    out.append(f"Estimators: `exact` {ms['di_star_in']:.1f} ms/step vs `x0` {ms['di_star_in_x0']:.1f} ms/step "
+    out.append(f"Estimators: `exact` {ms['di_star_in']:.1f} CPU ms/step vs `x0` {ms['di_star_in_x0']:.1f} "
                f"({ms['di_star_in'] / ms['di_star_in_x0']:.2f}x); ink {e['reward']:.3f} vs {x['reward']:.3f}, FD "
                f"{e['fd']:.2f} vs {x['fd']:.2f}, diversity {e['diversity']:.2f} vs {x['diversity']:.2f}.")
     k, s = m["kl"], m["di_star_in_noreward"]
