@@ -264,3 +264,31 @@ def test_bf16_autocast_eval_hook_and_export_of_the_loaded_frozen_weights(tmp_pat
     for sub, f in (("vae", "diffusion_pytorch_model.safetensors"), ("text_encoder_2", "model.safetensors")):
         a, b = load_file(str(tmp_path / "export" / sub / f)), load_file(str(src / sub / f))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), sub
+
+
+def test_lora_assistant_trains_adapters_only_and_resumes(tmp_path):
+    pytest.importorskip("peft")
+    cfg = tiny(run={"max_steps": 2, "ckpt_every": 1, "ema": 0.0}, sd={"assistant_lora_rank": 4, "sample_every": 0})
+    from di_star.sdxl.world import SDWorld
+    world = SDWorld(cfg)
+    models = world.build()
+    base = {n: p.detach().clone() for n, p in models.assistant.named_parameters() if not p.requires_grad}
+    lora = {n: p.detach().clone() for n, p in models.assistant.named_parameters() if p.requires_grad}
+    assert lora and all("lora" in n for n in lora)
+    train(cfg, tmp_path / "straight", world=world, progress=False)
+    after = dict(models.assistant.named_parameters())
+    assert all(torch.equal(base[n], after[n]) for n in base)
+    assert any(not torch.equal(lora[n], after[n]) for n in lora)
+    saved = load_file(str(tmp_path / "straight" / "ckpt-0000002" / "assistant.safetensors"))
+    assert set(saved) == set(lora)
+    train(cfg.replace(run={"max_steps": 1}), tmp_path / "resumed", progress=False)
+    train(cfg, tmp_path / "resumed", progress=False)  # the same run, trained for longer
+    a, b = _ckpt(tmp_path / "straight"), _ckpt(tmp_path / "resumed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_lora_without_peft_is_a_clear_error(monkeypatch):
+    from di_star.sdxl.world import _add_lora
+    monkeypatch.setitem(sys.modules, "peft", None)  # import peft -> ImportError
+    with pytest.raises(DistarError, match="needs peft.*assistant_lora_rank = 0"):
+        _add_lora(torch.nn.Linear(2, 2), 4, torch.float32, seed=0)

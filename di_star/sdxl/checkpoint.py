@@ -28,11 +28,12 @@ from evalsuite.errors import DistarError
 LATEST = "latest.json"
 
 
-def trainable_state(module: nn.Module, only_trainable: bool) -> dict[str, Tensor]:
-    """A module's state dict, or only its trainable parameters (LoRA: the adapters)."""
-    if not only_trainable:
+def trainable_state(module: nn.Module, names: set[str] | None) -> dict[str, Tensor]:
+    """A module's state dict, or only the named parameters (a LoRA assistant's adapters; named
+    once at the start, since the loop toggles requires_grad between the half-steps)."""
+    if names is None:
         return module.state_dict()
-    return {n: p for n, p in module.named_parameters() if p.requires_grad}
+    return {n: p for n, p in module.named_parameters() if n in names}
 
 
 def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
@@ -116,16 +117,17 @@ def remove_stale_temp(run_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_checkpoint(path: Path, *, generator: nn.Module, assistant: nn.Module, only_trainable_assistant: bool,
+def load_checkpoint(path: Path, *, generator: nn.Module, assistant: nn.Module, assistant_names: set[str] | None,
                     ema: dict[str, Tensor] | None, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
     """Restore weights, EMA and optimizers in place; returns state.json plus the rng tensors."""
     state = json.loads((path / "state.json").read_text())
     generator.load_state_dict(load_file(str(path / "generator.safetensors")))
     a = load_file(str(path / "assistant.safetensors"))
-    if only_trainable_assistant:
-        missing = set(n for n, p in assistant.named_parameters() if p.requires_grad) - set(a)
-        if missing:
-            raise DistarError(f"{path}: assistant checkpoint lacks {sorted(missing)[:3]}...")
+    if assistant_names is not None:
+        if set(a) != assistant_names:
+            raise DistarError(f"{path}: the assistant checkpoint holds other parameters than this run "
+                              f"trains ({len(a)} saved, {len(assistant_names)} trained; e.g. "
+                              f"{sorted(set(a) ^ assistant_names)[:2]}).")
         assistant.load_state_dict(a, strict=False)
     else:
         assistant.load_state_dict(a)

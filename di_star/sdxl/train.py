@@ -224,7 +224,9 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
     torch.manual_seed(run.seed)  # module initialisations (a LoRA's) are a function of the seed
     models = world.build()
     gen, assistant = models.generator, models.assistant
-    lora = sd.assistant_lora_rank > 0
+    # The assistant's trainable parameters (all of them, or a LoRA's adapters), named once here.
+    psi_names = {n for n, p in assistant.named_parameters() if p.requires_grad} \
+        if sd.assistant_lora_rank > 0 else None
     psi_params = [p for p in assistant.parameters() if p.requires_grad]
     betas = (opt_cfg.beta1, opt_cfg.beta2)
     opt_g = make_optimizer(gen.parameters(), opt_cfg.lr_g, betas, sd.weight_decay, sd.optimizer)
@@ -245,7 +247,7 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
     step = 0
     last = ck.latest_checkpoint(run_dir)
     if last is not None:
-        state = ck.load_checkpoint(last, generator=gen_bare, assistant=psi_bare, only_trainable_assistant=lora,
+        state = ck.load_checkpoint(last, generator=gen_bare, assistant=psi_bare, assistant_names=psi_names,
                                    ema=ema, optimizers={"opt_g": opt_g, "opt_psi": opt_psi})
         step = int(state["step"])
         if len(state["rng"]) == world_size:
@@ -327,7 +329,7 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
                 if sd.log_with != "none":
                     accelerator.log({f"train/{k}": v for k, v in line.items() if k not in ("step", "time")}, step=step)
             if step % run.ckpt_every == 0 or step == run.max_steps:
-                _save(accelerator, run_dir, step, cfg, gen_bare, psi_bare, lora, ema,
+                _save(accelerator, run_dir, step, cfg, gen_bare, psi_bare, psi_names, ema,
                       {"opt_g": opt_g, "opt_psi": opt_psi}, rng)
             if sd.sample_every and (step % sd.sample_every == 0 or step == run.max_steps) \
                     and accelerator.is_main_process:
@@ -369,7 +371,7 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
     return TrainResult(run_dir, step, metrics, result_ms, time.time() - t_start)
 
 
-def _save(accelerator, run_dir: Path, step: int, cfg: TrainConfig, gen_bare, psi_bare, lora: bool,
+def _save(accelerator, run_dir: Path, step: int, cfg: TrainConfig, gen_bare, psi_bare, psi_names,
           ema, optimizers: dict, rng: torch.Generator) -> None:
     """Gather every process's RNG state, check the replicas agree, write on the main process."""
     states = rng.get_state()
@@ -387,7 +389,7 @@ def _save(accelerator, run_dir: Path, step: int, cfg: TrainConfig, gen_bare, psi
         state = {"config": cfg.to_dict(), "world_size": accelerator.num_processes,
                  "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None}
         ck.save_checkpoint(run_dir, step, generator=gen_bare.state_dict(),
-                           assistant=ck.trainable_state(psi_bare, lora), ema=ema, optimizers=optimizers,
+                           assistant=ck.trainable_state(psi_bare, psi_names), ema=ema, optimizers=optimizers,
                            rng_states=states, state=state)
     accelerator.wait_for_everyone()
 

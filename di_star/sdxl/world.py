@@ -81,7 +81,7 @@ class SDWorld:
         generator = OneStepGenerator(gen_unet.float(), self.schedule, sd.generator_timestep)
         assistant = copy.deepcopy(pipe.unet).float()
         if sd.assistant_lora_rank > 0:
-            assistant = _add_lora(assistant, sd.assistant_lora_rank, self.frozen_dtype)
+            assistant = _add_lora(assistant, sd.assistant_lora_rank, self.frozen_dtype, self.cfg.run.seed)
 
         # Frozen networks, stored in the mixed-precision dtype. SDXL's VAE overflows in fp16 (its
         # config says force_upcast): it stays fp32 then.
@@ -171,16 +171,19 @@ class SDWorld:
         return {"reward": s.mean().item(), "reward_std": s.std().item() if len(s) > 1 else 0.0}
 
 
-def _add_lora(unet: nn.Module, rank: int, base_dtype: torch.dtype) -> nn.Module:
-    """LoRA on the attention projections (peft); the base weights freeze in `base_dtype`."""
+def _add_lora(unet: nn.Module, rank: int, base_dtype: torch.dtype, seed: int) -> nn.Module:
+    """LoRA on the attention projections (peft); the base weights freeze in `base_dtype`. The
+    adapters' random initialisation is a function of `seed` alone."""
     try:
         from peft import LoraConfig
     except ImportError:
         raise DistarError("sd.assistant_lora_rank > 0 needs peft, which is not installed. Fix: "
                           "`pip install peft`, or set sd.assistant_lora_rank = 0 (full fine-tune).") from None
     unet.requires_grad_(False).to(base_dtype)
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                    target_modules=["to_k", "to_q", "to_v", "to_out.0"]))
     for p in unet.parameters():
         if p.requires_grad:
             p.data = p.data.float()  # LoRA weights train in fp32
