@@ -183,6 +183,15 @@ def tiny() -> Benchmark:
                       ("category",), "evalsuite.benchmarks")
 
 
+@BENCHMARKS.register("digits", "toy lab: 'a handwritten digit k', 50 prompts per digit")
+def digits_bench() -> Benchmark:
+    from di_star.toy.digits import N_CLASSES, prompts as digit_prompts
+    texts = digit_prompts()
+    return _from_list("digits", "1", "distar toy lab digits prompts",
+                      [Prompt(i, texts[i % N_CLASSES], {"category": str(i % N_CLASSES)})
+                       for i in range(50 * N_CLASSES)], ("category",), "di_star.toy.digits")
+
+
 @lru_cache(maxsize=16)
 def load_benchmark(name: str) -> Benchmark:
     """A registered benchmark, or `file:PATH` for a .txt (one per line) / .tsv (Prompt column)."""

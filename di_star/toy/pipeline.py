@@ -24,18 +24,16 @@ class DigitsPipeline:
 
     @classmethod
     def from_source(cls, source: str) -> "DigitsPipeline":
-        """'init' (the distilled starting generator), a run dir, or a generator.safetensors."""
-        world = digits.DigitsWorld()
+        """'init' (the distilled starting generator) or a `distar train` digits run dir."""
         if source == "init":
-            return cls(world.initial_generator())
-        path = Path(source)
-        if path.is_dir():
-            path = path / "generator.safetensors"
+            return cls(digits.DigitsWorld().initial_generator())
+        path = Path(source) / "generator.safetensors"
         if not path.is_file():
             raise DistarError(f"No digits generator at {path}. Train one with "
                               f"`distar train --preset digits/di_star_in --out RUN` and pass "
                               f"--model toy-digits:RUN.")
-        return cls(world.load_generator(path))
+        return cls(digits.DigitsWorld(digits.DigitsRecipe().scaled(run_recipe_scale(source)))
+                   .load_generator(path))
 
     def set_progress_bar_config(self, **_) -> None:
         pass
@@ -50,6 +48,15 @@ class DigitsPipeline:
         x = self.generator(latents.float(), cond)
         pixels = np.round(digits.to_unit(x.cpu()) * 255).astype(np.uint8)  # [N, 8, 8]
         return SimpleNamespace(images=[Image.fromarray(p, mode="L") for p in pixels])
+
+
+def run_recipe_scale(run_dir: str | Path) -> float:
+    """The recipe scale a digits run was trained with (its cached networks depend on it)."""
+    import json
+    cfg = Path(run_dir) / "config.json"
+    if not cfg.is_file():
+        return 1.0
+    return float(json.loads(cfg.read_text()).get("world", {}).get("recipe_scale", 1.0))
 
 
 def pil_to_unit(images) -> np.ndarray:

@@ -21,6 +21,13 @@ METRICS.add("hpsv2", "evalsuite.metrics.hps:HPSv20", "HPS v2.0 (open_clip ViT-H-
 METRICS.add("hpsv21", "evalsuite.metrics.hps:HPSv21", "HPS v2.1 (open_clip ViT-H-14)")
 METRICS.add("fid", "evalsuite.metrics.fid:FID", "FID, clean-fid 'clean' Inception features")
 METRICS.add("kid", "evalsuite.metrics.fid:KID", "KID, clean-fid 'clean' Inception features")
+METRICS.add("digit_acc", "evalsuite.metrics.digits:DigitAccuracy",
+            "toy digits: classifier reads the prompt's digit (CLIP-score analogue)")
+METRICS.add("digit_ink", "evalsuite.metrics.digits:DigitInk", "toy digits: ink, the toy reward")
+METRICS.add("digit_fd", "evalsuite.metrics.digits:DigitFD",
+            "toy digits: Frechet distance in classifier features (FID analogue)")
+METRICS.add("digit_div", "evalsuite.metrics.digits:DigitDiversity",
+            "toy digits: within-class diversity relative to real digits")
 
 
 def load_metric(name: str, **options):

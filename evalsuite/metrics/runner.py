@@ -130,7 +130,9 @@ def _score_set(run, name, metric, key, progress, progress_bar):
         raise DistarError(f"{len(missing)} images listed in the store are missing on disk, "
                           f"e.g. {missing[0]}")
     with progress_bar(f"{name} {run.model}", total=len(paths), disable=not progress) as bar:
-        value = metric.compute(paths, on_batch=bar.advance)
+        extra = {"prompts": images.prompt.tolist()} if getattr(metric, "needs_prompts", False) \
+            else {}
+        value = metric.compute(paths, on_batch=bar.advance, **extra)
     run.store.add_set_score(recipe_hash=run.recipe_hash, bench=run.bench,
                             bench_version=run.bench_version, metric=name, metric_version=key,
                             value=value, n_images=len(paths),

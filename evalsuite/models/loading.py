@@ -146,6 +146,9 @@ def load_pipeline(spec: ModelSpec, device: torch.device):
     """The pipeline for `spec` on `device`, scheduler swapped as the recipe says. Cached, so a
     process that evaluates several benchmarks loads each model once."""
     quiet_hf_logging()
+    if spec.weights == "toy":
+        from di_star.toy.pipeline import DigitsPipeline
+        return DigitsPipeline.from_source(spec.repo).to(device)
     dtype = compute_dtype(spec, device)
     if spec.weights in ("tiny", "random"):
         from evalsuite.models.architectures import build_pipeline, tiny_pipeline_dir

@@ -51,6 +51,7 @@ class ModelSpec:
     weights: str = "pretrained"      # 'pretrained' | 'random' | 'tiny' (built locally)
     latent_channels: int = 4
     vae_scale: int = 8
+    latent_dims: tuple[int, ...] | None = None   # non-image latents (the toy digits MLP: (64,))
     # Provenance that changes no pixel (e.g. a checkpoint's alpha_rew / alpha_cfg); stored
     # with each run, not hashed.
     meta: tuple[tuple[str, Any], ...] = ()
@@ -72,7 +73,9 @@ class ModelSpec:
         blob = json.dumps(self.recipe(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
-    def latent_shape(self) -> tuple[int, int, int]:
+    def latent_shape(self) -> tuple[int, ...]:
+        if self.latent_dims is not None:
+            return self.latent_dims
         side = self.resolution // self.vae_scale
         return (self.latent_channels, side, side)
 
@@ -136,8 +139,28 @@ _add(ModelSpec(
     steps=2, guidance=7.5, resolution=64, default_batch_size=8, params="tiny"))
 
 
+def toy_digits_spec(source: str) -> ModelSpec:
+    """`toy-digits:RUN_DIR` (a `distar train --preset digits/...` run) or `toy-digits:init`."""
+    from pathlib import Path
+    fingerprint = source
+    gen = Path(source) / "generator.safetensors" if Path(source).is_dir() else Path(source)
+    if gen.is_file():  # a retrained run at the same path is a new recipe
+        import hashlib
+        fingerprint = hashlib.sha256(gen.read_bytes()).hexdigest()[:12]
+    label = "init" if source == "init" else f"{Path(source).name}-{fingerprint[:12]}"
+    return ModelSpec(name=f"toy-digits-{label}",
+                     description=f"toy digits generator ({source})", pipeline="DigitsPipeline",
+                     repo=str(Path(source).resolve()) if source != "init" else "init",
+                     steps=1, guidance=0.0, dtype="float32", resolution=8, weights="toy",
+                     params="toy", latent_dims=(64,), default_batch_size=100,
+                     meta=(("source", source),))
+
+
 def resolve_model(name: str, weights: str = "pretrained") -> ModelSpec:
-    """Registry name or `path:DIR` (a diffusers pipeline folder or a `distar train` checkpoint)."""
+    """Registry name, `path:DIR` (a diffusers pipeline folder or a `distar train` export) or
+    `toy-digits:RUN_DIR`."""
+    if name.startswith("toy-digits:"):
+        return toy_digits_spec(name[len("toy-digits:"):])
     if name.startswith("path:"):
         from evalsuite.models.loading import spec_from_path
         spec = spec_from_path(name[len("path:"):])

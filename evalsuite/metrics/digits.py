@@ -1,0 +1,75 @@
+"""Metrics of the toy `digits` bench (di_star.toy.digits), in the suite's metric shape so toy runs
+go through the same harness, store and leaderboard as real models. All come from one classifier
+trained once on sklearn's digits and cached: prompt accuracy is the CLIP-score analogue, the
+Frechet distance in its features is the FID analogue."""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from evalsuite.metrics.base import MetricInfo
+
+_BACKBONE = "distar digits classifier (cached, sklearn digits)"
+
+
+def _digits_metrics(recipe_scale: float):
+    """`recipe_scale` < 1 only for tests: the classifier trained with fewer steps."""
+    from di_star.toy.digits import DigitsMetrics, DigitsRecipe
+    return DigitsMetrics(DigitsRecipe().scaled(recipe_scale))
+
+
+def _unit(paths_or_images) -> np.ndarray:
+    from di_star.toy.pipeline import pil_to_unit
+    images = [Image.open(p) if isinstance(p, str) else p for p in paths_or_images]
+    return pil_to_unit(images)
+
+
+class DigitAccuracy:
+    """1 when the classifier reads the prompt's digit (per image)."""
+    info = MetricInfo("digit_acc", "digit-acc-v1", _BACKBONE, "8x8 greyscale in [0,1]")
+
+    def __init__(self, recipe_scale: float = 1.0, **_shared_options):
+        self.m = _digits_metrics(recipe_scale)
+
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
+        return self.m.prompt_accuracy(_unit(images), prompts)
+
+
+class DigitInk:
+    """The toy's explicit reward, mean brightness (per image)."""
+    info = MetricInfo("digit_ink", "ink-v1", "none", "8x8 greyscale in [0,1]")
+
+    def __init__(self, recipe_scale: float = 1.0, **_shared_options):
+        self.m = _digits_metrics(recipe_scale)
+
+    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
+        return self.m.reward(_unit(images), prompts)
+
+
+class _SetMetric:
+    needs_prompts = True
+    _fn: Callable
+
+    def __init__(self, recipe_scale: float = 1.0, **_shared_options):
+        self.m = _digits_metrics(recipe_scale)
+
+    def compute(self, paths: Sequence[str], on_batch=None, prompts: Sequence[str] = ()) -> float:
+        images = _unit(paths)
+        if on_batch is not None:
+            on_batch(len(paths))
+        return float(type(self)._fn(self.m, images, list(prompts)))
+
+
+class DigitFD(_SetMetric):
+    """Frechet distance to the 1797 real digits in classifier features (lower is better)."""
+    info = MetricInfo("digit_fd", "digit-fd-v1", _BACKBONE, "8x8 greyscale in [0,1]",
+                      higher_is_better=False)
+    _fn = staticmethod(lambda m, x, p: m.frechet_distance(x))
+
+
+class DigitDiversity(_SetMetric):
+    """Within-class feature spread relative to the real digits' (1 = as diverse as the data)."""
+    info = MetricInfo("digit_div", "digit-div-v1", _BACKBONE, "8x8 greyscale in [0,1]")
+    _fn = staticmethod(lambda m, x, p: m.diversity(x, p))
