@@ -16,6 +16,8 @@ clipping at 10, t ~ U[0.02 T, 0.98 T). Ours: the pseudo-Huber constant, measured
 difference as the paper's listing does, c = 0.00054 sqrt(d) (iCT's rule; d = latent size), and
 the step count (the paper's is not stated). Training prompts default to COCO-2014 captions (the
 ones shipped here); the paper used LAION-aesthetic > 6.25 prompts: set sd.prompts to such a file.
+Memory: the full presets use bitsandbytes' 8-bit AdamW, which is what lets a full fine-tune of
+both 2.6B UNets fit one 80 GB GPU (fp32 AdamW needs ~100 GB; estimate in docs/training.md).
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ _PAPER = {
     "run": {"max_steps": 4000, "seed": 0, "ema": 0.0, "log_every": 10, "ckpt_every": 250},
     "sd": {"generator_timestep": 399, "t_min": 20, "t_max": 980, "prompts": "bench:coco30k",
            "reward": "pickscore", "mixed_precision": "bf16", "gradient_checkpointing": True,
-           "optimizer": "adamw", "weight_decay": 0.01, "max_grad_norm": 10.0, "grad_accum": 1,
+           "optimizer": "adamw8bit", "weight_decay": 0.01, "max_grad_norm": 10.0, "grad_accum": 1,
            "sample_every": 250, "sample_images": 4, "eval_every": 0, "log_with": "tensorboard"},
 }
 
@@ -45,7 +47,7 @@ _PAPER = {
 _TINY = {
     "optim": {"lr_g": 1e-4, "lr_psi": 1e-4, "assistant_steps_per_g_step": 2, "batch_size": 2},
     "run": {"max_steps": 4, "ema": 0.9, "log_every": 1, "ckpt_every": 2},
-    "sd": {"prompts": "bench:tiny", "reward": "tiny:pickscore", "mixed_precision": "no",
+    "sd": {"prompts": "bench:tiny", "reward": "tiny:pickscore", "mixed_precision": "no", "optimizer": "adamw",
            "weight_decay": 0.0, "max_grad_norm": 0.0, "sample_every": 2, "sample_images": 2},
 }
 
