@@ -77,7 +77,9 @@ class SDConfig:
     prompts: str = "bench:coco30k"    # a .txt / .tsv / .parquet prompt file, or bench:NAME
     reward: str = "pickscore"         # an evalsuite metric with score_tensor; 'tiny:pickscore' = random, offline
     mixed_precision: str = "no"       # 'no' | 'bf16' | 'fp16': autocast; frozen nets stored in that dtype
-    gradient_checkpointing: bool = False  # on every UNet and the VAE decoder
+    gradient_checkpointing: bool = False  # on the trained UNets (generator, assistant)
+    checkpoint_frozen: bool = False   # also on the frozen reference UNet and the VAE decoder ('exact' and
+                                      # the reward backprop through them): less memory, their recompute
     optimizer: str = "adamw"          # 'adamw' | 'adamw8bit' (bitsandbytes)
     weight_decay: float = 0.0
     max_grad_norm: float = 0.0        # gradient clipping of both networks; 0 = off
