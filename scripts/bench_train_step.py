@@ -42,7 +42,7 @@ VARIANTS = {
 }
 
 
-def base_config(size: str, batch: int, reward: bool, checkpointing: bool = True):
+def base_config(size: str, batch: int, reward: bool, checkpointing: str = "all"):
     if size == "tiny":
         cfg = get_preset("tiny_sdxl").replace(optim={"batch_size": batch})
     else:
@@ -52,7 +52,8 @@ def base_config(size: str, batch: int, reward: bool, checkpointing: bool = True)
                 "reward": "random:pickscore", "prompts": "bench:tiny"})
     if not reward:
         cfg = cfg.replace(objective={"alpha_rew": 0.0})
-    return cfg.replace(sd={"gradient_checkpointing": checkpointing})
+    return cfg.replace(sd={"gradient_checkpointing": checkpointing != "none",
+                           "checkpoint_frozen": checkpointing == "all"})
 
 
 def _sync(device):
@@ -123,7 +124,7 @@ def peak_memory(world, models, base, optimizer: str) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**30
 
 
-def run(size: str, batch: int, reps: int, warmup: int, reward: bool, checkpointing: bool = True) -> dict:
+def run(size: str, batch: int, reps: int, warmup: int, reward: bool, checkpointing: str = "all") -> dict:
     from di_star.sdxl.world import SDWorld
     device = torch.device("cuda" if size == "full" else ("cuda" if torch.cuda.is_available() else "cpu"))
     base = base_config(size, batch, reward, checkpointing)
@@ -142,7 +143,7 @@ def run(size: str, batch: int, reps: int, warmup: int, reward: bool, checkpointi
                       "ratio_of_medians": statistics.median(ts) / statistics.median(kl)}
     out = {"config": size, "device": str(device), "batch": batch, "reps": reps, "reward": reward,
            "resolution": world.resolution, "mixed_precision": base.sd.mixed_precision,
-           "gradient_checkpointing": base.sd.gradient_checkpointing, "threads": torch.get_num_threads(),
+           "gradient_checkpointing": checkpointing, "threads": torch.get_num_threads(),
            "build_s": build_s, "variants": rows,
            "unet_params": sum(p.numel() for p in models.generator.parameters())}
     if device.type == "cuda" and size == "full":
@@ -162,7 +163,7 @@ def run(size: str, batch: int, reps: int, warmup: int, reward: bool, checkpointi
 def table(res: dict) -> str:
     head = (f"### {res['config']} SDXL, {res['device']}, batch {res['batch']}, {res['resolution']}px, "
             f"reward {'on' if res['reward'] else 'off'}, mixed precision {res['mixed_precision']}, "
-            f"checkpointing {res['gradient_checkpointing']}, {res['threads']} thread(s), {res['reps']} rounds\n")
+            f"checkpointing: {res['gradient_checkpointing']}, {res['threads']} thread(s), {res['reps']} rounds\n")
     lines = ["| estimator | median ms / generator step | min ms | ratio to KL: median of rounds | "
              "ratio of minimums | target |", "|---|---|---|---|---|---|"]
     targets = {"kl": "1.00x", "x0": "<= 1.1x", "exact": "<= 1.8x"}
@@ -184,8 +185,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--json", default=None, help="also write the results here")
-    ap.add_argument("--no-checkpointing", action="store_true",
-                    help="gradient checkpointing off (on in the presets)")
+    ap.add_argument("--checkpointing", choices=["all", "trained", "none"], default="all",
+                    help="gradient checkpointing on all UNets + VAE (the full presets), on the "
+                         "trained UNets only, or off")
     args = ap.parse_args()
     sizes = ["tiny", "full"] if args.config == "auto" and torch.cuda.is_available() else \
         (["tiny"] if args.config == "auto" else [args.config])
@@ -193,7 +195,7 @@ def main() -> None:
     for size in sizes:
         batch = args.batch or (2 if size == "tiny" else 1)
         for reward in (True, False):
-            res = run(size, batch, args.reps, args.warmup, reward, not args.no_checkpointing)
+            res = run(size, batch, args.reps, args.warmup, reward, args.checkpointing)
             results.append(res)
             print(table(res), flush=True)
     if args.json:

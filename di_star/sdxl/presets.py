@@ -39,6 +39,7 @@ _PAPER = {
     "run": {"max_steps": 4000, "seed": 0, "ema": 0.0, "log_every": 10, "ckpt_every": 250},
     "sd": {"generator_timestep": 399, "t_min": 20, "t_max": 980, "prompts": "bench:coco30k",
            "reward": "pickscore", "mixed_precision": "bf16", "gradient_checkpointing": True,
+           "checkpoint_frozen": True,
            "optimizer": "adamw8bit", "weight_decay": 0.01, "max_grad_norm": 10.0, "grad_accum": 1,
            "sample_every": 250, "sample_images": 4, "eval_every": 0, "log_with": "tensorboard"},
 }

@@ -92,9 +92,15 @@ def make_optimizer(params, lr: float, betas: tuple[float, float], weight_decay: 
 
 
 def _accelerator(cfg: TrainConfig, run_dir: Path):
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
     from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
+    # accelerate keeps one state per process and refuses a second mixed-precision setting; a single
+    # process that trains several runs (a notebook, the tests) starts each from a fresh state.
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != cfg.sd.mixed_precision and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
     # Without CUDA, processes from `accelerate launch --multi_gpu` only form a (gloo) group when
     # told to use the CPU.
     acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=cfg.sd.mixed_precision,

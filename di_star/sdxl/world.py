@@ -106,8 +106,10 @@ class SDWorld:
         for m in frozen:
             m.requires_grad_(False).eval()
         if sd.gradient_checkpointing:
-            for unet in (generator.unet, assistant, self.reference):
-                unet.enable_gradient_checkpointing()
+            generator.unet.enable_gradient_checkpointing()
+            assistant.enable_gradient_checkpointing()
+        if sd.checkpoint_frozen:  # inert under no_grad: it only acts where 'exact' / the reward backprop
+            self.reference.enable_gradient_checkpointing()
             self.vae.enable_gradient_checkpointing()
 
         self.null_cond = null_condition(pipe, self.name, self.resolution, dev)
