@@ -9,6 +9,8 @@ from rich.table import Table
 from di_star.config import TrainConfig, load_config, validate
 from evalsuite.errors import DistarError
 
+TOY_WORLDS = ("gmm", "digits")
+
 
 def resolve_config(preset: str | None, config: Path | None, max_steps: int | None) -> TrainConfig:
     """A preset, a config file, or a config file on top of a preset; then the step override."""
@@ -52,6 +54,9 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
 
     cfg = resolve_config(preset, config, max_steps)
     out = Path(out) if out is not None else default_out(cfg, config)
+    if cfg.world.name in TOY_WORLDS:
+        import torch
+        torch.set_num_threads(1)  # toy networks are too small for intra-op threads to pay
     console = Console(stderr=True)
     console.print(f"training [bold]{cfg.preset or 'custom config'}[/] for {cfg.run.max_steps} generator "
                   f"steps in {out} (rerun the same command to resume)", highlight=False)

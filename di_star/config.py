@@ -42,6 +42,8 @@ class ObjectiveConfig:
     sigma_mean: float = -2.0          # pi(t): sigma = exp(sigma_std * randn + sigma_mean), the listing's
     sigma_std: float = 2.0
     distance_space: str = "score"     # where d() measures: 'score' differences, or 'x0' (sigma^2 * them, the listing's)
+    w_cfg: str = "sigma2"             # w(t) of the implicit CFG reward (Choice 1): the listing's cfg_vector is a
+                                      # difference of denoiser outputs, i.e. sigma^2 times the score difference
     w: str = "one"                    # generator weighting w(t), a di_star.noise.weight_fn name
     lam: str = "edm"                  # assistant DSM weighting lambda(t): the reference's own (EDM)
 

@@ -243,7 +243,8 @@ def generator_terms(world: World, gen: nn.Module, s_psi: ScoreModel, s_ref: Scor
         terms["L_rew"] = explicit_reward_loss(world.reward(x0, cond), o.alpha_rew)
     if o.guidance == "out":  # Choice 1: implicit CFG reward
         x_t = world.schedule.perturb(x0, t, eps)
-        terms["L_cfg"] = implicit_cfg_reward_loss(x_t, t, s_ref, cond, world.null_cond, o.alpha_cfg, wt)
+        terms["L_cfg"] = implicit_cfg_reward_loss(x_t, t, s_ref, cond, world.null_cond, o.alpha_cfg,
+                                                  weight_fn(o.w_cfg, world.schedule)(t))
     # Choice 2: the regulariser pulls towards the CFG-guided reference instead of the plain one.
     s_target = CFGScore(s_ref, o.alpha_cfg, world.null_cond) if o.guidance == "in" else s_ref
     if o.regulariser == "score":

@@ -29,9 +29,9 @@ from di_star.config import TrainConfig
 from di_star.presets import TABLE_ORDER, get_preset, world_scales
 
 FRONTIER_ALPHAS = {  # alpha_rew sweeps on gmm, per regulariser; each spans "no effect" to "collapsed"
-    "kl": (0.3, 1.0, 2.0, 3.0),
-    "score": (0.1, 0.2, 0.3, 0.5),
-    "score_x0": (0.1, 0.3, 0.5, 1.0),
+    "kl": (1.0, 2.0, 3.0, 5.0),
+    "score": (0.3, 0.6, 1.0, 2.0),
+    "score_x0": (0.5, 1.0, 2.0, 3.0),
 }
 
 

@@ -308,6 +308,14 @@ class DigitsWorld:
         x = generator(z.to(dev), cond.to(dev))
         return to_unit(x), [self.prompts[c] for c in cond.tolist()]
 
+    @torch.no_grad()
+    def generate_for(self, generator: nn.Module, texts: Sequence[str], seeds: Sequence[int]) -> np.ndarray:
+        """One image per (prompt, seed), each z drawn from its own seed: the harness's contract that
+        an image is a pure function of (model, prompt, seed), whatever the batching."""
+        z = torch.stack([torch.randn(DIM, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        dev = next(generator.parameters()).device
+        return to_unit(generator(z.to(dev), parse_prompts(texts).to(dev)))
+
     def metrics(self) -> DigitsMetrics:
         if self._metrics is None:
             self._metrics = DigitsMetrics(self.recipe)
