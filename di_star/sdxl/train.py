@@ -227,6 +227,9 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
 
     device = accelerator.device
     world = world or SDWorld(cfg, device)
+    if (world.device.type, world.device.index or 0) != (device.type, device.index or 0):
+        raise DistarError(f"The world was built for {world.device} but this process trains on {device}. "
+                          f"Fix: SDWorld(cfg, device) with the accelerator's device, or pass no world.")
     torch.manual_seed(run.seed)  # module initialisations (a LoRA's) are a function of the seed
     models = world.build()
     gen, assistant = models.generator, models.assistant

@@ -34,9 +34,10 @@ DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 class SDWorld:
     """`di_star.trainer.World` for SDXL / SD1.5 (`name` is the family)."""
 
-    def __init__(self, cfg: TrainConfig, device: torch.device | str = "cpu"):
+    def __init__(self, cfg: TrainConfig, device: torch.device | str | None = None):
         sd = cfg.sd
-        self.cfg, self.device = cfg, torch.device(device)
+        self.cfg = cfg
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.spec_ref = resolve_spec(sd.reference)
         self.spec_gen = resolve_spec(sd.generator)
         self.name = family_of(self.spec_ref)
