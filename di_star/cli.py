@@ -36,7 +36,7 @@ def default_out(cfg: TrainConfig, config: Path | None) -> Path:
 
 def print_presets() -> None:
     from di_star.presets import PRESETS
-    table = Table(title="presets (paper Table 2 rows, per toy world)")
+    table = Table(title="presets (toy rows mirror the paper's Table 2; see di_star/presets.py)")
     table.add_column("name", style="bold")
     table.add_column("description")
     for name, desc in PRESETS.describe().items():

@@ -5,7 +5,11 @@ import pytest
 
 import di_star  # noqa: F401
 from di_star.presets import TABLE_ORDER
-from di_star.toy.demo import FRONTIER_ALPHAS, frontier_compare, run_demo
+from di_star.toy.demo import FRONTIER_ALPHAS, frontier_compare, pareto_front, run_demo
+
+
+def test_pareto_front_drops_dominated_points():
+    assert pareto_front([(0.4, 0.97), (0.48, 0.97), (0.7, 0.76), (0.6, 0.5)]) == [(0.48, 0.97), (0.7, 0.76)]
 
 
 def test_frontier_compare_orders_dominating_curves():
@@ -31,4 +35,8 @@ def test_tiny_demo_writes_tables_and_figures(tmp_path, monkeypatch):
         assert "nan" not in text.split("## Findings")[1]
     for fig in ("toy_gmm_samples.png", "toy_gmm_frontier.png", "toy_digits_samples.png"):
         assert (tmp_path / "lb" / "figures" / fig).stat().st_size > 1000
-    assert len(out["results"]) == 2 * len(TABLE_ORDER) + n_frontier
+    runs = [k for k in out["results"] if not k.startswith("_")]
+    assert len(runs) == 2 * len(TABLE_ORDER) + n_frontier
+    cost = out["results"]["_estimator_cost"]
+    assert set(cost) == {"gmm", "digits"} and all(c["exact"] > 0 and c["x0"] > 0 for c in cost.values())
+    assert "Cost of one generator step" in gmm and "Cost of one generator step" in digits
