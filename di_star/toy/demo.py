@@ -618,6 +618,14 @@ def digits_findings(results, init) -> list[str]:
     out.append(f"Without reward or CFG, the KL run moves FD {init['fd']:.2f} → {k['fd']:.2f} and the score run "
                f"{init['fd']:.2f} → {s['fd']:.2f} (diversity {init['diversity']:.2f} → {k['diversity']:.2f} / "
                f"{s['diversity']:.2f}).")
+    broken = [r for r in TABLE_ORDER if m[r]["fd"] > 10 * init["fd"] or m[r]["diversity"] < 0.05]
+    if broken:
+        out.append(f"Diverged (FD > 10x the initial generator's, or no diversity left): "
+                   f"{', '.join(f'`digits/{r}`' for r in broken)}. "
+                   + ("Choice 1 diverged at the scales where Choice 2 trained: its implicit reward "
+                      "log p(x|c) - log p(x) is unbounded off the data, and the pseudo-Huber regulariser's pull is "
+                      "bounded, so nothing holds the generator. This matches the paper's remark that Choice 2 is "
+                      "easier to tune." if "di_star_out" in broken and "di_star_in" not in broken else ""))
     out.append(f"CFG: SIM prompt acc {m['sim']['prompt_acc']:.3f} and Diff-Instruct {m['diff_instruct']['prompt_acc']:.3f} "
                f"vs {s['prompt_acc']:.3f} / {k['prompt_acc']:.3f} without; Choice 1 (`di_star_out`) ink "
                f"{m['di_star_out']['reward']:.3f}, FD {m['di_star_out']['fd']:.2f} vs Choice 2 (`di_star_in`) ink "
