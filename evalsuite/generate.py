@@ -213,8 +213,9 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
         raise DistarError("--images-per-prompt must be >= 1.")
     if state.is_main_process:
         check_writable(req.out)
+        ResultsStore(req.out)  # create the file and schema once, before any rank reads it
     state.wait_for_everyone()
-    store = ResultsStore(req.out)
+    store = ResultsStore(req.out, create=False)
     items = [(p, k) for p in prompts for k in range(req.images_per_prompt)]
     device = resolve_device(req.device) if state.num_processes == 1 else state.device
     batch_size = req.batch_size or spec.default_batch_size

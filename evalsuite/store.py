@@ -108,18 +108,20 @@ class ScoreRow:
 class ResultsStore:
     """Thin typed access to `<root>/results.sqlite`."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, create: bool = True):
         self.root = Path(root)
         self.path = self.root / STORE_FILENAME
-        self.root.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as con, con:
-            con.executescript(_SCHEMA)
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with closing(self._connect()) as con:
+                # WAL: readers (other ranks, a leaderboard) never block the writer. The mode is
+                # stored in the file, so only the creating process needs to set it.
+                con.execute("PRAGMA journal_mode=WAL")
+                with con:
+                    con.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=60)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute("PRAGMA busy_timeout=60000")
-        return con
+        return sqlite3.connect(self.path, timeout=60)  # waits up to 60 s on a busy lock
 
     def _upsert(self, table: str, rows: Iterable[dict[str, Any]]) -> int:
         rows = list(rows)
