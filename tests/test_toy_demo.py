@@ -5,11 +5,7 @@ import pytest
 
 import di_star  # noqa: F401
 from di_star.presets import TABLE_ORDER
-from di_star.toy.demo import FRONTIER_ALPHAS, frontier_compare, pareto_front, run_demo
-
-
-def test_pareto_front_drops_dominated_points():
-    assert pareto_front([(0.4, 0.97), (0.48, 0.97), (0.7, 0.76), (0.6, 0.5)]) == [(0.48, 0.97), (0.7, 0.76)]
+from di_star.toy.demo import FRONTIER_ALPHAS, frontier_compare, run_demo
 
 
 def test_frontier_compare_orders_dominating_curves():

@@ -82,3 +82,16 @@ def test_generation_is_a_pure_function_of_the_seed(tmp_path, monkeypatch):
     # A second world finds the cached weights instead of retraining.
     assert len(list(tmp_path.glob("toy/gmm-generator-*.safetensors"))) == 1
     assert torch.equal(GMMWorld(recipe_scale=0.01).initial_generator().net[0].weight, gen.net[0].weight)
+
+
+def test_cached_networks_do_not_depend_on_prior_rng_use(tmp_path, monkeypatch):
+    """A fresh cache must rebuild the same weights, whatever the process did before."""
+    weights = []
+    for i, sub in enumerate(("a", "b")):
+        monkeypatch.setenv("DISTAR_CACHE", str(tmp_path / sub))
+        torch.manual_seed(i)
+        torch.randn(100 * (i + 1))  # disturb the global RNG differently each time
+        state = torch.get_rng_state()
+        weights.append(GMMWorld(recipe_scale=0.01).initial_generator().net[0].weight.detach().clone())
+        assert torch.equal(torch.get_rng_state(), state)  # and leave the caller's RNG alone
+    assert torch.equal(*weights)

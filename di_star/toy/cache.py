@@ -60,14 +60,20 @@ def cached_module(name: str, config: dict, make: Callable[[], nn.Module],
     storing them on a miss. `config` must name everything that changes the trained weights."""
     key = config_key({"name": name, **config})
     path = cache_dir() / f"{name}-{key}.safetensors"
-    module = make()
+    # Seed the initialisation from the key: the same recipe must give the same weights whatever
+    # ran before in this process (fork_rng leaves the caller's global RNG untouched).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(key[:8], 16))
+        module = make()
     if path.exists():
         try:
             module.load_state_dict(load_file(str(path)))
             return module.eval()
         except Exception:  # a corrupt or foreign file: rebuild rather than fail
             path.unlink(missing_ok=True)
-    train(module)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(key[8:16], 16))
+        train(module)
     atomic_save_tensors(module.state_dict(), path)
     atomic_write_bytes(path.with_suffix(".json"), json.dumps({"name": name, **config}, indent=1,
                                                                default=str).encode())

@@ -287,18 +287,14 @@ def _frontier_points(results) -> dict[str, list[tuple[float, dict, float]]]:
     return pts
 
 
-def pareto_front(pts: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The (reward, y) points no other point beats in both, sorted by reward."""
-    return sorted(p for p in pts if not any(q != p and q[0] >= p[0] and q[1] >= p[1] for q in pts))
-
-
 def frontier_compare(a: list[tuple[float, float]], b: list[tuple[float, float]], n: int = 50,
                      min_overlap: float = 0.05) -> dict:
-    """Compare two (reward, y) frontiers over the reward range both cover: each curve's Pareto
-    front, linearly interpolated, on a common reward grid. Returns the share of the grid where `a`
-    is higher and the mean gap a - b (overlap None when the shared reward range is narrower than
-    `min_overlap`: too little to compare)."""
-    fa, fb = pareto_front(a), pareto_front(b)
+    """Compare two (reward, y) sweeps over the reward range both cover: each sweep's points sorted
+    by reward and linearly interpolated on a common grid. (Not Pareto-filtered: log-likelihood
+    rises when samples pile onto mode centres, so a collapsed run can "dominate" a whole sweep.)
+    Returns the share of the grid where `a` is higher and the mean gap a - b (overlap None when
+    the shared reward range is narrower than `min_overlap`: too little to compare)."""
+    fa, fb = sorted(a), sorted(b)
     lo = max(fa[0][0], fb[0][0])
     hi = min(fa[-1][0], fb[-1][0])
     if hi - lo < min_overlap:

@@ -29,7 +29,7 @@ from di_star.scores import VEDenoiserScore
 from di_star.toy.cache import cached_module
 from di_star.toy.nets import MLPDenoiser, MLPGenerator, edm_sigmas, heun_pf_ode
 
-_VERSION = 1
+_VERSION = 2
 N_CLASSES = 10
 DIM = 64
 SIGMA_DATA = 0.6

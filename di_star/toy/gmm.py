@@ -23,7 +23,7 @@ from di_star.toy.gmm_math import (GMMDensity, GMMSpec, mode_coverage, mode_entro
                                   preference_reward, sliced_wasserstein)
 from di_star.toy.nets import MLPDenoiser, MLPGenerator, edm_sigmas, heun_pf_ode
 
-_VERSION = 1            # bump when the recipe below changes the cached weights
+_VERSION = 2            # bump when the recipe below changes the cached weights
 SIGMA_DATA = 2.5        # ~ per-coordinate std of the ring (EDM preconditioning)
 GEN_NET = dict(hidden=128, depth=3)
 ASSISTANT_NET = dict(hidden=128, depth=3)
