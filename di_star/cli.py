@@ -67,5 +67,11 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
     for k, v in result.metrics.items():
         table.add_row(k, f"{v:.4g}")
     Console().print(table)
-    console.print(f"run dir: {out} (config.json, stats.jsonl, metrics.json, generator.safetensors)",
-                  highlight=False)
+    if cfg.world.name in TOY_WORLDS:
+        evaluate = (f"distar eval --model toy-digits:{out} --bench digits" if cfg.world.name == "digits"
+                    else "metrics.json")
+        console.print(f"run dir: {out} (config.json, stats.jsonl, metrics.json, generator.safetensors); "
+                      f"evaluate: {evaluate}", highlight=False)
+    else:  # SD worlds export a diffusers pipeline that the harness loads with path:
+        console.print(f"run dir: {out}; evaluate: distar eval --model path:{out / 'export'} "
+                      f"--bench parti", highlight=False)
