@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from di_star.toy.cache import atomic_write_bytes
+from di_star.trainer import load_optimizer, optimizer_tensors  # one format for both loops
 from evalsuite.errors import DistarError
 
 LATEST = "latest.json"
@@ -34,30 +35,6 @@ def trainable_state(module: nn.Module, names: set[str] | None) -> dict[str, Tens
     if names is None:
         return module.state_dict()
     return {n: p for n, p in module.named_parameters() if n in names}
-
-
-def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
-    """Split an optimizer state dict into tensors (safetensors) and plain data (json)."""
-    sd = opt.state_dict()
-    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
-    for idx, st in sd["state"].items():
-        meta["state"][str(idx)] = {}
-        for k, v in st.items():
-            if isinstance(v, Tensor):
-                tensors[f"{prefix}.{idx}.{k}"] = v
-            else:
-                meta["state"][str(idx)][k] = v
-    return tensors, meta
-
-
-def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict) -> None:
-    state = {}
-    for idx, extra in meta["state"].items():
-        st = dict(extra)
-        head = f"{prefix}.{idx}."
-        st.update({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)})
-        state[int(idx)] = st
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 def _save(tensors: dict[str, Tensor], path: Path) -> None:
