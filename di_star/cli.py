@@ -1,6 +1,7 @@
 """Library side of `distar train` (the typer command in evalsuite/cli.py only forwards here)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -57,7 +58,9 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
     if cfg.world.name in TOY_WORLDS:
         import torch
         torch.set_num_threads(1)  # toy networks are too small for intra-op threads to pay
-    console = Console(stderr=True)
+    # Under `accelerate launch` every process runs this; only the first one talks.
+    quiet = os.environ.get("RANK", "0") != "0"
+    console = Console(stderr=True, quiet=quiet)
     console.print(f"training [bold]{cfg.preset or 'custom config'}[/] for {cfg.run.max_steps} generator "
                   f"steps in {out} (rerun the same command to resume)", highlight=False)
     result = train_run(cfg, out)
@@ -66,7 +69,7 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
     table.add_column("value", justify="right")
     for k, v in result.metrics.items():
         table.add_row(k, f"{v:.4g}")
-    Console().print(table)
+    Console(quiet=quiet).print(table)
     if cfg.world.name in TOY_WORLDS:
         evaluate = (f"distar eval --model toy-digits:{out} --bench digits" if cfg.world.name == "digits"
                     else "metrics.json")

@@ -83,6 +83,8 @@ class SDConfig:
     checkpoint_frozen: bool = False   # also on the frozen reference UNet and the VAE decoder ('exact' and
                                       # the reward backprop through them): less memory, their recompute
     optimizer: str = "adamw"          # 'adamw' | 'adamw8bit' (bitsandbytes)
+    fsdp: bool = False                # shard generator and (full) assistant with FSDP2 over the processes
+                                      # of `accelerate launch` (di_star.sdxl.sharding); frozen nets replicated
     weight_decay: float = 0.0
     max_grad_norm: float = 0.0        # gradient clipping of both networks; 0 = off
     grad_accum: int = 1               # micro-batches of optim.batch_size per optimizer step

@@ -116,9 +116,9 @@ def to_device(obj: Any, device) -> Any:
 
 # Checkpoints: tensors in safetensors, everything else in json, both atomic.
 
-def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
-    """Split an optimizer state dict into tensors (safetensors) and plain data (json)."""
-    sd = opt.state_dict()
+def optimizer_tensors(prefix: str, sd: dict) -> tuple[dict[str, Tensor], dict]:
+    """Split an optimizer state dict (`opt.state_dict()`) into tensors (safetensors) and plain
+    data (json)."""
     tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
     for idx, st in sd["state"].items():
         meta["state"][str(idx)] = {}
@@ -130,23 +130,23 @@ def optimizer_tensors(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict[str
     return tensors, meta
 
 
-def load_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict) -> None:
-    """Inverse of optimizer_tensors."""
+def optimizer_state(prefix: str, tensors: dict[str, Tensor], meta: dict) -> dict:
+    """Inverse of optimizer_tensors: the state dict for `opt.load_state_dict`."""
     state = {}
     for idx, extra in meta["state"].items():
         st = dict(extra)
         head = f"{prefix}.{idx}."
         st.update({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)})
         state[int(idx)] = st
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def save_checkpoint(run_dir: Path, step: int, cfg: TrainConfig, gen: nn.Module, assistant: nn.Module,
                     opt_g, opt_psi, ema: dict[str, Tensor] | None, rng: torch.Generator) -> Path:
     tensors = {f"generator.{k}": v for k, v in gen.state_dict().items()}
     tensors.update({f"assistant.{k}": v for k, v in assistant.state_dict().items()})
-    t_g, m_g = optimizer_tensors("opt_g", opt_g)
-    t_p, m_p = optimizer_tensors("opt_psi", opt_psi)
+    t_g, m_g = optimizer_tensors("opt_g", opt_g.state_dict())
+    t_p, m_p = optimizer_tensors("opt_psi", opt_psi.state_dict())
     tensors.update(t_g)
     tensors.update(t_p)
     if ema is not None:
@@ -175,8 +175,8 @@ def load_checkpoint(run_dir: Path, gen: nn.Module, assistant: nn.Module, opt_g, 
     meta = json.loads((run_dir / f"{name}.json").read_text())
     gen.load_state_dict({k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")})
     assistant.load_state_dict({k[len("assistant."):]: v for k, v in tensors.items() if k.startswith("assistant.")})
-    load_optimizer("opt_g", opt_g, tensors, meta["opt_g"])
-    load_optimizer("opt_psi", opt_psi, tensors, meta["opt_psi"])
+    opt_g.load_state_dict(optimizer_state("opt_g", tensors, meta["opt_g"]))
+    opt_psi.load_state_dict(optimizer_state("opt_psi", tensors, meta["opt_psi"]))
     if ema is not None:
         for k in ema:
             ema[k].copy_(tensors[f"ema.{k}"])

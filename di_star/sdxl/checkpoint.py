@@ -9,6 +9,11 @@ A kill at any moment leaves the previous checkpoint in force; a NaN never reache
     optimizers.safetensors  both optimizers' tensors (Adam moments, steps)
     rng.safetensors         every process's CPU generator state (rng.<rank>)
     state.json              step, config, optimizers' non-tensor state, grad scaler, world size
+
+Every tensor is stored full (unsharded), under DDP and FSDP alike; loading reads one tensor at
+a time and keeps only this process's part of it (di_star.sdxl.sharding.local_part), so a resume
+never holds a second full copy of the run in host memory, and a run may resume on another
+number of processes or switch between DDP and FSDP.
 """
 from __future__ import annotations
 
@@ -17,13 +22,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from di_star.sdxl.sharding import is_sharded, local_part
 from di_star.toy.cache import atomic_write_bytes
-from di_star.trainer import load_optimizer, optimizer_tensors  # one format for both loops
+from di_star.trainer import optimizer_state, optimizer_tensors  # one format for both loops
 from evalsuite.errors import DistarError
 
 LATEST = "latest.json"
@@ -42,9 +50,10 @@ def _save(tensors: dict[str, Tensor], path: Path) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, *, generator: dict[str, Tensor], assistant: dict[str, Tensor],
-                    ema: dict[str, Tensor] | None, optimizers: dict[str, torch.optim.Optimizer],
+                    ema: dict[str, Tensor] | None, optimizers: dict[str, dict],
                     rng_states: list[Tensor], state: dict) -> Path:
-    """Write checkpoint `step` (main process only) and point latest.json at it; older ones go."""
+    """Write checkpoint `step` (main process only) and point latest.json at it; older ones go.
+    Tensors are full ones (sharding.gather_full); `optimizers`: name -> full optimizer state dict."""
     name = f"ckpt-{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=run_dir))
     try:
@@ -53,8 +62,8 @@ def save_checkpoint(run_dir: Path, step: int, *, generator: dict[str, Tensor], a
         if ema is not None:
             _save(ema, tmp / "ema.safetensors")
         opt_tensors, opt_meta = {}, {}
-        for key, opt in optimizers.items():
-            t, m = optimizer_tensors(key, opt)
+        for key, opt_state in optimizers.items():
+            t, m = optimizer_tensors(key, opt_state)
             opt_tensors.update(t)
             opt_meta[key] = m
         _save(opt_tensors, tmp / "optimizers.safetensors")
@@ -94,27 +103,52 @@ def remove_stale_temp(run_dir: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _tensors(path: Path) -> Iterator[tuple[str, Tensor]]:
+    """A safetensors file's tensors, one at a time (memory-mapped reads)."""
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        for k in f.keys():
+            yield k, f.get_tensor(k)
+
+
+def _load_module(module: nn.Module, path: Path, strict: bool = True) -> set[str]:
+    """Load a saved full state dict into `module`, each tensor cut to this process's part."""
+    like = module.state_dict()
+    state = {k: local_part(v, like[k]) if k in like else v for k, v in _tensors(path)}
+    module.load_state_dict(state, strict=strict)
+    return set(state)
+
+
 def load_checkpoint(path: Path, *, generator: nn.Module, assistant: nn.Module, assistant_names: set[str] | None,
                     ema: dict[str, Tensor] | None, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
-    """Restore weights, EMA and optimizers in place; returns state.json plus the rng tensors."""
+    """Restore weights, EMA and optimizers in place (sharded modules get their shards); returns
+    state.json plus the rng tensors."""
     state = json.loads((path / "state.json").read_text())
-    generator.load_state_dict(load_file(str(path / "generator.safetensors")))
-    a = load_file(str(path / "assistant.safetensors"))
+    _load_module(generator, path / "generator.safetensors")
     if assistant_names is not None:
-        if set(a) != assistant_names:
+        with safe_open(str(path / "assistant.safetensors"), framework="pt") as f:
+            saved = set(f.keys())
+        if saved != assistant_names:
             raise DistarError(f"{path}: the assistant checkpoint holds other parameters than this run "
-                              f"trains ({len(a)} saved, {len(assistant_names)} trained; e.g. "
-                              f"{sorted(set(a) ^ assistant_names)[:2]}).")
-        assistant.load_state_dict(a, strict=False)
+                              f"trains ({len(saved)} saved, {len(assistant_names)} trained; e.g. "
+                              f"{sorted(saved ^ assistant_names)[:2]}).")
+        _load_module(assistant, path / "assistant.safetensors", strict=False)
     else:
-        assistant.load_state_dict(a)
+        _load_module(assistant, path / "assistant.safetensors")
     if ema is not None:
-        saved = load_file(str(path / "ema.safetensors"))
-        for k in ema:
-            ema[k].copy_(saved[k])
-    tensors = load_file(str(path / "optimizers.safetensors"))
+        for k, v in _tensors(path / "ema.safetensors"):
+            if k in ema:
+                ema[k].copy_(local_part(v, ema[k]))
+    # Adam moments have their parameter's shape: those of sharded parameters are cut alike.
+    params = {key: [p for g in opt.param_groups for p in g["params"]] for key, opt in optimizers.items()}
+
+    def place(name: str, v: Tensor) -> Tensor:
+        key, idx, _ = name.split(".", 2)
+        p = params[key][int(idx)]
+        return local_part(v, p) if is_sharded(p) and v.shape == p.shape else v
+
+    tensors = {k: place(k, v) for k, v in _tensors(path / "optimizers.safetensors")}
     for key, opt in optimizers.items():
-        load_optimizer(key, opt, tensors, state["optimizers"][key])
-    rng = load_file(str(path / "rng.safetensors"))
+        opt.load_state_dict(optimizer_state(key, tensors, state["optimizers"][key]))
+    rng = dict(_tensors(path / "rng.safetensors"))
     state["rng"] = [rng[f"rng.{r}"] for r in range(len(rng))]
     return state

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from di_star.config import TrainConfig
 from evalsuite.models.loading import RECIPE_FILE
@@ -42,9 +42,21 @@ def _params(unet: nn.Module, spec_params: str) -> str:
     return f"{n / 1e9:.1f}B" if n >= 1e8 else f"{n / 1e6:.1f}M"
 
 
-def export_pipeline(world, generator_unet: nn.Module, cfg: TrainConfig, step: int, out: Path,
+def unet_from_state(world, config, state: dict[str, Tensor], dtype: torch.dtype) -> nn.Module:
+    """The generator's UNet rebuilt on the CPU from its config and a full state dict (the trained
+    module itself may be sharded over processes)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():  # no random initialisation of 2.6B parameters only to overwrite them
+        unet = type(world.reference).from_config(config)
+    unet.load_state_dict({k: v.to("cpu", dtype) for k, v in state.items()}, assign=True)
+    return unet.eval()
+
+
+def export_pipeline(world, unet_config, unet_state: dict[str, Tensor], cfg: TrainConfig, step: int, out: Path,
                     dtype: torch.dtype | None = None) -> Path:
     """Write the pipeline folder `out` atomically (temp folder, then rename over any old one).
+    `unet_config`, `unet_state`: the generator UNet's config and full state dict (main process).
     `dtype`: the saved weights' dtype; default the reference recipe's (SDXL fp16, tiny fp32)."""
     from diffusers import LCMScheduler
 
@@ -52,8 +64,7 @@ def export_pipeline(world, generator_unet: nn.Module, cfg: TrainConfig, step: in
 
     pipe = world.pipe
     dtype = dtype or DTYPES.get(world.spec_ref.dtype, torch.float32)
-    unet = copy.deepcopy(generator_unet).to("cpu", dtype)
-    unet.disable_gradient_checkpointing()
+    unet = unet_from_state(world, unet_config, unet_state, dtype)
     components = {k: v for k, v in pipe.components.items()}
     components["unet"] = unet
     components["scheduler"] = LCMScheduler.from_config(pipe.scheduler.config)

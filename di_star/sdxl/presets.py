@@ -4,6 +4,7 @@
 |-------------------|--------------------------|------------|------------------------|-------|
 | di_star_sdxl      | DMD2-SDXL-1step (t=399)  | SDXL base  | (100, 7.5), Choice 2   | the paper's best SDXL row: pseudo-Huber, PickScore |
 | di_star_sdxl_dpo  | DMD2-SDXL-1step (t=399)  | SDXL-DPO   | (100, 7.5), Choice 2   | same, DPO reference |
+| di_star_sdxl_fsdp | DMD2-SDXL-1step (t=399)  | SDXL base  | (100, 7.5), Choice 2   | di_star_sdxl sharded over GPUs (FSDP2), fp32 AdamW |
 | di_star_sd15      | SD1.5 UNet itself (t=999)| SD1.5      | (100, 7.5), Choice 2   | no one-step SD1.5 init is registered; ours |
 | tiny_sdxl         | tiny SDXL, random        | the same   | (100, 7.5), Choice 2   | the same code path offline, a few steps (tests) |
 | tiny_sd15         | tiny SD1.5, random       | the same   | (100, 7.5), Choice 2   | idem |
@@ -63,6 +64,12 @@ SD_PRESETS: dict[str, tuple[dict, str]] = {
         "objective": {"huber_c": _huber_c(128)},
         "sd": {"generator": "dmd2_sdxl", "reference": "sdxl_dpo"}}),
         "DI*-SDXL-1step against SDXL-DPO, otherwise as di_star_sdxl"),
+    "di_star_sdxl_fsdp": (merge(_PAPER, {
+        "world": {"name": "sdxl", "eval_samples": 64},
+        "objective": {"huber_c": _huber_c(128)},
+        "sd": {"generator": "dmd2_sdxl", "reference": "sdxl_base", "fsdp": True, "optimizer": "adamw"}}),
+        "di_star_sdxl with generator and assistant sharded over the GPUs (FSDP2) and fp32 AdamW "
+        "(configs/accelerate/fsdp_1node_8gpu.yaml)"),
     "di_star_sd15": (merge(_PAPER, {
         "world": {"name": "sd15", "eval_samples": 64},
         "objective": {"huber_c": _huber_c(64)},

@@ -1,7 +1,7 @@
 """Algorithm 1 at SDXL scale on accelerate: K_TA assistant DSM steps, then one generator step on
 L = L_rew + L_cfg + L_reg, the per-sample terms coming from the same functions as the toy lab's
 loop (`di_star.trainer.assistant_step` / `generator_terms`), with what 2.6B UNets need around
-them: DDP, bf16 / fp16 autocast, gradient checkpointing, gradient accumulation, optional 8-bit
+them: DDP or FSDP (sd.fsdp, di_star.sdxl.sharding), bf16 / fp16 autocast, gradient checkpointing, gradient accumulation, optional 8-bit
 AdamW, generator EMA, TensorBoard, sample grids, a quick evaluation hook and a diffusers export.
 
 Run directory (to resume, rerun the same command; `accelerate launch` for several GPUs):
@@ -35,6 +35,7 @@ from di_star.losses import validate_guidance
 from di_star.noise import weight_fn
 from di_star.sdxl import checkpoint as ck
 from di_star.sdxl.export import EXPORT_DIR, export_pipeline
+from di_star.sdxl.sharding import full_optimizer_state, gather_full, is_sharded, shard_unet_module
 from di_star.toy.cache import atomic_write_bytes
 from di_star.trainer import (EVAL_SEED, TrainResult, _check_same_run, _stopped, _truncate_stats,
                              assistant_step, generator_terms)
@@ -71,6 +72,13 @@ def validate_sd(cfg: TrainConfig) -> None:
         raise DistarError("sd.max_grad_norm and sd.weight_decay must be >= 0.")
     if sd.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise DistarError("sd.mixed_precision = 'fp16' needs a CUDA GPU. Fix: use 'bf16' or 'no' on a CPU.")
+    if sd.fsdp and sd.optimizer == "adamw8bit":
+        raise DistarError("sd.fsdp = true with sd.optimizer = 'adamw8bit': bitsandbytes' 8-bit AdamW does "
+                          "not step sharded (DTensor) parameters. Fix: sd.optimizer = 'adamw' (FSDP already "
+                          "splits the fp32 Adam state over the GPUs), or sd.fsdp = false.")
+    if sd.fsdp and sd.mixed_precision == "fp16":
+        raise DistarError("sd.fsdp = true with sd.mixed_precision = 'fp16': the fp16 gradient scaler is not "
+                          "wired for sharded gradients here. Fix: sd.mixed_precision = 'bf16'.")
     if sd.log_with == "wandb":
         import importlib.util
         if importlib.util.find_spec("wandb") is None:
@@ -109,12 +117,12 @@ def _accelerator(cfg: TrainConfig, run_dir: Path):
                       kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)])
     if acc.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
         raise DistarError(
-            f"accelerate launched with {acc.distributed_type}; the SD trainer runs under DDP "
-            "(configs/accelerate/ddp.yaml). DI* trains two networks with two optimizers in "
-            "alternation, and uses the assistant's weights outside its wrapper in the generator "
-            "step, which sharded wrappers (FSDP, DeepSpeed ZeRO) do not allow. To fit one GPU, use "
-            "sd.optimizer = 'adamw8bit', sd.assistant_lora_rank > 0 and sd.gradient_checkpointing "
-            "(docs/training.md).")
+            f"accelerate launched with distributed_type {acc.distributed_type}. The SD trainer is launched "
+            "as plain multi-GPU processes and shards its two trained UNets itself when the training "
+            "config says sd.fsdp = true (preset di_star_sdxl_fsdp): accelerate's FSDP / DeepSpeed "
+            "plugins wrap one model per optimizer and cannot run DI*'s frozen-assistant generator step. "
+            "Fix: `accelerate launch --config_file configs/accelerate/fsdp_1node_8gpu.yaml` (or "
+            "ddp_1node_8gpu.yaml) with --preset di_star_sdxl_fsdp (docs/training.md).")
     return acc
 
 
@@ -133,7 +141,7 @@ def _grad_step(accelerator, opt, params: list[Tensor], max_norm: float, name: st
                run_dir: Path) -> float:
     """Clip (when asked), check the gradient is finite, step, clear."""
     norm = accelerator.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf)
-    norm = float(norm)
+    norm = float(norm.full_tensor() if is_sharded(norm) else norm)
     if not math.isfinite(norm) and accelerator.scaler is None:  # fp16's scaler skips such steps itself
         raise _stopped(NonFiniteLossError([f"{name} gradient"]), step, run_dir)
     opt.step()
@@ -141,8 +149,10 @@ def _grad_step(accelerator, opt, params: list[Tensor], max_norm: float, name: st
     return norm
 
 
-def _sample_grid(world, generator, n: int, path: Path) -> Tensor:
-    """Decode n images from fixed prompts and noise and save them as one PNG row grid."""
+def _sample_grid(world, generator, n: int, path: Path, write: bool) -> Tensor:
+    """Decode n images from fixed prompts and noise and save them as one PNG row grid. Every
+    process calls it (a sharded generator's forward is collective); those with write=False
+    only compute."""
     from PIL import Image
 
     g = torch.Generator().manual_seed(SAMPLE_SEED)
@@ -152,6 +162,8 @@ def _sample_grid(world, generator, n: int, path: Path) -> Tensor:
                                          enabled=world.frozen_dtype != torch.float32):
         images = world.decode(generator(z, cond)).clamp(0, 1).float().cpu()
     grid = torch.cat(list(images), dim=2)  # [3, H, n W]
+    if not write:
+        return grid
     arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
     import io
     buf = io.BytesIO()
@@ -168,6 +180,7 @@ class _QuickEval:
         self.metric = None
 
     def __call__(self, accelerator, generator_unet, step: int) -> dict[str, float]:
+        """Every process calls it (gathering a sharded generator is collective)."""
         from PIL import Image
 
         from evalsuite.generate import EvalRequest, run_eval
@@ -175,8 +188,10 @@ class _QuickEval:
 
         sd = self.cfg.sd
         model_dir = self.run_dir / "eval_model"
+        state = gather_full(generator_unet.state_dict(), keep=accelerator.is_main_process)
         if accelerator.is_main_process:
-            export_pipeline(self.world, generator_unet, self.cfg, step, model_dir)
+            export_pipeline(self.world, generator_unet.config, state, self.cfg, step, model_dir)
+        del state
         accelerator.wait_for_everyone()
         run = run_eval(EvalRequest(model=f"path:{model_dir}", bench=sd.eval_bench, limit=sd.eval_limit,
                                    out=self.run_dir / "eval", device=str(self.world.device)))
@@ -233,6 +248,16 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
     torch.manual_seed(run.seed)  # module initialisations (a LoRA's) are a function of the seed
     models = world.build()
     gen, assistant = models.generator, models.assistant
+    # FSDP shards the generator and a fully trained assistant; a LoRA assistant (small, over a
+    # frozen base) stays data-parallel. With one process there is nothing to shard over.
+    fsdp = sd.fsdp and accelerator.num_processes > 1
+    if sd.fsdp and not fsdp:
+        accelerator.print("sd.fsdp = true with one process: training unsharded")
+    if fsdp:
+        param_dtype = world.frozen_dtype if sd.mixed_precision != "no" else None
+        gen = shard_unet_module(gen, device.type, param_dtype)
+        if sd.assistant_lora_rank == 0:
+            assistant = shard_unet_module(assistant, device.type, param_dtype)
     # The assistant's trainable parameters (all of them, or a LoRA's adapters), named once here.
     psi_names = {n for n, p in assistant.named_parameters() if p.requires_grad} \
         if sd.assistant_lora_rank > 0 else None
@@ -240,10 +265,14 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
     betas = (opt_cfg.beta1, opt_cfg.beta2)
     opt_g = make_optimizer(gen.parameters(), opt_cfg.lr_g, betas, sd.weight_decay, sd.optimizer)
     opt_psi = make_optimizer(psi_params, opt_cfg.lr_psi, betas, sd.weight_decay, sd.optimizer)
-    gen, assistant, opt_g, opt_psi = accelerator.prepare(gen, assistant, opt_g, opt_psi)
+    opt_g, opt_psi = accelerator.prepare(opt_g, opt_psi)
+    if not _sharded(gen):
+        gen = accelerator.prepare(gen)  # DDP (or nothing, in one process)
+    if not _sharded(assistant):
+        assistant = accelerator.prepare(assistant)
     gen_bare, psi_bare = accelerator.unwrap_model(gen), accelerator.unwrap_model(assistant)
-    # DSM goes through the prepared (DDP) assistant so its gradients sync; the generator step
-    # uses the bare module, whose parameters are frozen then.
+    # DSM goes through the prepared (DDP / FSDP) assistant so its gradients sync; the generator
+    # step uses the bare module (the sharded one under FSDP), whose parameters are frozen then.
     s_psi_train = models.make_assistant_score(assistant)
     s_psi_frozen = models.make_assistant_score(psi_bare)
     s_ref = models.reference_score
@@ -340,10 +369,10 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
             if step % run.ckpt_every == 0 or step == run.max_steps:
                 _save(accelerator, run_dir, step, cfg, gen_bare, psi_bare, psi_names, ema,
                       {"opt_g": opt_g, "opt_psi": opt_psi}, rng)
-            if sd.sample_every and (step % sd.sample_every == 0 or step == run.max_steps) \
-                    and accelerator.is_main_process:
-                grid = _sample_grid(world, gen_bare, sd.sample_images, run_dir / "samples" / f"step-{step:07d}.png")
-                if sd.log_with == "tensorboard":
+            if sd.sample_every and (step % sd.sample_every == 0 or step == run.max_steps):
+                grid = _sample_grid(world, gen_bare, sd.sample_images, run_dir / "samples" / f"step-{step:07d}.png",
+                                    write=accelerator.is_main_process)
+                if sd.log_with == "tensorboard" and accelerator.is_main_process:
                     accelerator.get_tracker("tensorboard", unwrap=True).add_image("samples", grid, step)
             if quick_eval is not None and step % sd.eval_every == 0:
                 scores = quick_eval(accelerator, gen_bare.unet, step)
@@ -366,12 +395,15 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
     if ema is not None:
         gen_bare.load_state_dict(ema)
     gen_bare.eval()
-    metrics, result_ms = {}, (1000 * loop_s / steps_timed if steps_timed else _recorded_ms(run_dir))
+    result_ms = 1000 * loop_s / steps_timed if steps_timed else _recorded_ms(run_dir)
+    metrics = world.evaluate(gen_bare, cfg.world.eval_samples, EVAL_SEED)  # every process: see _sample_grid
+    export = run_dir / EXPORT_DIR
+    if _export_step(export) != step:
+        state = gather_full(gen_bare.unet.state_dict(), keep=accelerator.is_main_process)
+        if accelerator.is_main_process:
+            export_pipeline(world, gen_bare.unet.config, state, cfg, step, export)
+        del state
     if accelerator.is_main_process:
-        metrics = world.evaluate(gen_bare, cfg.world.eval_samples, EVAL_SEED)
-        export = run_dir / EXPORT_DIR
-        if _export_step(export) != step:
-            export_pipeline(world, gen_bare.unet, cfg, step, export)
         atomic_write_bytes(run_dir / "metrics.json", json.dumps(
             {"step": step, "ms_per_step": result_ms, "metrics": metrics, "preset": cfg.preset,
              "export": str(export)}, indent=1).encode())
@@ -384,23 +416,33 @@ def _save(accelerator, run_dir: Path, step: int, cfg: TrainConfig, gen_bare, psi
           ema, optimizers: dict, rng: torch.Generator) -> None:
     """Gather every process's RNG state, check the replicas agree, write on the main process."""
     states = rng.get_state()
-    checksum = torch.stack([p.detach().double().sum() for p in gen_bare.parameters()]).sum().reshape(1)
     if accelerator.num_processes > 1:
         states = accelerator.gather(states.to(accelerator.device)[None]).cpu()
+        states = list(states)
+    else:
+        states = [states]
+    if accelerator.num_processes > 1 and not _sharded(gen_bare):  # DDP replicas must agree
+        checksum = torch.stack([p.detach().double().sum() for p in gen_bare.parameters()]).sum().reshape(1)
         sums = accelerator.gather(checksum.to(accelerator.device)).cpu()
         if not torch.all(sums == sums[0]):
             raise DistarError(f"Generator replicas differ across processes at step {step} "
                               f"(checksums {sums.tolist()}); DDP lost synchronisation.")
-        states = list(states)
-    else:
-        states = [states]
-    if accelerator.is_main_process:
-        state = {"config": cfg.to_dict(), "world_size": accelerator.num_processes,
+    # Full tensors on the main process (collective gathers when sharded), then one writer.
+    main = accelerator.is_main_process
+    generator = gather_full(gen_bare.state_dict(), main)
+    assistant = gather_full(ck.trainable_state(psi_bare, psi_names), main)
+    ema_full = gather_full(ema, main) if ema is not None else None
+    opt_states = {k: full_optimizer_state(opt, main) for k, opt in optimizers.items()}
+    if main:
+        state = {"config": cfg.to_dict(), "world_size": accelerator.num_processes, "fsdp": _sharded(gen_bare),
                  "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None}
-        ck.save_checkpoint(run_dir, step, generator=gen_bare.state_dict(),
-                           assistant=ck.trainable_state(psi_bare, psi_names), ema=ema, optimizers=optimizers,
-                           rng_states=states, state=state)
+        ck.save_checkpoint(run_dir, step, generator=generator, assistant=assistant, ema=ema_full,
+                           optimizers=opt_states, rng_states=states, state=state)
     accelerator.wait_for_everyone()
+
+
+def _sharded(module) -> bool:
+    return any(is_sharded(p) for p in module.parameters())
 
 
 def _export_step(export: Path) -> int | None:
