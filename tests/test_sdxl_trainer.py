@@ -245,6 +245,37 @@ def test_bad_sd_options_are_clear_errors(tmp_path):
             make_optimizer([torch.nn.Parameter(torch.zeros(1))], 1e-3, (0.9, 0.999), 0.0, "adamw8bit")
     with pytest.raises(DistarError, match="no differentiable path"):
         train(tiny(sd={"reward": "fid"}, run={"max_steps": 1}), tmp_path / "fid", progress=False)
+    with pytest.raises(DistarError, match="sd.optimizer = 'adamw'"):
+        validate_sd(tiny(sd={"fsdp": True, "optimizer": "adamw8bit"}))
+    assert get_preset("di_star_sdxl_fsdp").sd.fsdp and get_preset("di_star_sdxl_fsdp").sd.optimizer == "adamw"
+    validate_sd(get_preset("di_star_sdxl_fsdp"))
+
+
+def test_accelerate_fsdp_or_deepspeed_launch_points_at_sd_fsdp(tmp_path, monkeypatch):
+    """accelerate's own FSDP / DeepSpeed plugins are refused with the launch that works."""
+    import accelerate
+    from accelerate.utils import DistributedType
+
+    from di_star.sdxl import train as sd_train
+
+    class FakeAccelerator:
+        def __init__(self, **kwargs):
+            self.distributed_type = DistributedType.FSDP
+
+    monkeypatch.setattr(accelerate, "Accelerator", FakeAccelerator)
+    with pytest.raises(DistarError, match="fsdp_1node_8gpu.yaml.*di_star_sdxl_fsdp"):
+        sd_train._accelerator(tiny(), tmp_path)
+
+
+def test_accelerate_configs_load(tmp_path):
+    """Every shipped accelerate config parses with accelerate's own loader."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    files = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
+    assert {f.name for f in files} >= {"ddp_1node_8gpu.yaml", "fsdp_1node_8gpu.yaml", "fsdp_2node_16gpu.yaml"}
+    for f in files:
+        c = load_config_from_file(str(f))
+        assert c.num_processes >= 2, f
 
 
 
