@@ -195,10 +195,21 @@ def _todo(store: ResultsStore, spec: ModelSpec, bench: Benchmark, items) -> list
     return todo
 
 
+def pipeline_latents(pipe, latents: torch.Tensor) -> torch.Tensor:
+    """The initial noise in the layout the pipeline's `latents=` takes. FLUX takes its latents
+    packed as 2x2 patches, (B, C, H, W) -> (B, H/2 * W/2, 4C), and packs its own noise the same
+    way after drawing it as (B, C, H, W); every other pipeline takes (B, C, H, W)."""
+    if type(pipe).__name__.startswith("Flux"):
+        b, c, h, w = latents.shape
+        return pipe._pack_latents(latents, b, c, h, w)
+    return latents
+
+
 def generate_batch(pipe, spec: ModelSpec, prompts: list[str], seeds: list[int],
                    device: torch.device) -> list:
     """One pipeline call for a batch; returns PIL images."""
     latents = initial_noise(seeds, spec.latent_shape()).to(device, compute_dtype(spec, device))
+    latents = pipeline_latents(pipe, latents)
     kwargs = dict(num_inference_steps=spec.steps, guidance_scale=spec.guidance,
                   height=spec.resolution, width=spec.resolution, latents=latents,
                   output_type="pil", **dict(spec.call_kwargs))

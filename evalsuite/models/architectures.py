@@ -1,10 +1,12 @@
 """Architecture configs of the registered pipelines, embedded so that `--weights random` and the
 offline `tiny_*` models can be built with nothing downloaded.
 
-Full-size configs are those of the published checkpoints (SDXL base 1.0, SD1.5); tiny configs
-keep every structural feature of the real ones (SDXL: two text encoders, `text_time` added
-conditioning, linear attention projections; SD1.5: one text encoder, 4 down blocks) at a size
-that runs a step in ~0.1 s on a CPU.
+Full-size configs are those of the published checkpoints (SDXL base 1.0, SD1.5, SD3.5 Large,
+FLUX.1-dev; tests/test_architectures.py checks their parameter counts against the published
+ones); tiny configs keep every structural feature of the real ones (SDXL: two text encoders,
+`text_time` added conditioning, linear attention projections; SD1.5: one text encoder, 4 down
+blocks; SD3: three text encoders, joint attention, 16 latent channels; FLUX: CLIP + T5, packed
+2x2 latents, rotary axes, guidance embedding) at a size that runs a step in ~0.1 s on a CPU.
 """
 from __future__ import annotations
 
@@ -58,6 +60,41 @@ TINY_SD15_UNET = dict(
     SD15_UNET, sample_size=8, layers_per_block=1, block_out_channels=(32, 32, 64, 64),
     attention_head_dim=4, cross_attention_dim=32, norm_num_groups=32)
 
+# SD3.5 Large and FLUX.1-dev (the published transformer / VAE / text-encoder configs). Both VAEs
+# are 16-channel without quant convs; both pipelines read T5-XXL's encoder.
+SD35_LARGE_TRANSFORMER = dict(
+    sample_size=128, patch_size=2, in_channels=16, num_layers=38, attention_head_dim=64,
+    num_attention_heads=38, joint_attention_dim=4096, caption_projection_dim=2432,
+    pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=192, qk_norm="rms_norm")
+FLUX_DEV_TRANSFORMER = dict(
+    patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
+    num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768,
+    guidance_embeds=True, axes_dims_rope=(16, 56, 56))
+VAE16 = dict(SDXL_VAE, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False)
+SD3_VAE = dict(VAE16, scaling_factor=1.5305, shift_factor=0.0609)
+FLUX_VAE = dict(VAE16, scaling_factor=0.3611, shift_factor=0.1159)
+T5_XXL = dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+              feed_forward_proj="gated-gelu", relative_attention_num_buckets=32,
+              relative_attention_max_distance=128, layer_norm_epsilon=1e-6)
+SD3_SCHEDULER = dict(num_train_timesteps=1000, shift=3.0)
+FLUX_SCHEDULER = dict(num_train_timesteps=1000, shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                      max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096)
+
+# Tiny versions. The CLIP encoders are TINY_TEXT (32 wide): SD3 concatenates two of them (64),
+# zero-pads that to T5's width (64 here, 4096 in the real one) and pools 32 + 32 = 64; FLUX pools
+# one (32). Head dims fit the rotary axes (FLUX: 4 + 6 + 6 = 16).
+TINY_T5 = dict(T5_XXL, vocab_size=256, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+               relative_attention_num_buckets=8)
+TINY_SD3_TRANSFORMER = dict(
+    SD35_LARGE_TRANSFORMER, sample_size=8, num_layers=2, attention_head_dim=8, num_attention_heads=4,
+    joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=64, pos_embed_max_size=16)
+TINY_FLUX_TRANSFORMER = dict(
+    FLUX_DEV_TRANSFORMER, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
+    joint_attention_dim=64, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6))
+TINY_VAE16 = dict(TINY_VAE, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False)
+
+FAMILIES = ("sdxl", "sd15", "sd3", "flux")
+
 # Bump when a tiny config changes so cached builds are rebuilt.
 TINY_BUILD_VERSION = "1"
 
@@ -68,9 +105,42 @@ def _text_encoders(text_cfg: dict, with_projection: bool):
     return cls(CLIPTextConfig(**text_cfg))
 
 
+def _t5(cfg: dict):
+    from transformers import T5Config, T5EncoderModel
+    return T5EncoderModel(T5Config(**cfg, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+
+
+def _flow_pipeline(family: str, tiny: bool):
+    """SD3.5 Large ('sd3') or FLUX.1-dev ('flux'): a flow-matching transformer, a 16-channel
+    VAE, CLIP encoder(s) and T5-XXL's encoder."""
+    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel,
+                           SD3Transformer2DModel, StableDiffusion3Pipeline)
+    from evalsuite.models.tokenizer import build_clip_tokenizer, build_t5_tokenizer
+
+    t5 = _t5(TINY_T5 if tiny else T5_XXL)
+    if family == "sd3":
+        return StableDiffusion3Pipeline(
+            transformer=SD3Transformer2DModel(**(TINY_SD3_TRANSFORMER if tiny else SD35_LARGE_TRANSFORMER)),
+            scheduler=FlowMatchEulerDiscreteScheduler(**SD3_SCHEDULER),
+            vae=AutoencoderKL(**(dict(TINY_VAE16, scaling_factor=1.5305, shift_factor=0.0609) if tiny else SD3_VAE)),
+            text_encoder=_text_encoders(TINY_TEXT if tiny else CLIP_L_TEXT, with_projection=True),
+            tokenizer=build_clip_tokenizer("<|endoftext|>"),
+            text_encoder_2=_text_encoders(TINY_TEXT if tiny else CLIP_BIGG_TEXT, with_projection=True),
+            tokenizer_2=build_clip_tokenizer("!"),
+            text_encoder_3=t5, tokenizer_3=build_t5_tokenizer())
+    return FluxPipeline(
+        transformer=FluxTransformer2DModel(**(TINY_FLUX_TRANSFORMER if tiny else FLUX_DEV_TRANSFORMER)),
+        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
+        vae=AutoencoderKL(**(dict(TINY_VAE16, scaling_factor=0.3611, shift_factor=0.1159) if tiny else FLUX_VAE)),
+        text_encoder=_text_encoders(TINY_TEXT if tiny else CLIP_L_TEXT, with_projection=False),
+        tokenizer=build_clip_tokenizer("<|endoftext|>"),
+        text_encoder_2=t5, tokenizer_2=build_t5_tokenizer())
+
+
 def build_pipeline(family: str, size: str, dtype: torch.dtype = torch.float32, seed: int = 0):
-    """A diffusers pipeline of `family` ('sdxl' | 'sd15') at `size` ('tiny' | 'full') with random
-    weights drawn from `seed` (so every build of the same family and size is identical)."""
+    """A diffusers pipeline of `family` (one of FAMILIES) at `size` ('tiny' | 'full') with random
+    weights drawn from `seed` (so every build of the same family and size is identical), every
+    module in eval mode (T5 has dropout)."""
     from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
                            StableDiffusionXLPipeline, UNet2DConditionModel)
     from evalsuite.models.tokenizer import build_clip_tokenizer
@@ -99,8 +169,13 @@ def build_pipeline(family: str, size: str, dtype: torch.dtype = torch.float32, s
             vae=vae, text_encoder=te, tokenizer=build_clip_tokenizer("<|endoftext|>"), unet=unet,
             scheduler=scheduler, safety_checker=None, feature_extractor=None,
             requires_safety_checker=False)
+    elif family in ("sd3", "flux"):
+        pipe = _flow_pipeline(family, tiny)
     else:
-        raise DistarError(f"No embedded architecture for '{family}'. Choose one of: sdxl, sd15")
+        raise DistarError(f"No embedded architecture for '{family}'. Choose one of: {', '.join(FAMILIES)}")
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.eval()
     return pipe.to(dtype=dtype)
 
 

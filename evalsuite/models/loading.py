@@ -24,7 +24,8 @@ from evalsuite.models.specs import ModelSpec
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 RECIPE_FILE = "distar_recipe.json"  # written beside checkpoints by `distar train`
-_FAMILY = {"StableDiffusionXLPipeline": "sdxl", "StableDiffusionPipeline": "sd15"}
+_FAMILY = {"StableDiffusionXLPipeline": "sdxl", "StableDiffusionPipeline": "sd15",
+           "StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
 
 
 def resolve_device(device: str) -> torch.device:

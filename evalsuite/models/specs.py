@@ -137,6 +137,16 @@ _add(ModelSpec(
     name="tiny_sd15", description="Tiny SD1.5 architecture, random weights, built offline (tests)",
     pipeline="StableDiffusionPipeline", repo="tiny:sd15", dtype="float32", weights="tiny",
     steps=2, guidance=7.5, resolution=64, default_batch_size=8, params="tiny"))
+_add(ModelSpec(
+    name="tiny_sd35", description="Tiny SD3.5 architecture, random weights, built offline (tests)",
+    pipeline="StableDiffusion3Pipeline", repo="tiny:sd3", dtype="float32", weights="tiny",
+    steps=2, guidance=3.5, resolution=64, arch_type="DiT", params="tiny", latent_channels=16,
+    default_batch_size=8))
+_add(ModelSpec(
+    name="tiny_flux", description="Tiny FLUX.1-dev architecture, random weights, built offline (tests)",
+    pipeline="FluxPipeline", repo="tiny:flux", dtype="float32", weights="tiny",
+    steps=2, guidance=3.5, resolution=64, arch_type="DiT", params="tiny", latent_channels=16,
+    default_batch_size=8))
 
 
 def toy_digits_spec(source: str) -> ModelSpec:

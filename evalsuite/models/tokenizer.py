@@ -63,3 +63,30 @@ def build_clip_tokenizer(pad_token: str = "<|endoftext|>", directory: str | None
         write_clip_vocab(d)
     return CLIPTokenizer.from_pretrained(str(d), model_max_length=77, pad_token=pad_token,
                                          local_files_only=True)
+
+
+@lru_cache(maxsize=1)
+def build_t5_tokenizer():
+    """A T5 tokenizer (transformers' T5 class, a SentencePiece-style unigram model with T5's
+    special ids: <pad> 0, </s> 1, <unk> 2, and `</s>` appended) over a character vocabulary.
+
+    For the offline tiny / random-weight SD3 and FLUX pipelines only: the real T5 vocabulary
+    (spiece.model, 32k pieces) ships with no package, and random text encoders do not care which
+    ids a prompt gets, only that the pipeline's tokenizer code path runs as with the real one.
+    Every id is < 200, inside T5-XXL's 32128-row embedding."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    chars = [c for c in string.printable if not c.isspace()]
+    # Word-initial pieces score above word-internal ones, as a trained unigram model's would.
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    pieces += [("\u2581" + c, -3.0) for c in chars] + [(c, -4.0) for c in chars]
+    tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                           extra_ids=0, model_max_length=512)
