@@ -122,9 +122,11 @@ def _load_unet_override(spec: ModelSpec, dtype: torch.dtype):
     config = _from_pretrained(UNet2DConditionModel.load_config, spec, "UNet config",
                               pretrained_model_name_or_path=spec.repo, subfolder="unet",
                               revision=spec.revision)
-    unet = UNet2DConditionModel.from_config(config)
-    unet.load_state_dict(state)
-    return unet.to(dtype)
+    from accelerate import init_empty_weights
+    with init_empty_weights():  # no random init of 2.6B parameters that the state dict replaces
+        unet = UNet2DConditionModel.from_config(config)
+    unet.load_state_dict(state, assign=True)
+    return unet.to(dtype).eval()
 
 
 def quiet_hf_logging() -> None:
