@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 PORT = "29561"
 
 
-def _launch(out: Path, steps: int, fsdp_toml: Path | None) -> None:
+def _launch(out: Path, steps: int, fsdp_toml: Path | None) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT=PORT)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_cpu_threads_per_process", "1", "--num_machines", "1", "--mixed_precision", "no",
@@ -33,6 +33,7 @@ def _launch(out: Path, steps: int, fsdp_toml: Path | None) -> None:
         cmd += ["--config", str(fsdp_toml)]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    return r
 
 
 def _ckpt(run: Path) -> dict[str, torch.Tensor]:
@@ -107,3 +108,17 @@ def test_sharded_checkpoint_resumes_unsharded_in_one_process(runs, tmp_path):
     assert state["world_size"] == 1 and state["fsdp"] is False
     before, after = _ckpt(runs / "fsdp2"), _ckpt(run)
     assert not torch.equal(before["generator/unet.conv_out.weight"], after["generator/unet.conv_out.weight"])
+
+
+def test_bf16_sharded_generator_with_a_data_parallel_lora_assistant(tmp_path):
+    """The mixed layout: under bf16 the generator is sharded (bf16 gathers, fp32 master weights)
+    while a LoRA assistant stays data-parallel; the quick-eval hook gathers the generator."""
+    toml = tmp_path / "mixed.toml"
+    toml.write_text('[sd]\nfsdp = true\nmixed_precision = "bf16"\nassistant_lora_rank = 4\neval_every = 2\n')
+    r = _launch(tmp_path / "run", 2, toml)
+    assert r.stdout.count("tiny_sdxl: step 2") == 1  # only the main process prints
+    ck = _ckpt(tmp_path / "run")
+    assert all(v.dtype == torch.float32 for k, v in ck.items() if k.startswith(("generator/", "assistant/")))
+    assert {k for k in ck if k.startswith("assistant/")} and all("lora" in k for k in ck if k.startswith("assistant/"))
+    assert json.loads((tmp_path / "run" / "eval_scores.jsonl").read_text().splitlines()[0])["step"] == 2
+    assert (tmp_path / "run" / "export" / "model_index.json").is_file()
