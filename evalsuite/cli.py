@@ -125,10 +125,13 @@ def demo_cmd(
 def leaderboard_cmd(
     results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite."),
     out: Path = typer.Option(Path("leaderboards"), help="Where the markdown tables go."),
+    with_reported: bool = typer.Option(False, "--with-reported", help="Table 1: the DI* paper's "
+                                       "number for the same model beside each measured column, "
+                                       "headed '(paper)'."),
 ) -> None:
     """Regenerate the markdown leaderboards (and plots) from the results store."""
     from evalsuite.leaderboard import write_leaderboards
-    write_leaderboards(results_dir=results, out_dir=out)
+    write_leaderboards(results_dir=results, out_dir=out, with_reported=with_reported)
 
 
 @app.command("gallery")

@@ -325,6 +325,39 @@ class Column:
         return text
 
 
+@dataclass
+class ReportedColumn:
+    """The paper's number for a row's model, beside the measured column: as printed, never bold."""
+    header: str
+    cells: list[str | None]
+
+    def render(self, i: int) -> str:
+        return self.cells[i] if self.cells[i] is not None else MISSING
+
+
+def _reported_cell(e: Entry, key: str) -> str | None:
+    """Only for a registry model evaluated with its pretrained weights and the registered recipe
+    (a recipe the registry no longer has, or random weights, is not the paper's model)."""
+    spec = _registry_spec(e.name)
+    if spec is None or e.meta("weights") not in (None, "pretrained") or spec.recipe_hash != e.recipe_hash:
+        return None
+    row = paper_numbers.reported_table1(e.name, e.bench)
+    return row.values.get(key) if row is not None else None
+
+
+def _with_reported(es: list[Entry], columns: list, keys: list[str | None]) -> list:
+    """Insert a '(paper)' column after the last measured column of each metric the paper's
+    Table 1 reports."""
+    out = []
+    for i, (col, key) in enumerate(zip(columns, keys)):
+        out.append(col)
+        last_of_key = key is not None and (i + 1 == len(keys) or keys[i + 1] != key)
+        if last_of_key and any(_reported_cell(e, key) for e in es):
+            label = col.header.split(" (")[0]
+            out.append(ReportedColumn(f"{label} (paper)", [_reported_cell(e, key) for e in es]))
+    return out
+
+
 def _best(cells: Sequence[Summary | None], decimals: int, higher: bool | None) -> list[bool]:
     """Bold the best displayed value among comparable cells: per-image metrics scored on every
     prompt any row of the column was scored on, set metrics on as many images as the most,
@@ -495,10 +528,18 @@ def _groups(entries: list[Entry]) -> list[tuple[str, str, list[Entry]]]:
             for b, v in keys]
 
 
-def table1(entries: list[Entry]) -> str:
+REPORTED_NOTE = ("- Columns headed '(paper)': the number the DI* paper reports for the same model "
+                 "(its Table 1, transcribed in evalsuite/paper_numbers.py; all rows in "
+                 f"{PAPER_FILE}), printed beside ours for comparison. Not measured here and never "
+                 "bold. Shown only for registry models evaluated with their registered recipe and "
+                 "pretrained weights. The paper names no GPU for its times.")
+
+
+def table1(entries: list[Entry], with_reported: bool = False) -> str:
     """Paper Table 1 layout, one section per benchmark (Parti, COCO, then any other except
     HPSv2, which is Table 3): steps, type, params, the four preference/alignment metrics, time
-    per 10 images, then set metrics (FID) and any other measured metric."""
+    per 10 images, then set metrics (FID) and any other measured metric. `with_reported`: the
+    paper's number for the same model beside each of its Table 1 columns."""
     out = ["# Table 1: measured quality and latency", "",
            "Layout of the DI* paper's Table 1 (Parti upper part, COCO lower part), filled only "
            "with numbers measured by this suite.", ""]
@@ -510,19 +551,25 @@ def table1(entries: list[Entry]) -> str:
     for bench, version, es in groups:
         _label_entries(es)
         fixed = TABLE1_METRICS + (("fid",) if bench == "coco30k" else ())
-        table, n = _table1_section(es, fixed)
+        table, n = _table1_section(es, fixed, with_reported)
         out += [f"## {bench} (version {version})", "", table, ""]
         notes += n
         shown += es
-    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (CELL_NOTE, TIME_NOTE))
+    how = (CELL_NOTE, TIME_NOTE) + ((REPORTED_NOTE,) if with_reported else ())
+    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), how)
 
 
-def _table1_section(es: list[Entry], fixed: Sequence[str]) -> tuple[str, list[str]]:
+def _table1_section(es: list[Entry], fixed: Sequence[str], with_reported: bool = False
+                    ) -> tuple[str, list[str]]:
     cols = _metric_columns(es, fixed)
     core = [c for c in cols if c[0] in TABLE1_METRICS]
+    rest = [c for c in cols if c[0] not in TABLE1_METRICS]
     columns = _columns(es, core) + [Column("time / 10 images ↓ (s)", [e.latency() for e in es],
                                            2, False)]
-    columns += _columns(es, [c for c in cols if c[0] not in TABLE1_METRICS])
+    columns += _columns(es, rest)
+    if with_reported:  # paper keys of each column, in order ('fid' is COCO's last column)
+        keys = [m for m, _ in core] + ["time_s_per_10"] + [m if m == "fid" else None for m, _ in rest]
+        columns = _with_reported(es, columns, keys)
     header = [h for h, _ in _LEAD_T1] + [c.header for c in columns]
     rows = [[fn(e) for _, fn in _LEAD_T1] + [c.render(i) for c in columns]
             for i, e in enumerate(es)]
@@ -795,9 +842,10 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def write_leaderboards(results_dir: Path, out_dir: Path) -> list[Path]:
+def write_leaderboards(results_dir: Path, out_dir: Path, with_reported: bool = False) -> list[Path]:
     """Write Tables 1-3, the Parti breakdown, the paper's reported numbers and the plots into
-    out_dir; returns the files written."""
+    out_dir; returns the files written. `with_reported`: Table 1 also shows, beside each
+    measured column, the paper's number for the same model (labelled '(paper)')."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not (results_dir / STORE_FILENAME).exists():
         raise DistarError(f"No results store at {results_dir / STORE_FILENAME}. Run `distar eval` "
@@ -805,7 +853,7 @@ def write_leaderboards(results_dir: Path, out_dir: Path) -> list[Path]:
     entries = load_entries(ResultsStore(results_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [
-        _write(out_dir / TABLE1_FILE, table1(entries)),
+        _write(out_dir / TABLE1_FILE, table1(entries, with_reported)),
         _write(out_dir / TABLE2_FILE, table2(entries)),
         _write(out_dir / TABLE3_FILE, table3(entries)),
         _write(out_dir / BREAKDOWN_FILE, category_breakdown(entries)),

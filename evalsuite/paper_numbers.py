@@ -145,6 +145,26 @@ TABLE3_HPSV21: tuple[ReportedRow, ...] = tuple(_t3(*r) for r in [
      "33.22", "31.67", "31.25", "28.62", "31.19"),                      # T3 row 10
 ])
 
+# Which Table 1 row (by its label) reports a registry model, per benchmark: only models whose
+# registered recipe is the paper's (same weights, steps and guidance). di_star_sdxl loads
+# XDG-XHS/distar_long_1step, the paper's long-trained row.
+REPORTED_AS: dict[str, dict[str, str]] = {
+    "sdxl_base": {"parti": "SDXL-Base (Podell et al., 2023)", "coco30k": "SDXL-Base (Podell et al., 2023)"},
+    "sdxl_dpo": {"parti": "SDXL-DPO (Wallace et al., 2024)", "coco30k": "SDXL-DPO (Wallace et al., 2024)"},
+    "sd35_large": {"parti": "SD3.5-Large (AI, 2024)", "coco30k": "SD3.5-Large (AI, 2024)"},
+    "flux_dev": {"parti": "FLUX-dev (Lab, 2024)", "coco30k": "FLUX-dev (Lab, 2024)"},
+    "dmd2_sdxl": {"parti": "DMD2-SDXL (Yin et al., 2024)", "coco30k": "DMD2-SDXL (Yin et al., 2024)"},
+    "di_star_sdxl": {"parti": "DI*-SDXL (ours, long train)", "coco30k": "DI*-SDXL (ours, longer training)"},
+}
+
+
+def reported_table1(model: str, bench: str) -> ReportedRow | None:
+    """The paper's Table 1 row for a registry model on 'parti' or 'coco30k', if it has one."""
+    label = REPORTED_AS.get(model, {}).get(bench)
+    rows = {"parti": TABLE1_PARTI, "coco30k": TABLE1_COCO}.get(bench, ())
+    return next((r for r in rows if r.model == label), None)
+
+
 # What the paper prints that a reader comparing with it should know.
 NOTES: tuple[str, ...] = (
     "Table 1 caption says MSCOCO-2014 validation prompts; its lower part is headed "

@@ -44,11 +44,11 @@ def fake_meta(bench: str, version: str) -> lb.PromptMeta:
 
 def add_model(store: ResultsStore, *, name: str, bench: str, n_total: int, recipe: dict,
               scores: dict[str, tuple[str, list[float | None]]], latency: float | None = None,
-              device: str = H100, colour=(128, 128, 128), t: float = T0) -> str:
+              device: str = H100, colour=(128, 128, 128), t: float = T0, rh: str | None = None) -> str:
     """One run of `name` on `bench`: a 4x4 PNG per prompt of a solid colour, and per-image
-    scores (None: that prompt not scored). Returns the recipe hash."""
+    scores (None: that prompt not scored). Returns the recipe hash (`rh`, or one of `recipe`)."""
     recipe = {"name": name, **recipe}
-    rh = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    rh = rh or hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     n_img = max(len(v) for _, v in scores.values()) if scores else n_total
     run_id = f"run-{name}-{bench}-{rh[:4]}"
     store.upsert_run(run_id=run_id, model=name, recipe_hash=rh,
@@ -386,3 +386,46 @@ def test_committed_paper_table_is_regenerated():
            "2.22 |" in text
     assert "| FLUX-dev (Lab, 2024) | 50 | DiT | 12B | 1.132 | 5.90 | 0.2317 | 31.70 | 118.64 |" \
         in text
+
+
+def test_reported_beside_measured(tmp_path, monkeypatch):
+    """--with-reported: the paper's Table 1 number for the same registry model beside each
+    measured column, never bold; nothing for unregistered models, random weights or another
+    recipe; without the flag, no paper number anywhere in the measured tables."""
+    from evalsuite.models import MODELS
+
+    monkeypatch.setattr(lb, "prompt_meta", fake_meta)
+    store = ResultsStore(tmp_path / "results")
+    base = MODELS.get("sdxl_base")
+    meta = {"steps": 50, "arch_type": "UNet", "params": "2.6B"}
+    for rh, weights, ir in ((base.recipe_hash, "pretrained", 0.85), (base.with_weights("random").recipe_hash,
+                                                                     "random", 0.10)):
+        add_model(store, name="sdxl_base", bench="parti", n_total=4, recipe={**meta, "weights": weights},
+                  rh=rh, latency=95.0, scores={"imagereward": (IR, [ir] * 4), "pickscore": (PICK, [0.226] * 4)})
+    add_model(store, name="david", bench="parti", n_total=4, recipe={"steps": 1}, latency=2.0,
+              scores={"imagereward": (IR, [1.1] * 4)})
+    rh = add_model(store, name="sdxl_base", bench="coco30k", n_total=3, recipe={**meta, "weights": "pretrained"},
+                   rh=base.recipe_hash, scores={"clip": ("CLIP|ViT-g-14|dmd2", [31.0] * 3)})
+    store.add_set_score(recipe_hash=rh, bench="coco30k", bench_version="1-test", metric="fid",
+                        metric_version="clean-fid|inception|clean", value=16.2, n_images=3)
+
+    plain = lb.write_leaderboards(tmp_path / "results", tmp_path / "plain")[0].read_text()
+    assert "(paper)" not in plain and "0.887" not in plain
+    t1 = lb.write_leaderboards(tmp_path / "results", tmp_path / "lb", with_reported=True)[0].read_text()
+    rows = {r.split(" | ")[0].strip("| "): r.split(" | ") for r in section(t1, "## parti (version 1-test)")
+            .splitlines()[2:]}
+    header = section(t1, "## parti (version 1-test)").splitlines()[0].split(" | ")
+    col = {h.strip("| "): i for i, h in enumerate(header)}
+    pretrained = next(v for k, v in rows.items() if k.startswith("sdxl_base") and "random" not in k)
+    random_w = next(v for k, v in rows.items() if "weights: random" in k)
+    assert pretrained[col["ImageReward ↑ (paper)"]] == "0.887"   # T1 Parti row 1
+    assert pretrained[col["PickScore ↑ (paper)"]] == "0.2274"
+    assert pretrained[col["Aesthetic ↑ (paper)"]] == "5.72" and pretrained[col["CLIP ↑ (paper)"]] == "32.72"
+    assert pretrained[col["time / 10 images ↓ (paper)"]].strip("| ") == "111"
+    assert col["ImageReward ↑ (paper)"] == col["ImageReward ↑ (ImageReward-v1.0)"] + 1
+    for other in (random_w, rows["david"]):
+        assert {other[col[h]].strip("| ") for h in col if h.endswith("(paper)")} == {lb.MISSING}
+    assert "**" not in "".join(pretrained[col[h]] for h in col if h.endswith("(paper)"))
+    coco = section(t1, "## coco30k (version 1-test)")
+    assert "| FID ↓ (paper) |" in coco and coco.splitlines()[2].rstrip().endswith("| 16.20 | 15.89 |")
+    assert "Columns headed '(paper)'" in t1
