@@ -26,7 +26,7 @@ def progress_bar(description: str, total: int, disable: bool = False, unit: str 
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("[cyan]{task.fields[rate]}"),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=Console(stderr=True), transient=False)
+        console=Console(stderr=True), transient=False, refresh_per_second=2)
     with progress:
         task = progress.add_task(description, total=total, rate="")
         bar = _Bar(progress, task)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -104,6 +104,12 @@ class ScoreRow:
     created_at: float = field(default_factory=time.time)
 
 
+def _row_dict(row) -> dict[str, Any]:
+    """A flat row dataclass as a dict (dataclasses.asdict deep-copies recursively: ~10x slower,
+    and the harness stores a row per image)."""
+    return {f.name: getattr(row, f.name) for f in fields(row)}
+
+
 class ResultsStore:
     """Thin typed access to `<root>/results.sqlite`."""
 
@@ -154,10 +160,10 @@ class ResultsStore:
 
     # Writes -----------------------------------------------------------------------------
     def add_images(self, rows: Iterable[ImageRow]) -> int:
-        return self._upsert("images", (asdict(r) for r in rows))
+        return self._upsert("images", (_row_dict(r) for r in rows))
 
     def add_scores(self, rows: Iterable[ScoreRow]) -> int:
-        return self._upsert("scores", (asdict(r) for r in rows))
+        return self._upsert("scores", (_row_dict(r) for r in rows))
 
     def add_set_score(self, *, recipe_hash: str, bench: str, bench_version: str, metric: str,
                       metric_version: str, value: float, n_images: int,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 from evalsuite.registry import Registry
@@ -68,7 +69,7 @@ class ModelSpec:
         return {**self.recipe(), "arch_type": self.arch_type, "params": self.params,
                 "description": self.description, **dict(self.meta)}
 
-    @property
+    @cached_property  # the harness asks once per image; a frozen spec's hash never changes
     def recipe_hash(self) -> str:
         blob = json.dumps(self.recipe(), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
