@@ -99,7 +99,8 @@ def _from_pretrained(loader, spec: ModelSpec, what: str, **kwargs):
             spec.name, f"{what} from {src} ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
             f"download it where the hub is reachable (`hf download {src}`) and copy the "
             f"Hugging Face cache (HF_HOME) here, or save the pipeline to a folder and use "
-            f"--model path:/that/folder")
+            f"--model path:/that/folder (distar eval) or sd.reference / sd.generator = "
+            f"'path:/that/folder' in a --config file (distar train)")
 
 
 def _load_unet_override(spec: ModelSpec, dtype: torch.dtype):
