@@ -1,8 +1,9 @@
 """Algorithm 1 at SDXL scale on accelerate: K_TA assistant DSM steps, then one generator step on
 L = L_rew + L_cfg + L_reg, the per-sample terms coming from the same functions as the toy lab's
 loop (`di_star.trainer.assistant_step` / `generator_terms`), with what 2.6B UNets need around
-them: DDP or FSDP (sd.fsdp, di_star.sdxl.sharding), bf16 / fp16 autocast, gradient checkpointing, gradient accumulation, optional 8-bit
-AdamW, generator EMA, TensorBoard, sample grids, a quick evaluation hook and a diffusers export.
+them: DDP or FSDP (sd.fsdp, di_star.sdxl.sharding), bf16 / fp16 autocast, gradient
+checkpointing, gradient accumulation, optional 8-bit AdamW, generator EMA, TensorBoard, sample
+grids, a quick evaluation hook and a diffusers export.
 
 Run directory (to resume, rerun the same command; `accelerate launch` for several GPUs):
   config.json          the TrainConfig; a resumed run must match it (max_steps may grow)
