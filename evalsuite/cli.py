@@ -125,7 +125,7 @@ def demo_cmd(
 def leaderboard_cmd(
     results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite."),
     out: Path = typer.Option(Path("leaderboards"), help="Where the markdown tables go."),
-    with_reported: bool = typer.Option(False, "--with-reported", help="Table 1: the DI* paper's "
+    with_reported: bool = typer.Option(False, "--with-reported", help="Tables 1 and 3: the DI* paper's "
                                        "number for the same model beside each measured column, "
                                        "headed '(paper)'."),
 ) -> None:

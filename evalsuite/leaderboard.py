@@ -47,6 +47,7 @@ HPS_BENCH = "hpsv2"
 HPS_METRICS = ("hpsv21", "hpsv2")
 HPS_STYLES = paper_numbers.HPS_STYLES
 HPS_CHUNK = 80              # HPSv2's benchmark: a style's score is the mean of 80-image chunks
+HPS_SCALE = 100.0           # ... of 100 x the per-image cosine the store holds (the paper's unit)
 PREFERENCE_FOR_PLOT = ("pickscore", "imagereward", "hpsv21", "aesthetic")
 N_BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL = 1000, 0, 0.95
 MISSING = "—"
@@ -341,13 +342,13 @@ def _reported_cell(e: Entry, key: str) -> str | None:
     spec = _registry_spec(e.name)
     if spec is None or e.meta("weights") not in (None, "pretrained") or spec.recipe_hash != e.recipe_hash:
         return None
-    row = paper_numbers.reported_table1(e.name, e.bench)
+    row = paper_numbers.reported_row(e.name, e.bench)
     return row.values.get(key) if row is not None else None
 
 
 def _with_reported(es: list[Entry], columns: list, keys: list[str | None]) -> list:
-    """Insert a '(paper)' column after the last measured column of each metric the paper's
-    Table 1 reports."""
+    """Insert a '(paper)' column after the last measured column of each key (metric or HPS
+    style) the paper reports for these rows' models."""
     out = []
     for i, (col, key) in enumerate(zip(columns, keys)):
         out.append(col)
@@ -529,7 +530,7 @@ def _groups(entries: list[Entry]) -> list[tuple[str, str, list[Entry]]]:
 
 
 REPORTED_NOTE = ("- Columns headed '(paper)': the number the DI* paper reports for the same model "
-                 "(its Table 1, transcribed in evalsuite/paper_numbers.py; all rows in "
+                 "(its Tables 1 and 3, transcribed in evalsuite/paper_numbers.py; all rows in "
                  f"{PAPER_FILE}), printed beside ours for comparison. Not measured here and never "
                  "bold. Shown only for registry models evaluated with their registered recipe and "
                  "pretrained weights. The paper names no GPU for its times.")
@@ -630,7 +631,7 @@ def _style_summaries(e: Entry, metric: str, version: str, styles: dict[int, str]
         if s.empty:
             out[style] = None
             continue
-        values, ids = s.value.to_numpy(np.float64), s.prompt_index.to_numpy()
+        values, ids = HPS_SCALE * s.value.to_numpy(np.float64), s.prompt_index.to_numpy()
         out[style] = Summary(hps_style_score(values), interval(values, ids),
                              prompts=frozenset(int(i) for i in ids))
         groups.append((values, ids))
@@ -643,12 +644,14 @@ def _style_summaries(e: Entry, metric: str, version: str, styles: dict[int, str]
     return out
 
 
-def table3(entries: list[Entry]) -> str:
+def table3(entries: list[Entry], with_reported: bool = False) -> str:
     """Paper Table 3 layout: HPS per style and the average of the four styles. HPSv2.1 and
-    HPSv2.0 are separate tables, never one column."""
+    HPSv2.0 are separate tables, never one column. `with_reported`: the paper's HPSv2.1 number
+    for the same model beside each HPSv2.1 column."""
     out = ["# Table 3: measured HPS per style", "",
            "Per style: HPSv2's own aggregation (mean of the means of consecutive 80-image chunks, "
-           "prompts in benchmark order). Average: mean of the four style scores.", ""]
+           "prompts in benchmark order) of 100 x the per-image score, HPSv2's benchmark unit and "
+           "the paper's. Average: mean of the four style scores.", ""]
     notes: list[str] = []
     shown: list[Entry] = []
     hps = [e for e in entries if e.bench == HPS_BENCH]
@@ -672,6 +675,8 @@ def table3(entries: list[Entry]) -> str:
                                                         else ""),
                                [p[s] for p in per], dec, higher)
                         for s in HPS_STYLES + ("average",)]
+                if with_reported and metric == "hpsv21":  # the paper's Table 3 is HPSv2.1
+                    cols = _with_reported(es, cols, list(HPS_STYLES + ("average",)))
                 header = ["model", "steps"] + [c.header for c in cols]
                 rows = [[e.label, str(e.meta("steps") or MISSING)] + [c.render(i) for c in cols]
                         for i, e in enumerate(es)]
@@ -681,7 +686,8 @@ def table3(entries: list[Entry]) -> str:
         "- Per style: HPSv2's chunked mean over the style's images in benchmark order; in "
         f"brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval of the style's mean "
         f"image score, resampling prompts ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). "
-        "Average: mean of the four styles; its interval resamples prompts within each style.",))
+        "Average: mean of the four styles; its interval resamples prompts within each style.",)
+        + ((REPORTED_NOTE,) if with_reported else ()))
 
 
 def category_breakdown(entries: list[Entry]) -> str:
@@ -844,8 +850,8 @@ def _write(path: Path, text: str) -> Path:
 
 def write_leaderboards(results_dir: Path, out_dir: Path, with_reported: bool = False) -> list[Path]:
     """Write Tables 1-3, the Parti breakdown, the paper's reported numbers and the plots into
-    out_dir; returns the files written. `with_reported`: Table 1 also shows, beside each
-    measured column, the paper's number for the same model (labelled '(paper)')."""
+    out_dir; returns the files written. `with_reported`: Tables 1 and 3 also show, beside each
+    measured column, the paper's number for the same model (headed '(paper)')."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not (results_dir / STORE_FILENAME).exists():
         raise DistarError(f"No results store at {results_dir / STORE_FILENAME}. Run `distar eval` "
@@ -855,7 +861,7 @@ def write_leaderboards(results_dir: Path, out_dir: Path, with_reported: bool = F
     written = [
         _write(out_dir / TABLE1_FILE, table1(entries, with_reported)),
         _write(out_dir / TABLE2_FILE, table2(entries)),
-        _write(out_dir / TABLE3_FILE, table3(entries)),
+        _write(out_dir / TABLE3_FILE, table3(entries, with_reported)),
         _write(out_dir / BREAKDOWN_FILE, category_breakdown(entries)),
         _write(out_dir / PAPER_FILE, paper_reported()),
     ]

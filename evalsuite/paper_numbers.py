@@ -145,23 +145,29 @@ TABLE3_HPSV21: tuple[ReportedRow, ...] = tuple(_t3(*r) for r in [
      "33.22", "31.67", "31.25", "28.62", "31.19"),                      # T3 row 10
 ])
 
-# Which Table 1 row (by its label) reports a registry model, per benchmark: only models whose
-# registered recipe is the paper's (same weights, steps and guidance). di_star_sdxl loads
-# XDG-XHS/distar_long_1step, the paper's long-trained row.
+# Which row (by its label) reports a registry model, per benchmark (Table 1 for parti and
+# coco30k, Table 3 for hpsv2): only models whose registered recipe is the paper's (same weights,
+# steps and guidance). di_star_sdxl loads XDG-XHS/distar_long_1step, the long-trained row.
+def _same(label: str, hps_label: str | None = None) -> dict[str, str]:
+    return {"parti": label, "coco30k": label, "hpsv2": hps_label or label}
+
+
 REPORTED_AS: dict[str, dict[str, str]] = {
-    "sdxl_base": {"parti": "SDXL-Base (Podell et al., 2023)", "coco30k": "SDXL-Base (Podell et al., 2023)"},
-    "sdxl_dpo": {"parti": "SDXL-DPO (Wallace et al., 2024)", "coco30k": "SDXL-DPO (Wallace et al., 2024)"},
-    "sd35_large": {"parti": "SD3.5-Large (AI, 2024)", "coco30k": "SD3.5-Large (AI, 2024)"},
-    "flux_dev": {"parti": "FLUX-dev (Lab, 2024)", "coco30k": "FLUX-dev (Lab, 2024)"},
-    "dmd2_sdxl": {"parti": "DMD2-SDXL (Yin et al., 2024)", "coco30k": "DMD2-SDXL (Yin et al., 2024)"},
-    "di_star_sdxl": {"parti": "DI*-SDXL (ours, long train)", "coco30k": "DI*-SDXL (ours, longer training)"},
+    "sdxl_base": _same("SDXL-Base (Podell et al., 2023)"),
+    "sdxl_dpo": _same("SDXL-DPO (Wallace et al., 2024)"),
+    "sd35_large": _same("SD3.5-Large (AI, 2024)", "SD3.5-Large"),
+    "flux_dev": _same("FLUX-dev (Lab, 2024)", "FLUX-dev"),
+    "dmd2_sdxl": _same("DMD2-SDXL (Yin et al., 2024)"),
+    "di_star_sdxl": {"parti": "DI*-SDXL (ours, long train)", "coco30k": "DI*-SDXL (ours, longer training)",
+                     "hpsv2": "DI*-SDXL (ours, longer training)"},
 }
 
 
-def reported_table1(model: str, bench: str) -> ReportedRow | None:
-    """The paper's Table 1 row for a registry model on 'parti' or 'coco30k', if it has one."""
+def reported_row(model: str, bench: str) -> ReportedRow | None:
+    """The paper's row for a registry model on 'parti', 'coco30k' (Table 1) or 'hpsv2'
+    (Table 3, HPSv2.1), if it has one."""
     label = REPORTED_AS.get(model, {}).get(bench)
-    rows = {"parti": TABLE1_PARTI, "coco30k": TABLE1_COCO}.get(bench, ())
+    rows = {"parti": TABLE1_PARTI, "coco30k": TABLE1_COCO, "hpsv2": TABLE3_HPSV21}.get(bench, ())
     return next((r for r in rows if r.model == label), None)
 
 

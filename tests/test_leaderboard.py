@@ -99,9 +99,9 @@ def build_store(root: Path) -> ResultsStore:
                             metric="fid", metric_version="clean-fid|inception|clean",
                             value=fid, n_images=3)
     add_model(store, name="david", bench="hpsv2", n_total=8, recipe=david,
-              scores={"hpsv21": (HPS21, [33.0, 34.0, 31.0, 31.0, 30.0, 30.0, 28.0, 28.0])})
+              scores={"hpsv21": (HPS21, [0.33, 0.34, 0.31, 0.31, 0.30, 0.30, 0.28, 0.28])})
     add_model(store, name="goliath", bench="hpsv2", n_total=8, recipe=goliath,
-              scores={"hpsv21": (HPS21, [32.0, 32.0, 30.0, 30.0, 31.0, 31.0, 29.0, None])})
+              scores={"hpsv21": (HPS21, [0.32, 0.32, 0.30, 0.30, 0.31, 0.31, 0.29, None])})
     return store
 
 
@@ -409,9 +409,20 @@ def test_reported_beside_measured(tmp_path, monkeypatch):
     store.add_set_score(recipe_hash=rh, bench="coco30k", bench_version="1-test", metric="fid",
                         metric_version="clean-fid|inception|clean", value=16.2, n_images=3)
 
-    plain = lb.write_leaderboards(tmp_path / "results", tmp_path / "plain")[0].read_text()
-    assert "(paper)" not in plain and "0.887" not in plain
-    t1 = lb.write_leaderboards(tmp_path / "results", tmp_path / "lb", with_reported=True)[0].read_text()
+    add_model(store, name="sdxl_base", bench="hpsv2", n_total=8, recipe={**meta, "weights": "pretrained"},
+              rh=base.recipe_hash, scores={"hpsv21": (HPS21, [0.30] * 8)})  # cosines, as stored
+
+    plain = lb.write_leaderboards(tmp_path / "results", tmp_path / "plain")
+    assert not any("(paper)" in p.read_text() for p in plain if p.suffix == ".md" and p.name != lb.PAPER_FILE)
+    files = {p.name: p for p in lb.write_leaderboards(tmp_path / "results", tmp_path / "lb", with_reported=True)}
+    t3 = section(files[lb.TABLE3_FILE].read_text(), "## HPSv2.1 ↑ on hpsv2 (version 1-test)")
+    assert t3.splitlines()[0] == ("| model | steps | anime ↑ (n=2) | anime ↑ (paper) | concept-art ↑ (n=2) | "
+                                  "concept-art ↑ (paper) | paintings ↑ (n=2) | paintings ↑ (paper) | photo ↑ (n=2) | "
+                                  "photo ↑ (paper) | average ↑ | average ↑ (paper) |")
+    assert t3.splitlines()[2] == ("| sdxl_base | 50 | 30.00 [30.00, 30.00] | 30.85 | 30.00 [30.00, 30.00] | 29.30 | "
+                                  "30.00 [30.00, 30.00] | 28.98 | 30.00 [30.00, 30.00] | 27.05 | "
+                                  "30.00 [30.00, 30.00] | 29.05 |")
+    t1 = files[lb.TABLE1_FILE].read_text()
     rows = {r.split(" | ")[0].strip("| "): r.split(" | ") for r in section(t1, "## parti (version 1-test)")
             .splitlines()[2:]}
     header = section(t1, "## parti (version 1-test)").splitlines()[0].split(" | ")
