@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from di_star.config import load_config
 from di_star.presets import get_preset
 from di_star.sdxl.world import SDWorld
 from di_star.trainer import train
+
+from sd_helpers import ckpt_tensors
 
 REPO = Path(__file__).resolve().parents[1]
 PORT = "29561"
@@ -34,14 +35,6 @@ def _launch(out: Path, steps: int, fsdp_toml: Path | None) -> subprocess.Complet
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     return r
-
-
-def _ckpt(run: Path) -> dict[str, torch.Tensor]:
-    name = json.loads((run / "latest.json").read_text())["name"]
-    out = {}
-    for f in sorted((run / name).glob("*.safetensors")):
-        out.update({f"{f.stem}/{k}": v for k, v in load_file(str(f)).items()})
-    return out
 
 
 def _rel(a: dict, b: dict, prefix: str) -> float:
@@ -66,7 +59,7 @@ def runs(tmp_path_factory):
 
 
 def test_sharded_run_follows_the_ddp_run(runs):
-    ddp, fsdp = _ckpt(runs / "ddp2"), _ckpt(runs / "fsdp2")
+    ddp, fsdp = ckpt_tensors(runs / "ddp2"), ckpt_tensors(runs / "fsdp2")
     assert json.loads((runs / "fsdp2" / "ckpt-0000002" / "state.json").read_text())["fsdp"] is True
     assert json.loads((runs / "ddp2" / "ckpt-0000002" / "state.json").read_text())["fsdp"] is False
     # The same files, keys and full shapes: a sharded checkpoint is an ordinary one.
@@ -89,7 +82,7 @@ def test_sharded_run_follows_the_ddp_run(runs):
 
 
 def test_killed_and_resumed_sharded_run_is_bit_identical(runs):
-    resumed, straight = _ckpt(runs / "fsdp2to3"), _ckpt(runs / "fsdp3")
+    resumed, straight = ckpt_tensors(runs / "fsdp2to3"), ckpt_tensors(runs / "fsdp3")
     assert resumed.keys() == straight.keys()
     assert [k for k in straight if not torch.equal(resumed[k], straight[k])] == []
     steps = [json.loads(ln)["step"] for ln in (runs / "fsdp2to3" / "stats.jsonl").read_text().splitlines()]
@@ -106,7 +99,7 @@ def test_sharded_checkpoint_resumes_unsharded_in_one_process(runs, tmp_path):
     assert result.step == 3
     state = json.loads((run / "ckpt-0000003" / "state.json").read_text())
     assert state["world_size"] == 1 and state["fsdp"] is False
-    before, after = _ckpt(runs / "fsdp2"), _ckpt(run)
+    before, after = ckpt_tensors(runs / "fsdp2"), ckpt_tensors(run)
     assert not torch.equal(before["generator/unet.conv_out.weight"], after["generator/unet.conv_out.weight"])
 
 
@@ -117,7 +110,7 @@ def test_bf16_sharded_generator_with_a_data_parallel_lora_assistant(tmp_path):
     toml.write_text('[sd]\nfsdp = true\nmixed_precision = "bf16"\nassistant_lora_rank = 4\neval_every = 2\n')
     r = _launch(tmp_path / "run", 2, toml)
     assert r.stdout.count("tiny_sdxl: step 2") == 1  # only the main process prints
-    ck = _ckpt(tmp_path / "run")
+    ck = ckpt_tensors(tmp_path / "run")
     assert all(v.dtype == torch.float32 for k, v in ck.items() if k.startswith(("generator/", "assistant/")))
     assert {k for k in ck if k.startswith("assistant/")} and all("lora" in k for k in ck if k.startswith("assistant/"))
     assert json.loads((tmp_path / "run" / "eval_scores.jsonl").read_text().splitlines()[0])["step"] == 2

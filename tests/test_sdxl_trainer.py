@@ -16,6 +16,8 @@ from di_star.errors import DistarError, NonFiniteLossError
 from di_star.presets import get_preset
 from di_star.trainer import generator_terms, train
 
+from sd_helpers import ckpt_tensors
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -37,14 +39,6 @@ def _snapshot(modules) -> list[dict[str, torch.Tensor]]:
 
 def _same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-def _ckpt(run: Path) -> dict[str, torch.Tensor]:
-    name = json.loads((run / "latest.json").read_text())["name"]
-    out = {}
-    for f in sorted((run / name).glob("*.safetensors")):
-        out.update({f"{f.stem}/{k}": v for k, v in load_file(str(f)).items()})
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +117,7 @@ def test_kill_and_resume_gives_the_uninterrupted_state(tmp_path):
         train(cfg, tmp_path / "resumed", progress=False, on_step=kill_at_3)
     assert json.loads((tmp_path / "resumed" / "latest.json").read_text())["step"] == 2
     train(cfg, tmp_path / "resumed", progress=False)  # the same command again
-    a, b = _ckpt(tmp_path / "straight"), _ckpt(tmp_path / "resumed")
+    a, b = ckpt_tensors(tmp_path / "straight"), ckpt_tensors(tmp_path / "resumed")
     assert a.keys() == b.keys() and any(k.startswith("ema/") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -155,7 +149,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     assert "L_rew" in msg and "step 3" in msg and "last good checkpoint is step 2" in msg
     assert json.loads((tmp_path / "latest.json").read_text())["step"] == 2
     assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == ["ckpt-0000002"]
-    assert all(torch.isfinite(v).all() for k, v in _ckpt(tmp_path).items() if v.is_floating_point())
+    assert all(torch.isfinite(v).all() for k, v in ckpt_tensors(tmp_path).items() if v.is_floating_point())
     assert not (tmp_path / "export").exists()
 
 
@@ -314,7 +308,7 @@ def test_lora_assistant_trains_adapters_only_and_resumes(tmp_path):
     assert set(saved) == set(lora)
     train(cfg.replace(run={"max_steps": 1}), tmp_path / "resumed", progress=False)
     train(cfg, tmp_path / "resumed", progress=False)  # the same run, trained for longer
-    a, b = _ckpt(tmp_path / "straight"), _ckpt(tmp_path / "resumed")
+    a, b = ckpt_tensors(tmp_path / "straight"), ckpt_tensors(tmp_path / "resumed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
