@@ -66,3 +66,18 @@ def test_subfolder_unet_override(base, tmp_path):
     unet.save_pretrained(tmp_path / "unet")
     same = _images(replace(spec, unet=ComponentSource(str(tmp_path), subfolder="unet")))
     assert np.array_equal(same, images)
+
+
+def test_variant_only_repo_loads_on_cpu(tmp_path):
+    """Repos like XDG-XHS/diff_instruct_1step ship only `*.fp16.safetensors`: the recipe's
+    variant is asked for on every device (CPU too, cast to fp32 on load), or nothing loads."""
+    from evalsuite.models.architectures import build_pipeline
+
+    build_pipeline("sdxl", "tiny").save_pretrained(tmp_path / "repo", variant="fp16")
+    assert not list((tmp_path / "repo" / "unet").glob("diffusion_pytorch_model.safetensors"))
+    spec = replace(MODELS.get("tiny_sdxl"), weights="pretrained", repo=str(tmp_path / "repo"), variant="fp16")
+    pipe = load_pipeline(spec, torch.device("cpu"))
+    assert pipe.unet.dtype == torch.float32
+    ours = _images(spec)
+    base = _images(replace(MODELS.get("tiny_sdxl"), weights="pretrained", repo=str(tiny_pipeline_dir("sdxl"))))
+    assert np.abs(ours.astype(int) - base.astype(int)).max() <= 2  # the same weights, through fp16

@@ -114,8 +114,8 @@ def load_unet(spec: ModelSpec, device: torch.device, dtype: torch.dtype):
     else:
         kwargs = dict(pretrained_model_name_or_path=spec.repo, subfolder="unet",
                       revision=spec.revision, torch_dtype=dtype)
-        if spec.variant and device.type == "cuda":
-            kwargs["variant"] = spec.variant
+        if spec.variant:  # on every device: some repos ship only the variant's files (fp16-only
+            kwargs["variant"] = spec.variant  # DI* / Diff-Instruct repos); torch_dtype casts on load
         unet = loading._from_pretrained(UNet2DConditionModel.from_pretrained, spec, "UNet", **kwargs)
     return unet.to(device)
 

@@ -171,8 +171,8 @@ def load_pipeline(spec: ModelSpec, device: torch.device):
         cls = _pipeline_class(spec.pipeline)
         kwargs = dict(pretrained_model_name_or_path=spec.repo, revision=spec.revision,
                       torch_dtype=dtype)
-        if spec.variant and device.type == "cuda":
-            kwargs["variant"] = spec.variant
+        if spec.variant:  # on every device: some repos ship only the variant's files (fp16-only
+            kwargs["variant"] = spec.variant  # DI* / Diff-Instruct repos); torch_dtype casts on load
         if spec.unet is not None:
             # Skip the base UNet (saves reading 5 GB); the override replaces it.
             pipe = _from_pretrained(cls.from_pretrained, spec, "pipeline", unet=None, **kwargs)
