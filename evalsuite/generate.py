@@ -21,14 +21,17 @@ import json
 import os
 import platform
 import resource
+import struct
 import subprocess
 import sys
 import time
 import uuid
+import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -78,13 +81,40 @@ def image_relpath(spec: ModelSpec, bench: Benchmark, prompt_index: int, k: int) 
     return f"images/{safe}-{spec.recipe_hash}/{bench.name}-v{bench.version}/{prompt_index:05d}_{k}.png"
 
 
+_PNG_COLOR_TYPE = {"L": 0, "RGB": 2, "RGBA": 6}   # 8-bit greyscale, truecolour, truecolour + alpha
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
 def png_bytes(image) -> bytes:
-    """Lossless and deterministic for the same pixels. zlib level 1: a 1024^2 image encodes
-    several times faster than at PIL's default 6, for files ~20% larger, so writing keeps up
-    with a one-step generator on a GPU."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
+    """The image as a PNG file: lossless, and the same bytes for the same pixels.
+
+    8-bit L / RGB / RGBA images are encoded here, directly from the pixel array. Every row uses
+    the PNG "Up" filter, which stores the difference from the row above, and zlib level 1
+    compresses the result. That is the PNG standard's simplest encoder, and it keeps the
+    writer threads ahead of a one-step generator:
+      - a 1024^2 photo: 47 ms against PIL's 77 ms at its fastest level, files within 2%;
+      - a 64^2 image: 0.15 ms against PIL's 0.40 ms, most of PIL's time being Python overhead
+        that holds the GIL the generating thread needs.
+    tests/test_harness.py checks that PIL decodes every mode back to the same pixels. Other
+    modes go through PIL."""
+    color_type = _PNG_COLOR_TYPE.get(image.mode)
+    if color_type is None:
+        buf = io.BytesIO()
+        image.save(buf, format="PNG", compress_level=1)
+        return buf.getvalue()
+    pixels = np.asarray(image, dtype=np.uint8)
+    h, w = pixels.shape[:2]
+    rows = pixels.reshape(h, -1)
+    up = np.empty((h, rows.shape[1] + 1), np.uint8)
+    up[:, 0] = 2                                  # filter type 2 ("Up") on every row
+    up[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=up[1:, 1:])   # uint8 arithmetic wraps mod 256, as PNG's does
+    header = struct.pack(">IIBBBBB", w, h, 8, color_type, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(up.tobytes(), 1)) + _png_chunk(b"IEND", b""))
 
 
 def write_atomic(path: Path, data: bytes) -> None:
