@@ -23,7 +23,6 @@ import platform
 import resource
 import struct
 import subprocess
-import sys
 import time
 import uuid
 import zlib

@@ -4,10 +4,7 @@ exactly as on GPUs. Checked: the sharded run follows the DDP run up to float red
 a killed-and-resumed sharded run is bit-identical to an uninterrupted one, and its checkpoints
 (full tensors) resume unsharded in one process."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,23 +15,13 @@ from di_star.presets import get_preset
 from di_star.sdxl.world import SDWorld
 from di_star.trainer import train
 
-from sd_helpers import ckpt_tensors
+from sd_helpers import ckpt_tensors, launch_tiny_sdxl
 
-REPO = Path(__file__).resolve().parents[1]
 PORT = "29561"
 
 
-def _launch(out: Path, steps: int, fsdp_toml: Path | None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT=PORT)
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_cpu_threads_per_process", "1", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", PORT, "-m", "evalsuite", "train",
-           "--preset", "tiny_sdxl", "--max-steps", str(steps), "--out", str(out)]
-    if fsdp_toml is not None:
-        cmd += ["--config", str(fsdp_toml)]
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r
+def _launch(out: Path, steps: int, fsdp_toml: Path | None):
+    return launch_tiny_sdxl(out, steps, PORT, fsdp_toml)
 
 
 def _rel(a: dict, b: dict, prefix: str) -> float:

@@ -1,8 +1,6 @@
 """The SD trainer (di_star.sdxl) end to end on the tiny_sdxl preset: the code path of
 di_star_sdxl with tiny random SDXL / SD1.5 pipelines and a tiny random PickScore, on CPU."""
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +14,7 @@ from di_star.errors import DistarError, NonFiniteLossError
 from di_star.presets import get_preset
 from di_star.trainer import generator_terms, train
 
-from sd_helpers import ckpt_tensors
+from sd_helpers import ckpt_tensors, launch_tiny_sdxl
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,14 +152,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_two_process_gloo_run(tmp_path):
-    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT="29541")
-    r = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-         "--num_cpu_threads_per_process", "1", "--num_machines", "1", "--mixed_precision", "no",
-         "--dynamo_backend", "no", "--main_process_port", "29541", "-m", "evalsuite", "train",
-         "--preset", "tiny_sdxl", "--max-steps", "2", "--out", str(tmp_path)],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+    launch_tiny_sdxl(tmp_path, 2, "29541")
     lines = [json.loads(ln) for ln in (tmp_path / "stats.jsonl").read_text().splitlines()]
     assert [ln["step"] for ln in lines] == [1, 2] and {ln["world_size"] for ln in lines} == {2}
     state = json.loads((tmp_path / "ckpt-0000002" / "state.json").read_text())
