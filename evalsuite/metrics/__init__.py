@@ -26,6 +26,8 @@ METRICS.add("digit_acc", "evalsuite.metrics.digits:DigitAccuracy",
 METRICS.add("digit_ink", "evalsuite.metrics.digits:DigitInk", "toy digits: ink, the toy reward")
 METRICS.add("digit_fd", "evalsuite.metrics.digits:DigitFD",
             "toy digits: Frechet distance in classifier features (FID analogue)")
+METRICS.add("mini_gold", "evalsuite.metrics.mini:MiniGold",
+            "mini world: the gold judge (pixel rules standing for human preference)")
 METRICS.add("digit_div", "evalsuite.metrics.digits:DigitDiversity",
             "toy digits: within-class diversity relative to real digits")
 

@@ -3,7 +3,7 @@ with synonyms, its parser, and a ground-truth sampler that renders a real image 
 of the grammar (FID references; every prompt has checkable attributes).
 
 Geometry. The canvas is a 3x3 grid of cells; each object sits in its own cell (centre jittered by
-up to 1.5 px, so its centroid never leaves the cell). A position word in a caption names a REGION
+up to 1 px, so its centroid never leaves the cell). A position word in a caption names a REGION
 of that grid: "left" = the left column (any row), "top" = the top row, "top left" = that corner
 cell, "centre" = the middle cell. An object in cell (row 0, col 0) is therefore truthfully "in
 the top left corner", "on the left" and "at the top"; captions pick one of the true phrases.
@@ -42,10 +42,10 @@ PALETTE = {"red": (220, 40, 40), "orange": (245, 140, 20), "yellow": (245, 215, 
            "green": (40, 170, 60), "blue": (40, 80, 225), "purple": (145, 50, 190)}
 BACKGROUND_RGB = {"white": (240, 240, 240), "black": (25, 25, 25), "grey": (128, 128, 128)}
 GRADIENT = ((225, 232, 240), (105, 112, 125))  # top -> bottom, a pale sky to slate
-RADIUS = {"small": 5.0, "large": 8.5}  # half-extent in px; with the jitters below, objects in
+RADIUS = {"small": 5.0, "large": 7.8}  # half-extent in px; with the jitters below, objects in
 # neighbouring cells (centres 19 px apart) do not touch, so connected components count them
 CELL_CENTRES = (13.0, 32.0, 51.0)               # px; cells are [0, 21.3), [21.3, 42.7), [42.7, 64)
-POSITION_JITTER = 1.5
+POSITION_JITTER = 1.0
 COLOUR_JITTER = 12
 ROTATION_JITTER = 12.0  # degrees, shapes other than circles
 

@@ -1,0 +1,75 @@
+"""Mini world figures: render speed, the gold judge's shape calibration and separation.
+
+    .venv/bin/python scripts/bench_mini_world.py              # speed + gold separation
+    .venv/bin/python scripts/bench_mini_world.py --calibrate  # gold.SHAPE_STATS from renders
+
+Separation: for held-out captions (mini_parti when registered, else fresh training captions), the
+gold score of a ground-truth render of the caption vs a ground-truth render of ANOTHER caption,
+a blank background and uniform noise; reports means and the share of pairs the judge ranks right.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from PIL import Image
+
+from evalsuite.mini import gold, world as W
+
+
+def render_speed(n: int = 2000) -> float:
+    W.training_pairs(50, seed=99)  # warm caches
+    t0 = time.perf_counter()
+    W.training_pairs(n, seed=0)
+    return n / (time.perf_counter() - t0)
+
+
+def calibrate(n: int = 1000) -> None:
+    rng = np.random.default_rng(0)
+    feats: dict[str, list] = {s: [] for s in W.SHAPES}
+    radii: dict[tuple, list] = {}
+    for i in range(n):
+        s, z = W.SHAPES[i % len(W.SHAPES)], W.SIZES[(i // len(W.SHAPES)) % 2]
+        scene = W.Scene((W.Obj(s, W.COLOURS[int(rng.integers(6))], z,
+                               W.POSITIONS[int(rng.integers(9))]),),
+                        W.BACKGROUNDS[int(rng.integers(4))])
+        blobs = gold.analyse(W.render(scene, rng)).blobs
+        if len(blobs) == 1:
+            feats[s].append(blobs[0].descriptors)
+            radii.setdefault((z, s), []).append(blobs[0].radius)
+    for s, f in feats.items():
+        f = np.array(f)
+        print(f"{s:9s} n={len(f)} mean={np.round(f.mean(0), 3).tolist()} "
+              f"std={np.round(f.std(0), 3).tolist()}")
+    for (z, s), r in sorted(radii.items()):
+        print(f"radius {z:5s} {s:9s} min={min(r):.2f} max={max(r):.2f}")
+
+
+def separation(n: int = 300) -> None:
+    rng = np.random.default_rng(1)
+    captions = [c for _, c in W.training_pairs(n, seed=12345)]
+    own = [W.render_for_caption(c, rng) for c in captions]
+    other = own[1:] + own[:1]
+    blank = [Image.new("RGB", (64, 64), W.BACKGROUND_RGB["grey"])] * n
+    noise = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(n)]
+    t0 = time.perf_counter()
+    s_own = gold.gold_score(own, captions)
+    speed = n / (time.perf_counter() - t0)
+    print(f"gold judge: {speed:.0f} images/s")
+    print(f"gold(own caption's ground truth) mean {s_own.mean():.3f} (min {s_own.min():.3f})")
+    for name, imgs in (("another caption's ground truth", other), ("blank", blank),
+                       ("noise", noise)):
+        s = gold.gold_score(imgs, captions)
+        print(f"gold({name}) mean {s.mean():.3f}; own > it in {np.mean(s_own > s):.3f} of pairs")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--calibrate", action="store_true")
+    args = ap.parse_args()
+    if args.calibrate:
+        calibrate()
+    else:
+        print(f"render: {render_speed():.0f} images/s (training_pairs, one process)")
+        separation()
