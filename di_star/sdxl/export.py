@@ -84,6 +84,8 @@ def export_pipeline(world, unet_config, unet_state: dict[str, Tensor], cfg: Trai
     try:
         exported.save_pretrained(tmp)
         rec = recipe(cfg, step, world.resolution, _DTYPE_NAMES[dtype], _params(unet, world.spec_ref.params))
+        # The harness draws noise of the latent shape the recipe names (defaults: 4 channels, 8x VAE).
+        rec["latent_channels"], rec["vae_scale"] = int(unet.config.in_channels), int(world.vae_scale)
         (tmp / RECIPE_FILE).write_text(json.dumps(rec, indent=1))
         if out.exists():
             old = out.with_name(f".{out.name}.old")

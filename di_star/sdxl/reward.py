@@ -2,6 +2,10 @@
 (`score_tensor(images[N,3,H,W] in [0,1], prompts) -> Tensor[N]`) behind the VAE decoder."""
 from __future__ import annotations
 
+import importlib
+import inspect
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -49,22 +53,58 @@ def random_pickscore(device: torch.device, size: str = "tiny", dtype: torch.dtyp
                                   device=str(device), dtype=text if device.type == "cuda" else "fp32")
 
 
+def split_reward(name: str) -> tuple[str, str | None]:
+    """'NAME' or 'NAME@DIR' (the metric NAME with its weights, and processor files when it takes
+    them, read from the local folder DIR: e.g. 'pickscore@evalsuite/data/mini/proxy_reward', the
+    mini world's PickScore-architecture proxy reward)."""
+    metric, sep, folder = name.partition("@")
+    return metric, (folder or None) if sep else None
+
+
+def check_reward(name: str) -> None:
+    """Fail before anything is loaded when `name` cannot be a reward (unknown metric, missing
+    folder); whether the metric has a differentiable path is checked once it is built."""
+    if name in RANDOM_REWARDS:
+        return
+    from evalsuite.metrics import METRICS
+    metric, folder = split_reward(name)
+    if metric not in METRICS:
+        raise DistarError(f"Unknown reward '{metric}' (sd.reward = '{name}'). Choose a metric with a "
+                          f"differentiable path ({', '.join(_DIFFERENTIABLE)}, or a registered metric "
+                          f"with score_tensor), optionally NAME@DIR for local weights, or one of "
+                          f"{', '.join(RANDOM_REWARDS)}.")
+    if folder is not None and not Path(folder).expanduser().is_dir():
+        raise DistarError(f"sd.reward = '{name}': the weights folder {folder} does not exist. Fix: point "
+                          f"NAME@DIR at a folder holding the metric's weights.")
+
+
 def build_reward(name: str, device: torch.device, dtype: torch.dtype = torch.float32):
-    """The reward metric `name` on `device`; half precision only on a GPU."""
+    """The reward metric `name` ('NAME' or 'NAME@DIR', see split_reward) on `device`; half
+    precision only on a GPU. Any registered metric with a `score_tensor` is accepted."""
     if name in RANDOM_REWARDS:  # random weights, offline: 'tiny:' for tests, 'random:' full size
         return random_pickscore(device, "tiny" if name.startswith("tiny:") else "full", dtype)
-    if name not in _DIFFERENTIABLE:
-        from evalsuite.metrics import METRICS
-        known = [m for m in METRICS.names() if m in _DIFFERENTIABLE]
-        raise DistarError(f"Reward '{name}' has no differentiable path (score_tensor). Choose one "
-                          f"of: {', '.join(known + list(RANDOM_REWARDS))}.")
-    from evalsuite.metrics import load_metric
+    check_reward(name)
+    from evalsuite.metrics import METRICS, load_metric
+    metric, folder = split_reward(name)
     if device.type != "cuda":
         dtype = torch.float32
-    if _DIFFERENTIABLE[name] == "torch":
-        return load_metric(name, device=device, dtype=dtype)
-    text = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-    return load_metric(name, device=str(device), dtype=text)
+    options: dict = {}
+    if folder is not None:
+        module, _, attr = METRICS.get(metric).partition(":")
+        params = inspect.signature(getattr(importlib.import_module(module), attr)).parameters
+        options = {k: str(Path(folder).expanduser()) for k in ("weights_path", "processor_path") if k in params}
+        if "weights_path" not in options:
+            raise DistarError(f"sd.reward = '{name}': metric '{metric}' takes no local weights folder. "
+                              f"Fix: drop '@{folder}'.")
+    if metric in _DIFFERENTIABLE and _DIFFERENTIABLE[metric] == "torch":
+        model = load_metric(metric, device=device, dtype=dtype, **options)
+    else:
+        text = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+        model = load_metric(metric, device=str(device), dtype=text, **options)
+    if not callable(getattr(model, "score_tensor", None)):
+        raise DistarError(f"Reward '{metric}' has no differentiable path (score_tensor). Choose one of: "
+                          f"{', '.join(list(_DIFFERENTIABLE) + list(RANDOM_REWARDS))}.")
+    return model
 
 
 def reward_modules(metric) -> list[nn.Module]:

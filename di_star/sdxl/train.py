@@ -36,6 +36,7 @@ from di_star.losses import validate_guidance
 from di_star.noise import weight_fn
 from di_star.sdxl import checkpoint as ck
 from di_star.sdxl.export import EXPORT_DIR, export_pipeline
+from di_star.sdxl.reward import check_reward
 from di_star.sdxl.sharding import full_optimizer_state, gather_full, is_sharded, shard_unet_module
 from di_star.toy.cache import atomic_write_bytes
 from di_star.trainer import (EVAL_SEED, TrainResult, _check_same_run, _stopped, _truncate_stats,
@@ -80,6 +81,7 @@ def validate_sd(cfg: TrainConfig) -> None:
     if sd.fsdp and sd.mixed_precision == "fp16":
         raise DistarError("sd.fsdp = true with sd.mixed_precision = 'fp16': the fp16 gradient scaler is not "
                           "wired for sharded gradients here. Fix: sd.mixed_precision = 'bf16'.")
+    check_reward(sd.reward)
     if sd.log_with == "wandb":
         import importlib.util
         if importlib.util.find_spec("wandb") is None:

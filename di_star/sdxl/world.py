@@ -45,6 +45,13 @@ class SDWorld:
             raise DistarError(f"sd.generator '{sd.generator}' is {family_of(self.spec_gen)} but "
                               f"sd.reference '{sd.reference}' is {self.name}; they must share the "
                               f"architecture.")
+        # A registered one-step generator names the timestep it was trained at (DMD2: 399; the mini
+        # world's one-step init: its own); feeding it another would start DI* from a broken model.
+        gen_t = self.spec_gen.timesteps
+        if gen_t is not None and len(gen_t) == 1 and self.spec_gen.steps == 1 and gen_t[0] != sd.generator_timestep:
+            raise DistarError(f"sd.generator_timestep = {sd.generator_timestep} but sd.generator "
+                              f"'{sd.generator}' is a one-step model sampled at timestep {gen_t[0]}. "
+                              f"Fix: set sd.generator_timestep = {gen_t[0]}.")
         if cfg.world.name != self.name:
             raise DistarError(f"world.name = '{cfg.world.name}' but sd.reference '{sd.reference}' is "
                               f"{self.name}. Fix: set world.name = '{self.name}'.")

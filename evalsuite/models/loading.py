@@ -68,7 +68,8 @@ def spec_from_path(directory: str) -> ModelSpec:
                   description=f"local pipeline at {d}", pipeline=cls, repo=str(d.resolve()),
                   dtype=recipe.get("dtype", "float16"), resolution=int(res or 1024),
                   params=recipe.get("params", ""))
-    for key in ("scheduler", "steps", "guidance", "arch_type", "default_batch_size"):
+    for key in ("scheduler", "steps", "guidance", "arch_type", "default_batch_size", "latent_channels",
+                "vae_scale"):
         if key in recipe:
             fields[key] = recipe[key]
     if recipe.get("timesteps") is not None:
