@@ -20,10 +20,11 @@ regularisers' gradients differ in size (MATH.md): the demo's alpha_rew frontier 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from di_star.config import TrainConfig, from_dict, merge
+from di_star.sdxl.presets import MINI_ALPHA_CFG, MINI_BASE, MINI_FRONTIER, MINI_REWARDS
 from evalsuite.registry import Registry
 
 
@@ -32,6 +33,7 @@ class WorldScales:
     alpha_cfg: float                  # the world's CFG scale (the paper's 7.5)
     rewards: tuple[float, float, float]   # low, mid, best alpha_rew (the paper's 1, 10, 100)
     base: dict                        # world-specific settings shared by every row
+    frontier: dict[str, tuple[float, ...]] = field(default_factory=dict)  # registered alpha_rew sweeps
 
 
 _WORLD_SCALES: dict[str, WorldScales] = {
@@ -54,6 +56,9 @@ _WORLD_SCALES: dict[str, WorldScales] = {
               "objective": {"distance": "pseudo_huber", "huber_c": 0.1, "distance_space": "x0"},
               "optim": {"lr_g": 3e-4, "lr_psi": 1e-3, "assistant_steps_per_g_step": 2, "batch_size": 128},
               "run": {"max_steps": 300, "log_every": 50, "ckpt_every": 150}}),
+    # The mini text-to-image world on the SDXL code path (di_star.sdxl.presets says how the
+    # paper's setting was scaled to it).
+    "mini": WorldScales(alpha_cfg=MINI_ALPHA_CFG, rewards=MINI_REWARDS, base=MINI_BASE, frontier=MINI_FRONTIER),
 }
 
 
@@ -91,9 +96,22 @@ TABLE_ORDER = ["kl", "diff_instruct", "di_pp", "di_star_out", "di_star_in_norewa
 PRESETS: Registry[Callable[[], TrainConfig]] = Registry("preset")
 
 
+def frontier_rows(s: WorldScales) -> dict[str, tuple[dict, str]]:
+    """alpha_rew sweeps of reward + one regulariser, no CFG, so a frontier isolates the regulariser
+    (rows named 'frontier/<kl|score>/<alpha_rew>')."""
+    rows = _rows(s)
+    out = {}
+    for reg, alphas in s.frontier.items():
+        base = rows["kl" if reg == "kl" else "di_star_in_noreward"][0]
+        for a in alphas:
+            out[f"frontier/{reg}/{a:g}"] = (merge(base, {"objective": {"alpha_rew": a}}),
+                                            f"frontier: {reg} regulariser + reward ({a:g}, 0), no CFG")
+    return out
+
+
 def _register() -> None:
     for world, scales in _WORLD_SCALES.items():
-        for row, (over, desc) in _rows(scales).items():
+        for row, (over, desc) in {**_rows(scales), **frontier_rows(scales)}.items():
             name = f"{world}/{row}"
             data = merge(merge(TrainConfig().to_dict(), scales.base), {**over, "preset": name})
             PRESETS.add(name, lambda data=data: from_dict(data), desc)

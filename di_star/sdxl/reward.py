@@ -53,6 +53,16 @@ def random_pickscore(device: torch.device, size: str = "tiny", dtype: torch.dtyp
                                   device=str(device), dtype=text if device.type == "cuda" else "fp32")
 
 
+def _metric_factory(metric: str):
+    """The class (or factory) a metric name is registered to, imported but not built."""
+    from evalsuite.metrics import METRICS
+    entry = METRICS.get(metric)
+    if not isinstance(entry, str):
+        return entry
+    module, _, attr = entry.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def split_reward(name: str) -> tuple[str, str | None]:
     """'NAME' or 'NAME@DIR' (the metric NAME with its weights, and processor files when it takes
     them, read from the local folder DIR: e.g. 'pickscore@evalsuite/data/mini/proxy_reward', the
@@ -73,6 +83,10 @@ def check_reward(name: str) -> None:
                           f"differentiable path ({', '.join(_DIFFERENTIABLE)}, or a registered metric "
                           f"with score_tensor), optionally NAME@DIR for local weights, or one of "
                           f"{', '.join(RANDOM_REWARDS)}.")
+    factory = _metric_factory(metric)
+    if isinstance(factory, type) and not callable(getattr(factory, "score_tensor", None)):
+        raise DistarError(f"Reward '{metric}' has no differentiable path (score_tensor). Choose one of: "
+                          f"{', '.join(list(_DIFFERENTIABLE) + list(RANDOM_REWARDS))}.")
     if folder is not None and not Path(folder).expanduser().is_dir():
         raise DistarError(f"sd.reward = '{name}': the weights folder {folder} does not exist. Fix: point "
                           f"NAME@DIR at a folder holding the metric's weights.")
@@ -84,14 +98,13 @@ def build_reward(name: str, device: torch.device, dtype: torch.dtype = torch.flo
     if name in RANDOM_REWARDS:  # random weights, offline: 'tiny:' for tests, 'random:' full size
         return random_pickscore(device, "tiny" if name.startswith("tiny:") else "full", dtype)
     check_reward(name)
-    from evalsuite.metrics import METRICS, load_metric
+    from evalsuite.metrics import load_metric
     metric, folder = split_reward(name)
     if device.type != "cuda":
         dtype = torch.float32
     options: dict = {}
     if folder is not None:
-        module, _, attr = METRICS.get(metric).partition(":")
-        params = inspect.signature(getattr(importlib.import_module(module), attr)).parameters
+        params = inspect.signature(_metric_factory(metric)).parameters
         options = {k: str(Path(folder).expanduser()) for k in ("weights_path", "processor_path") if k in params}
         if "weights_path" not in options:
             raise DistarError(f"sd.reward = '{name}': metric '{metric}' takes no local weights folder. "
