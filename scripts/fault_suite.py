@@ -1,0 +1,312 @@
+"""Replay issue 13's bad inputs (and issue 12's `--device gpu`, `--batch-size -1`) through the
+`distar` CLI and count how each one ends: a traceback, a clear error (exit 2), or a wrong
+acceptance (exit 0 where the input must be refused, e.g. `alpha_rew = nan`).
+
+    .venv/bin/python scripts/fault_suite.py            # all cases; a table and the counts
+    .venv/bin/python scripts/fault_suite.py -k sqlite  # only cases whose name contains 'sqlite'
+
+Runs in one process with typer's CliRunner (the CLI's own code path, minus the interpreter
+start-up per case), offline, in a temp folder; tiny models are built once in $DISTAR_CACHE
+(default: a folder under /tmp kept between runs). Several minutes on 2 cores (it trains a tiny
+SDXL run and generates a few tiny images to damage).
+A "clear error" here means: exit code 2, no traceback, and the message printed as given (no
+rich markup error). Whether the message names the file is checked by the tests
+(tests/test_faults_*.py), case by case.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DISTAR_CACHE", str(Path(tempfile.gettempdir()) / "distar-fault-suite-cache"))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from typer.testing import CliRunner  # noqa: E402
+
+try:  # the CLI moved from evalsuite/cli.py to distar/cli.py
+    from distar.cli import app  # type: ignore[import-not-found]  # noqa: E402
+except ImportError:  # pragma: no cover - older layout
+    from evalsuite.cli import app  # noqa: E402
+
+EVAL = ["eval", "--model", "tiny_sdxl", "--bench", "tiny", "--limit", "2"]
+
+
+def _pickle_bomb(path: Path, marker: Path) -> None:
+    """A pickle whose unpickling would create `marker` (a planted malicious file)."""
+    import pickle
+
+    class Bomb:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(pickle.dumps({"weight": Bomb()}))
+
+
+class Suite:
+    def __init__(self, root: Path):
+        self.root = root
+        self._good_store: Path | None = None
+        self._toy_run: Path | None = None
+        self._sd_run: Path | None = None
+
+    # Healthy artefacts, built once and copied per case -------------------------------------
+    def invoke(self, args, env=None):
+        return CliRunner().invoke(app, [str(a) for a in args], env=env, catch_exceptions=True)
+
+    def good_store(self) -> Path:
+        if self._good_store is None:
+            d = self.root / "good-eval"
+            r = self.invoke(EVAL + ["--out", d])
+            assert r.exit_code == 0, r.output
+            self._good_store = d
+        return self._good_store
+
+    def toy_run(self) -> Path:
+        if self._toy_run is None:
+            d = self.root / "good-toy"
+            r = self.invoke(["train", "--preset", "gmm/di_star_in", "--max-steps", "2", "--out", d])
+            assert r.exit_code == 0, r.output
+            self._toy_run = d
+        return self._toy_run
+
+    def sd_run(self) -> Path:
+        if self._sd_run is None:
+            d = self.root / "good-sd"
+            r = self.invoke(["train", "--preset", "tiny_sdxl", "--max-steps", "2", "--out", d])
+            assert r.exit_code == 0, r.output
+            self._sd_run = d
+        return self._sd_run
+
+    def copy(self, src: Path, name: str) -> Path:
+        dst = self.root / name
+        shutil.rmtree(dst, ignore_errors=True)
+        shutil.copytree(src, dst)
+        return dst
+
+    def tiny_pipeline(self, name: str) -> Path:
+        from evalsuite.models.architectures import tiny_pipeline_dir
+        return self.copy(tiny_pipeline_dir("sdxl"), name)
+
+    def out(self, name: str) -> Path:
+        d = self.root / name
+        shutil.rmtree(d, ignore_errors=True)
+        return d
+
+    def config(self, name: str, text: str) -> Path:
+        p = self.root / name
+        p.write_text(text)
+        return p
+
+    # The cases: name -> (argv, env) -------------------------------------------------------
+    def cases(self):
+        r = self.root
+
+        def index_case(name, content):
+            def make():
+                d = self.tiny_pipeline(name)
+                (d / "model_index.json").write_text(content)
+                return ["eval", "--model", f"path:{d}", "--bench", "tiny", "--limit", "1",
+                        "--out", self.out(name + "-out")], None
+            return make
+
+        yield "model_index.json corrupt", index_case("mi-corrupt", "{not json")
+        yield "model_index.json no _class_name", index_case("mi-noclass", '{"unet": ["diffusers", "UNet2DConditionModel"]}')
+        yield "model_index.json list _class_name", index_case("mi-listclass", '{"_class_name": ["a", "b"]}')
+        yield "eval --batch-size -1", lambda: (EVAL + ["--batch-size", "-1", "--out", self.out("bs-neg")], None)
+        yield "eval --batch-size 10^12", lambda: (EVAL + ["--batch-size", str(10**12), "--out", self.out("bs-huge")], None)
+        yield "eval --skip-generation on an empty store", lambda: (
+            EVAL + ["--skip-generation", "--out", self.out("skip-empty")], None)
+        yield "eval --device tpu9", lambda: (EVAL + ["--device", "tpu9", "--out", self.out("dev-tpu")], None)
+        yield "eval --device gpu", lambda: (EVAL + ["--device", "gpu", "--out", self.out("dev-gpu")], None)
+
+        def store_case(name, damage, cmd):
+            def make():
+                d = self.copy(self.good_store(), name)
+                for extra in ("results.sqlite-wal", "results.sqlite-shm"):
+                    (d / extra).unlink(missing_ok=True)
+                p = d / "results.sqlite"
+                damage(p)
+                if cmd == "eval":
+                    return EVAL + ["--out", d], None
+                return ["leaderboard", "--results", d, "--out", self.out(name + "-lb")], None
+            return make
+
+        def truncate(p):
+            data = p.read_bytes()
+            p.write_bytes(data[: len(data) // 3])
+
+        def garbage(p):
+            p.write_bytes(b"this is not a database\n" * 100)
+
+        yield "results.sqlite truncated (eval)", store_case("db-trunc-eval", truncate, "eval")
+        yield "results.sqlite garbage (eval)", store_case("db-garbage-eval", garbage, "eval")
+        yield "results.sqlite truncated (leaderboard)", store_case("db-trunc-lb", truncate, "leaderboard")
+        yield "results.sqlite garbage (leaderboard)", store_case("db-garbage-lb", garbage, "leaderboard")
+        yield "results.sqlite garbage (gallery)", lambda: (
+            ["gallery", "--bench", "tiny", "--results", store_case("db-garbage-gal", garbage, "eval")()[0][-1],
+             "--out", self.out("gal-out")], None)
+        yield "leaderboard on a missing store", lambda: (
+            ["leaderboard", "--results", r / "no-such-dir", "--out", self.out("lb-missing")], None)
+
+        def blocked_out(name):
+            blocker = r / f"{name}-file"
+            blocker.write_text("")
+            return blocker / "sub"
+
+        yield "train --out not writable", lambda: (
+            ["train", "--preset", "gmm/di_star_in", "--max-steps", "1", "--out", blocked_out("ro-train")], None)
+        yield "eval --out not writable", lambda: (EVAL + ["--out", blocked_out("ro-eval")], None)
+
+        def ckpt_case(name, kind, damage):
+            def make():
+                src = self.toy_run() if kind == "toy" else self.sd_run()
+                d = self.copy(src, name)
+                damage(d)
+                preset = "gmm/di_star_in" if kind == "toy" else "tiny_sdxl"
+                return ["train", "--preset", preset, "--max-steps", "3", "--out", d], None
+            return make
+
+        def corrupt_latest(d):
+            (d / "latest.json").write_text("{oops")
+
+        def dangling_latest(d):
+            (d / "latest.json").write_text(json.dumps({"step": 99, "name": "ckpt-0000099"}))
+
+        def truncate_ckpt(d):
+            name = json.loads((d / "latest.json").read_text())["name"]
+            f = d / f"{name}.safetensors"
+            if not f.exists():  # the SD trainer: one folder per checkpoint
+                f = d / name / "generator.safetensors"
+            f.write_bytes(f.read_bytes()[:200])
+
+        def corrupt_config(d):
+            (d / "config.json").write_text("[1, 2")
+
+        for kind in ("toy", "sd"):
+            yield f"{kind} train: latest.json corrupt", ckpt_case(f"{kind}-latest-corrupt", kind, corrupt_latest)
+            yield f"{kind} train: latest.json -> missing checkpoint", ckpt_case(f"{kind}-latest-dangling", kind, dangling_latest)
+            yield f"{kind} train: checkpoint truncated", ckpt_case(f"{kind}-ckpt-trunc", kind, truncate_ckpt)
+            yield f"{kind} train: config.json corrupt", ckpt_case(f"{kind}-config-corrupt", kind, corrupt_config)
+
+        def train_cfg(name, text, suffix=".toml", preset="gmm/di_star_in"):
+            def make():
+                p = self.config(name + suffix, text)
+                return ["train", "--preset", preset, "--config", p, "--max-steps", "2",
+                        "--out", self.out(name)], None
+            return make
+
+        yield "config world.eval_samples = -5", train_cfg("cfg-evalneg", "[world]\neval_samples = -5\n")
+        yield "config optim.batch_size = 10^12", train_cfg("cfg-bshuge", "[optim]\nbatch_size = 1000000000000\n")
+        yield "config JSON list", train_cfg("cfg-list", "[1, 2, 3]", ".json")
+        yield "config TOML garbage", train_cfg("cfg-garbage", "[optim\nlr_g = ", ".toml")
+        for key, section in (("alpha_rew", "objective"), ("huber_c", "objective"), ("lr_g", "optim"),
+                             ("beta1", "optim"), ("ema", "run"), ("sigma_std", "objective")):
+            yield f"config {section}.{key} = nan (TOML)", train_cfg(f"cfg-nan-{key}", f"[{section}]\n{key} = nan\n")
+        yield "config optim.lr_g = inf (TOML)", train_cfg("cfg-inf-lr", "[optim]\nlr_g = inf\n")
+        yield "config objective.alpha_rew = NaN (JSON)", train_cfg(
+            "cfg-nan-json", '{"objective": {"alpha_rew": NaN}}', ".json")
+        yield "config objective.alpha_cfg = -inf (JSON)", train_cfg(
+            "cfg-ninf-json", '{"objective": {"alpha_cfg": -Infinity, "guidance": "in"}}', ".json")
+
+        # Planted malicious files: each loader must refuse without running them.
+        marker = r / "PWNED"
+
+        def text_encoder_bomb():
+            d = self.tiny_pipeline("bomb-te")
+            for f in (d / "text_encoder").glob("*.safetensors"):
+                f.unlink()
+            _pickle_bomb(d / "text_encoder" / "pytorch_model.bin", marker)
+            return ["eval", "--model", f"path:{d}", "--bench", "tiny", "--limit", "1",
+                    "--out", self.out("bomb-te-out")], None
+
+        def pickscore_bomb():
+            d = r / "bomb-pickscore"
+            d.mkdir(exist_ok=True)
+            (d / "config.json").write_text(json.dumps({"model_type": "clip"}))
+            _pickle_bomb(d / "pytorch_model.bin", marker)
+            return EVAL + ["--metrics", "pickscore", "--out", self.copy(self.good_store(), "bomb-ps-out")], \
+                {"DISTAR_PICKSCORE_PATH": str(d), "DISTAR_PICKSCORE_PROCESSOR_PATH": str(d)}
+
+        def inception_bomb():
+            f = r / "bomb-inception" / "pt_inception-2015-12-05-6726825d.pth"
+            _pickle_bomb(f, marker)
+            return EVAL + ["--metrics", "fid", "--out", self.copy(self.good_store(), "bomb-inc-out")], \
+                {"DISTAR_INCEPTION_PATH": str(f)}
+
+        yield "malicious text-encoder .bin in path: pipeline", text_encoder_bomb
+        yield "malicious PickScore weights", pickscore_bomb
+        yield "malicious Inception weights", inception_bomb
+
+        # User text that looks like rich markup must print verbatim.
+        yield "message containing [/x] (model path)", lambda: (
+            ["eval", "--model", "path:/nonexistent/[/x]", "--bench", "tiny", "--out", self.out("markup1")], None)
+        yield "message containing [optim] (config key)", train_cfg("cfg-markup", "[optim]\n\"[optim]\" = 1\n")
+        yield "message containing [/x] (bench file)", lambda: (
+            ["eval", "--model", "tiny_sdxl", "--bench", "file:/nonexistent/[/x].txt", "--out", self.out("markup2")], None)
+
+
+def classify(result, marker: Path) -> tuple[str, str]:
+    out = result.output or ""
+    exc = result.exception
+    if marker.exists():
+        marker.unlink()
+        return "EXECUTED", "a planted pickle ran"
+    if exc is not None and not isinstance(exc, SystemExit):
+        tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).strip().splitlines()
+        return "TRACEBACK", f"{type(exc).__name__}: {str(exc).splitlines()[0][:110] if str(exc) else ''}" \
+            if tb else type(exc).__name__
+    if "MarkupError" in out or "Traceback" in out:
+        return "TRACEBACK", out.strip().splitlines()[-1][:120]
+    lines = [ln for ln in out.strip().splitlines() if ln.strip()]
+    first_err = next((ln for ln in lines if "error" in ln.lower()), lines[-1] if lines else "")
+    if result.exit_code == 0:
+        return "ACCEPTED", "exit 0: the bad input was not refused"
+    if result.exit_code == 2:
+        return "CLEAR", first_err.strip()[:140]
+    return f"EXIT{result.exit_code}", first_err.strip()[:140]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-k", default="", help="only cases whose name contains this")
+    ap.add_argument("--keep", action="store_true", help="keep the temp folder")
+    args = ap.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="distar-faults-"))
+    suite = Suite(root)
+    marker = root / "PWNED"
+    counts: dict[str, int] = {}
+    rows = []
+    try:
+        for name, make in suite.cases():
+            if args.k and args.k.lower() not in name.lower():
+                continue
+            try:
+                argv, env = make()
+            except Exception as e:  # noqa: BLE001 - a broken set-up is reported, not fatal
+                rows.append((name, "SETUP", f"{type(e).__name__}: {str(e)[:100]}"))
+                counts["SETUP"] = counts.get("SETUP", 0) + 1
+                continue
+            result = suite.invoke(argv, env=env)
+            kind, msg = classify(result, marker)
+            counts[kind] = counts.get(kind, 0) + 1
+            rows.append((name, kind, msg))
+            print(f"{kind:10s} {name:48s} {msg}", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    print()
+    print("cases:", len(rows), " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    return 0 if set(counts) <= {"CLEAR"} else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
