@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from di_star.config import TrainConfig, load_config, validate
 from evalsuite.errors import DistarError
@@ -61,10 +62,12 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
     # Under `accelerate launch` every process runs this; only the first one talks.
     quiet = os.environ.get("RANK", "0") != "0"
     console = Console(stderr=True, quiet=quiet)
-    console.print(f"training [bold]{cfg.preset or 'custom config'}[/] for {cfg.run.max_steps} generator "
-                  f"steps in {out} (rerun the same command to resume)", highlight=False)
+    # Plain text (markup=False, soft_wrap): paths and names print verbatim, commands unwrapped.
+    console.print(f"training {cfg.preset or 'custom config'} for {cfg.run.max_steps} generator "
+                  f"steps in {out} (rerun the same command to resume)", markup=False,
+                  highlight=False, soft_wrap=True)
     result = train_run(cfg, out)
-    table = Table(title=f"{cfg.preset or out.name}: step {result.step}, {result.ms_per_step:.1f} ms/step")
+    table = Table(title=Text(f"{cfg.preset or out.name}: step {result.step}, {result.ms_per_step:.1f} ms/step"))
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")
     for k, v in result.metrics.items():
@@ -74,7 +77,7 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
         evaluate = (f"distar eval --model toy-digits:{out} --bench digits" if cfg.world.name == "digits"
                     else "metrics.json")
         console.print(f"run dir: {out} (config.json, stats.jsonl, metrics.json, generator.safetensors); "
-                      f"evaluate: {evaluate}", highlight=False)
+                      f"evaluate: {evaluate}", markup=False, highlight=False, soft_wrap=True)
     else:  # SD worlds export a diffusers pipeline that the harness loads with path:
         console.print(f"run dir: {out}; evaluate: distar eval --model path:{out / 'export'} "
-                      f"--bench parti", highlight=False)
+                      f"--bench parti", markup=False, highlight=False, soft_wrap=True)

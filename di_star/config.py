@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -176,7 +177,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise DistarError(f"Config file {path} does not exist.")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DistarError(f"Cannot read config file {path}: {e}. Fix: pass a readable UTF-8 "
+                          ".json or .toml file.") from None
     if path.suffix == ".json":
         try:
             return json.loads(text)
@@ -197,6 +202,10 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def load_config(path: Path, base: TrainConfig | None = None) -> TrainConfig:
     """A config file, optionally on top of a preset's config."""
     data = read_config_file(path)
+    if not isinstance(data, dict):
+        raise DistarError(f"{path} holds a {type(data).__name__}, not a table of sections. "
+                          "Fix: write it as {\"optim\": {\"lr_g\": 1e-4}, ...} (JSON) or "
+                          "[optim] / lr_g = 1e-4 (TOML).")
     return from_dict(merge(base.to_dict(), data) if base is not None else data)
 
 
@@ -205,8 +214,92 @@ def _choice(value: str, choices: tuple[str, ...], key: str) -> None:
         raise DistarError(f"Unknown {key} '{value}'. Choose one of: {', '.join(choices)}")
 
 
+# The allowed range of every numeric config value: (low, high, low inclusive, high inclusive).
+# Every int / float field of every section must be listed (tests/test_faults_config.py checks,
+# by introspection, that a new field cannot be added without its range), and every value must
+# be finite first: NaN compares False with everything, so `alpha_rew < 0` lets NaN through and
+# `if alpha_rew > 0` then silently drops the reward term.
+_BIG = 10**7          # counts and sizes: past this it is a typo, not a run (batch 10^12 = OOM)
+NUMERIC_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "world.eval_samples": (1, _BIG, True, True),
+    "world.recipe_scale": (0.0, 1.0, False, True),
+    "objective.huber_c": (0.0, math.inf, False, False),
+    "objective.alpha_rew": (0.0, math.inf, True, False),
+    "objective.alpha_cfg": (0.0, math.inf, True, False),
+    "objective.sigma_mean": (-math.inf, math.inf, False, False),
+    "objective.sigma_std": (0.0, math.inf, True, False),
+    "optim.lr_g": (0.0, math.inf, False, False),
+    "optim.lr_psi": (0.0, math.inf, False, False),
+    "optim.beta1": (0.0, 1.0, True, False),
+    "optim.beta2": (0.0, 1.0, True, False),
+    "optim.assistant_steps_per_g_step": (0, 1000, True, True),
+    "optim.batch_size": (1, _BIG, True, True),
+    "run.max_steps": (0, 10**9, True, True),
+    "run.seed": (0, 2**31 - 1, True, True),
+    "run.ema": (0.0, 1.0, True, False),
+    "run.log_every": (1, 10**9, True, True),
+    "run.ckpt_every": (1, 10**9, True, True),
+    "sd.generator_timestep": (0, 999, True, True),
+    "sd.t_min": (0, 999, True, True),
+    "sd.t_max": (1, 1000, True, True),
+    "sd.resolution": (0, 16384, True, True),
+    "sd.weight_decay": (0.0, math.inf, True, False),
+    "sd.max_grad_norm": (0.0, math.inf, True, False),
+    "sd.grad_accum": (1, 10**6, True, True),
+    "sd.assistant_lora_rank": (0, 10**5, True, True),
+    "sd.sample_every": (0, 10**9, True, True),
+    "sd.sample_images": (1, 1024, True, True),
+    "sd.eval_every": (0, 10**9, True, True),
+    "sd.eval_limit": (1, _BIG, True, True),
+}
+
+
+def numeric_fields(cls: type = None, prefix: str = "") -> list[str]:  # type: ignore[assignment]
+    """'section.key' of every int / float (or optional float) field, by introspection."""
+    cls = cls or TrainConfig
+    out = []
+    for f, tp in ((f, get_type_hints(cls)[f.name]) for f in fields(cls)):
+        where = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(tp):
+            out += numeric_fields(tp, where)
+            continue
+        args = get_args(tp) if get_origin(tp) in (Union, types.UnionType) else (tp,)
+        if any(a in (int, float) for a in args) and bool not in args:
+            out.append(where)
+    return out
+
+
+def _range_text(lo: float, hi: float, lo_in: bool, hi_in: bool) -> str:
+    left = f"{'[' if lo_in else '('}{lo:g}" if lo != -math.inf else "(-inf"
+    right = f"{hi:g}{']' if hi_in else ')'}" if hi != math.inf else "inf)"
+    return f"{left}, {right}"
+
+
+def check_numbers(cfg: TrainConfig) -> None:
+    """Every numeric value finite and in its declared range; all offenders named at once."""
+    problems = []
+    for where in numeric_fields():
+        section, key = where.split(".", 1)
+        value = getattr(getattr(cfg, section), key)
+        if value is None:  # optional values (huber_c) are checked where they are needed
+            continue
+        if where not in NUMERIC_RANGES:  # a programming error, caught by the tests
+            raise KeyError(f"config field {where} has no entry in NUMERIC_RANGES")
+        lo, hi, lo_in, hi_in = NUMERIC_RANGES[where]
+        if not math.isfinite(value):
+            problems.append(f"{where} = {value} is not a finite number")
+        elif value < lo or value > hi or (value == lo and not lo_in) or (value == hi and not hi_in):
+            problems.append(f"{where} = {value} is outside {_range_text(lo, hi, lo_in, hi_in)}")
+    if problems:
+        raise DistarError("Invalid config value(s): " + "; ".join(problems) +
+                          ". Fix: set each to a finite number in its range (di_star/config.py "
+                          "NUMERIC_RANGES lists them).")
+
+
 def validate(cfg: TrainConfig) -> None:
-    """Reject unknown choices and options that contradict each other, each with its fix."""
+    """Reject non-finite or out-of-range numbers, unknown choices and options that contradict
+    each other, each with its fix."""
+    check_numbers(cfg)
     o, opt, run = cfg.objective, cfg.optim, cfg.run
     _choice(o.regulariser, REGULARISERS, "objective.regulariser")
     _choice(o.distance, DISTANCES, "objective.distance")

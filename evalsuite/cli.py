@@ -18,15 +18,31 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True)
 
 
+def report_error(message: str) -> None:
+    """Print a user-facing message as plain text on stderr: never parsed as rich markup (user
+    text such as `[/x]` or `[optim]` prints verbatim) and never wrapped at the terminal width
+    (commands and paths in a fix stay copy-pasteable)."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.flush()
+
+
+INTERRUPTED = "interrupted; rerun the same command to resume"
+
+
 def _friendly(fn):
-    """Turn DistarError into a clear message and exit code 2."""
+    """The one place a command's failure becomes what the user sees: DistarError -> its message,
+    exit 2; Ctrl-C -> "interrupted; rerun the same command to resume", exit 130 (128 + SIGINT)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except DistarError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False)
+            report_error(str(e))
             raise typer.Exit(code=2)
+        except KeyboardInterrupt:
+            sys.stderr.write(f"\n{INTERRUPTED}\n")
+            sys.stderr.flush()
+            raise typer.Exit(code=130)
     return wrapper
 
 
