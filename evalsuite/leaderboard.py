@@ -38,6 +38,8 @@ METRICS_SHOWN: dict[str, tuple[str, bool | None, int]] = {
     "clip": ("CLIP", True, 2),
     "hpsv2": ("HPSv2.0", True, 2),
     "hpsv21": ("HPSv2.1", True, 2),
+    "hpsv2_noaa": ("HPSv2.0 noaa", True, 2),
+    "hpsv21_noaa": ("HPSv2.1 noaa", True, 2),
     "fid": ("FID", False, 2),
     "kid": ("KID", False, 4),
 }

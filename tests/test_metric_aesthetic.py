@@ -77,9 +77,13 @@ def setup(tmp_path_factory):
     torch.save(mlp.state_dict(), d / "mlp.pth")
     torch.save(clip_model.state_dict(), d / "clip.pt")
     rc.register_open_clip_config(rc.TINY_OPENAI_CLIP_NAME, rc.TINY_OPENAI_CLIP)
-    ours = AestheticScore(device="cpu", batch_size=4, weights_path=str(d / "mlp.pth"),
-                          clip_weights_path=str(d / "clip.pt"),
-                          clip_arch=rc.TINY_OPENAI_CLIP_NAME)
+    # A random head is not the published file: loading it needs the explicit opt-in
+    # (tests/test_metric_weights.py checks the refusal without it).
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DISTAR_ALLOW_WEIGHT_MISMATCH", "1")
+        ours = AestheticScore(device="cpu", batch_size=4, weights_path=str(d / "mlp.pth"),
+                              clip_weights_path=str(d / "clip.pt"),
+                              clip_arch=rc.TINY_OPENAI_CLIP_NAME)
     return clip_model, clip.clip._transform(224), mlp, ours, d
 
 
@@ -139,9 +143,10 @@ def test_missing_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
     assert "DISTAR_AESTHETIC_PATH" in str(e.value)
 
 
-def test_refuses_pickled_objects(setup, tmp_path):
+def test_refuses_pickled_objects(setup, tmp_path, monkeypatch):
     """Weights are loaded with weights_only=True: a pickle of a Python object is refused."""
     _, _, _, _, d = setup
+    monkeypatch.setenv("DISTAR_ALLOW_WEIGHT_MISMATCH", "1")  # past the digest check, to the load
     torch.save({"layers.0.weight": torch.zeros(1), "evil": nn.ReLU()}, tmp_path / "bad.pth")
     with pytest.raises(DistarError, match="weights_only"):
         AestheticScore(device="cpu", weights_path=str(tmp_path / "bad.pth"),

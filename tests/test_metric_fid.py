@@ -8,6 +8,7 @@ protocol is passed to clean-fid the way DMD2 passes it: as `custom_image_tranfor
 from coco_evaluator.resize_and_center_crop). Our Inception wrapper is checked against clean-fid's
 InceptionV3W on a small torchscript file with the same layout.
 """
+import hashlib
 import os
 from pathlib import Path
 
@@ -115,6 +116,33 @@ def test_kid_matches_clean_fid(folders, tmp_path, monkeypatch):
     assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)) and abs(expected) > 1e-4
 
 
+def test_kid_subset_order_is_clean_fids_reference_statistics_call(folders, tmp_path, monkeypatch):
+    """KID draws each subset pair in an order: clean-fid's kernel_distance(feats1, feats2) draws
+    from feats2 first. Ours equals `compute_kid(gen_dir, dataset_name=..., dataset_split=
+    'custom')` (reference statistics: kernel_distance(ref, gen)) after np.random.seed(seed),
+    i.e. also `compute_kid(ref_dir, gen_dir)`, but NOT `compute_kid(gen_dir, ref_dir)`, which
+    draws the other way round (same expectation, another value)."""
+    from cleanfid import fid
+    gen, ref = folders
+    ext = TinyExtractor()
+    monkeypatch.setattr(fid, "build_feature_extractor", lambda *a, **k: ext)
+    ours = KID(reference_dir=str(ref), protocol="clean", extractor=ext, device="cpu",
+               num_workers=0, cache_dir=str(tmp_path), seed=5)
+    ref_feats = ours.reference.feats
+    monkeypatch.setattr(fid, "get_reference_statistics",
+                        lambda *a, **k: ref_feats)  # what make_custom_stats would have stored
+    kw = dict(mode="clean", num_workers=0, batch_size=8, device=torch.device("cpu"),
+              verbose=False)
+    np.random.seed(5)
+    stats_call = fid.compute_kid(str(gen), dataset_name="myref", dataset_res="na",
+                                 dataset_split="custom", **kw)
+    np.random.seed(5)
+    gen_first = fid.compute_kid(str(gen), str(ref), **kw)
+    got = ours.compute(list_images(gen))
+    assert abs(got - stats_call) < 1e-6 * max(1.0, abs(stats_call))
+    assert abs(got - gen_first) > 1e-3 * abs(stats_call)
+
+
 def test_statistics_and_distance_are_clean_fids(folders):
     from cleanfid.fid import fid_from_feats
     rng = np.random.default_rng(0)
@@ -193,16 +221,29 @@ def test_inception_wrapper_matches_clean_fid_wrapper(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(ours(x), ref, rtol=0, atol=0)
     assert "sha256:" in ours.name
+    # The full digest is recorded, checked against nothing (NVIDIA publishes none) and said so.
+    assert ours.provenance["sha256"] == hashlib.sha256(
+        (tmp_path / "inception-2015-12-05.pt").read_bytes()).hexdigest()
+    assert ours.provenance["verified"] == "no published sha256"
 
 
 def test_missing_inception_offline_is_a_clear_error(monkeypatch):
-    if Path("/tmp/inception-2015-12-05.pt").exists():
-        pytest.skip("clean-fid's downloaded Inception exists in /tmp on this machine")
-    monkeypatch.delenv("DISTAR_INCEPTION_PATH", raising=False)
-    assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    with pytest.raises(WeightsMissingError) as e:
-        InceptionV3Features(device="cpu")
+    """Also with a file planted in /tmp, clean-fid's world-writable download place: it is
+    never read (a planted TorchScript file runs its own code when loaded)."""
+    planted = Path("/tmp/inception-2015-12-05.pt")
+    ours_to_remove = not planted.exists()
+    if ours_to_remove:
+        planted.write_bytes(b"planted")
+    try:
+        monkeypatch.delenv("DISTAR_INCEPTION_PATH", raising=False)
+        assert os.environ.get("HF_HUB_OFFLINE") == "1"
+        with pytest.raises(WeightsMissingError) as e:
+            InceptionV3Features(device="cpu")
+    finally:
+        if ours_to_remove:
+            planted.unlink(missing_ok=True)
     assert "inception-2015-12-05.pt" in str(e.value) and "DISTAR_INCEPTION_PATH" in str(e.value)
+    assert "/tmp/inception" not in str(e.value)
 
 
 def test_fid_without_reference_is_a_clear_error(monkeypatch):

@@ -159,6 +159,42 @@ def test_versions_are_distinct_keys(reference):
     assert a.info.key != b.info.key and "HPS_v2.1_compressed.pt" in b.info.key
 
 
+def test_no_antialias_variant_matches_hpsv2_under_old_torchvision(reference, ours, monkeypatch):
+    """hpsv2 resizes with torchvision's default antialias (False before 0.17, True since).
+    'hpsv21_noaa' reproduces hpsv2 run with the old default (emulated by making its resize
+    call pass antialias=False), under its own name and key; 'hpsv21' is the new default."""
+    import hpsv2.src.open_clip.transform as hps_transform
+
+    from evalsuite.metrics import load_metric
+    model, preprocess_val, ckpt, img_score, _ = reference
+    monkeypatch.setattr(img_score, "model_dict", {"model": model, "preprocess_val": preprocess_val})
+    noaa = load_metric("hpsv21_noaa", weights_path=str(ckpt), arch=rc.TINY_OPEN_CLIP_NAME,
+                       device="cpu")
+    images, prompts = rc.sample_images(6), rc.sample_prompts(6)
+    new_default = np.array([img_score.score([im], p, cp=str(ckpt), hps_version="v2.1")[0]
+                            for im, p in zip(images, prompts)])
+
+    class OldTorchvision:
+        def __getattr__(self, name):
+            return getattr(TF, name)
+
+        @staticmethod
+        def resize(img, size, interpolation, **kw):
+            return TF.resize(img, size, interpolation, antialias=False)
+
+    monkeypatch.setattr(hps_transform, "F", OldTorchvision())
+    old_default = np.array([img_score.score([im], p, cp=str(ckpt), hps_version="v2.1")[0]
+                            for im, p in zip(images, prompts)])
+    np.testing.assert_allclose(noaa.score(images, prompts), old_default, atol=TOL, rtol=0)
+    np.testing.assert_allclose(ours.score(images, prompts), new_default, atol=TOL, rtol=0)
+    assert np.abs(old_default - new_default).max() > 10 * TOL  # the two really differ
+    assert noaa.info.name == "hpsv21_noaa" and noaa.info.key != ours.info.key
+    assert "without antialias" in noaa.info.key and "noaa" in noaa.info.version
+    # The differentiable path follows the variant too.
+    x = TF.to_tensor(images[0].convert("RGB"))[None]
+    assert abs(noaa.score_tensor(x, prompts[:1]).item() - old_default[0]) < 1e-5
+
+
 def test_missing_weights_offline_is_a_clear_error(tmp_path, monkeypatch):
     import huggingface_hub.constants as hc
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))

@@ -244,3 +244,35 @@ def test_half_precision_path(reference, ours, images):
     print(f"ImageReward bf16 vs fp32: max |diff| = {np.abs(low - full).max():.2e}")
     assert np.abs(low - full).max() < 0.1
     assert half.info.key != ours.info.key
+
+
+def test_options_and_provenance_like_every_metric(reference, ours, images, vocab_dir, tmp_path,
+                                                  monkeypatch):
+    """device='auto', dtype as a name, the weight file's full sha256 in provenance (written to
+    every score's meta_json by the runner), and a strict load: an unknown tensor or one that
+    from_checkpoint needs is an error naming it."""
+    import hashlib
+
+    model, med = reference
+    (tmp_path / "med_config.json").write_text(json.dumps(med))
+    torch.save(model.state_dict(), tmp_path / "ImageReward.pt")
+    metric = load_metric("imagereward", weights_path=str(tmp_path), tokenizer_path=str(vocab_dir),
+                         device="auto", dtype="fp32")
+    assert metric.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert metric.dtype == torch.float32
+    prov = metric.provenance["weights"]
+    assert prov["sha256"] == hashlib.sha256((tmp_path / "ImageReward.pt").read_bytes()).hexdigest()
+    assert prov["file"] == str(tmp_path / "ImageReward.pt")
+    assert len(metric.provenance["med_config"]["sha256"]) == 64
+    with pytest.raises(DistarError, match="Unknown dtype 'fp8'"):
+        ImageReward.from_state_dict(model.state_dict(), ours.config, ours.tokenizer, dtype="fp8")
+
+    state = dict(model.state_dict())
+    state["blip.text_encoder.extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "ImageReward.pt")
+    with pytest.raises(DistarError, match="blip.text_encoder.extra.weight"):
+        ImageReward(weights_path=str(tmp_path), tokenizer_path=str(vocab_dir), device="cpu")
+    del state["blip.text_encoder.extra.weight"], state["blip.visual_encoder.cls_token"]
+    torch.save(state, tmp_path / "ImageReward.pt")
+    with pytest.raises(DistarError, match="blip.visual_encoder.cls_token"):
+        ImageReward(weights_path=str(tmp_path), tokenizer_path=str(vocab_dir), device="cpu")

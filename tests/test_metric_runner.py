@@ -1,6 +1,7 @@
 """The scoring runner: registry names, per-metric options, resumable per-batch writes, set
 metrics to set_scores. Real metric classes through the registry, with small weights on disk."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -76,6 +77,9 @@ def test_scores_every_image_once_and_resumes(run, hps_ckpt):
     np.testing.assert_allclose(got, expected, atol=1e-6)
     meta = json.loads(scores.meta_json.iloc[0])
     assert meta["info"]["version"] == "HPSv2.1"
+    import hashlib  # the full sha256 of the weight file scored with, in every row's meta
+    assert meta["provenance"]["hps"]["sha256"] == hashlib.sha256(
+        Path(hps_ckpt).read_bytes()).hexdigest()
     # Run again: nothing left to do, nothing duplicated.
     again = score_run(run, ["hpsv21"], batch_size=3, progress=False, hpsv21=_hps_opts(hps_ckpt))
     assert (again[0].scored, again[0].skipped) == (0, 7) and len(run.store.table("scores")) == 7

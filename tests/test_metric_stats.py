@@ -45,7 +45,7 @@ def test_group_means_match_pandas_and_add_an_all_row():
     assert df[df.group == "all"].iloc[0].n == 300
 
 
-@pytest.mark.parametrize("method", ["bootstrap", "wilcoxon", "t"])
+@pytest.mark.parametrize("method", ["permutation", "bootstrap", "wilcoxon", "t"])
 def test_paired_test_detects_a_real_difference(method):
     rng = np.random.default_rng(2)
     b = rng.normal(size=150)
@@ -57,7 +57,8 @@ def test_paired_test_detects_a_real_difference(method):
 
 def test_paired_bootstrap_is_calibrated_under_the_null():
     rng = np.random.default_rng(3)
-    p = [paired_test(rng.normal(size=60), rng.normal(size=60), n_boot=1000, seed=i).p_value
+    p = [paired_test(rng.normal(size=60), rng.normal(size=60), method="bootstrap", n_boot=1000,
+                     seed=i).p_value
          for i in range(200)]
     rate = np.mean(np.array(p) < 0.05)
     assert 0.02 <= rate <= 0.10  # nominal 0.05
@@ -83,3 +84,73 @@ def test_pair_scores_aligns_on_prompt_and_seed():
 
 def test_chunked_means():
     np.testing.assert_allclose(chunked_means(list(range(10)), 4), [1.5, 5.5, 8.5])
+
+
+def _clustered_null(rng, prompts=30, per_prompt=4, icc=0.8):
+    """No true difference; the 4 images of a prompt share a per-prompt effect (as images of one
+    prompt from two models do)."""
+    shared = rng.normal(0, np.sqrt(icc), size=prompts).repeat(per_prompt)
+    d = shared + rng.normal(0, np.sqrt(1 - icc), size=prompts * per_prompt)
+    b = rng.normal(size=prompts * per_prompt)
+    return b + d, b, np.arange(prompts).repeat(per_prompt)
+
+
+@pytest.mark.parametrize("method", ["permutation", "bootstrap", "wilcoxon", "t"])
+def test_every_paired_method_is_calibrated_with_correlated_images_per_prompt(method):
+    """Null calibration: 300 simulated no-difference comparisons, 30 prompts x 4 correlated
+    images. With clusters= every method rejects near 5%; treating images as independent (what
+    t and Wilcoxon did before, clusters ignored) rejects ~30% (the 'without' rate, asserted so
+    the test shows it can fail)."""
+    rng = np.random.default_rng(11)
+    sims = [_clustered_null(rng) for _ in range(300)]
+    with_c = np.mean([paired_test(a, b, method=method, n_boot=500, seed=i, clusters=c).p_value
+                      < 0.05 for i, (a, b, c) in enumerate(sims)])
+    assert 0.02 <= with_c <= 0.09, with_c
+    if method in ("wilcoxon", "t"):
+        without = np.mean([paired_test(a, b, method=method, n_boot=100).p_value < 0.05
+                           for a, b, _ in sims])
+        assert without > 0.2, without
+
+
+def test_clusters_make_prompts_the_unit():
+    rng = np.random.default_rng(5)
+    a, b, c = _clustered_null(rng, prompts=12)
+    for method in ("permutation", "wilcoxon", "t"):
+        r = paired_test(a, b, method=method, clusters=c)
+        assert r.n == 48 and r.n_clusters == 12
+    # t and Wilcoxon on clustered data equal the tests of the per-prompt mean differences.
+    from scipy.stats import ttest_1samp, wilcoxon
+    means = (a - b).reshape(12, 4).mean(1)
+    assert paired_test(a, b, method="t", clusters=c).p_value == pytest.approx(
+        ttest_1samp(means, 0).pvalue)
+    assert paired_test(a, b, method="wilcoxon", clusters=c).p_value == pytest.approx(
+        wilcoxon(means).pvalue)
+    with pytest.raises(ValueError, match="2 prompts"):
+        paired_test(a[:4], b[:4], clusters=c[:4])
+
+
+def test_sign_flip_permutation_is_exact_at_small_n():
+    """15 pairs: the bootstrap p rejects 6-7% of nulls at nominal 5%; the sign-flip p (all 2^15
+    sign patterns enumerated) is exact under symmetry, so at most 5% up to simulation noise."""
+    rng = np.random.default_rng(7)
+    p_perm, p_boot = [], []
+    for i in range(1500):
+        a, b = rng.normal(size=15), rng.normal(size=15)
+        p_perm.append(paired_test(a, b, method="permutation", n_boot=100).p_value)
+        if i < 600:
+            p_boot.append(paired_test(a, b, method="bootstrap", n_boot=1000, seed=i).p_value)
+    rate = np.mean(np.array(p_perm) < 0.05)
+    assert 0.03 <= rate <= 0.06, rate  # binomial s.e. 0.0056 around 0.05
+    # Exactness: under H0 the p-value is uniform, so P(p <= t) <= t at every level.
+    for t in (0.01, 0.1, 0.25, 0.5):
+        assert np.mean(np.array(p_perm) <= t) <= t + 0.025
+    assert np.mean(np.array(p_boot) < 0.05) > rate - 0.01  # the bootstrap is not better
+
+
+def test_sign_flip_p_by_hand():
+    from evalsuite.metrics.stats import sign_flip_p
+    # Three positive differences: only the all-plus and all-minus patterns reach |T| = 6.
+    assert sign_flip_p(np.array([1.0, 2.0, 3.0])) == pytest.approx(2 / 8)
+    # Above 16 units: Monte Carlo with the +1 correction, never 0.
+    p = sign_flip_p(np.ones(40), n_perm=2000, seed=0)
+    assert p == pytest.approx(1 / 2001)

@@ -11,9 +11,9 @@ from torch import nn
 
 from evalsuite.errors import DistarError
 
-# Metrics with a differentiable path, and the dtype argument each constructor takes.
-_DIFFERENTIABLE = {"pickscore": "str", "pickscore_logit": "str", "aesthetic": "str", "hpsv2": "str",
-                   "hpsv21": "str", "clip": "str", "imagereward": "torch"}
+# Metrics with a differentiable path (every metric takes dtype as a name: 'fp32', 'bf16', 'fp16').
+_DIFFERENTIABLE = ("pickscore", "pickscore_logit", "aesthetic", "hpsv2", "hpsv21", "clip",
+                   "imagereward")
 RANDOM_REWARDS = ("tiny:pickscore", "random:pickscore")
 
 
@@ -109,11 +109,8 @@ def build_reward(name: str, device: torch.device, dtype: torch.dtype = torch.flo
         if "weights_path" not in options:
             raise DistarError(f"sd.reward = '{name}': metric '{metric}' takes no local weights folder. "
                               f"Fix: drop '@{folder}'.")
-    if metric in _DIFFERENTIABLE and _DIFFERENTIABLE[metric] == "torch":
-        model = load_metric(metric, device=device, dtype=dtype, **options)
-    else:
-        text = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-        model = load_metric(metric, device=str(device), dtype=text, **options)
+    text = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    model = load_metric(metric, device=str(device), dtype=text, **options)
     if not callable(getattr(model, "score_tensor", None)):
         raise DistarError(f"Reward '{metric}' has no differentiable path (score_tensor). Choose one of: "
                           f"{', '.join(list(_DIFFERENTIABLE) + list(RANDOM_REWARDS))}.")

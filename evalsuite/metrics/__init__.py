@@ -19,6 +19,10 @@ METRICS.add("pickscore_logit", "evalsuite.metrics.pickscore:PickScoreLogit",
 METRICS.add("clip", "evalsuite.metrics.clip_score:ClipScore", "CLIP score, 100 x cosine")
 METRICS.add("hpsv2", "evalsuite.metrics.hps:HPSv20", "HPS v2.0 (open_clip ViT-H-14)")
 METRICS.add("hpsv21", "evalsuite.metrics.hps:HPSv21", "HPS v2.1 (open_clip ViT-H-14)")
+METRICS.add("hpsv2_noaa", "evalsuite.metrics.hps:HPSv20NoAA",
+            "HPS v2.0, resize without antialias (hpsv2 under torchvision < 0.17)")
+METRICS.add("hpsv21_noaa", "evalsuite.metrics.hps:HPSv21NoAA",
+            "HPS v2.1, resize without antialias (hpsv2 under torchvision < 0.17)")
 METRICS.add("fid", "evalsuite.metrics.fid:FID", "FID, clean-fid 'clean' Inception features")
 METRICS.add("kid", "evalsuite.metrics.fid:KID", "KID, clean-fid 'clean' Inception features")
 METRICS.add("digit_acc", "evalsuite.metrics.digits:DigitAccuracy",

@@ -5,12 +5,20 @@ WeightsMissingError naming the model, the file, and both ways to point at a loca
 Revisions: the hub repos these metrics use publish no tagged releases, and commit hashes could not
 be verified from this machine, so the default revision is the repo's current one; pass
 `revision=` to pin. The snapshot commit actually used is recorded with every score (`provenance`).
+
+Integrity: every weight file a metric loads is hashed in full (sha256, recorded in `provenance`)
+and checked, before it is read, against the digest it should have: a published one from
+`KNOWN_SHA256` for its role, or, for a file from the Hugging Face cache, the hub's own sha256 of
+it (the LFS object id the cache names the blob after). A mismatch raises WeightsMismatchError
+unless $DISTAR_ALLOW_WEIGHT_MISMATCH=1 (then the mismatch is recorded in `provenance`).
 """
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+import warnings
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -27,14 +35,25 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """fp32 unless asked otherwise; half precision only on GPU (slow and lossy on CPU)."""
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if dtype not in table:
-        raise DistarError(f"Unknown dtype '{dtype}'. Choose one of: {', '.join(table)}")
-    if table[dtype] != torch.float32 and device.type != "cuda":
-        raise DistarError(f"dtype '{dtype}' is only supported on a GPU; use 'fp32' on {device}.")
-    return table[dtype]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return {v: k for k, v in DTYPES.items()}[dtype]
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """fp32 unless asked otherwise ('fp32', 'bf16', 'fp16' or the torch dtype); fp16 only on GPU
+    (CPUs lack many fp16 kernels; bf16 runs there, slowly)."""
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise DistarError(f"Unknown dtype {dtype}. Choose one of: {', '.join(DTYPES)}")
+        dtype = dtype_name(dtype)
+    if dtype not in DTYPES:
+        raise DistarError(f"Unknown dtype '{dtype}'. Choose one of: {', '.join(DTYPES)}")
+    if dtype == "fp16" and device.type != "cuda":
+        raise DistarError(f"dtype 'fp16' is only supported on a GPU; use 'fp32' on {device}.")
+    return DTYPES[dtype]
 
 
 def _fix_text(option: str, env_var: str | None, filename: str) -> str:
@@ -111,20 +130,73 @@ def load_state_dict(path: str | Path) -> dict:
     return obj["state_dict"] if isinstance(obj, dict) and "state_dict" in obj else obj
 
 
-def provenance(path: str | Path, hash_file: bool = False) -> dict:
-    """What to record about a weight file: its path, its hub snapshot commit when it came from
-    the HF cache, and (for small files) its sha256."""
+ALLOW_MISMATCH_ENV = "DISTAR_ALLOW_WEIGHT_MISMATCH"
+# Published sha256 digests of metric weight files, by role (not by file name, so a renamed copy is
+# checked too). Only digests published by someone other than us are listed; evalsuite/metrics/
+# README.md ("Weights") says which weights have none.
+KNOWN_SHA256 = {
+    # The git-LFS object id of sac+logos+ava1-l14-linearMSE.pth (3,714,759 bytes) in the
+    # authors' GitHub repo christophschuhmann/improved-aesthetic-predictor; the same value is
+    # pinned by independent projects that download it from there or from hub mirrors.
+    "aesthetic_mlp": "21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0",
+}
+
+
+class WeightsMismatchError(DistarError):
+    """A weight file's sha256 differs from the published (or hub-recorded) one."""
+
+
+@lru_cache(maxsize=64)
+def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    """Full sha256 of a file (hashed once per process while its size and mtime stay put)."""
+    st = os.stat(path)
+    return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+def hub_cache_sha256(path: str | Path) -> str | None:
+    """The hub's sha256 of a file in the Hugging Face cache: snapshots/<commit>/<name> links to
+    blobs/<etag>, and for LFS files (every weight file) the etag is the file's sha256. None for
+    files outside the cache and for non-LFS files (their etag is a 40-hex git blob id)."""
     path = Path(path)
-    out = {"file": str(path)}
+    if not re.search(r"/snapshots/[0-9a-f]{40}/", str(path)) or not path.is_symlink():
+        return None
+    blob = path.resolve().name
+    return blob if re.fullmatch(r"[0-9a-f]{64}", blob) else None
+
+
+def provenance(path: str | Path, what: str = "weights", role: str | None = None) -> dict:
+    """Check a weight file and say what to record about it: its path, full sha256, the digest
+    it was checked against and where that came from, and its hub snapshot commit when it came
+    from the HF cache. Raises WeightsMismatchError on a mismatch (see the module docstring)."""
+    path = Path(path)
+    out = {"file": str(path), "sha256": sha256_file(path)}
     m = re.search(r"/snapshots/([0-9a-f]{40})/", str(path))
     if m:
         out["hub_commit"] = m.group(1)
-    if hash_file:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        out["sha256"] = h.hexdigest()
+    expected, source = KNOWN_SHA256.get(role or ""), "published"
+    if expected is None:
+        expected, source = hub_cache_sha256(path), "hub"
+    if expected is None:
+        out["verified"] = "no published sha256"
+        return out
+    out["expected_sha256"], out["verified"] = expected, source
+    if out["sha256"] != expected:
+        msg = (f"{what}: {path} has sha256 {out['sha256']}, but the {source} sha256 of this "
+               f"file is {expected}: it is damaged or not the published weights. Fix: replace "
+               f"it with the published file, or set {ALLOW_MISMATCH_ENV}=1 to score with it "
+               f"anyway (the mismatch is then recorded with every score).")
+        if os.environ.get(ALLOW_MISMATCH_ENV, "").strip().lower() not in ("1", "true", "yes"):
+            raise WeightsMismatchError(msg)
+        warnings.warn(msg, stacklevel=2)
+        out["verified"] = f"MISMATCH allowed by {ALLOW_MISMATCH_ENV}"
     return out
 
 
@@ -151,12 +223,25 @@ def open_clip_weights(model: str, arch: str, pretrained: str, *, path: str | Non
     raise first_error
 
 
-def build_open_clip(arch: str, state_dict: dict | None, *, quick_gelu: bool = False):
+def load_strict(module: torch.nn.Module, state_dict: dict, what: str) -> torch.nn.Module:
+    """module.load_state_dict(strict=True), with a missing, unknown or misshapen tensor reported
+    as one DistarError naming the keys instead of a torch traceback."""
+    try:
+        module.load_state_dict(state_dict, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())
+        raise DistarError(f"{what}: the checkpoint does not match the model ({detail[:600]}). "
+                          f"Fix: point at the published weights for this model.") from None
+    return module
+
+
+def build_open_clip(arch: str, state_dict: dict | None, *, quick_gelu: bool = False,
+                    what: str | None = None):
     """An open_clip model of `arch` holding exactly `state_dict` (strict), in eval mode, frozen."""
     import open_clip
     model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu)
     if state_dict is not None:
-        model.load_state_dict(state_dict, strict=True)
+        load_strict(model, state_dict, what or f"open_clip {arch}")
     return freeze(model)
 
 

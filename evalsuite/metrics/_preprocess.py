@@ -34,12 +34,12 @@ def clip_pil(img: Image.Image, size: int = 224, mean=OPENAI_CLIP_MEAN,
 
 
 def hps_pil(img: Image.Image, size: int = 224, mean=OPENAI_CLIP_MEAN,
-            std=OPENAI_CLIP_STD) -> torch.Tensor:
+            std=OPENAI_CLIP_STD, antialias: bool = True) -> torch.Tensor:
     """HPSv2's `preprocess_val` (image_transform(resize_longest_max=True)): to a float tensor
     FIRST, then resize on the tensor, so its PIL path and our tensor path are the same code.
     RGBA is converted to RGB (hpsv2 keeps the alpha channel and its model then fails)."""
     x = TF.to_tensor(img.convert("RGB"))
-    return TF.normalize(resize_longest_and_pad(x[None], size)[0], mean, std)
+    return TF.normalize(resize_longest_and_pad(x[None], size, antialias)[0], mean, std)
 
 
 def center_crop_long_edge(img: Image.Image) -> Image.Image:
@@ -77,16 +77,18 @@ def clip_tensor(x: torch.Tensor, size: int = 224, mean=OPENAI_CLIP_MEAN, std=OPE
     return TF.normalize(x, mean, std)
 
 
-def resize_longest_and_pad(x: torch.Tensor, size: int) -> torch.Tensor:
+def resize_longest_and_pad(x: torch.Tensor, size: int, antialias: bool = True) -> torch.Tensor:
     """hpsv2 `ResizeMaxSize`: scale so the long side is `size` (Python round() of each side,
-    bicubic with antialias on the tensor), then zero-pad to a centred square, left/top getting
-    the floor half. hpsv2 skips the pad when no resize is needed (a non-square image whose long
-    side is already `size` then crashes its model); we pad in that case too."""
+    bicubic on the tensor), then zero-pad to a centred square, left/top getting the floor half.
+    hpsv2 calls torchvision's resize without `antialias`, whose default for tensors is True
+    since torchvision 0.17 and was False before: `antialias` picks one explicitly.
+    hpsv2 skips the pad when no resize is needed (a non-square image whose long side is already
+    `size` then crashes its model); we pad in that case too."""
     h, w = x.shape[-2:]
     scale = size / float(max(h, w))
     if scale != 1.0:
         new_h, new_w = round(h * scale), round(w * scale)
-        x = TF.resize(x, [new_h, new_w], interpolation=BICUBIC, antialias=True)
+        x = TF.resize(x, [new_h, new_w], interpolation=BICUBIC, antialias=antialias)
     else:
         new_h, new_w = h, w
     pad_h, pad_w = size - new_h, size - new_w

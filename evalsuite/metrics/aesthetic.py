@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import (build_open_clip, freeze, load_state_dict,
+from evalsuite.metrics._loading import (build_open_clip, freeze, load_state_dict, load_strict,
                                         open_clip_weights, provenance, resolve_device,
                                         resolve_dtype, resolve_file)
 from evalsuite.metrics.base import MetricInfo, iter_batches
@@ -74,11 +74,13 @@ class AestheticScore:
         clip_file = open_clip_weights("aesthetic predictor CLIP ViT-L/14", "ViT-L-14", "openai",
                                       path=clip_weights_path, env_var="DISTAR_AESTHETIC_CLIP_PATH",
                                       option="clip_weights_path")
+        # Checked before either file is read.
+        prov = {"mlp": provenance(mlp_file, "aesthetic predictor MLP", role="aesthetic_mlp"),
+                "clip": provenance(clip_file, "aesthetic predictor CLIP ViT-L/14")}
         mlp = AestheticMLP(768)
-        mlp.load_state_dict(load_state_dict(mlp_file), strict=True)
+        load_strict(mlp, load_state_dict(mlp_file), f"aesthetic predictor MLP {mlp_file}")
         clip = build_open_clip(clip_arch, load_state_dict(clip_file), quick_gelu=True)
-        self._setup(clip, mlp, device, dtype, batch_size,
-                    {"mlp": provenance(mlp_file, hash_file=True), "clip": provenance(clip_file)})
+        self._setup(clip, mlp, device, dtype, batch_size, prov)
 
     @classmethod
     def from_modules(cls, clip_model: nn.Module, mlp: AestheticMLP, device: str = "cpu",

@@ -52,11 +52,12 @@ class ClipScore:
         cfg = open_clip.get_pretrained_cfg(backbone, pretrained) or {}
         path = open_clip_weights(f"CLIP score {backbone}/{pretrained}", backbone, pretrained,
                                  path=weights_path, env_var="DISTAR_CLIP_PATH", revision=revision)
+        prov = {"clip": provenance(path, f"CLIP score {backbone}/{pretrained}")}
         model = build_open_clip(backbone, load_state_dict(path),
                                 quick_gelu=bool(cfg.get("quick_gelu", False)))
         self._setup(model, open_clip.get_tokenizer(backbone), f"{backbone}/{pretrained}",
                     cfg.get("mean"), cfg.get("std"), prefix, pre_resize, clamp_zero, device,
-                    dtype, batch_size, {"clip": provenance(path)})
+                    dtype, batch_size, prov)
 
     @classmethod
     def from_modules(cls, model, tokenizer, backbone_name: str, mean=None, std=None,

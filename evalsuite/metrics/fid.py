@@ -34,7 +34,7 @@ import torch
 from PIL import Image
 
 from evalsuite.errors import DistarError, WeightsMissingError
-from evalsuite.metrics._loading import resolve_device
+from evalsuite.metrics._loading import provenance, resolve_device, sha256_file
 from evalsuite.metrics._preprocess import crop_resize_lanczos
 from evalsuite.metrics.base import MetricInfo
 
@@ -176,28 +176,24 @@ def kernel_inception_distance(feats1: np.ndarray, feats2: np.ndarray, num_subset
 
 
 # Feature extractor -----------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class InceptionV3Features(torch.nn.Module):
     """clean-fid's InceptionV3W (mode 'clean': resize_inside=False) on a local torchscript file:
     input [N, 3, 299, 299] in [0, 255] -> [N, 2048].
 
-    The file is looked for at weights_path, $DISTAR_INCEPTION_PATH, the distar cache and
-    clean-fid's own download location (/tmp); it is downloaded (from NVIDIA, as clean-fid does)
-    only when none exists and HF_HUB_OFFLINE / DISTAR_OFFLINE are unset. TorchScript, not pickle."""
+    The file is read only from where the user put it: weights_path, $DISTAR_INCEPTION_PATH, or
+    the distar cache (<cache>/inception-2015-12-05.pt); never from a shared place such as /tmp,
+    where anyone can plant a TorchScript file. When none exists and HF_HUB_OFFLINE /
+    DISTAR_OFFLINE are unset, it is downloaded from NVIDIA (as clean-fid does) into the distar
+    cache. Its full sha256 is recorded (`provenance`) before torch.jit.load reads it; NVIDIA
+    publishes no digest for it to check against."""
 
     def __init__(self, weights_path: str | None = None, device: str = "cpu"):
         super().__init__()
         path = self.resolve(weights_path)
+        self.provenance = provenance(path, "InceptionV3 (clean-fid)")  # before the file is read
         self.base = torch.jit.load(str(path), map_location="cpu").eval()
         self.layers = self.base.layers
-        self.name = f"InceptionV3 {INCEPTION_FILE} sha256:{_sha256(path)[:12]}"
+        self.name = f"InceptionV3 {INCEPTION_FILE} sha256:{self.provenance['sha256'][:12]}"
         self.path = path
         self.to(resolve_device(device))
 
@@ -213,21 +209,19 @@ class InceptionV3Features(torch.nn.Module):
                                           "point weights_path= or DISTAR_INCEPTION_PATH at "
                                           f"an existing {INCEPTION_FILE}")
             return p
-        candidates = [cache_dir() / INCEPTION_FILE, Path("/tmp") / INCEPTION_FILE]
-        for p in candidates:
-            if p.is_file():
-                return p
+        cached = cache_dir() / INCEPTION_FILE
+        if cached.is_file():
+            return cached
         offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
                       for v in ("HF_HUB_OFFLINE", "DISTAR_OFFLINE"))
         if not offline and _reachable("nvlabs-fi-cdn.nvidia.com"):
             from cleanfid.downloads_helper import check_download_inception
-            candidates[0].parent.mkdir(parents=True, exist_ok=True)
-            return Path(check_download_inception(fpath=str(candidates[0].parent)))
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            return Path(check_download_inception(fpath=str(cached.parent)))
         raise WeightsMissingError(
             "InceptionV3 (clean-fid)", INCEPTION_FILE,
             f"download {INCEPTION_URL} where the network is reachable and pass weights_path= "
-            f"or set DISTAR_INCEPTION_PATH=/path/to/{INCEPTION_FILE} (or put it in "
-            f"{candidates[0]})")
+            f"or set DISTAR_INCEPTION_PATH=/path/to/{INCEPTION_FILE} (or put it in {cached})")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[2:] != (CLEAN_SIZE, CLEAN_SIZE):
@@ -271,7 +265,7 @@ def reference_key(files: Sequence[str], root: str | Path, protocol: Protocol,
         rel = os.path.relpath(f, root)
         h.update(f"{rel}|{os.path.getsize(f)}\n".encode())
         if content_hash:
-            h.update(_sha256(Path(f)).encode())
+            h.update(sha256_file(f).encode())
     desc = {"mode": "clean", "size": CLEAN_SIZE, "protocol": protocol.describe(),
             "extractor": extractor_name, "n_files": len(files),
             "files_sha256": h.hexdigest(), "content_hash": content_hash}
@@ -317,7 +311,7 @@ def load_reference_npz(path: str | Path) -> ReferenceStats:
     with np.load(path) as z:
         feats = z["feats"] if "feats" in z else None
         desc = json.loads(str(z["description"])) if "description" in z else {"file": str(path)}
-        return ReferenceStats(z["mu"], z["sigma"], feats, f"npz:{_sha256(path)[:16]}",
+        return ReferenceStats(z["mu"], z["sigma"], feats, f"npz:{sha256_file(path)[:16]}",
                               len(feats) if feats is not None else -1, desc)
 
 
@@ -361,7 +355,8 @@ class FID:
             version=f"{self.metric.upper()} clean-fid clean ref={self.reference.key}",
             backbone=self.extractor.name, preprocessing=self.protocol.describe(),
             higher_is_better=False)
-        self.provenance = {"reference": self.reference.description}
+        self.provenance = {"reference": self.reference.description,
+                           "inception": getattr(self.extractor, "provenance", "injected")}
 
     def features(self, images: Sequence, on_batch=None) -> np.ndarray:
         return extract_features(images, self.extractor, protocol=self.protocol,

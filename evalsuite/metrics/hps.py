@@ -44,6 +44,10 @@ class _HPS:
     version: str
     filename: str
     env_var: str
+    # hpsv2 resizes with torchvision's default antialias, True since torchvision 0.17 and False
+    # before, so its published numbers depend on the torchvision it ran with. Both are offered,
+    # under different names and keys: antialias=True (the default here) and the '_noaa' variants.
+    antialias: bool = True
 
     def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
                  weights_path: str | None = None, revision: str | None = None,
@@ -51,9 +55,9 @@ class _HPS:
         import open_clip
         path = resolve_file(self.version, repo_id=HPS_REPO, filename=self.filename,
                             path=weights_path, env_var=self.env_var, revision=revision)
+        prov = {"hps": provenance(path, self.version)}  # checked before it is read
         model = build_open_clip(arch, load_state_dict(path))
-        self._setup(model, open_clip.get_tokenizer(arch), arch, device, dtype, batch_size,
-                    {"hps": provenance(path)})
+        self._setup(model, open_clip.get_tokenizer(arch), arch, device, dtype, batch_size, prov)
 
     @classmethod
     def from_modules(cls, model, tokenizer, arch: str = "ViT-H-14", device: str = "cpu",
@@ -71,10 +75,11 @@ class _HPS:
         self.batch_size = batch_size
         self.image_size = int(np.atleast_1d(self.model.visual.image_size)[0])
         self.provenance = prov
+        resize = "bicubic antialias" if self.antialias else "bicubic without antialias"
         self.info = MetricInfo(
             name=self.name, version=self.version,
             backbone=f"open_clip {arch} + {self.filename}",
-            preprocessing=f"RGB float tensor, long side->{self.image_size} bicubic antialias "
+            preprocessing=f"RGB float tensor, long side->{self.image_size} {resize} "
                           f"(torchvision), zero pad to square, CLIP mean/std")
 
     def _score(self, pixels: torch.Tensor, prompts: list[str]) -> torch.Tensor:
@@ -88,14 +93,15 @@ class _HPS:
         prompts = check_prompts(images, prompts)
         out = []
         for sl in iter_batches(len(images), self.batch_size):
-            pixels = torch.stack([pp.hps_pil(im, self.image_size) for im in images[sl]])
+            pixels = torch.stack([pp.hps_pil(im, self.image_size, antialias=self.antialias)
+                                  for im in images[sl]])
             out.append(self._score(pixels, prompts[sl]).cpu())
         return torch.cat(out).double().numpy() if out else np.zeros(0)
 
     def score_tensor(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """images: [N, 3, H, W] in [0, 1]; the same tensor ops as the PIL path."""
         prompts = check_prompts(images, prompts)
-        x = pp.resize_longest_and_pad(images.float(), self.image_size)
+        x = pp.resize_longest_and_pad(images.float(), self.image_size, self.antialias)
         return self._score(pp.TF.normalize(x, pp.OPENAI_CLIP_MEAN, pp.OPENAI_CLIP_STD), prompts)
 
 
@@ -107,6 +113,16 @@ class HPSv20(_HPS):
 class HPSv21(_HPS):
     name, version, filename, env_var = "hpsv21", "HPSv2.1", "HPS_v2.1_compressed.pt", \
         "DISTAR_HPSV21_PATH"
+
+
+class HPSv20NoAA(HPSv20):
+    """HPSv2.0 resized without antialias: hpsv2 run with torchvision < 0.17."""
+    name, version, antialias = "hpsv2_noaa", "HPSv2.0 noaa", False
+
+
+class HPSv21NoAA(HPSv21):
+    """HPSv2.1 resized without antialias: hpsv2 run with torchvision < 0.17."""
+    name, version, antialias = "hpsv21_noaa", "HPSv2.1 noaa", False
 
 
 def hps_benchmark_summary(values: Sequence[float], styles: Sequence[str],

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -39,6 +38,8 @@ from torchvision.transforms import InterpolationMode
 from evalsuite.errors import DistarError, WeightsMissingError
 from evalsuite.metrics._blip import (REWARD_MEAN, REWARD_STD, BlipRewardConfig,
                                      ImageRewardModel)
+from evalsuite.metrics._loading import (dtype_name, provenance, resolve_device, resolve_dtype,
+                                        sha256_file)
 from evalsuite.metrics.base import MetricInfo
 
 MODEL_NAME = "ImageReward-v1.0"
@@ -51,7 +52,6 @@ TOKENIZER_ENV = "DISTAR_IMAGEREWARD_TOKENIZER"
 MAX_TOKENS = 35                      # the reference tokenises with max_length=35
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-_DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 # ---- Files ---------------------------------------------------------------------------------------
@@ -152,47 +152,64 @@ def preprocess_tensor(images: torch.Tensor, size: int = 224) -> torch.Tensor:
 
 class ImageReward:
     """ImageReward v1.0, higher is better. `score` for evaluation (PIL images, the reference's
-    preprocessing), `score_tensor` for training rewards (differentiable)."""
+    preprocessing), `score_tensor` for training rewards (differentiable).
 
-    def __init__(self, device: str | torch.device = "cpu",
+    Options, as every metric takes them: device ('auto'), dtype ('fp32'; 'bf16', or 'fp16' on
+    GPU only), batch_size (32), weights_path (ImageReward.pt or a folder with it and
+    med_config.json; env DISTAR_IMAGEREWARD_PATH), tokenizer_path (a folder with BERT's
+    vocab.txt; env DISTAR_IMAGEREWARD_TOKENIZER)."""
+
+    def __init__(self, device: str | torch.device = "auto",
                  weights_path: str | os.PathLike | None = None,
-                 dtype: torch.dtype = torch.float32,
+                 dtype: str | torch.dtype = "fp32",
                  tokenizer_path: str | os.PathLike | None = None,
                  batch_size: int = 32):
         weights_file, config_file = resolve_weights(weights_path)
+        prov = {"weights": provenance(weights_file, MODEL_NAME),  # checked before it is read
+                "med_config": {"file": str(config_file),
+                               "sha256": sha256_file(config_file)},
+                "tokenizer": str(tokenizer_path or os.environ.get(TOKENIZER_ENV)
+                                 or TOKENIZER_ID)}
         state_dict = load_state_dict(weights_file)
         med = json.loads(Path(config_file).read_text())
-        config = BlipRewardConfig.from_checkpoint(state_dict, med)
-        self._setup(config, state_dict, load_tokenizer(tokenizer_path), device, dtype, batch_size)
+        try:
+            config = BlipRewardConfig.from_checkpoint(state_dict, med)
+        except KeyError as e:
+            raise DistarError(f"{MODEL_NAME} checkpoint {weights_file} lacks the tensor {e}: "
+                              f"not an ImageReward state dict. Fix: point weights_path= at the "
+                              f"published {WEIGHTS_FILE}.") from None
+        self._setup(config, state_dict, load_tokenizer(tokenizer_path), device, dtype, batch_size,
+                    prov)
 
     @classmethod
     def from_state_dict(cls, state_dict: dict[str, torch.Tensor], config: BlipRewardConfig,
                         tokenizer, device: str | torch.device = "cpu",
-                        dtype: torch.dtype = torch.float32, batch_size: int = 32) -> "ImageReward":
+                        dtype: str | torch.dtype = "fp32", batch_size: int = 32) -> "ImageReward":
         """Build from tensors in memory (tests with random weights, checkpoints already loaded).
         `state_dict` uses the reference module's names; its tensors are used in place."""
         self = cls.__new__(cls)
-        self._setup(config, state_dict, tokenizer, device, dtype, batch_size)
+        self._setup(config, state_dict, tokenizer, device, dtype, batch_size, {"injected": True})
         return self
 
-    def _setup(self, config, state_dict, tokenizer, device, dtype, batch_size):
-        if dtype not in _DTYPE_NAMES:
-            raise ValueError(f"Unknown dtype {dtype}; choose one of {list(_DTYPE_NAMES)}")
+    def _setup(self, config, state_dict, tokenizer, device, dtype, batch_size, prov):
         if len(tokenizer) != config.vocab_size:  # one embedding row per token, as BLIP builds it
             raise DistarError(f"Tokenizer has {len(tokenizer)} tokens but the checkpoint's text "
                               f"encoder {config.vocab_size}: wrong tokenizer for {MODEL_NAME}")
-        self.device, self.dtype, self.batch_size = torch.device(device), dtype, batch_size
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.batch_size = batch_size
         self.tokenizer, self.config = tokenizer, config
+        self.provenance = prov
         self.model = _load_model(config, state_dict)
         self.model.requires_grad_(False).eval()
-        self.model.to(device=self.device, dtype=dtype)
+        self.model.to(device=self.device, dtype=self.dtype)
         self.model.mlp.float()  # the head is tiny and the reference runs it in fp32
         self.info = MetricInfo(
             name="imagereward",
             version=MODEL_NAME,
             backbone=(f"BLIP ViT {config.vision_depth}x{config.vision_width} "
                       f"/{config.patch_size} + BERT {config.text_depth}x{config.text_width} "
-                      f"cross-attn, MLP head, {_DTYPE_NAMES[dtype]}"),
+                      f"cross-attn, MLP head, {dtype_name(self.dtype)}"),
             preprocessing=(f"PIL bicubic resize {config.image_size}, centre crop, CLIP mean/std; "
                            f"{TOKENIZER_ID} max {MAX_TOKENS} tokens; "
                            f"(r - {REWARD_MEAN:.5f}) / {REWARD_STD:.5f}"),
@@ -241,12 +258,13 @@ def _load_model(config: BlipRewardConfig, state_dict: dict) -> ImageRewardModel:
     wanted = set(model.state_dict())
     missing = sorted(wanted - set(state_dict))
     if missing:
-        raise DistarError(f"{MODEL_NAME} checkpoint lacks {len(missing)} tensors, e.g. "
-                          f"{missing[:3]}: not an ImageReward state dict")
+        raise DistarError(f"{MODEL_NAME} checkpoint lacks {len(missing)} tensors: "
+                          f"{missing[:10]}{' ...' if len(missing) > 10 else ''}: not an "
+                          f"ImageReward state dict. Fix: use the published {WEIGHTS_FILE}.")
     extra = sorted(k for k in state_dict if k not in wanted and not model.is_unused_key(k))
     if extra:
-        warnings.warn(f"{MODEL_NAME}: ignoring {len(extra)} unexpected checkpoint tensors, "
-                      f"e.g. {extra[:3]}", stacklevel=3)
+        raise DistarError(f"{MODEL_NAME} checkpoint has {len(extra)} tensors the model does not "
+                          f"have, e.g. {extra[:3]}: not an ImageReward v1.0 state dict")
     try:
         model.load_state_dict({k: state_dict[k] for k in wanted}, strict=True, assign=True)
     except RuntimeError as e:  # shape mismatches

@@ -17,6 +17,8 @@ slightly (tests/test_metric_pickscore.py measures it).
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from evalsuite.errors import WeightsMissingError
+from evalsuite.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics._loading import freeze, provenance, resolve_device, resolve_dtype
 from evalsuite.metrics.base import MetricInfo, check_prompts, iter_batches
@@ -52,13 +54,46 @@ def _pretrained(what: str, repo_id: str, path: str | None, env_var: str, option:
         ) from None
 
 
-def _where(local: str | None, repo_id: str, revision: str | None) -> dict:
-    """Where weights came from: the local folder, or the hub repo and its cached commit."""
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def _folder(local: str | None, repo_id: str, revision: str | None) -> Path | None:
+    """The folder a from_pretrained source reads: the local one, or the cached hub snapshot
+    (None when the hub copy is not cached yet)."""
     if local:
-        return {"file": str(local)}
+        return Path(local).expanduser()
     from huggingface_hub import try_to_load_from_cache
     cached = try_to_load_from_cache(repo_id, "config.json", revision=revision)
-    return provenance(cached) if isinstance(cached, str) else {"file": repo_id}
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def _weights_provenance(folder: Path | None, what: str) -> dict:
+    """Check and record every weight file in a from_pretrained folder (see _loading.provenance)."""
+    if folder is None or not folder.is_dir():
+        return {}  # a missing folder is reported by the loader, with its fix
+    files = sorted(f for f in folder.iterdir() if f.suffix in WEIGHT_SUFFIXES and f.is_file())
+    return {f.name: provenance(f, f"{what} {f.name}") for f in files}
+
+
+def load_clip_model_strict(source: str, what: str, **kwargs):
+    """transformers CLIPModel.from_pretrained that refuses a checkpoint lacking any parameter
+    (transformers would fill it with random values and only log it) or holding tensors of the
+    wrong shape or unknown names."""
+    from transformers import CLIPModel
+    model, info = CLIPModel.from_pretrained(source, output_loading_info=True, **kwargs)
+    problems = []
+    if info.get("missing_keys"):
+        problems.append(f"missing {sorted(info['missing_keys'])}")
+    if info.get("mismatched_keys"):
+        problems.append(f"wrong shape {sorted(str(k) for k in info['mismatched_keys'])}")
+    unexpected = [k for k in info.get("unexpected_keys", ()) if not k.endswith("position_ids")]
+    if unexpected:  # position_ids: a buffer older transformers saved, harmless to drop
+        problems.append(f"unexpected {sorted(unexpected)}")
+    if problems:
+        raise DistarError(f"{what} checkpoint at {source} does not match CLIPModel: "
+                          f"{'; '.join(problems)}. Fix: point weights_path= at a complete "
+                          f"PickScore_v1 folder (save_pretrained of the published model).")
+    return model
 
 
 def _embeds(out) -> torch.Tensor:
@@ -85,12 +120,21 @@ class PickScore:
     def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
                  weights_path: str | None = None, processor_path: str | None = None,
                  revision: str | None = None, processor_revision: str | None = None):
-        from transformers import CLIPModel, CLIPTokenizer
+        from transformers import CLIPTokenizer
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+        weights_path = weights_path or os.environ.get("DISTAR_PICKSCORE_PATH")
+        processor_path = processor_path or os.environ.get("DISTAR_PICKSCORE_PROCESSOR_PATH")
+        # Weight files are checked before they are read when they are already on disk.
+        folder = _folder(weights_path, MODEL_REPO, revision)
+        prov = {"model": _weights_provenance(folder, "PickScore_v1")}
         # No trust_remote_code anywhere: CLIPModel is a transformers class.
         model = _pretrained("PickScore_v1", MODEL_REPO, weights_path, "DISTAR_PICKSCORE_PATH",
-                            "weights_path", revision, CLIPModel.from_pretrained)
+                            "weights_path", revision,
+                            lambda src, **kw: load_clip_model_strict(src, "PickScore_v1", **kw))
+        if folder is None:  # just downloaded from the hub
+            prov["model"] = _weights_provenance(_folder(None, MODEL_REPO, revision),
+                                                "PickScore_v1")
         image_processor = _pretrained(
             "PickScore processor", PROCESSOR_REPO, processor_path,
             "DISTAR_PICKSCORE_PROCESSOR_PATH", "processor_path", processor_revision,
@@ -99,11 +143,11 @@ class PickScore:
             "PickScore tokenizer", PROCESSOR_REPO, processor_path,
             "DISTAR_PICKSCORE_PROCESSOR_PATH", "processor_path", processor_revision,
             CLIPTokenizer.from_pretrained)
-        prov = {"model": _where(weights_path or os.environ.get("DISTAR_PICKSCORE_PATH"),
-                                MODEL_REPO, revision),
-                "processor": _where(processor_path
-                                    or os.environ.get("DISTAR_PICKSCORE_PROCESSOR_PATH"),
-                                    PROCESSOR_REPO, processor_revision)}
+        processor_folder = _folder(processor_path, PROCESSOR_REPO, processor_revision)
+        prov["processor"] = {"folder": str(processor_folder or PROCESSOR_REPO)}
+        if processor_folder is not None and (m := re.search(r"/snapshots/([0-9a-f]{40})",
+                                                             str(processor_folder))):
+            prov["processor"]["hub_commit"] = m.group(1)
         self._setup(model, image_processor, tokenizer, device, dtype, batch_size, prov)
 
     @classmethod

@@ -5,7 +5,8 @@
   correlated and resampling them independently would give too narrow an interval.
 - `group_means`: per group (Parti category / challenge, HPS style) n, mean and interval.
 - `paired_test`: two models on the same prompts and seeds: mean difference with its bootstrap
-  interval and a p-value (paired bootstrap, Wilcoxon signed-rank, or paired t).
+  interval and a p-value (sign-flip permutation, paired bootstrap, Wilcoxon signed-rank, or
+  paired t), every one of them with prompts as the independent unit when `clusters=` is given.
 - `chunked_means`: means of consecutive chunks (HPSv2's per-style aggregation).
 """
 from __future__ import annotations
@@ -86,26 +87,71 @@ def group_means(values: Sequence[float], groups: Sequence, level: float = 0.95,
 
 @dataclass(frozen=True)
 class PairedResult:
-    mean_diff: float   # mean of (a - b)
-    low: float         # bootstrap interval of mean_diff
+    mean_diff: float   # mean of (a - b) over all pairs
+    low: float         # (cluster) bootstrap interval of mean_diff
     high: float
     p_value: float     # two-sided, H0: no difference
-    n: int
+    n: int             # pairs
     method: str
+    n_clusters: int | None = None  # independent units the p-value treats as such (None: n)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def paired_test(a: Sequence[float], b: Sequence[float], method: str = "bootstrap",
+PAIRED_METHODS = ("permutation", "bootstrap", "wilcoxon", "t")
+EXACT_PERMUTATION_MAX = 16  # up to 2^16 sign patterns are enumerated: an exact p-value
+
+
+def _cluster_sums(d: np.ndarray, clusters: Sequence | None) -> tuple[np.ndarray, np.ndarray]:
+    """(per-cluster sums, per-cluster counts) of the differences; singletons without clusters."""
+    if clusters is not None and len(clusters) != len(d):
+        raise ValueError(f"{len(d)} values but {len(clusters)} cluster ids")
+    return _cluster_index(d, clusters)
+
+
+def sign_flip_p(sums: np.ndarray, n_perm: int = 10_000, seed: int = 0) -> float:
+    """Two-sided sign-flip permutation p-value of T = sum(sums) (the mean difference times N).
+
+    Under H0 each unit's difference (a cluster's sum: all images of one prompt flip together) is
+    symmetric about 0, so every sign pattern is equally likely and the p-value is exact: all
+    2^k patterns when k <= 16, else `n_perm` random ones with p = (1 + hits) / (1 + n_perm), which
+    is never below the exact p's level either (Phipson & Smyth 2010)."""
+    k = len(sums)
+    obs = abs(sums.sum())
+    tol = 1e-9 * (np.abs(sums).sum() + 1e-300)  # ties up to float error count as ties
+    if k <= EXACT_PERMUTATION_MAX:
+        totals = np.zeros(1)
+        for x in sums:  # the 2^k signed totals, doubling once per unit
+            totals = np.concatenate([totals + x, totals - x])
+        return float(np.mean(np.abs(totals) >= obs - tol))
+    rng = np.random.default_rng(seed)
+    hits, block = 0, max(1, 2_000_000 // k)
+    for start in range(0, n_perm, block):
+        signs = rng.choice([-1.0, 1.0], size=(min(block, n_perm - start), k))
+        hits += int(np.sum(np.abs(signs @ sums) >= obs - tol))
+    return (1 + hits) / (1 + n_perm)
+
+
+def paired_test(a: Sequence[float], b: Sequence[float], method: str = "permutation",
                 level: float = 0.95, n_boot: int = 10_000, seed: int = 0,
                 clusters: Sequence | None = None) -> PairedResult:
     """Model A vs model B on the same (prompt, seed) pairs, aligned by position.
 
-    method 'bootstrap': p = share of resampled mean differences, centred on the observed one
-    (the null distribution), at least as far from 0 as the observed difference; 'wilcoxon':
-    scipy's signed-rank test; 't': scipy's paired t-test. The interval is always the (cluster)
-    bootstrap one."""
+    With `clusters=` (prompt ids: images of one prompt are correlated), every method treats a
+    prompt, not an image, as the independent unit:
+    - 'permutation' (default): sign-flip test of the mean difference, flipping all of a
+      prompt's pairs together; exact under H0 (each prompt's differences symmetric about 0),
+      at any n (see `sign_flip_p`).
+    - 'bootstrap': p = share of resampled mean differences (prompts resampled), centred on the
+      observed one, at least as far from 0 as it. Liberal at small n: 6-7% rejections at
+      nominal 5% with 15 pairs (scripts/calibrate_paired_tests.py); prefer 'permutation'.
+    - 'wilcoxon' / 't': scipy's signed-rank / one-sample t test of the per-prompt mean
+      differences (images of a prompt averaged first).
+    The interval is always the (cluster) percentile bootstrap one."""
+    if method not in PAIRED_METHODS:
+        raise ValueError(f"Unknown paired test '{method}'. Choose one of: "
+                         f"{', '.join(PAIRED_METHODS)}")
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"paired samples differ in length: {a.shape} vs {b.shape}")
@@ -113,20 +159,27 @@ def paired_test(a: Sequence[float], b: Sequence[float], method: str = "bootstrap
     n = len(d)
     if n < 2:
         raise ValueError("a paired test needs at least 2 pairs")
+    sums, counts = _cluster_sums(d, clusters)
+    if len(sums) < 2:
+        raise ValueError("a paired test needs at least 2 prompts (clusters)")
     boots = bootstrap_means(d, n_boot, seed, clusters)
     lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
     obs = float(d.mean())
-    if method == "bootstrap":
+    unit_means = sums / counts  # per-prompt mean differences (the pairs themselves without clusters)
+    if np.all(d == 0):
+        p = 1.0
+    elif method == "permutation":
+        p = sign_flip_p(sums, n_boot, seed)
+    elif method == "bootstrap":
         p = (1 + np.sum(np.abs(boots - obs) >= abs(obs))) / (n_boot + 1)
     elif method == "wilcoxon":
         from scipy.stats import wilcoxon
-        p = 1.0 if np.all(d == 0) else float(wilcoxon(a, b).pvalue)
-    elif method == "t":
-        from scipy.stats import ttest_rel
-        p = 1.0 if np.all(d == 0) else float(ttest_rel(a, b).pvalue)
+        p = 1.0 if np.all(unit_means == 0) else float(wilcoxon(unit_means).pvalue)
     else:
-        raise ValueError(f"Unknown paired test '{method}'. Choose one of: bootstrap, wilcoxon, t")
-    return PairedResult(obs, float(lo), float(hi), float(p), n, method)
+        from scipy.stats import ttest_1samp
+        p = float(ttest_1samp(unit_means, 0.0).pvalue) if len(unit_means) > 1 else float("nan")
+    return PairedResult(obs, float(lo), float(hi), float(p), n, method,
+                        None if clusters is None else len(sums))
 
 
 def pair_scores(a: pd.DataFrame, b: pd.DataFrame, on: Sequence[str] = ("prompt_index", "k"),
