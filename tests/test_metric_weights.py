@@ -145,3 +145,36 @@ def test_hps_and_clip_record_the_full_sha256_and_load_strictly(tmp_path):
     torch.save({"state_dict": state}, tmp_path / "short.pt")
     with pytest.raises(DistarError, match="text_projection"):
         HPSv21(weights_path=str(tmp_path / "short.pt"), arch=rc.TINY_OPEN_CLIP_NAME, device="cpu")
+
+
+class _Bomb:
+    """Unpickling this would create a file: a planted malicious checkpoint."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_planted_pickles_and_garbage_are_refused_with_one_clear_error(tmp_path):
+    import json
+    import pickle
+
+    from evalsuite.metrics.fid import InceptionV3Features
+    from evalsuite.metrics.pickscore import PickScore
+
+    marker = tmp_path / "PWNED"
+    d = tmp_path / "pickscore"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    (d / "pytorch_model.bin").write_bytes(pickle.dumps(_Bomb(marker)))
+    with pytest.raises(DistarError) as e:
+        PickScore(device="cpu", weights_path=str(d), processor_path=str(d))
+    assert str(d) in str(e.value) and "weights_path=" in str(e.value)
+    garbage = tmp_path / "inception-2015-12-05.pt"
+    garbage.write_bytes(pickle.dumps(_Bomb(marker)))
+    with pytest.raises(DistarError) as e:
+        InceptionV3Features(weights_path=str(garbage), device="cpu")
+    assert str(garbage) in str(e.value) and "DISTAR_INCEPTION_PATH" in str(e.value)
+    assert not marker.exists()

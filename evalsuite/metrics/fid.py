@@ -191,7 +191,14 @@ class InceptionV3Features(torch.nn.Module):
         super().__init__()
         path = self.resolve(weights_path)
         self.provenance = provenance(path, "InceptionV3 (clean-fid)")  # before the file is read
-        self.base = torch.jit.load(str(path), map_location="cpu").eval()
+        try:
+            self.base = torch.jit.load(str(path), map_location="cpu").eval()
+        except Exception as e:  # not a TorchScript archive, truncated, wrong version, ...
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise DistarError(f"{path} is not a readable TorchScript {INCEPTION_FILE} "
+                              f"({type(e).__name__}: {first}). Fix: download {INCEPTION_URL} "
+                              f"again and point weights_path= or DISTAR_INCEPTION_PATH at it."
+                              ) from None
         self.layers = self.base.layers
         self.name = f"InceptionV3 {INCEPTION_FILE} sha256:{self.provenance['sha256'][:12]}"
         self.path = path

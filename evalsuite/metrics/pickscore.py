@@ -80,7 +80,16 @@ def load_clip_model_strict(source: str, what: str, **kwargs):
     (transformers would fill it with random values and only log it) or holding tensors of the
     wrong shape or unknown names."""
     from transformers import CLIPModel
-    model, info = CLIPModel.from_pretrained(source, output_loading_info=True, **kwargs)
+    try:
+        model, info = CLIPModel.from_pretrained(source, output_loading_info=True, **kwargs)
+    except OSError:
+        raise  # files not found: _pretrained turns this into WeightsMissingError
+    except Exception as e:  # a pickle refused by weights_only, a damaged safetensors file, ...
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        raise DistarError(f"{what} weights at {source} cannot be loaded ({type(e).__name__}: "
+                          f"{first}); nothing in them was run. Fix: point weights_path= at a "
+                          f"folder written by save_pretrained of the published model "
+                          f"(model.safetensors).") from None
     problems = []
     if info.get("missing_keys"):
         problems.append(f"missing {sorted(info['missing_keys'])}")
