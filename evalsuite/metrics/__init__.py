@@ -32,6 +32,10 @@ METRICS.add("digit_fd", "evalsuite.metrics.digits:DigitFD",
             "toy digits: Frechet distance in classifier features (FID analogue)")
 METRICS.add("mini_gold", "evalsuite.metrics.mini:MiniGold",
             "mini world: the gold judge (pixel rules standing for human preference)")
+METRICS.add("mini_attr_acc", "evalsuite.metrics.mini:MiniAttrAcc",
+            "mini world: attribute classifier finds every asked attribute (GenEval-like, 0/1)")
+METRICS.add("mini_attr_frac", "evalsuite.metrics.mini:MiniAttrFrac",
+            "mini world: share of the prompt's asked attributes the classifier finds")
 METRICS.add("digit_div", "evalsuite.metrics.digits:DigitDiversity",
             "toy digits: within-class diversity relative to real digits")
 

@@ -123,6 +123,42 @@ def position_to_cell(x: float, y: float) -> str:
     return POSITIONS[3 * row + col]
 
 
+def request_checks(scene: Scene, req: Request) -> dict[str, bool]:
+    """Each attribute a request asks for, checked against a scene (GenEval-style units):
+    per group i: 'i.shape' (an object of that shape exists), 'i.colour' (of that colour, bound to
+    the asked shape), 'i.size' (matching shape, colour and size), 'i.count' (only for counts > 1:
+    exactly that many objects match), 'i.position' (every matching object lies in the region);
+    'relation' (every pair of the two groups' matches); 'background'. A group asking nothing of
+    these gets 'i.present'."""
+    checks: dict[str, bool] = {}
+    matches = []
+    for i, g in enumerate(req.groups):
+        objs = scene.objects
+        m = [o for o in objs if _describes(g, (o.shape, o.colour, o.size))]
+        if g.shape:
+            checks[f"{i}.shape"] = any(o.shape == g.shape for o in objs)
+        if g.colour:
+            checks[f"{i}.colour"] = any(o.colour == g.colour and g.shape in (None, o.shape)
+                                        for o in objs)
+        if g.size:
+            checks[f"{i}.size"] = bool(m)
+        if g.count > 1:
+            checks[f"{i}.count"] = len(m) == g.count
+        if g.position:
+            checks[f"{i}.position"] = bool(m) and all(in_region(o.position, g.position)
+                                                      for o in m)
+        if not any(k.startswith(f"{i}.") for k in checks):
+            checks[f"{i}.present"] = bool(m)
+        matches.append(m)
+    if req.relation and len(matches) >= 2:
+        checks["relation"] = bool(matches[0]) and bool(matches[1]) and all(
+            relation_holds(a.position, b.position, req.relation)
+            for a in matches[0] for b in matches[1])
+    if req.background:
+        checks["background"] = scene.background == req.background
+    return checks
+
+
 # Sampling scenes -------------------------------------------------------------------------------
 def _choice(rng: np.random.Generator, seq):
     return seq[int(rng.integers(len(seq)))]

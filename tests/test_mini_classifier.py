@@ -1,0 +1,76 @@
+"""Mini attribute classifier: the checks' semantics (oracle scenes), training writes a loadable
+safetensors folder, the metrics load from it, missing weights give one clear error."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from evalsuite.errors import WeightsMissingError
+from evalsuite.metrics import load_metric
+from evalsuite.metrics.mini import attribute_score
+from evalsuite.mini import classifier as C, world as W
+
+TINY = C.ClassifierConfig(width=4, cell_dim=8)
+
+
+def test_checks_pass_on_ground_truth_and_fail_on_a_changed_attribute():
+    rng = np.random.default_rng(0)
+    caps = [c for _, c in W.training_pairs(60, seed=5)]
+    for cap in caps:
+        req = W.parse_caption(cap)
+        scene = W.scene_for_request(req, rng)
+        checks = W.request_checks(scene, req)
+        assert attribute_score(checks, "all") == 1.0, (cap, checks)
+        g = req.groups[0]
+        if g.colour:  # recolour every object of group 0: its colour check must fail
+            other = W.COLOURS[(W.COLOURS.index(g.colour) + 1) % len(W.COLOURS)]
+            bad = W.Scene(tuple(replace(o, colour=other) if o.colour == g.colour else o
+                                for o in scene.objects), scene.background)
+            checks = W.request_checks(bad, req)
+            assert not checks["0.colour"] and attribute_score(checks, "all") == 0.0
+            assert attribute_score(checks, "frac") < 1.0
+    assert np.isnan(attribute_score(W.request_checks(W.Scene((), "white"),
+                                                     W.parse_caption("a horse")), "all"))
+
+
+def test_count_and_position_and_relation_checks():
+    req = W.parse_caption("two red circles on the left")
+    two = W.Scene((W.Obj("circle", "red", "small", "top left"),
+                   W.Obj("circle", "red", "large", "bottom left")), "white")
+    assert all(W.request_checks(two, req).values())
+    three = replace(two, objects=two.objects + (W.Obj("circle", "red", "small", "left"),))
+    assert not W.request_checks(three, req)["0.count"]
+    moved = replace(two, objects=(two.objects[0], replace(two.objects[1], position="bottom")))
+    assert not W.request_checks(moved, req)["0.position"]
+    rel = W.parse_caption("a blue star above a green cross")
+    up = W.Scene((W.Obj("star", "blue", "small", "top"), W.Obj("cross", "green", "small", "centre")),
+                 "grey")
+    down = W.Scene((W.Obj("star", "blue", "small", "bottom"),
+                    W.Obj("cross", "green", "small", "centre")), "grey")
+    assert W.request_checks(up, rel)["relation"] and not W.request_checks(down, rel)["relation"]
+
+
+def test_train_save_load_and_metric(tmp_path):
+    recipe = C.TrainRecipe(n=120, epochs=1, batch_size=64)
+    out = C.train_attribute_classifier(tmp_path / "clf", seed=0, cfg=TINY, recipe=recipe)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    model = C.load_attribute_classifier(out)
+    assert model.cfg == TINY and not any(p.requires_grad for p in model.parameters())
+    pairs = W.training_pairs(5, seed=2)
+    imgs, caps = [p[0] for p in pairs], [p[1] for p in pairs]
+    logits = model(C.to_tensor(imgs))
+    assert logits["shape"].shape == (5, 9, 1 + len(W.SHAPES))
+    assert model.features(C.to_tensor(imgs)).shape == (5, 9 * TINY.cell_dim)
+    acc = load_metric("mini_attr_acc", classifier_path=str(out), device="cpu", batch_size=4)
+    frac = load_metric("mini_attr_frac", classifier_path=str(out), device="cpu", batch_size=4)
+    a, f = acc.score(imgs, caps), frac.score(imgs, caps)
+    assert set(a.tolist()) <= {0.0, 1.0} and ((f >= a) & (f <= 1)).all()
+    assert acc.info.key != frac.info.key and "sha256:" in acc.info.backbone
+    # The same seed gives the same weights (deterministic training).
+    again = C.train_attribute_classifier(tmp_path / "clf2", seed=0, cfg=TINY, recipe=recipe)
+    assert (again / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+
+
+def test_missing_classifier_is_one_clear_error(tmp_path):
+    with pytest.raises(WeightsMissingError, match="lab build mini"):
+        load_metric("mini_attr_acc", classifier_path=str(tmp_path / "nowhere"))
