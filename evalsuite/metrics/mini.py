@@ -45,16 +45,16 @@ class MiniAttrAcc:
     classifier finds every attribute the prompt asks for (shape, colour, size, count, position,
     relation, background; see evalsuite.mini.world.request_checks), else 0.
 
-    Options: classifier_path (a folder with model.safetensors + config.json; default the shipped
-    evalsuite/data/mini/classifier), batch_size."""
+    Options: classifier_path (a folder with model.safetensors + config.json; default
+    $DISTAR_MINI_DIR/classifier, else the shipped evalsuite/data/mini/classifier), batch_size."""
     mode, name = "all", "mini_attr_acc"
 
     def __init__(self, classifier_path: str | None = None, batch_size: int = 256,
                  **_shared_options):
         from pathlib import Path
 
-        from evalsuite.mini.classifier import SHIPPED, load_attribute_classifier
-        folder = Path(classifier_path) if classifier_path else SHIPPED
+        from evalsuite.mini.classifier import default_folder, load_attribute_classifier
+        folder = Path(classifier_path) if classifier_path else default_folder()
         self.model = load_attribute_classifier(folder)
         self.batch_size = batch_size
         cfg = self.model.cfg

@@ -12,6 +12,7 @@ attributes the world has, available without the mini CLIP.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -29,6 +30,12 @@ from evalsuite.mini.world import (BACKGROUNDS, COLOURS, IMAGE_SIZE, POSITIONS, S
 
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 SHIPPED = Path(__file__).resolve().parents[1] / "data" / "mini" / "classifier"
+
+
+def default_folder() -> Path:
+    """$DISTAR_MINI_DIR/classifier when set (a built world elsewhere), else the shipped copy."""
+    root = os.environ.get("DISTAR_MINI_DIR")
+    return Path(root) / "classifier" if root else SHIPPED
 
 
 @dataclass(frozen=True)
@@ -206,9 +213,9 @@ def train_attribute_classifier(out_dir: str | Path, seed: int = 0, n: int = 4000
 
 
 def load_attribute_classifier(path: str | Path | None = None) -> AttributeClassifier:
-    """The classifier in folder `path` (default: the shipped evalsuite/data/mini/classifier)."""
+    """The classifier in folder `path` (default: `default_folder()`)."""
     from safetensors.torch import load_file
-    folder = Path(path) if path else SHIPPED
+    folder = Path(path) if path else default_folder()
     missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE) if not (folder / f).is_file()]
     if missing:
         raise WeightsMissingError(
