@@ -83,3 +83,32 @@ def test_render_draws_the_palette_colour_where_the_object_is():
     cy, cx = W.CELL_CENTRES[0], W.CELL_CENTRES[0]
     assert tuple(arr[int(cy), int(cx)]) == W.PALETTE["blue"]
     assert tuple(arr[60, 60]) == W.BACKGROUND_RGB["white"]
+
+
+def test_mini_benchmarks_registered_and_held_out():
+    from evalsuite.benchmarks import load_benchmark
+    parti = load_benchmark("mini_parti")
+    assert len(parti) >= 200 and parti.group_keys == ("category", "challenge")
+    challenges = {p.meta["challenge"] for p in parti.prompts}
+    assert challenges == {"colour", "counting", "spatial", "shape", "composition"}
+    texts = {p.text for p in parti.prompts}
+    assert len(texts) == len(parti)
+    rng = np.random.default_rng(0)
+    for p in parti.prompts:  # every held-out prompt is checkable and has a ground truth
+        req = W.parse_caption(p.text)
+        assert all(W.request_checks(W.scene_for_request(req, rng), req).values()), p.text
+    # Held out: no training caption equals one, although the grammar could produce them.
+    train = {c for _, c in W.training_pairs(3000, seed=0)}
+    assert not train & texts
+    hits = 0
+    for i in range(3000):  # the same draws without the exclusion do hit held-out prompts
+        r = np.random.default_rng([0, i])
+        scene = W.sample_scene(r)
+        hits += W.request_text(W.caption_request(scene, r), r) in texts
+    assert hits > 0
+    hps = load_benchmark("mini_hps")
+    sizes = {s: sum(p.meta["style"] == s for p in hps.prompts) for s in W.BACKGROUNDS}
+    assert len(set(sizes.values())) == 4 and all(
+        W.parse_caption(p.text).background == p.meta["style"] for p in hps.prompts)
+    coco = load_benchmark("mini_coco")
+    assert len(coco) == 1000 and all(not W.parse_caption(p.text).empty for p in coco.prompts)

@@ -407,8 +407,114 @@ def caption_request(scene: Scene, rng: np.random.Generator) -> Request:
 
 
 def caption(scene: Scene, rng: np.random.Generator) -> str:
-    """A caption of the scene: templates + synonyms, true of the scene, not always complete."""
-    return request_text(caption_request(scene, rng), rng)
+    """A caption of the scene: templates + synonyms, true of the scene, not always complete.
+    Never one of the held-out benchmark prompts (`held_out_prompts`): those are redrawn."""
+    held_out = _held_out_texts()
+    while True:
+        text = request_text(caption_request(scene, rng), rng)
+        if text not in held_out:
+            return text
+
+
+# Held-out prompts (the mini_parti benchmark) -------------------------------------------------
+HELD_OUT_SEED = 20_241_129
+CHALLENGES = ("colour", "counting", "spatial", "shape", "composition")
+HELD_OUT_PER_CHALLENGE = 60
+CATEGORY = {"circle": "Circles", "square": "Squares", "triangle": "Triangles", "star": "Stars",
+            "cross": "Crosses"}
+
+
+def _random_group(rng, *, count=1, shape=None, colour=None, size=True, position=None) -> Group:
+    return Group(shape or _choice(rng, SHAPES), colour or _choice(rng, COLOURS),
+                 _choice(rng, SIZES) if size is True else size, count, position)
+
+
+def _challenge_request(challenge: str, rng: np.random.Generator) -> Request:
+    """One prompt's request for a challenge, as Parti's challenges probe one skill each."""
+    bg = _choice(rng, BACKGROUNDS) if rng.random() < 0.3 else None
+    maybe_size = lambda: True if rng.random() < 0.5 else None
+    if challenge == "colour":      # one object, its colour the point
+        return Request((_random_group(rng, size=maybe_size()),), None, bg)
+    if challenge == "counting":    # 2 or 3 alike, sometimes on one side
+        n = int(rng.integers(2, MAX_OBJECTS + 1))
+        side = _choice(rng, ("left", "right", "top", "bottom")) if rng.random() < 0.3 else None
+        return Request((_random_group(rng, count=n, size=maybe_size(), position=side),), None, bg)
+    if challenge == "spatial":     # a relation, or one object in a named region
+        if rng.random() < 0.6:
+            a, b = _random_group(rng, size=maybe_size()), _random_group(rng, size=maybe_size())
+            return Request((a, b), _choice(rng, RELATIONS), bg)
+        return Request((_random_group(rng, size=maybe_size(),
+                                      position=_choice(rng, POSITIONS)),), None, bg)
+    if challenge == "shape":       # two shapes of one colour: the shapes tell them apart
+        colour = _choice(rng, COLOURS)
+        s1, s2 = (SHAPES[i] for i in rng.permutation(len(SHAPES))[:2])
+        return Request((_random_group(rng, shape=s1, colour=colour, size=None),
+                        _random_group(rng, shape=s2, colour=colour, size=None)), None, bg)
+    if challenge == "composition":  # a count and a different object: 3 objects, bound attributes
+        g1 = _random_group(rng, count=2, size=None)
+        g2 = _random_group(rng, size=maybe_size())
+        return Request((g1, g2), None, bg)
+    raise ValueError(f"unknown challenge {challenge!r}")
+
+
+@lru_cache(maxsize=1)
+def held_out_prompts() -> tuple[tuple[str, str, str], ...]:
+    """(text, category, challenge) of the mini_parti benchmark: HELD_OUT_PER_CHALLENGE distinct
+    renderable prompts per challenge; category = the first object's shape, as Parti's category
+    is the subject. Training captions never equal any of these texts (see `caption`)."""
+    rng = np.random.default_rng(HELD_OUT_SEED)
+    out, seen = [], set()
+    for challenge in CHALLENGES:
+        made = 0
+        while made < HELD_OUT_PER_CHALLENGE:
+            req = _challenge_request(challenge, rng)
+            if any(i != j and _describes(g, (h.shape, h.colour, h.size or "small"))
+                   and _describes(g, (h.shape, h.colour, h.size or "large"))
+                   for i, g in enumerate(req.groups) for j, h in enumerate(req.groups)):
+                continue  # one group's words would also describe the other's objects
+            text = request_text(req, rng)
+            if text in seen or parse_caption(text) != req:
+                continue
+            try:
+                scene_for_request(req, np.random.default_rng(0))
+            except DistarError:
+                continue
+            seen.add(text)
+            out.append((text, CATEGORY[req.groups[0].shape], challenge))
+            made += 1
+    return tuple(out)
+
+
+@lru_cache(maxsize=1)
+def _held_out_texts() -> frozenset[str]:
+    return frozenset(t for t, _, _ in held_out_prompts())
+
+
+def in_distribution_prompts(n: int, seed: int) -> list[str]:
+    """Captions of fresh random scenes (the mini_coco benchmark): the training distribution."""
+    return [caption(sample_scene(rng), rng)
+            for rng in (np.random.default_rng([seed, i, 3]) for i in range(n))]
+
+
+HPS_STYLE_SIZES = {"white": 160, "black": 120, "grey": 80, "gradient": 40}
+
+
+@lru_cache(maxsize=1)
+def style_prompts() -> tuple[tuple[str, str], ...]:
+    """(text, style) of the mini_hps benchmark: 4 background styles of unequal sizes, as HPSv2's
+    benchmark has 4 styles; every prompt names its style's background."""
+    out = []
+    for style, size in HPS_STYLE_SIZES.items():
+        rng = np.random.default_rng([HELD_OUT_SEED, BACKGROUNDS.index(style)])
+        seen: set[str] = set()
+        while len(seen) < size:
+            scene = replace(sample_scene(rng), background=style)
+            req = replace(caption_request(scene, rng), background=style)
+            text = request_text(req, rng)
+            if text not in seen:
+                seen.add(text)
+                out.append((text, style))
+    return tuple(out)
 
 
 # Parsing -----------------------------------------------------------------------------------------
