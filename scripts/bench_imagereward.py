@@ -24,10 +24,11 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference adapters
 
 import evalsuite  # noqa: E402,F401  (torchvision fix before anything imports torchvision)
-from evalsuite.metrics._blip import BlipRewardConfig  # noqa: E402
-from evalsuite.metrics._imagereward_compat import build_reference, randomize_  # noqa: E402
+from evalsuite.metrics.blip import BlipRewardConfig  # noqa: E402
+from imagereward_ref import build_reference, randomize_  # noqa: E402
 from evalsuite.metrics.imagereward import ImageReward, load_tokenizer  # noqa: E402
 
 # ImageReward v1.0's med_config.json (BLIP's BERT-base with cross-attention).

@@ -30,9 +30,10 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference adapters
 
 import evalsuite  # noqa: E402,F401  (torchvision fix before anything imports torchvision)
-from evalsuite.metrics import _refcompat as rc  # noqa: E402
+import metric_refs as rc  # noqa: E402
 
 SIZES = [(512, 512), (768, 512), (512, 768), (1024, 1024)]  # typical generator outputs
 FULL = {"hpsv2": "ViT-H-14", "clip": "ViT-g-14", "aesthetic": "ViT-L/14 (OpenAI)",

@@ -14,7 +14,7 @@ import torchvision.transforms.functional as TF
 from torch import nn
 
 from evalsuite.errors import DistarError, WeightsMissingError
-from evalsuite.metrics import _refcompat as rc
+import metric_refs as rc
 from evalsuite.metrics.aesthetic import AestheticScore
 
 TOL = 1e-4

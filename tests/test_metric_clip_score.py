@@ -14,7 +14,7 @@ import torchvision.transforms as transforms
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from evalsuite.metrics import _refcompat as rc
+import metric_refs as rc
 from evalsuite.metrics.clip_score import ClipScore
 
 TOL = 1e-4

@@ -19,7 +19,7 @@ import torchvision.transforms as transforms
 from PIL import Image
 
 from evalsuite.errors import DistarError, WeightsMissingError
-from evalsuite.metrics import _refcompat as rc
+import metric_refs as rc
 from evalsuite.metrics.fid import (FID, KID, InceptionV3Features, extract_features,
                                    feature_statistics, frechet_distance,
                                    kernel_inception_distance, list_images)

@@ -18,7 +18,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from evalsuite.errors import WeightsMissingError
-from evalsuite.metrics import _refcompat as rc
+import metric_refs as rc
 from evalsuite.metrics.hps import HPSv20, HPSv21, hps_benchmark_summary
 
 TOL = 1e-4
@@ -65,7 +65,7 @@ def test_benchmark_aggregation_matches_evaluate_benchmark(reference, ours, tmp_p
                                                           monkeypatch):
     """Two styles with 170 and 85 prompts (three and two 80-image chunks), one image missing."""
     model, preprocess_val, _, _, evaluation = reference
-    from evalsuite.metrics._refcompat import import_hpsv2
+    from metric_refs import import_hpsv2
     hps_open_clip, _, _ = import_hpsv2()
     tokenizer = hps_open_clip.get_tokenizer(rc.TINY_OPEN_CLIP_NAME)
     rng = np.random.default_rng(0)

@@ -13,7 +13,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from evalsuite.errors import WeightsMissingError
-from evalsuite.metrics import _refcompat as rc
+import metric_refs as rc
 from evalsuite.metrics.pickscore import PickScore, PickScoreLogit
 
 TOL = 1e-4

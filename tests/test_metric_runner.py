@@ -10,7 +10,7 @@ import torch
 
 from evalsuite.errors import DistarError
 from evalsuite.generate import EvalRun
-from evalsuite.metrics import _refcompat as rc
+import metric_refs as rc
 from evalsuite.metrics.hps import HPSv21
 from evalsuite.metrics.runner import score_run, split_options
 from evalsuite.store import ResultsStore

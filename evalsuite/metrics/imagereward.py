@@ -6,10 +6,10 @@ Why a native port and not the reference package behind a compat shim: image-rewa
 prompt per call and one image per forward, needs transformers 4.x helpers that moved or vanished
 in 5.x (plus fairscale, and its package import pulls in diffusers/datasets for its trainer), and
 its BLIP text model is 900 lines of which ImageReward uses one path. The port
-(`evalsuite/metrics/_blip.py`, ~300 lines) keeps the reference parameter names, so `ImageReward.pt`
+(`evalsuite/metrics/blip.py`, ~300 lines) keeps the reference parameter names, so `ImageReward.pt`
 loads unchanged, batches any mix of prompts and images, runs in fp16/bf16 on a GPU, and gives
-gradients for the trainer. The reference package is still run, through the small shim in
-`_imagereward_compat.py`, by tests/test_metric_imagereward.py, which checks this port against the
+gradients for the trainer. The reference package is still run, through the small test-only shim
+tests/imagereward_ref.py, by tests/test_metric_imagereward.py, which checks this port against the
 package's own public `ImageReward.score` to 1e-4 in fp32.
 
 Weights: `ImageReward.pt` (a plain state dict, read with `torch.load(weights_only=True)`) and
@@ -31,13 +31,12 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
 from PIL import Image
-from torchvision.transforms import InterpolationMode
 
 from evalsuite.errors import DistarError, WeightsMissingError
-from evalsuite.metrics._blip import (REWARD_MEAN, REWARD_STD, BlipRewardConfig,
+from evalsuite.metrics.blip import (REWARD_MEAN, REWARD_STD, BlipRewardConfig,
                                      ImageRewardModel)
+from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics._loading import (dtype_name, provenance, resolve_device, resolve_dtype,
                                         sha256_file)
 from evalsuite.metrics.base import MetricInfo
@@ -50,8 +49,6 @@ WEIGHTS_ENV = "DISTAR_IMAGEREWARD_PATH"
 TOKENIZER_ID = "bert-base-uncased"
 TOKENIZER_ENV = "DISTAR_IMAGEREWARD_TOKENIZER"
 MAX_TOKENS = 35                      # the reference tokenises with max_length=35
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 # ---- Files ---------------------------------------------------------------------------------------
@@ -120,16 +117,8 @@ def load_tokenizer(source: str | os.PathLike | None = None):
 
 # ---- Preprocessing -------------------------------------------------------------------------------
 
-def preprocess_pil(image: Image.Image, size: int = 224) -> torch.Tensor:
-    """The reference `_transform`, step for step: PIL bicubic resize of the short side, centre
-    crop, RGB, [0, 1], CLIP mean/std. -> [3, size, size]"""
-    image = TF.resize(image, size, interpolation=InterpolationMode.BICUBIC)
-    image = TF.center_crop(image, [size, size])
-    return TF.normalize(TF.to_tensor(image.convert("RGB")), CLIP_MEAN, CLIP_STD)
-
-
 def preprocess_tensor(images: torch.Tensor, size: int = 224) -> torch.Tensor:
-    """The same geometry in torch, differentiable: [N, 3, H, W] in [0, 1] -> [N, 3, size, size].
+    """The geometry of `_preprocess.clip_pil` (the reference `_transform`) in torch, differentiable: [N, 3, H, W] in [0, 1] -> [N, 3, size, size].
     Antialiased bicubic (PIL's kernel, a = -0.5); torchvision's output-size and crop rounding.
     Unlike PIL it neither clamps the bicubic overshoot nor rounds to 8 bits."""
     if images.ndim != 4 or images.shape[1] != 3:
@@ -143,8 +132,8 @@ def preprocess_tensor(images: torch.Tensor, size: int = 224) -> torch.Tensor:
                                antialias=True)
     top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
     images = images[..., top:top + size, left:left + size]
-    mean = images.new_tensor(CLIP_MEAN)[:, None, None]
-    std = images.new_tensor(CLIP_STD)[:, None, None]
+    mean = images.new_tensor(pp.OPENAI_CLIP_MEAN)[:, None, None]
+    std = images.new_tensor(pp.OPENAI_CLIP_STD)[:, None, None]
     return (images - mean) / std
 
 
@@ -235,7 +224,9 @@ class ImageReward:
         scores = []
         for start in range(0, len(images), self.batch_size):
             chunk = slice(start, start + self.batch_size)
-            pixels = torch.stack([preprocess_pil(im, self.config.image_size) for im in images[chunk]])
+            # The reference `_transform` is open_clip's / OpenAI's eval transform, step for step.
+            pixels = torch.stack([pp.clip_pil(im, self.config.image_size)
+                                  for im in images[chunk]])
             ids, mask = self.tokenize(prompts[chunk])
             pixels = pixels.to(device=self.device, dtype=self.dtype)
             scores.append(self.model(pixels, ids, mask).cpu())

@@ -1,5 +1,6 @@
-"""Reference packages made importable offline, and small random-weight builds of the real
-architectures, for the parity tests and scripts/bench_metrics.py. No score is computed here.
+"""Test-only: reference packages made importable offline, and small random-weight builds of the
+real architectures, for the parity tests and scripts/bench_metrics.py (which puts tests/ on its
+path). Nothing in evalsuite imports this module. No score is computed here.
 
 The one compatibility fix: hpsv2 1.2.0's wheel lacks `hpsv2/src/open_clip/bpe_simple_vocab_16e6.txt.gz`,
 and its tokenizer module reads that file at import (`_tokenizer = SimpleTokenizer()`), so

@@ -1,7 +1,7 @@
 """Run the reference `image-reward` 1.5 package under transformers 5, without touching its files.
 
 Used by the parity test and the benchmark only: evalsuite's own ImageReward metric is a native
-port (`evalsuite/metrics/_blip.py`) and never imports the reference package.
+port (`evalsuite/metrics/blip.py`) and never imports the reference package.
 
 image-reward 1.5 was written against transformers 4.x. Under transformers 5 its BLIP text model
 (`ImageReward/models/BLIP/med.py`) fails at import and at construction, and its tokenizer setup
