@@ -36,6 +36,39 @@ def default_out(cfg: TrainConfig, config: Path | None) -> Path:
     return Path("runs") / name
 
 
+def preflight(cfg: TrainConfig) -> None:
+    """Every weight, reward and prompt source an SD run needs, checked before anything loads;
+    all problems reported in one message (toy worlds build everything locally)."""
+    if cfg.world.name in TOY_WORLDS:
+        return
+    from evalsuite.preflight import (Problem, bench_problems, metric_problems, model_problems,
+                                     raise_if_any)
+    from di_star.sdxl.models import resolve_spec
+    sd = cfg.sd
+    # Generator and reference often share a base pipeline: one problem naming both roles.
+    merged: dict[str, tuple[list[str], Problem]] = {}
+    for role, name in (("sd.generator", sd.generator), ("sd.reference", sd.reference)):
+        use_folder = role + " = 'path:{}' in a --config file"
+        for p in model_problems(name, resolve=resolve_spec, use_folder=use_folder)[1]:
+            roles, _ = merged.setdefault(p.fixes[0] if p.fixes else p.what, ([], p))
+            roles.append(f"{role} = {name}")
+    problems = [Problem(f"{', '.join(roles)}: {p.what}", p.fixes) for roles, p in merged.values()]
+    if not sd.reward.startswith(("tiny:", "random:")):
+        problems += metric_problems([sd.reward])
+    if sd.prompts.startswith("bench:"):
+        problems += bench_problems(sd.prompts[len("bench:"):])[1]
+    elif not Path(sd.prompts).expanduser().is_file():
+        problems.append(Problem(f"sd.prompts: prompt file {sd.prompts} does not exist."))
+    if sd.optimizer == "adamw8bit":
+        import importlib.util
+        if importlib.util.find_spec("bitsandbytes") is None:
+            problems.append(Problem("sd.optimizer = 'adamw8bit' needs bitsandbytes (GPU only).",
+                                    (".venv/bin/pip install bitsandbytes",
+                                     "sd.optimizer = 'adamw' in a --config file (needs more "
+                                     "GPU memory)")))
+    raise_if_any(problems, "nothing was trained")
+
+
 def print_presets() -> None:
     from di_star.presets import PRESETS
     table = Table(title="presets (toy rows mirror the paper's Table 2; see di_star/presets.py)")
@@ -55,6 +88,7 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
     from di_star.trainer import train as train_run
 
     cfg = resolve_config(preset, config, max_steps)
+    preflight(cfg)
     out = Path(out) if out is not None else default_out(cfg, config)
     if cfg.world.name in TOY_WORLDS:
         import torch

@@ -95,20 +95,36 @@ def eval_cmd(
     skip_generation: bool = typer.Option(False, help="Only score images already generated."),
     fid_ref: Optional[Path] = typer.Option(None, help="Folder of real images (e.g. COCO "
                                            "val2014) for FID/KID reference statistics."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the final summary "
+                                            "(scores with 95% CI, paths, latency, memory) here."),
 ) -> None:
     """Generate a benchmark's images with a model (resumable), then score them."""
     from evalsuite.generate import EvalRequest, run_eval
+    from evalsuite.preflight import check_eval
+    metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+    per_metric: dict = {}
+    if fid_ref is not None:
+        per_metric = {m: {"reference_dir": str(fid_ref)} for m in ("fid", "kid")}
+    # Every name, weight, reference and prompt file is checked before the first image.
+    check_eval(model, bench, metric_names, weights=weights, limit=limit,
+               metric_options=per_metric, generate=not skip_generation)
     req = EvalRequest(model=model, bench=bench, limit=limit, out=out, batch_size=batch_size,
                       images_per_prompt=images_per_prompt, weights=weights, device=device)
     run = run_eval(req, generate=not skip_generation)
-    metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+    outcomes = []
     if metric_names:
         from evalsuite.metrics.runner import score_run
-        options: dict = {"device": run.device}
-        if fid_ref is not None:
-            options.update(fid={"reference_dir": str(fid_ref)}, kid={"reference_dir": str(fid_ref)})
-        score_run(run, metric_names, **{k: v for k, v in options.items()
-                                        if k in ("device",) or k in metric_names})
+        outcomes = score_run(run, metric_names, device=run.device,
+                             **{k: v for k, v in per_metric.items() if k in metric_names})
+    from evalsuite.summary import render, summarize, write_json
+    summary = summarize(run, outcomes)
+    if run.generated == 0 and all(o.scored == 0 for o in outcomes):
+        print(f"nothing to do: all {summary.n_images} images"
+              f"{' and their scores' if outcomes else ''} are already in {out}")
+    print(render(summary), flush=True)
+    if json_out is not None:
+        write_json(summary, json_out)
+        print(f"summary: {json_out}")
 
 
 @app.command("train")
@@ -147,7 +163,10 @@ def leaderboard_cmd(
 ) -> None:
     """Regenerate the markdown leaderboards (and plots) from the results store."""
     from evalsuite.leaderboard import write_leaderboards
-    write_leaderboards(results_dir=results, out_dir=out, with_reported=with_reported)
+    written = write_leaderboards(results_dir=results, out_dir=out, with_reported=with_reported)
+    print(f"wrote {len(written)} files from {results}:")
+    for path in written:
+        print(f"  {path}")
 
 
 @app.command("gallery")
@@ -161,7 +180,8 @@ def gallery_cmd(
     """Write a static side-by-side HTML gallery, one row per prompt, one column per model."""
     from evalsuite.gallery import write_gallery
     names = [m.strip() for m in models.split(",") if m.strip()]
-    write_gallery(results_dir=results, bench=bench, models=names or None, out_dir=out)
+    page = write_gallery(results_dir=results, bench=bench, models=names or None, out_dir=out)
+    print(f"wrote {page} (open it in a browser; thumbnails in {Path(page).parent / 'img'})")
 
 
 def main() -> None:  # pragma: no cover - console entry

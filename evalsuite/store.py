@@ -67,6 +67,10 @@ CREATE TABLE IF NOT EXISTS set_scores (  -- metrics of a whole image set (FID, K
     value REAL NOT NULL, n_images INTEGER NOT NULL, meta_json TEXT, created_at REAL,
     PRIMARY KEY (recipe_hash, bench, bench_version, metric, metric_version)
 );
+-- Per-image scores with the model that made each image (the name it was run under).
+CREATE VIEW IF NOT EXISTS model_scores AS
+    SELECT i.model, i.prompt, s.*
+    FROM scores s JOIN images i USING (recipe_hash, bench, bench_version, prompt_index, k);
 """
 
 
@@ -178,7 +182,7 @@ class ResultsStore:
 
     # Reads ------------------------------------------------------------------------------
     def table(self, name: str, where: str = "", params: tuple = ()) -> pd.DataFrame:
-        if name not in ("runs", "images", "scores", "set_scores"):
+        if name not in ("runs", "images", "scores", "set_scores", "model_scores"):
             raise ValueError(f"Unknown table '{name}'")
         return pd.read_sql_query(f"SELECT * FROM {name} {where}", self._connect(), params=params)
 

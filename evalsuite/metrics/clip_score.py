@@ -120,3 +120,31 @@ class ClipScore:
         if self.pre_resize:
             x = pp.crop_resize_lanczos_tensor(x, self.pre_resize)
         return self._score(pp.clip_tensor(x, self.image_size, self.mean, self.std), prompts)
+
+
+class TinyRandomClipScore(ClipScore):
+    """SMOKE TEST ONLY: CLIP score's whole code path (open_clip ViT, tokenizer, DMD2
+    preprocessing) on a two-layer CLIP with seeded random weights, built offline in a second.
+    Its numbers say nothing about image quality; they exist so `distar eval` can be tried end to
+    end with no download. Its registry name (`clip@tiny-random`) and stored version both say
+    so, and it never shares a column with the real `clip`."""
+
+    NAME = "clip@tiny-random"
+
+    def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
+                 seed: int = 0):
+        import open_clip
+
+        from evalsuite.metrics._refcompat import TINY_OPEN_CLIP_NAME, register_open_clip_config
+        register_open_clip_config()
+        rng = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        model = open_clip.create_model(TINY_OPEN_CLIP_NAME, pretrained=None)
+        torch.random.set_rng_state(rng)  # building a scorer must not move the caller's stream
+        self._setup(model, open_clip.get_tokenizer(TINY_OPEN_CLIP_NAME),
+                    f"{TINY_OPEN_CLIP_NAME} random seed {seed}", None, None, DMD2_PREFIX, 256,
+                    False, device, dtype, batch_size, {"random_seed": seed})
+        self.info = MetricInfo(
+            name=self.NAME, version=f"SMOKE TEST random tiny CLIP (seed {seed}), not a quality "
+                                    f"score", backbone=self.info.backbone,
+            preprocessing=self.info.preprocessing)

@@ -1,0 +1,273 @@
+"""Check everything a command needs before its first expensive step, and report every problem
+at once: unknown names, model and metric weights, FID references, prompt data.
+
+Nothing here loads a model. A weight counts as present when its file is on disk (an explicit
+path, an environment variable, or the Hugging Face cache) or when the hub answers (it will be
+downloaded then). Each problem carries the shell lines that fix it, printed one per line so a
+terminal never breaks a command in two.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from evalsuite.errors import DistarError
+
+
+@dataclass(frozen=True)
+class Problem:
+    what: str                                  # what is missing or wrong, one sentence
+    fixes: tuple[str, ...] = field(default=())  # copy-pasteable shell lines, alternatives
+
+
+class PreflightError(DistarError):
+    """Everything a command lacks, in one message."""
+
+    def __init__(self, problems: Sequence[Problem], action: str = "nothing was generated"):
+        self.problems = list(problems)
+        n = len(self.problems)
+        lines = [f"{n} problem{'s' if n > 1 else ''} found before starting ({action}):"]
+        for i, p in enumerate(self.problems, 1):
+            lines.append(f"  {i}. {p.what}")
+            for j, fix in enumerate(p.fixes):
+                lines.append(f"     {'fix:' if j == 0 else ' or:'} {fix}")
+        if any(f.startswith("hf download") for p in self.problems for f in p.fixes):
+            lines.append("`hf download` needs the hub: run it where the hub is reachable, then "
+                         "copy that Hugging Face cache (HF_HOME) to this machine.")
+        super().__init__("\n".join(lines))
+
+
+def raise_if_any(problems: Sequence[Problem], action: str = "nothing was generated") -> None:
+    if problems:
+        raise PreflightError(problems, action)
+
+
+# Files: explicit path, environment variable, HF cache, or a hub that answers ----------------
+def _hub_has(repo_id: str, filename: str, repo_type: str | None = None,
+             revision: str | None = None) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    from evalsuite.hub import hub_reachable
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision, repo_type=repo_type)
+    return isinstance(cached, str) or hub_reachable()
+
+
+def _hf_download(repo_id: str, filename: str | None = None, repo_type: str | None = None) -> str:
+    cmd = f"hf download {repo_id}" + (f" {filename}" if filename else "")
+    if repo_type:
+        cmd += f" --repo-type {repo_type}"
+    return cmd
+
+
+def weight_problem(what: str, *, repo_id: str | None, filenames: Sequence[str],
+                   env_var: str | None, explicit: str | None = None,
+                   placeholder: str | None = None, folder: bool = False,
+                   revision: str | None = None) -> list[Problem]:
+    """[] when one of `filenames` is available (explicit path or $env_var, else the HF cache of
+    repo_id, else a reachable hub); else one Problem with the fixes. `folder`: the explicit path
+    is a folder that must hold filenames[0]."""
+    given = explicit or (os.environ.get(env_var) if env_var else None)
+    target = placeholder or (f"/path/to/{repo_id.split('/')[-1]}" if folder
+                             else f"/path/to/{filenames[0]}")
+    env_fix = f"export {env_var}={target}" if env_var else None
+    if given:
+        p = Path(given).expanduser()
+        ok = any((p / f).is_file() for f in filenames) if (folder or p.is_dir()) else p.is_file()
+        if ok:
+            return []
+        source = f"{env_var}={given}" if not explicit else given
+        return [Problem(f"{what}: {source} does not hold {' or '.join(filenames)}.",
+                        tuple(f for f in (env_fix,) if f))]
+    if repo_id is not None and any(_hub_has(repo_id, f, revision=revision) for f in filenames):
+        return []
+    fixes = [_hf_download(repo_id, None if folder else filenames[0])] if repo_id else []
+    if env_fix:
+        fixes.append(env_fix)
+    where = f"{repo_id}/{filenames[0]}" if repo_id and not folder else (repo_id or filenames[0])
+    return [Problem(f"{what}: {where} is not on this machine and the hub is not reachable.",
+                    tuple(fixes))]
+
+
+# Metrics ------------------------------------------------------------------------------------
+def _open_clip_problem(what: str, arch: str, pretrained: str, env_var: str,
+                       explicit: str | None) -> list[Problem]:
+    import open_clip
+    files = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained) or {}
+    repo = (cfg.get("hf_hub") or "").rstrip("/") or None
+    return weight_problem(what, repo_id=repo, filenames=files, env_var=env_var, explicit=explicit)
+
+
+def _clip(o: dict) -> list[Problem]:
+    return _open_clip_problem(f"clip: CLIP score weights ({o.get('backbone', 'ViT-g-14')})",
+                              o.get("backbone", "ViT-g-14"),
+                              o.get("pretrained", "laion2b_s12b_b42k"), "DISTAR_CLIP_PATH",
+                              o.get("weights_path"))
+
+
+def _aesthetic(o: dict) -> list[Problem]:
+    from evalsuite.metrics.aesthetic import MLP_FILE, MLP_REPO
+    return (weight_problem("aesthetic: LAION aesthetic MLP", repo_id=MLP_REPO,
+                           filenames=(MLP_FILE,), env_var="DISTAR_AESTHETIC_PATH",
+                           explicit=o.get("weights_path"))
+            + _open_clip_problem("aesthetic: OpenAI CLIP ViT-L/14", "ViT-L-14", "openai",
+                                 "DISTAR_AESTHETIC_CLIP_PATH", o.get("clip_weights_path")))
+
+
+def _pickscore(o: dict) -> list[Problem]:
+    from evalsuite.metrics.pickscore import MODEL_REPO, PROCESSOR_REPO
+    return (weight_problem("pickscore: PickScore_v1 model", repo_id=MODEL_REPO,
+                           filenames=("config.json",), env_var="DISTAR_PICKSCORE_PATH",
+                           explicit=o.get("weights_path"), folder=True)
+            + weight_problem("pickscore: its CLIP processor/tokenizer", repo_id=PROCESSOR_REPO,
+                             filenames=("preprocessor_config.json",),
+                             env_var="DISTAR_PICKSCORE_PROCESSOR_PATH",
+                             explicit=o.get("processor_path"), folder=True))
+
+
+def _imagereward(o: dict) -> list[Problem]:
+    from evalsuite.metrics import imagereward as ir
+    return (weight_problem("imagereward: ImageReward v1.0 weights", repo_id=ir.HUB_REPO,
+                           filenames=(ir.WEIGHTS_FILE,), env_var=ir.WEIGHTS_ENV,
+                           explicit=o.get("weights_path"))
+            + weight_problem("imagereward: its BERT tokenizer", repo_id=ir.TOKENIZER_ID,
+                             filenames=("vocab.txt",), env_var=ir.TOKENIZER_ENV,
+                             explicit=o.get("tokenizer_path"), folder=True))
+
+
+def _hps(version: str, filename: str, env_var: str) -> Callable[[dict], list[Problem]]:
+    def check(o: dict) -> list[Problem]:
+        from evalsuite.metrics.hps import HPS_REPO
+        return weight_problem(f"{version} weights", repo_id=HPS_REPO, filenames=(filename,),
+                              env_var=env_var, explicit=o.get("weights_path"))
+    return check
+
+
+def _fid(name: str) -> Callable[[dict], list[Problem]]:
+    def check(o: dict) -> list[Problem]:
+        from evalsuite.metrics.fid import INCEPTION_FILE, INCEPTION_URL, InceptionV3Features
+        from evalsuite.errors import WeightsMissingError
+        problems = []
+        offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
+                      for v in ("HF_HUB_OFFLINE", "DISTAR_OFFLINE"))
+        explicit = o.get("weights_path") or os.environ.get("DISTAR_INCEPTION_PATH")
+        if explicit or offline:  # online with no local copy, clean-fid's download runs later
+            try:
+                InceptionV3Features.resolve(o.get("weights_path"))
+            except WeightsMissingError:
+                problems.append(Problem(
+                    f"{name}: InceptionV3 weights ({INCEPTION_FILE}) are not on this machine.",
+                    (f"curl -L -o {INCEPTION_FILE} {INCEPTION_URL}   # where the network is "
+                     f"reachable, then:", f"export DISTAR_INCEPTION_PATH=/path/to/{INCEPTION_FILE}")))
+        ref_dir = o.get("reference_dir") or os.environ.get("DISTAR_FID_REFERENCE_DIR")
+        ref_stats = o.get("reference_stats")
+        if ref_stats and not Path(ref_stats).is_file():
+            problems.append(Problem(f"{name}: reference statistics {ref_stats} do not exist."))
+        elif not ref_stats and not ref_dir:
+            problems.append(Problem(
+                f"{name}: needs real images to compare with (no reference given).",
+                ("add --fid-ref /path/to/real/images   (e.g. COCO val2014)",
+                 "export DISTAR_FID_REFERENCE_DIR=/path/to/real/images")))
+        elif ref_dir and not Path(ref_dir).is_dir():
+            problems.append(Problem(f"{name}: the reference folder {ref_dir} does not exist.",
+                                    ("add --fid-ref /path/to/real/images",)))
+        return problems
+    return check
+
+
+def _none(o: dict) -> list[Problem]:
+    return []
+
+
+# Metric name -> its check. A registered metric with no entry here needs nothing from outside.
+METRIC_CHECKS: dict[str, Callable[[dict], list[Problem]]] = {
+    "clip": _clip, "aesthetic": _aesthetic, "pickscore": _pickscore,
+    "pickscore_logit": _pickscore, "imagereward": _imagereward,
+    "hpsv2": _hps("hpsv2: HPSv2.0", "HPS_v2_compressed.pt", "DISTAR_HPSV20_PATH"),
+    "hpsv21": _hps("hpsv21: HPSv2.1", "HPS_v2.1_compressed.pt", "DISTAR_HPSV21_PATH"),
+    "fid": _fid("fid"), "kid": _fid("kid"),
+}
+
+
+def metric_problems(names: Sequence[str], options: dict[str, dict] | None = None
+                    ) -> list[Problem]:
+    """Unknown metric names (all of them, with the choices and the offline smoke variants) and
+    missing weights / references of the known ones. `options`: {metric: its options}."""
+    from evalsuite.metrics import METRICS
+    options = options or {}
+    problems: list[Problem] = []
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        problems.append(Problem(
+            f"unknown metric{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"choose from: {', '.join(METRICS.names())} (`distar metrics` describes them)."))
+    for n in names:
+        if n in METRICS:
+            problems += METRIC_CHECKS.get(n, _none)(options.get(n, {}))
+    return problems
+
+
+# Models -------------------------------------------------------------------------------------
+def spec_problems(spec, use_folder: str = "--model path:{}") -> list[Problem]:
+    """Missing weights of a resolved ModelSpec (nothing for tiny / random / toy builds).
+    `use_folder`: how the command takes a local copy instead, `{}` the folder."""
+    if spec.weights != "pretrained":
+        return []
+    if Path(spec.repo).expanduser().is_dir():
+        return []  # a local pipeline folder; spec_from_path already checked model_index.json
+    problems = []
+    if not _hub_has(spec.repo, "model_index.json", revision=spec.revision):
+        problems.append(Problem(
+            f"model '{spec.name}': pipeline {spec.repo} is not in the Hugging Face cache and "
+            f"the hub is not reachable.",
+            (_hf_download(spec.repo),
+             use_folder.format(f"/folder/with/{spec.repo.split('/')[-1]}")
+             + "   # a save_pretrained copy")))
+    if spec.unet is not None:
+        src = spec.unet
+        target = src.filename or f"{src.subfolder or ''}/config.json".lstrip("/")
+        if not (Path(src.repo).expanduser() / target).is_file() \
+                and not _hub_has(src.repo, target, revision=src.revision):
+            problems.append(Problem(
+                f"model '{spec.name}': its UNet {src.repo}/{target} is not on this machine and "
+                f"the hub is not reachable.", (_hf_download(src.repo, src.filename),)))
+    return problems
+
+
+def model_problems(name: str, weights: str = "pretrained", resolve=None,
+                   use_folder: str = "--model path:{}") -> tuple[object, list[Problem]]:
+    """(spec or None, problems) for a model name; `resolve(name) -> spec` defaults to
+    evalsuite's resolve_model; `use_folder` as in spec_problems."""
+    from evalsuite.models.specs import resolve_model
+    try:
+        spec = resolve(name) if resolve is not None else resolve_model(name, weights)
+    except DistarError as e:
+        return None, [Problem(str(e))]
+    return spec, spec_problems(spec, use_folder)
+
+
+def bench_problems(name: str, limit: int | None = None) -> tuple[object, list[Problem]]:
+    from evalsuite.benchmarks import load_benchmark
+    try:
+        bench = load_benchmark(name)
+    except DistarError as e:
+        return None, [Problem(str(e))]
+    if limit is not None and not 1 <= limit <= len(bench):
+        return bench, [Problem(f"--limit {limit} is out of range for '{bench.name}', which has "
+                               f"{len(bench)} prompts.", (f"--limit {min(len(bench), 8)}",))]
+    return bench, []
+
+
+def check_eval(model: str, bench: str, metrics: Sequence[str], *, weights: str = "pretrained",
+               limit: int | None = None, metric_options: dict[str, dict] | None = None,
+               generate: bool = True, resolve=None) -> None:
+    """Everything `distar eval` needs, before any image is made; raises PreflightError listing
+    every problem. `resolve(name) -> ModelSpec` overrides how the model name is resolved."""
+    problems: list[Problem] = []
+    spec, p = model_problems(model, weights, resolve)
+    problems += p if generate else [q for q in p if spec is None]
+    problems += bench_problems(bench, limit)[1]
+    problems += metric_problems(metrics, metric_options)
+    raise_if_any(problems, "nothing was generated or scored")
