@@ -201,8 +201,8 @@ def metric_problems(names: Sequence[str], options: dict[str, dict] | None = None
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         problems.append(Problem(
-            f"unknown metric{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-            f"choose from: {', '.join(METRICS.names())} (`distar metrics` describes them)."))
+            f"Unknown metric{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}. "
+            f"Choose one of: {', '.join(METRICS.names())} (`distar metrics` describes them)."))
     for n in names:
         if n in METRICS:
             problems += METRIC_CHECKS.get(n, _none)(options.get(n, {}))
