@@ -187,6 +187,8 @@ METRIC_CHECKS: dict[str, Callable[[dict], list[Problem]]] = {
     "pickscore_logit": _pickscore, "imagereward": _imagereward,
     "hpsv2": _hps("hpsv2: HPSv2.0", "HPS_v2_compressed.pt", "DISTAR_HPSV20_PATH"),
     "hpsv21": _hps("hpsv21: HPSv2.1", "HPS_v2.1_compressed.pt", "DISTAR_HPSV21_PATH"),
+    "hpsv2_noaa": _hps("hpsv2_noaa: HPSv2.0", "HPS_v2_compressed.pt", "DISTAR_HPSV20_PATH"),
+    "hpsv21_noaa": _hps("hpsv21_noaa: HPSv2.1", "HPS_v2.1_compressed.pt", "DISTAR_HPSV21_PATH"),
     "fid": _fid("fid"), "kid": _fid("kid"),
 }
 

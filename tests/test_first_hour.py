@@ -114,3 +114,13 @@ def test_smoke_scorer_never_shares_the_real_clip_column():
     b = load_metric("clip@tiny-random", device="cpu").score([Image.new("RGB", (64, 64), "red")],
                                                             ["a red square"])
     assert a == pytest.approx(b)  # seeded: the same number on every build
+
+
+def test_every_metric_needing_weights_has_a_preflight_check(empty_hf_cache):
+    """A metric added to the registry without a check would fail after generation again."""
+    from evalsuite.metrics import METRICS
+    from evalsuite.preflight import METRIC_CHECKS
+    local = {"clip@tiny-random", "digit_acc", "digit_ink", "digit_fd", "digit_div"}
+    local |= {n for n in METRICS.names() if n.startswith("mini_")}  # shipped in the repo
+    assert set(METRICS.names()) - local <= set(METRIC_CHECKS), \
+        sorted(set(METRICS.names()) - local - set(METRIC_CHECKS))
