@@ -122,6 +122,13 @@ class ClipScore:
         return self._score(pp.clip_tensor(x, self.image_size, self.mean, self.std), prompts)
 
 
+# A few-layer ViT CLIP with CLIP's vocabulary and context length: the code path of ViT-g-14.
+SMOKE_CLIP = dict(
+    embed_dim=32,
+    vision_cfg=dict(image_size=224, layers=2, width=64, head_width=32, patch_size=32),
+    text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2))
+
+
 class TinyRandomClipScore(ClipScore):
     """SMOKE TEST ONLY: CLIP score's whole code path (open_clip ViT, tokenizer, DMD2
     preprocessing) on a two-layer CLIP with seeded random weights, built offline in a second.
@@ -134,15 +141,13 @@ class TinyRandomClipScore(ClipScore):
     def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
                  seed: int = 0):
         import open_clip
-
-        from evalsuite.metrics._refcompat import TINY_OPEN_CLIP_NAME, register_open_clip_config
-        register_open_clip_config()
         rng = torch.random.get_rng_state()
         torch.manual_seed(seed)
-        model = open_clip.create_model(TINY_OPEN_CLIP_NAME, pretrained=None)
+        model = open_clip.CLIP(**SMOKE_CLIP)  # open_clip's own class, a two-layer config
         torch.random.set_rng_state(rng)  # building a scorer must not move the caller's stream
-        self._setup(model, open_clip.get_tokenizer(TINY_OPEN_CLIP_NAME),
-                    f"{TINY_OPEN_CLIP_NAME} random seed {seed}", None, None, DMD2_PREFIX, 256,
+        # ViT-B-32's tokenizer is CLIP's BPE, bundled with open_clip (nothing downloaded).
+        self._setup(model, open_clip.get_tokenizer("ViT-B-32"),
+                    f"tiny ViT (2 layers, width 64) random seed {seed}", None, None, DMD2_PREFIX, 256,
                     False, device, dtype, batch_size, {"random_seed": seed})
         self.info = MetricInfo(
             name=self.NAME, version=f"SMOKE TEST random tiny CLIP (seed {seed}), not a quality "
