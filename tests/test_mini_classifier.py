@@ -74,3 +74,26 @@ def test_train_save_load_and_metric(tmp_path):
 def test_missing_classifier_is_one_clear_error(tmp_path):
     with pytest.raises(WeightsMissingError, match="lab build mini"):
         load_metric("mini_attr_acc", classifier_path=str(tmp_path / "nowhere"))
+
+
+def test_mini_fd_kd_against_ground_truth_renders(tmp_path):
+    """Ground truth of the same prompts is closer than blank images; references are
+    deterministic; a prompt the world cannot render is one clear error."""
+    from evalsuite.errors import DistarError
+    from evalsuite.metrics.mini import reference_renders
+    recipe = C.TrainRecipe(n=120, epochs=1, batch_size=64)
+    out = C.train_attribute_classifier(tmp_path / "clf", seed=0, cfg=TINY, recipe=recipe)
+    caps = [c for _, c in W.training_pairs(40, seed=9)]
+    refs = reference_renders(caps, seed=0)
+    assert [np.asarray(a).tobytes() for a in refs[:3]] == \
+        [np.asarray(b).tobytes() for b in reference_renders(caps[:3], seed=0)]
+    truth = reference_renders(caps, seed=1)  # other draws of the same prompts
+    blank = [W.render(W.Scene((), "grey"))] * len(caps)
+    for name in ("mini_fd", "mini_kd"):
+        m = load_metric(name, classifier_path=str(out), device="cpu")
+        assert not hasattr(m, "score") and m.info.higher_is_better is False
+        good, bad = m.compute(truth, prompts=caps), m.compute(blank, prompts=caps)
+        assert good < bad, (name, good, bad)
+    assert "mini-FD" in load_metric("mini_fd", classifier_path=str(out)).info.key
+    with pytest.raises(DistarError, match="cannot render"):
+        m.compute(blank[:2], prompts=["a horse", "a cat"])

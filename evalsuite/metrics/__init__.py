@@ -38,6 +38,16 @@ METRICS.add("mini_attr_acc", "evalsuite.metrics.mini:MiniAttrAcc",
             "mini world: attribute classifier finds every asked attribute (GenEval-like, 0/1)")
 METRICS.add("mini_attr_frac", "evalsuite.metrics.mini:MiniAttrFrac",
             "mini world: share of the prompt's asked attributes the classifier finds")
+METRICS.add("mini_fd", "evalsuite.metrics.mini:MiniFD",
+            "mini world: Frechet distance to ground-truth renders of the same prompts, in the "
+            "attribute classifier's cell embeddings (not Inception FID)")
+METRICS.add("mini_kd", "evalsuite.metrics.mini:MiniKD",
+            "mini world: kernel distance (KID's estimator), same space and references as mini_fd")
+METRICS.add("diversity", "evalsuite.metrics.diversity:Diversity",
+            "intra-prompt diversity: mean pairwise cosine distance of CLIP image embeddings "
+            "(k >= 4 images per prompt)")
+METRICS.add("mini_diversity", "evalsuite.metrics.diversity:MiniDiversity",
+            "intra-prompt diversity in the mini world's CLIP image space (k >= 4 per prompt)")
 METRICS.add("digit_div", "evalsuite.metrics.digits:DigitDiversity",
             "toy digits: within-class diversity relative to real digits")
 

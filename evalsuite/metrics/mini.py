@@ -40,14 +40,9 @@ def attribute_score(checks: dict[str, bool], mode: str) -> float:
     return float(all(values)) if mode == "all" else float(np.mean(values))
 
 
-class MiniAttrAcc:
-    """Attribute accuracy (GenEval-like) by the mini attribute classifier: per image, 1 when the
-    classifier finds every attribute the prompt asks for (shape, colour, size, count, position,
-    relation, background; see evalsuite.mini.world.request_checks), else 0.
-
-    Options: classifier_path (a folder with model.safetensors + config.json; default
-    $DISTAR_MINI_DIR/classifier, else the shipped evalsuite/data/mini/classifier), batch_size."""
-    mode, name = "all", "mini_attr_acc"
+class _WithClassifier:
+    """Loads the mini attribute classifier once; `info` names its weights' sha256."""
+    name, version_suffix = "", ""
 
     def __init__(self, classifier_path: str | None = None, batch_size: int = 256,
                  **_shared_options):
@@ -57,11 +52,21 @@ class MiniAttrAcc:
         folder = Path(classifier_path) if classifier_path else default_folder()
         self.model = load_attribute_classifier(folder)
         self.batch_size = batch_size
-        cfg = self.model.cfg
-        self.info = MetricInfo(self.name, f"{cfg.version} {self.mode}",
+        self.info = MetricInfo(self.name, f"{self.model.cfg.version} {self.version_suffix}",
                                f"mini attribute classifier sha256:{_weights_tag(folder)}",
                                "RGB, bilinear to 64 px, 24 px cell crops")
         self.provenance = {"classifier": str(folder)}
+
+
+class MiniAttrAcc(_WithClassifier):
+    """Attribute accuracy (GenEval-like) by the mini attribute classifier: per image, 1 when the
+    classifier finds every attribute the prompt asks for (shape, colour, size, count, position,
+    relation, background; see evalsuite.mini.world.request_checks), else 0.
+
+    Options: classifier_path (a folder with model.safetensors + config.json; default
+    $DISTAR_MINI_DIR/classifier, else the shipped evalsuite/data/mini/classifier), batch_size."""
+    mode = version_suffix = "all"
+    name = "mini_attr_acc"
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
         from evalsuite.mini.classifier import detect
@@ -74,4 +79,88 @@ class MiniAttrAcc:
 
 class MiniAttrFrac(MiniAttrAcc):
     """As mini_attr_acc, but the share of the prompt's asked attributes found (partial credit)."""
-    mode, name = "frac", "mini_attr_frac"
+    mode = version_suffix = "frac"
+    name = "mini_attr_frac"
+
+
+def reference_renders(prompts: Sequence[str], seed: int = 0) -> list[Image.Image]:
+    """One ground-truth render per prompt occurrence: the j-th occurrence of a prompt text gets
+    the generator seeded by (seed, sha256(text), j), so references do not depend on the order,
+    batch or benchmark the prompts come from."""
+    import hashlib
+
+    from evalsuite.errors import DistarError
+    from evalsuite.mini.world import render_for_caption
+    seen: dict[str, int] = {}
+    out = []
+    for p in prompts:
+        j = seen[p] = seen.get(p, -1) + 1
+        h = int.from_bytes(hashlib.sha256(p.encode()).digest()[:8], "little")
+        try:
+            out.append(render_for_caption(p, np.random.default_rng([seed, h, j])))
+        except DistarError as e:
+            raise DistarError(f"mini_fd/mini_kd compare with ground-truth renders of the same "
+                              f"prompts, and the mini world cannot render {p!r}: {e} Use them on "
+                              f"mini_* benchmarks.") from None
+    return out
+
+
+class MiniFD(_WithClassifier):
+    """Frechet distance between generated images and ground-truth renders of the SAME prompts
+    (one reference per image), in the mini attribute classifier's per-cell embedding space
+    (9 x cell_dim). Not Inception FID: the key names the classifier and says 'mini-FD'.
+    Why this space and not the mini CLIP's image tower: it exists without the built world's
+    CLIP, it is trained on exactly the world's attributes and positions (cell by cell), and it
+    is not the network whose text tower conditions the generator.
+    Steps: fid.feature_statistics -> fid.frechet_distance (clean-fid's). Options:
+    classifier_path, reference_seed (0), batch_size."""
+    name = "mini_fd"
+    needs_prompts = True
+
+    def __init__(self, classifier_path: str | None = None, reference_seed: int = 0,
+                 batch_size: int = 256, **_shared_options):
+        super().__init__(classifier_path=classifier_path, batch_size=batch_size)
+        self.reference_seed = reference_seed
+        self.info = MetricInfo(self.name, f"{self._kind()} ground-truth renders of the same "
+                               f"prompts seed={reference_seed}", self.info.backbone,
+                               self.info.preprocessing, higher_is_better=False)
+
+    def _kind(self) -> str:
+        return "mini-FD"
+
+    def features(self, images: Sequence) -> np.ndarray:
+        import torch
+
+        from evalsuite.mini.classifier import to_tensor
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), self.batch_size):
+                out.append(self.model.features(
+                    to_tensor(images[start:start + self.batch_size])).numpy().astype(np.float64))
+        return np.concatenate(out)
+
+    def distance(self, feats: np.ndarray, ref: np.ndarray) -> float:
+        from evalsuite.metrics.fid import feature_statistics, frechet_distance
+        return frechet_distance(*feature_statistics(feats), *feature_statistics(ref))
+
+    def compute(self, images: Sequence, on_batch=None, prompts: Sequence[str] = ()) -> float:
+        prompts = check_prompts(images, list(prompts))
+        feats = self.features(list(images))
+        if on_batch is not None:
+            on_batch(len(images))
+        return self.distance(feats, self.features(reference_renders(prompts,
+                                                                    self.reference_seed)))
+
+
+class MiniKD(MiniFD):
+    """Kernel distance (KID's unbiased MMD^2, cubic kernel, seeded subsets) in the same space and
+    against the same references as mini_fd; raw units."""
+    name = "mini_kd"
+
+    def _kind(self) -> str:
+        return "mini-KD subsets=100x1000 seed=0"
+
+    def distance(self, feats: np.ndarray, ref: np.ndarray) -> float:
+        from evalsuite.metrics.fid import kernel_inception_distance
+        return kernel_inception_distance(ref, feats, num_subsets=100, max_subset_size=1000,
+                                         seed=0)
