@@ -177,6 +177,27 @@ def _fid(name: str) -> Callable[[dict], list[Problem]]:
     return check
 
 
+def _diversity(o: dict) -> list[Problem]:
+    return _open_clip_problem(f"diversity: CLIP image weights ({o.get('backbone', 'ViT-g-14')})",
+                              o.get("backbone", "ViT-g-14"),
+                              o.get("pretrained", "laion2b_s12b_b42k"), "DISTAR_CLIP_PATH",
+                              o.get("weights_path"))
+
+
+def _mini_folder(name: str, option: str, sub: str, needs: str) -> Callable[[dict], list[Problem]]:
+    """The built mini world's `sub` folder (classifier/, clip/) must hold `needs`."""
+    def check(o: dict) -> list[Problem]:
+        root = os.environ.get("DISTAR_MINI_DIR")
+        folder = Path(o[option]) if o.get(option) else (
+            (Path(root) if root else Path(__file__).resolve().parent / "data" / "mini") / sub)
+        if (folder / needs).is_file():
+            return []
+        return [Problem(f"{name}: {folder / needs} does not exist (the mini world is not built "
+                        f"there).", ("distar lab build mini --out DIR   # then:",
+                                     f"export DISTAR_MINI_DIR=DIR   (or pass {option}=DIR/{sub})"))]
+    return check
+
+
 def _none(o: dict) -> list[Problem]:
     return []
 
@@ -189,7 +210,10 @@ METRIC_CHECKS: dict[str, Callable[[dict], list[Problem]]] = {
     "hpsv21": _hps("hpsv21: HPSv2.1", "HPS_v2.1_compressed.pt", "DISTAR_HPSV21_PATH"),
     "hpsv2_noaa": _hps("hpsv2_noaa: HPSv2.0", "HPS_v2_compressed.pt", "DISTAR_HPSV20_PATH"),
     "hpsv21_noaa": _hps("hpsv21_noaa: HPSv2.1", "HPS_v2.1_compressed.pt", "DISTAR_HPSV21_PATH"),
-    "fid": _fid("fid"), "kid": _fid("kid"),
+    "fid": _fid("fid"), "kid": _fid("kid"), "diversity": _diversity,
+    **{m: _mini_folder(m, "classifier_path", "classifier", "model.safetensors")
+       for m in ("mini_attr_acc", "mini_attr_frac", "mini_fd", "mini_kd")},
+    "mini_diversity": _mini_folder("mini_diversity", "clip_path", "clip", "config.json"),
 }
 
 
