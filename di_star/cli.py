@@ -1,4 +1,4 @@
-"""Library side of `distar train` (the typer command in evalsuite/cli.py only forwards here)."""
+"""Library side of `distar train` (the typer command in distar/cli.py only forwards here)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from di_star.config import TrainConfig, load_config, validate
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 TOY_WORLDS = ("gmm", "digits")
 

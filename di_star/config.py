@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 REGULARISERS = ("score", "kl", "none")
 DISTANCES = ("l2", "pseudo_huber")

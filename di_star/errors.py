@@ -1,7 +1,7 @@
 """User-facing errors of the DI* trainer (the CLI prints them as one message, no traceback)."""
 from __future__ import annotations
 
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 
 class NonFiniteLossError(DistarError):

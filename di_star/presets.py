@@ -25,7 +25,7 @@ from typing import Callable
 
 from di_star.config import TrainConfig, from_dict, merge
 from di_star.sdxl.presets import MINI_ALPHA_CFG, MINI_BASE, MINI_FRONTIER, MINI_REWARDS
-from evalsuite.registry import Registry
+from distar.core.registry import Registry
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from di_star.losses import (assistant_dsm_loss, check_finite, distance, explicit
                             validate_guidance)
 from di_star.noise import NoiseSchedule, weight_fn
 from di_star.scores import CFGScore, ScoreModel
-from di_star.toy.cache import atomic_save_tensors, atomic_write_bytes
-from evalsuite.registry import Registry
+from distar.core import atomic
+from distar.core.registry import Registry
 
 
 # The World protocol: what a backbone adapter gives the loop.
@@ -153,11 +153,11 @@ def save_checkpoint(run_dir: Path, step: int, cfg: TrainConfig, gen: nn.Module, 
         tensors.update({f"ema.{k}": v for k, v in ema.items()})
     tensors["rng"] = rng.get_state()
     name = f"ckpt-{step:07d}"
-    atomic_save_tensors(tensors, run_dir / f"{name}.safetensors")
+    atomic.save_tensors(tensors, run_dir / f"{name}.safetensors")
     meta = {"step": step, "config": cfg.to_dict(), "opt_g": m_g, "opt_psi": m_p}
-    atomic_write_bytes(run_dir / f"{name}.json", json.dumps(meta).encode())
+    atomic.write_bytes(run_dir / f"{name}.json", json.dumps(meta).encode())
     # The pointer is written last: a kill at any moment leaves the previous checkpoint in force.
-    atomic_write_bytes(run_dir / "latest.json", json.dumps({"step": step, "name": name}).encode())
+    atomic.write_bytes(run_dir / "latest.json", json.dumps({"step": step, "name": name}).encode())
     for old in run_dir.glob("ckpt-*"):
         if not old.name.startswith(name):
             old.unlink(missing_ok=True)
@@ -187,7 +187,7 @@ def load_checkpoint(run_dir: Path, gen: nn.Module, assistant: nn.Module, opt_g, 
 _FREE_ON_RESUME = (("run", "max_steps"), ("run", "log_every"), ("run", "ckpt_every"), ("world", "eval_samples"))
 
 
-def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
+def check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
     """A run dir belongs to one config. What does not change the training trajectory may differ:
     max_steps (train a run for longer), the log / checkpoint intervals and the eval sample count."""
     path = run_dir / "config.json"
@@ -205,12 +205,12 @@ def _check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
                           "Fix: pass a new --out, or delete that directory to start over.")
 
 
-def _truncate_stats(path: Path, step: int) -> None:
+def truncate_stats(path: Path, step: int) -> None:
     """Drop stats lines written after the checkpoint we resume from, so none appear twice."""
     if not path.exists():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    atomic_write_bytes(path, ("\n".join(keep) + ("\n" if keep else "")).encode())
+    atomic.write_bytes(path, ("\n".join(keep) + ("\n" if keep else "")).encode())
 
 
 # The two half-steps of Algorithm 1.
@@ -257,7 +257,7 @@ def generator_terms(world: World, gen: nn.Module, s_psi: ScoreModel, s_ref: Scor
     return terms
 
 
-def _stopped(err: NonFiniteLossError, step: int, run_dir: Path) -> NonFiniteLossError:
+def stopped_error(err: NonFiniteLossError, step: int, run_dir: Path) -> NonFiniteLossError:
     latest = run_dir / "latest.json"
     where = (f"the last good checkpoint is step {json.loads(latest.read_text())['step']} in {run_dir} "
              "(rerunning the same command resumes from it)") if latest.exists() else \
@@ -280,8 +280,8 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
     validate_guidance(o.alpha_cfg if o.guidance == "out" else None, o.alpha_cfg if o.guidance == "in" else None)
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _check_same_run(run_dir, cfg)
-    atomic_write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
+    check_same_run(run_dir, cfg)
+    atomic.write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
 
     accelerator = Accelerator()
     device = accelerator.device
@@ -308,7 +308,7 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
     step = load_checkpoint(run_dir, accelerator.unwrap_model(gen), accelerator.unwrap_model(assistant),
                            opt_g, opt_psi, ema, rng)
     stats_path = run_dir / "stats.jsonl"
-    _truncate_stats(stats_path, step)
+    truncate_stats(stats_path, step)
     lam, w = weight_fn(o.lam, world.schedule), weight_fn(o.w, world.schedule)
 
     t_start, steps_timed, loop_s, loop_cpu = time.time(), 0, 0.0, 0.0
@@ -325,7 +325,7 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
                 try:
                     check_finite(terms)
                 except NonFiniteLossError as e:
-                    raise _stopped(e, step, run_dir) from None
+                    raise stopped_error(e, step, run_dir) from None
                 opt_psi.zero_grad(set_to_none=True)
                 accelerator.backward(terms["assistant_dsm"].mean())
                 opt_psi.step()
@@ -336,7 +336,7 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
             try:
                 check_finite(terms)
             except NonFiniteLossError as e:
-                raise _stopped(e, step, run_dir) from None
+                raise stopped_error(e, step, run_dir) from None
             loss = sum(v.mean() for v in terms.values())
             opt_g.zero_grad(set_to_none=True)
             accelerator.backward(loss)
@@ -380,8 +380,8 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
     cpu_ms = 1000 * loop_cpu / steps_timed if steps_timed else _recorded(run_dir, "cpu_ms_per_step")
     result = TrainResult(run_dir, step, metrics, ms, time.time() - t_start, cpu_ms)
     if accelerator.is_main_process:
-        atomic_save_tensors(final.state_dict(), run_dir / "generator.safetensors")
-        atomic_write_bytes(run_dir / "metrics.json", json.dumps(
+        atomic.save_tensors(final.state_dict(), run_dir / "generator.safetensors")
+        atomic.write_bytes(run_dir / "metrics.json", json.dumps(
             {"step": step, "ms_per_step": ms, "cpu_ms_per_step": cpu_ms, "metrics": metrics, "preset": cfg.preset},
             indent=1).encode())
     return result

@@ -1,4 +1,4 @@
 """distar evaluation suite: generate, score and compare text-to-image models."""
-from evalsuite._compat import patch_torchvision_ops
+from distar.core.compat import patch_torchvision_ops
 
 patch_torchvision_ops()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import io
 import json
 import re
 from pathlib import Path
@@ -19,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from evalsuite.errors import DistarError
+from distar.core import atomic
+from distar.core.errors import DistarError
 from evalsuite.store import STORE_FILENAME, ResultsStore
 
 THUMB = 256           # longest side of the copied thumbnails, pixels
@@ -41,9 +43,9 @@ def _thumbnail(src: Path, img_dir: Path) -> str | None:
         with Image.open(src) as im:
             im = im.convert("RGB")
             im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
-            tmp = dst.with_suffix(".tmp")
-            im.save(tmp, format="JPEG", quality=JPEG_QUALITY, optimize=False)
-            tmp.replace(dst)
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+        atomic.write_bytes(dst, buf.getvalue())
     return f"{IMG_DIR}/{name}"
 
 

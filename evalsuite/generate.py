@@ -7,7 +7,7 @@ rename) under `images/<model>-<recipe hash>/<bench>-v<version>/`, and a row per 
 results store. A rerun skips every image whose file exists and whose sha256 matches its store
 row; anything else (missing, partial, corrupt, or written but never recorded) is generated again.
 
-Sharding: run under `accelerate launch --multi_gpu --num_processes N -m evalsuite eval ...`
+Sharding: run under `accelerate launch --multi_gpu --num_processes N -m distar eval ...`
 (on CPU-only machines too: gloo); batch slots with work left are dealt to processes r::world. Only
 the main process writes the store (rows are gathered to it after each batch), so no image and no
 row is written twice.
@@ -34,12 +34,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from distar.core import atomic
+from distar.core.errors import DistarError
+from distar.core.progress import progress_bar
 from evalsuite.benchmarks import Benchmark, image_seed, load_benchmark
-from evalsuite.errors import DistarError
 from evalsuite.models.loading import (compute_dtype, load_pipeline, loaded_revision,
                                       resolve_device)
 from evalsuite.models.specs import ModelSpec, resolve_model
-from evalsuite.progress import progress_bar
 from evalsuite.store import ImageRow, ResultsStore
 
 
@@ -119,17 +120,13 @@ def png_bytes(image) -> bytes:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, then rename: readers never see half a file.
-    No fsync: after a crash of the process the page cache still lands, and after a power loss a
-    file whose bytes did not land fails its sha256 check on the next run and is regenerated."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """Write an image atomically (distar.core.atomic). No fsync, as that module's policy allows
+    for data verified on reading: after a crash of the process the page cache still lands, and
+    after a power loss a file whose bytes did not land fails its sha256 check on the next run
+    and is regenerated. A full or read-only disk becomes one clear error."""
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        atomic.write_bytes(path, data, fsync=False)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         if e.errno == errno.ENOSPC:
             raise DistarError(f"Disk full while writing {path}. Free space and rerun the same "
                               f"command: finished images are kept, nothing half-written is.")

@@ -35,7 +35,7 @@ def hub_download(repo_id: str, filename: str, *, model: str, revision: str | Non
                  repo_type: str | None = None, env_var: str | None = None) -> str:
     """hf_hub_download that raises WeightsMissingError (no traceback, no hang) when offline."""
     from huggingface_hub import hf_hub_download
-    from evalsuite.errors import WeightsMissingError
+    from distar.core.errors import WeightsMissingError
     try:
         return hf_hub_download(repo_id, filename, revision=revision, repo_type=repo_type,
                                local_files_only=local_only())

@@ -24,8 +24,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from distar.core.errors import DistarError
 from evalsuite import paper_numbers
-from evalsuite.errors import DistarError
 from evalsuite.metrics import stats
 from evalsuite.store import STORE_FILENAME, ResultsStore
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,8 @@ def _hps(version: str, filename: str, env_var: str) -> Callable[[dict], list[Pro
 
 def _fid(name: str) -> Callable[[dict], list[Problem]]:
     def check(o: dict) -> list[Problem]:
+        from distar.core.errors import WeightsMissingError
         from evalsuite.metrics.fid import INCEPTION_FILE, INCEPTION_URL, InceptionV3Features
-        from evalsuite.errors import WeightsMissingError
         problems = []
         offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
                       for v in ("HF_HUB_OFFLINE", "DISTAR_OFFLINE"))

@@ -26,6 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference adapters
 
+from distar.core.dtypes import to_dtype  # noqa: E402
 import evalsuite  # noqa: E402,F401  (torchvision fix before anything imports torchvision)
 from evalsuite.metrics.blip import BlipRewardConfig  # noqa: E402
 from imagereward_ref import build_reference, randomize_  # noqa: E402
@@ -98,7 +99,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
+    dtype = to_dtype(args.dtype)
 
     # Build: the reference with random weights, then ours from the same state dict.
     tmp = Path(tempfile.mkdtemp(prefix="bench-imagereward-"))

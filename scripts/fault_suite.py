@@ -31,10 +31,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from typer.testing import CliRunner  # noqa: E402
 
-try:  # the CLI moved from evalsuite/cli.py to distar/cli.py
-    from distar.cli import app  # type: ignore[import-not-found]  # noqa: E402
-except ImportError:  # pragma: no cover - older layout
-    from evalsuite.cli import app  # noqa: E402
+from distar.cli import app  # noqa: E402
 
 EVAL = ["eval", "--model", "tiny_sdxl", "--bench", "tiny", "--limit", "2"]
 

@@ -12,8 +12,8 @@ import numpy as np
 
 from di_star.sdxl.presets import MINI_TRAIN_PROMPTS
 from di_star.toy.cache import atomic_write_bytes
+from distar.core.errors import DistarError
 from evalsuite.benchmarks import load_benchmark
-from evalsuite.errors import DistarError
 from evalsuite.mini.world import caption, sample_scene
 
 N, SEED = 4000, 20_261_129

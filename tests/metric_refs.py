@@ -74,7 +74,7 @@ def register_open_clip_config(name: str = TINY_OPEN_CLIP_NAME, cfg: dict | None 
     """Make `name` a model config in open_clip (and in hpsv2's bundled copy)."""
     import open_clip
 
-    from evalsuite.paths import cache_dir
+    from distar.core.paths import cache_dir
     d = cache_dir() / "open_clip_configs"
     d.mkdir(parents=True, exist_ok=True)
     path = d / f"{name}.json"

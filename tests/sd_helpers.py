@@ -28,7 +28,7 @@ def launch_tiny_sdxl(out: Path, steps: int, port: str, config: Path | None = Non
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_PORT=port)
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_cpu_threads_per_process", "1", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", port, "-m", "evalsuite", "train",
+           "--dynamo_backend", "no", "--main_process_port", port, "-m", "distar", "train",
            "--preset", "tiny_sdxl", "--max-steps", str(steps), "--out", str(out)]
     if config is not None:
         cmd += ["--config", str(config)]

@@ -8,8 +8,8 @@ from di_star.presets import get_preset
 from di_star.toy.digits import DigitsMetrics, DigitsRecipe, DigitsWorld
 from di_star.toy.pipeline import pil_to_unit
 from di_star.trainer import train
+from distar.core.errors import DistarError
 from evalsuite.benchmarks import image_seed, load_benchmark
-from evalsuite.errors import DistarError
 from evalsuite.generate import EvalRequest, initial_noise, run_eval
 from evalsuite.metrics.runner import score_run
 

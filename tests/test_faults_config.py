@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from di_star.config import NUMERIC_RANGES, TrainConfig, from_dict, numeric_fields
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 FIELDS = numeric_fields()
 FLOAT_FIELDS = [f for f in FIELDS if isinstance(getattr(getattr(TrainConfig(), f.split(".")[0]),
@@ -19,7 +19,7 @@ def _app():
     try:
         from distar.cli import app
     except ImportError:
-        from evalsuite.cli import app
+        from distar.cli import app
     return app
 
 

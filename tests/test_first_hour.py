@@ -6,7 +6,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from evalsuite.cli import app
+from distar.cli import app
 
 
 @pytest.fixture

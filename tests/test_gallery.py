@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from distar.core.errors import DistarError
 from evalsuite import leaderboard as lb
-from evalsuite.errors import DistarError
 from evalsuite.gallery import write_gallery
 from evalsuite.store import ImageRow, ResultsStore, ScoreRow
 

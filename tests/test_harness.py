@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from distar.core.errors import DistarError
 from evalsuite.benchmarks import image_seed, load_benchmark
-from evalsuite.errors import DistarError
 from evalsuite.generate import EvalRequest, initial_noise, run_eval
 from evalsuite.store import ResultsStore
 
 REPO = Path(__file__).resolve().parents[1]
-DISTAR = [sys.executable, "-m", "evalsuite"]
+DISTAR = [sys.executable, "-m", "distar"]
 
 
 def _images(root: Path) -> dict[str, bytes]:
@@ -91,7 +91,7 @@ def test_two_processes_write_each_image_exactly_once(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
          "--num_cpu_threads_per_process", "1", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         "--main_process_port", "29533", "-m", "evalsuite"] + args + ["--out", str(multi)],
+         "--main_process_port", "29533", "-m", "distar"] + args + ["--out", str(multi)],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     rows = ResultsStore(multi).table("images")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from distar.core.errors import DistarError
 from evalsuite import leaderboard as lb
 from evalsuite import paper_numbers
-from evalsuite.errors import DistarError
 from evalsuite.store import ImageRow, ResultsStore, ScoreRow
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -212,7 +212,7 @@ def test_regeneration_is_byte_identical(boards, tmp_path):
     every markdown file and PNG is byte-identical."""
     from typer.testing import CliRunner
 
-    from evalsuite.cli import app
+    from distar.cli import app
     _, files = boards
     assert {lb.LATENCY_PLOT.format(bench="parti"), lb.ABLATION_PLOT} <= set(files)
     assert lb.LATENCY_PLOT.format(bench="coco30k") not in files  # no latency measured on COCO

@@ -10,7 +10,7 @@ from di_star.losses import (PseudoHuber, SquaredL2, assistant_dsm_loss, check_fi
 from di_star.noise import (append_dims, sample_sigma_lognormal, sample_t_uniform, sd_alphas_cumprod, ve_schedule,
                            vp_schedule, weight_fn)
 from di_star.scores import CFGScore, VEDenoiserScore, VPEpsScore, eps_from_score, x0_from_score
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 F64 = torch.float64
 

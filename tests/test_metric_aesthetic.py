@@ -13,7 +13,7 @@ import torch
 import torchvision.transforms.functional as TF
 from torch import nn
 
-from evalsuite.errors import DistarError, WeightsMissingError
+from distar.core.errors import DistarError, WeightsMissingError
 import metric_refs as rc
 from evalsuite.metrics.aesthetic import AestheticScore
 

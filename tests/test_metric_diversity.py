@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.benchmarks import image_seed
-from evalsuite.errors import DistarError, WeightsMissingError
 from evalsuite.generate import EvalRun
 from evalsuite.metrics import load_metric
 from evalsuite.metrics.diversity import (Diversity, intra_prompt_diversity,

@@ -18,7 +18,7 @@ import torch
 import torchvision.transforms as transforms
 from PIL import Image
 
-from evalsuite.errors import DistarError, WeightsMissingError
+from distar.core.errors import DistarError, WeightsMissingError
 import metric_refs as rc
 from evalsuite.metrics.fid import (FID, KID, InceptionV3Features, extract_features,
                                    feature_statistics, frechet_distance,

@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from evalsuite.errors import DistarError, WeightsMissingError
+from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import load_metric
 from evalsuite.metrics.blip import BlipRewardConfig
 from evalsuite.metrics._preprocess import OPENAI_CLIP_STD as CLIP_STD

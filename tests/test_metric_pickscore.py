@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from evalsuite.errors import WeightsMissingError
+from distar.core.errors import WeightsMissingError
 import metric_refs as rc
 from evalsuite.metrics.pickscore import PickScore, PickScoreLogit
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 from evalsuite.generate import EvalRun
 import metric_refs as rc
 from evalsuite.metrics.hps import HPSv21

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 from evalsuite.metrics import _loading
 from evalsuite.metrics._loading import (ALLOW_MISMATCH_ENV, KNOWN_SHA256, WeightsMismatchError,
                                         provenance)

@@ -5,7 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from evalsuite.errors import WeightsMissingError
+from distar.core.errors import WeightsMissingError
 from evalsuite.metrics import load_metric
 from evalsuite.metrics.mini import attribute_score
 from evalsuite.mini import classifier as C, world as W
@@ -79,7 +79,7 @@ def test_missing_classifier_is_one_clear_error(tmp_path):
 def test_mini_fd_kd_against_ground_truth_renders(tmp_path):
     """Ground truth of the same prompts is closer than blank images; references are
     deterministic; a prompt the world cannot render is one clear error."""
-    from evalsuite.errors import DistarError
+    from distar.core.errors import DistarError
     from evalsuite.metrics.mini import reference_renders
     recipe = C.TrainRecipe(n=120, epochs=1, batch_size=64)
     out = C.train_attribute_classifier(tmp_path / "clf", seed=0, cfg=TINY, recipe=recipe)

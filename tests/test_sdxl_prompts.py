@@ -2,7 +2,7 @@
 import pytest
 
 from di_star.sdxl.prompts import load_prompts
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 
 def test_txt_tsv_parquet_and_benchmarks(tmp_path):

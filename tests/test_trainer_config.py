@@ -8,7 +8,7 @@ import di_star  # noqa: F401
 from di_star.cli import resolve_config, train
 from di_star.config import TrainConfig, from_dict, load_config
 from di_star.presets import get_preset
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 
 def test_toml_on_top_of_a_preset(tmp_path):

@@ -11,7 +11,7 @@ from di_star.errors import NonFiniteLossError
 from di_star.presets import get_preset
 from di_star.trainer import WORLDS, train
 from toy_helpers import Spy, changed, tiny, tiny_cache  # noqa: F401 (autouse fixture)
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 
 def test_same_seed_same_params_and_other_seed_differs(tmp_path):

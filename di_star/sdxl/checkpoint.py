@@ -18,9 +18,7 @@ number of processes or switch between DDP and FSDP.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -30,9 +28,9 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from di_star.sdxl.sharding import is_sharded, local_part
-from di_star.toy.cache import atomic_write_bytes
 from di_star.trainer import optimizer_state, optimizer_tensors  # one format for both loops
-from evalsuite.errors import DistarError
+from distar.core import atomic
+from distar.core.errors import DistarError
 
 LATEST = "latest.json"
 
@@ -55,8 +53,8 @@ def save_checkpoint(run_dir: Path, step: int, *, generator: dict[str, Tensor], a
     """Write checkpoint `step` (main process only) and point latest.json at it; older ones go.
     Tensors are full ones (sharding.gather_full); `optimizers`: name -> full optimizer state dict."""
     name = f"ckpt-{step:07d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=run_dir))
-    try:
+
+    def fill(tmp: Path) -> None:
         _save(generator, tmp / "generator.safetensors")
         _save(assistant, tmp / "assistant.safetensors")
         if ema is not None:
@@ -69,17 +67,10 @@ def save_checkpoint(run_dir: Path, step: int, *, generator: dict[str, Tensor], a
         _save(opt_tensors, tmp / "optimizers.safetensors")
         _save({f"rng.{r}": s for r, s in enumerate(rng_states)}, tmp / "rng.safetensors")
         (tmp / "state.json").write_text(json.dumps({**state, "step": step, "optimizers": opt_meta}))
-        for f in tmp.iterdir():  # contents on disk before the rename makes them visible
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        final = run_dir / name
-        if final.exists():  # a rerun that reached the same step again (e.g. after a NaN stop)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    atomic_write_bytes(run_dir / LATEST, json.dumps({"step": step, "name": name}).encode())
+
+    # A rerun that reached the same step again (e.g. after a NaN stop) replaces that checkpoint.
+    final = atomic.write_dir(run_dir / name, fill, if_exists="replace")
+    atomic.write_bytes(run_dir / LATEST, json.dumps({"step": step, "name": name}).encode())
     for old in run_dir.glob("ckpt-*"):
         if old.name != name and old.is_dir():
             shutil.rmtree(old, ignore_errors=True)

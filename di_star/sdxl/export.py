@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from di_star.config import TrainConfig
+from distar.core import atomic
+from distar.core.dtypes import DTYPES, dtype_name
 from evalsuite.models.loading import RECIPE_FILE
 
 EXPORT_DIR = "export"
-_DTYPE_NAMES = {torch.float16: "float16", torch.bfloat16: "bfloat16", torch.float32: "float32"}
 
 
 def recipe(cfg: TrainConfig, step: int, resolution: int, dtype: str, params: str) -> dict:
@@ -60,7 +58,6 @@ def export_pipeline(world, unet_config, unet_state: dict[str, Tensor], cfg: Trai
     `dtype`: the saved weights' dtype; default the reference recipe's (SDXL fp16, tiny fp32)."""
     from diffusers import LCMScheduler
 
-    from evalsuite.models.loading import DTYPES
 
     pipe = world.pipe
     dtype = dtype or DTYPES.get(world.spec_ref.dtype, torch.float32)
@@ -78,24 +75,13 @@ def export_pipeline(world, unet_config, unet_state: dict[str, Tensor], cfg: Trai
             components[k] = module.to(dtype)
     extra = {"requires_safety_checker": False} if "safety_checker" in components else {}
     exported = type(pipe)(**components, **extra)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    rec = recipe(cfg, step, world.resolution, dtype_name(dtype), _params(unet, world.spec_ref.params))
+    # The harness draws noise of the latent shape the recipe names (defaults: 4 channels, 8x VAE).
+    rec["latent_channels"], rec["vae_scale"] = int(unet.config.in_channels), int(world.vae_scale)
+
+    def fill(tmp: Path) -> None:
         exported.save_pretrained(tmp)
-        rec = recipe(cfg, step, world.resolution, _DTYPE_NAMES[dtype], _params(unet, world.spec_ref.params))
-        # The harness draws noise of the latent shape the recipe names (defaults: 4 channels, 8x VAE).
-        rec["latent_channels"], rec["vae_scale"] = int(unet.config.in_channels), int(world.vae_scale)
         (tmp / RECIPE_FILE).write_text(json.dumps(rec, indent=1))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    out = atomic.write_dir(Path(out), fill, if_exists="replace")
     return out

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from di_star.noise import NoiseSchedule, append_dims
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 from evalsuite.models.specs import ModelSpec, resolve_model
 
 FAMILIES = {"StableDiffusionXLPipeline": "sdxl", "StableDiffusionPipeline": "sd15"}

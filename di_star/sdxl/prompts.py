@@ -10,8 +10,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from distar.core.errors import DistarError
 from evalsuite.benchmarks import load_benchmark, read_tsv_prompts, read_txt_prompts
-from evalsuite.errors import DistarError
 
 # Column names tried, in order, for the prompt text of a .tsv or .parquet file.
 TEXT_COLUMNS = ("prompt", "Prompt", "caption", "text", "TEXT")

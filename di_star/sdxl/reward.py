@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from evalsuite.errors import DistarError
+from distar.core.dtypes import dtype_name
+from distar.core.errors import DistarError
 
 # Metrics with a differentiable path (every metric takes dtype as a name: 'fp32', 'bf16', 'fp16').
 _DIFFERENTIABLE = ("pickscore", "pickscore_logit", "aesthetic", "hpsv2", "hpsv21", "clip",
@@ -48,7 +49,7 @@ def random_pickscore(device: torch.device, size: str = "tiny", dtype: torch.dtyp
     torch.manual_seed(seed)
     model = CLIPModel(CLIPConfig(**(_TINY if size == "tiny" else _VIT_H14))).eval()
     torch.random.set_rng_state(cpu_rng)  # building the reward must not move the caller's stream
-    text = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    text = dtype_name(dtype, short=True)
     return PickScore.from_modules(model, CLIPImageProcessorPil(), build_clip_tokenizer(),
                                   device=str(device), dtype=text if device.type == "cuda" else "fp32")
 
@@ -109,8 +110,7 @@ def build_reward(name: str, device: torch.device, dtype: torch.dtype = torch.flo
         if "weights_path" not in options:
             raise DistarError(f"sd.reward = '{name}': metric '{metric}' takes no local weights folder. "
                               f"Fix: drop '@{folder}'.")
-    text = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
-    model = load_metric(metric, device=str(device), dtype=text, **options)
+    model = load_metric(metric, device=str(device), dtype=dtype_name(dtype, short=True), **options)
     if not callable(getattr(model, "score_tensor", None)):
         raise DistarError(f"Reward '{metric}' has no differentiable path (score_tensor). Choose one of: "
                           f"{', '.join(list(_DIFFERENTIABLE) + list(RANDOM_REWARDS))}.")

@@ -38,9 +38,9 @@ from di_star.sdxl import checkpoint as ck
 from di_star.sdxl.export import EXPORT_DIR, export_pipeline
 from di_star.sdxl.reward import check_reward
 from di_star.sdxl.sharding import full_optimizer_state, gather_full, is_sharded, shard_unet_module
-from di_star.toy.cache import atomic_write_bytes
-from di_star.trainer import (EVAL_SEED, TrainResult, _check_same_run, _stopped, _truncate_stats,
-                             assistant_step, generator_terms)
+from di_star.trainer import (EVAL_SEED, TrainResult, assistant_step, check_same_run, generator_terms,
+                             stopped_error, truncate_stats)
+from distar.core import atomic
 
 SD_WORLDS = ("sdxl", "sd15")
 MIXED = ("no", "bf16", "fp16")
@@ -137,7 +137,7 @@ def _all_finite(accelerator, terms: dict[str, Tensor], step: int, run_dir: Path)
     if accelerator.num_processes > 1:
         bad = accelerator.reduce(bad, "sum")
     if bad.sum() > 0:
-        raise _stopped(NonFiniteLossError([n for n, b in zip(names, bad.tolist()) if b]), step, run_dir)
+        raise stopped_error(NonFiniteLossError([n for n, b in zip(names, bad.tolist()) if b]), step, run_dir)
 
 
 def _grad_step(accelerator, opt, params: list[Tensor], max_norm: float, name: str, step: int,
@@ -146,7 +146,7 @@ def _grad_step(accelerator, opt, params: list[Tensor], max_norm: float, name: st
     norm = accelerator.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf)
     norm = float(norm.full_tensor() if is_sharded(norm) else norm)
     if not math.isfinite(norm) and accelerator.scaler is None:  # fp16's scaler skips such steps itself
-        raise _stopped(NonFiniteLossError([f"{name} gradient"]), step, run_dir)
+        raise stopped_error(NonFiniteLossError([f"{name} gradient"]), step, run_dir)
     opt.step()
     opt.zero_grad(set_to_none=True)
     return norm
@@ -171,7 +171,7 @@ def _sample_grid(world, generator, n: int, path: Path, write: bool) -> Tensor:
     import io
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
-    atomic_write_bytes(path, buf.getvalue())
+    atomic.write_bytes(path, buf.getvalue())
     return grid
 
 
@@ -238,8 +238,8 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
     run_dir.mkdir(parents=True, exist_ok=True)
     accelerator = _accelerator(cfg, run_dir)
     if accelerator.is_main_process:
-        _check_same_run(run_dir, cfg)
-        atomic_write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
+        check_same_run(run_dir, cfg)
+        atomic.write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
         ck.remove_stale_temp(run_dir)
     accelerator.wait_for_everyone()
 
@@ -301,7 +301,7 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
             accelerator.scaler.load_state_dict(state["scaler"])
     stats_path = run_dir / "stats.jsonl"
     if accelerator.is_main_process:
-        _truncate_stats(stats_path, step)
+        truncate_stats(stats_path, step)
     if sd.log_with != "none":
         accelerator.init_trackers("tb", config=_flat(cfg.to_dict()),
                                   init_kwargs={"tensorboard": {"purge_step": step + 1}} if step else {})
@@ -407,7 +407,7 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
             export_pipeline(world, gen_bare.unet.config, state, cfg, step, export)
         del state
     if accelerator.is_main_process:
-        atomic_write_bytes(run_dir / "metrics.json", json.dumps(
+        atomic.write_bytes(run_dir / "metrics.json", json.dumps(
             {"step": step, "ms_per_step": result_ms, "metrics": metrics, "preset": cfg.preset,
              "export": str(export)}, indent=1).encode())
     accelerator.wait_for_everyone()

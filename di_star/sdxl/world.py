@@ -26,9 +26,8 @@ from di_star.sdxl.models import (EpsModel, OneStepGenerator, TextCond, encode_pr
 from di_star.sdxl.prompts import load_prompts
 from di_star.sdxl.reward import build_reward, reward_modules
 from di_star.trainer import WorldModels
-from evalsuite.errors import DistarError
-
-DTYPES = {"no": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from distar.core.dtypes import to_dtype
+from distar.core.errors import DistarError
 
 
 class SDWorld:
@@ -56,7 +55,8 @@ class SDWorld:
             raise DistarError(f"world.name = '{cfg.world.name}' but sd.reference '{sd.reference}' is "
                               f"{self.name}. Fix: set world.name = '{self.name}'.")
         self.resolution = sd.resolution or self.spec_ref.resolution
-        self.frozen_dtype = DTYPES[sd.mixed_precision]
+        # mixed_precision uses accelerate's names: 'no' (fp32), 'bf16', 'fp16'
+        self.frozen_dtype = to_dtype("fp32" if sd.mixed_precision == "no" else sd.mixed_precision)
         self.prompts = load_prompts(sd.prompts)
         self._models: WorldModels | None = None
         self.schedule: NoiseSchedule | None = None

@@ -1,57 +1,31 @@
 """A content-keyed cache for the toy lab's once-trained networks (digit reference diffusion,
 classifier, generator initialisations). The key hashes everything that changes the weights (the
 builder's config and a code version), so a changed recipe never loads stale weights. Writes are
-atomic (temp file + os.replace), so a killed build never leaves a half-written entry; an entry
+atomic (distar.core.atomic), so a killed build never leaves a half-written entry; an entry
 that fails to load is rebuilt."""
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
+
+from distar.core import atomic
+from distar.core.paths import cache_dir as distar_cache
 
 
 def cache_dir() -> Path:
     """The toy lab's folder in distar's cache ($DISTAR_CACHE/toy, else ~/.cache/distar/toy)."""
-    from evalsuite.paths import cache_dir as distar_cache
     return distar_cache() / "toy"
 
 
 def config_key(config: dict) -> str:
     blob = json.dumps(config, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cached_module(name: str, config: dict, make: Callable[[], nn.Module],
@@ -74,7 +48,7 @@ def cached_module(name: str, config: dict, make: Callable[[], nn.Module],
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(key[8:16], 16))
         train(module)
-    atomic_save_tensors(module.state_dict(), path)
-    atomic_write_bytes(path.with_suffix(".json"), json.dumps({"name": name, **config}, indent=1,
+    atomic.save_tensors(module.state_dict(), path)
+    atomic.write_bytes(path.with_suffix(".json"), json.dumps({"name": name, **config}, indent=1,
                                                                default=str).encode())
     return module.eval()

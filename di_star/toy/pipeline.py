@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from di_star.toy import digits
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 
 class DigitsPipeline:

@@ -1,11 +1,10 @@
 """Metric registry. Each entry is 'module:factory'; factories take keyword options (device,
 local weight paths) and return an object following evalsuite.metrics.base. Importing a metric
-module is lazy so listing metrics never loads a model."""
+module is lazy so listing metrics never loads a model. Other packages add their own metrics
+here the same way (the toy digits metrics come from di_star/plugins.py)."""
 from __future__ import annotations
 
-import importlib
-
-from evalsuite.registry import Registry
+from distar.core.registry import Registry
 
 METRICS: Registry[str] = Registry("metric")
 METRICS.add("imagereward", "evalsuite.metrics.imagereward:ImageReward",
@@ -27,11 +26,6 @@ METRICS.add("hpsv21_noaa", "evalsuite.metrics.hps:HPSv21NoAA",
             "HPS v2.1, resize without antialias (hpsv2 under torchvision < 0.17)")
 METRICS.add("fid", "evalsuite.metrics.fid:FID", "FID, clean-fid 'clean' Inception features")
 METRICS.add("kid", "evalsuite.metrics.fid:KID", "KID, clean-fid 'clean' Inception features")
-METRICS.add("digit_acc", "evalsuite.metrics.digits:DigitAccuracy",
-            "toy digits: classifier reads the prompt's digit (CLIP-score analogue)")
-METRICS.add("digit_ink", "evalsuite.metrics.digits:DigitInk", "toy digits: ink, the toy reward")
-METRICS.add("digit_fd", "evalsuite.metrics.digits:DigitFD",
-            "toy digits: Frechet distance in classifier features (FID analogue)")
 METRICS.add("mini_gold", "evalsuite.metrics.mini:MiniGold",
             "mini world: the gold judge (pixel rules standing for human preference)")
 METRICS.add("mini_attr_acc", "evalsuite.metrics.mini:MiniAttrAcc",
@@ -48,11 +42,8 @@ METRICS.add("diversity", "evalsuite.metrics.diversity:Diversity",
             "(k >= 4 images per prompt)")
 METRICS.add("mini_diversity", "evalsuite.metrics.diversity:MiniDiversity",
             "intra-prompt diversity in the mini world's CLIP image space (k >= 4 per prompt)")
-METRICS.add("digit_div", "evalsuite.metrics.digits:DigitDiversity",
-            "toy digits: within-class diversity relative to real digits")
 
 
 def load_metric(name: str, **options):
     """Build the metric `name` (loads its weights once)."""
-    module, _, attr = METRICS.get(name).partition(":")
-    return getattr(importlib.import_module(module), attr)(**options)
+    return METRICS.load(name)(**options)

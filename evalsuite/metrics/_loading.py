@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from evalsuite.errors import DistarError, WeightsMissingError
+from distar.core.dtypes import dtype_name, to_dtype
+from distar.core.errors import DistarError, WeightsMissingError
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -35,25 +36,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return {v: k for k, v in DTYPES.items()}[dtype]
-
-
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     """fp32 unless asked otherwise ('fp32', 'bf16', 'fp16' or the torch dtype); fp16 only on GPU
     (CPUs lack many fp16 kernels; bf16 runs there, slowly)."""
+    names = ("fp32", "fp16", "bf16")
     if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise DistarError(f"Unknown dtype {dtype}. Choose one of: {', '.join(DTYPES)}")
-        dtype = dtype_name(dtype)
-    if dtype not in DTYPES:
-        raise DistarError(f"Unknown dtype '{dtype}'. Choose one of: {', '.join(DTYPES)}")
+        try:
+            dtype = dtype_name(dtype, short=True)
+        except ValueError:
+            raise DistarError(f"Unknown dtype {dtype}. Choose one of: {', '.join(names)}")
+    if dtype not in names:
+        raise DistarError(f"Unknown dtype '{dtype}'. Choose one of: {', '.join(names)}")
     if dtype == "fp16" and device.type != "cuda":
         raise DistarError(f"dtype 'fp16' is only supported on a GPU; use 'fp32' on {device}.")
-    return DTYPES[dtype]
+    return to_dtype(dtype)
 
 
 def _fix_text(option: str, env_var: str | None, filename: str) -> str:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evalsuite.errors import DistarError, WeightsMissingError
+from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics.base import MetricInfo, check_prompts, iter_batches
 

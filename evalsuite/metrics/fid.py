@@ -21,6 +21,7 @@ KID is stored raw (multiply by 1e3 for the usual table unit); FID/KID go to `set
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -33,7 +34,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from evalsuite.errors import DistarError, WeightsMissingError
+from distar.core import atomic
+from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics._loading import provenance, resolve_device, sha256_file
 from evalsuite.metrics._preprocess import crop_resize_lanczos
 from evalsuite.metrics.base import MetricInfo
@@ -206,7 +208,7 @@ class InceptionV3Features(torch.nn.Module):
 
     @staticmethod
     def resolve(weights_path: str | None) -> Path:
-        from evalsuite.paths import cache_dir
+        from distar.core.paths import cache_dir
         explicit = weights_path or os.environ.get("DISTAR_INCEPTION_PATH")
         if explicit:
             p = Path(explicit).expanduser()
@@ -287,7 +289,7 @@ def reference_statistics(folder: str | Path, extractor, *, protocol: Protocol | 
                          on_batch: Callable[[int], None] | None = None) -> ReferenceStats:
     """Statistics (and features, for KID) of a folder of real images, computed once and cached
     under <cache_dir>/fid_refs/<key>.npz."""
-    from evalsuite.paths import cache_dir as default_cache
+    from distar.core.paths import cache_dir as default_cache
     protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
     files = list_images(folder)[:max_images]
     if not files:
@@ -305,10 +307,9 @@ def reference_statistics(folder: str | Path, extractor, *, protocol: Protocol | 
     feats = extract_features(files, extractor, protocol=protocol, batch_size=batch_size,
                              num_workers=num_workers, device=device, on_batch=on_batch)
     mu, sigma = feature_statistics(feats)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{key}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, mu=mu, sigma=sigma, feats=feats, description=json.dumps(desc, sort_keys=True))
-    os.replace(tmp, path)  # atomic: a concurrent reader sees the old state or the whole file
+    buf = io.BytesIO()
+    np.savez(buf, mu=mu, sigma=sigma, feats=feats, description=json.dumps(desc, sort_keys=True))
+    atomic.write_bytes(path, buf.getvalue())  # a concurrent reader sees no file or the whole one
     return ReferenceStats(mu, sigma, feats, key, len(feats), desc)
 
 

@@ -33,11 +33,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from evalsuite.errors import DistarError, WeightsMissingError
+from distar.core.dtypes import dtype_name
+from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics.blip import (REWARD_MEAN, REWARD_STD, BlipRewardConfig,
                                      ImageRewardModel)
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import (dtype_name, provenance, resolve_device, resolve_dtype,
+from evalsuite.metrics._loading import (provenance, resolve_device, resolve_dtype,
                                         sha256_file)
 from evalsuite.metrics.base import MetricInfo
 
@@ -198,7 +199,7 @@ class ImageReward:
             version=MODEL_NAME,
             backbone=(f"BLIP ViT {config.vision_depth}x{config.vision_width} "
                       f"/{config.patch_size} + BERT {config.text_depth}x{config.text_width} "
-                      f"cross-attn, MLP head, {dtype_name(self.dtype)}"),
+                      f"cross-attn, MLP head, {dtype_name(self.dtype, short=True)}"),
             preprocessing=(f"PIL bicubic resize {config.image_size}, centre crop, CLIP mean/std; "
                            f"{TOKENIZER_ID} max {MAX_TOKENS} tokens; "
                            f"(r - {REWARD_MEAN:.5f}) / {REWARD_STD:.5f}"),

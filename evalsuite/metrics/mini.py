@@ -89,7 +89,7 @@ def reference_renders(prompts: Sequence[str], seed: int = 0) -> list[Image.Image
     batch or benchmark the prompts come from."""
     import hashlib
 
-    from evalsuite.errors import DistarError
+    from distar.core.errors import DistarError
     from evalsuite.mini.world import render_for_caption
     seen: dict[str, int] = {}
     out = []

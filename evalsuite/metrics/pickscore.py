@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from evalsuite.errors import DistarError, WeightsMissingError
+from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics._loading import freeze, provenance, resolve_device, resolve_dtype
 from evalsuite.metrics.base import MetricInfo, check_prompts, iter_batches

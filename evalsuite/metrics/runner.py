@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import pandas as pd
 from PIL import Image
 
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 from evalsuite.metrics import METRICS, load_metric
 from evalsuite.metrics.base import iter_batches
 from evalsuite.store import ScoreRow
@@ -73,7 +73,7 @@ def _open_images(root: Path, paths: Sequence[str]) -> list[Image.Image]:
 def score_run(run, metric_names: list[str], batch_size: int = 32, progress: bool = True,
               **metric_options) -> list[MetricOutcome]:
     """Score `run.images` with each metric in turn; returns what was done per metric."""
-    from evalsuite.progress import progress_bar
+    from distar.core.progress import progress_bar
 
     for name in metric_names:  # fail on a typo before loading any model
         METRICS.get(name)

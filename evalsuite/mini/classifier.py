@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from evalsuite.errors import DistarError, WeightsMissingError
+from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.mini.world import (BACKGROUNDS, COLOURS, IMAGE_SIZE, POSITIONS, SHAPES, SIZES,
                                   Obj, Scene, render, sample_scene)
 

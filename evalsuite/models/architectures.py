@@ -10,14 +10,13 @@ blocks; SD3: three text encoders, joint attention, 16 latent channels; FLUX: CLI
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
-from evalsuite.errors import DistarError
-from evalsuite.paths import cache_dir
+from distar.core import atomic
+from distar.core.errors import DistarError
+from distar.core.paths import cache_dir
 
 SDXL_UNET = dict(
     sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
@@ -184,12 +183,6 @@ def tiny_pipeline_dir(family: str) -> Path:
     target = cache_dir() / "tiny" / f"{family}-v{TINY_BUILD_VERSION}"
     if (target / "model_index.json").exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{family}-", dir=target.parent))
-    build_pipeline(family, "tiny").save_pretrained(tmp)
-    try:
-        os.replace(tmp, target)  # another process may have won the race; theirs is identical
-    except OSError:
-        import shutil
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    # Another process may win the race to build it; theirs is identical, so keep it.
+    return atomic.write_dir(target, lambda tmp: build_pipeline(family, "tiny").save_pretrained(tmp),
+                            if_exists="keep")

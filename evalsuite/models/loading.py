@@ -18,12 +18,17 @@ from pathlib import Path
 
 import torch
 
-from evalsuite.errors import DistarError, WeightsMissingError
+from distar.core.dtypes import DTYPES
+from distar.core.errors import DistarError, WeightsMissingError
+from distar.core.registry import Registry
 from evalsuite.hub import local_only
 from evalsuite.models.specs import ModelSpec
 
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 RECIPE_FILE = "distar_recipe.json"  # written beside checkpoints by `distar train`
+# Pipelines that are not diffusers classes, by ModelSpec.pipeline name: a function
+# `(spec, device) -> pipeline` (or its lazy "module:attr" name), added by the package that owns
+# them (di_star adds the toy DigitsPipeline, see di_star/plugins.py).
+PIPELINE_LOADERS: Registry = Registry("pipeline loader")
 _FAMILY = {"StableDiffusionXLPipeline": "sdxl", "StableDiffusionPipeline": "sd15",
            "StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
 
@@ -151,9 +156,8 @@ def load_pipeline(spec: ModelSpec, device: torch.device):
     """The pipeline for `spec` on `device`, scheduler swapped as the recipe says. Cached, so a
     process that evaluates several benchmarks loads each model once."""
     quiet_hf_logging()
-    if spec.weights == "toy":
-        from di_star.toy.pipeline import DigitsPipeline
-        return DigitsPipeline.from_source(spec.repo).to(device)
+    if spec.pipeline in PIPELINE_LOADERS:
+        return PIPELINE_LOADERS.load(spec.pipeline)(spec, device)
     dtype = compute_dtype(spec, device)
     if spec.weights in ("tiny", "random"):
         from evalsuite.models.architectures import build_pipeline, tiny_pipeline_dir

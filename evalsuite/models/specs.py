@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import Any
 
-from evalsuite.registry import Registry
+from distar.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -150,35 +150,25 @@ _add(ModelSpec(
     default_batch_size=8))
 
 
-def toy_digits_spec(source: str) -> ModelSpec:
-    """`toy-digits:RUN_DIR` (a `distar train --preset digits/...` run) or `toy-digits:init`."""
-    from pathlib import Path
-    fingerprint = source
-    gen = Path(source) / "generator.safetensors" if Path(source).is_dir() else Path(source)
-    if gen.is_file():  # a retrained run at the same path is a new recipe
-        import hashlib
-        fingerprint = hashlib.sha256(gen.read_bytes()).hexdigest()[:12]
-    label = "init" if source == "init" else f"{Path(source).name}-{fingerprint[:12]}"
-    return ModelSpec(name=f"toy-digits-{label}",
-                     description=f"toy digits generator ({source})", pipeline="DigitsPipeline",
-                     repo=str(Path(source).resolve()) if source != "init" else "init",
-                     steps=1, guidance=0.0, dtype="float32", resolution=8, weights="toy",
-                     params="toy", latent_dims=(64,), default_batch_size=100,
-                     meta=(("source", source),))
+# Model kinds named by a prefix, `KIND:SOURCE` -> a ModelSpec for SOURCE. `path:` is built in
+# (below); other packages add theirs (di_star adds `toy-digits`, see di_star/plugins.py). An
+# entry is a function `(source: str) -> ModelSpec`, or its lazy "module:attr" name.
+MODEL_KINDS: Registry = Registry("model kind")
 
 
 def resolve_model(name: str, weights: str = "pretrained") -> ModelSpec:
     """Registry name, `path:DIR` (a diffusers pipeline folder or a `distar train` export) or
-    `toy-digits:RUN_DIR`."""
-    if name.startswith("toy-digits:"):
-        return toy_digits_spec(name[len("toy-digits:"):])
+    `KIND:SOURCE` of a registered model kind (e.g. `toy-digits:RUN_DIR`)."""
+    kind, sep, source = name.partition(":")
+    if sep and kind in MODEL_KINDS:
+        return MODEL_KINDS.load(kind)(source)
     if name.startswith("path:"):
         from evalsuite.models.loading import spec_from_path
         spec = spec_from_path(name[len("path:"):])
     else:
         spec = MODELS.get(name)
     if weights not in ("pretrained", "random"):
-        from evalsuite.errors import DistarError
+        from distar.core.errors import DistarError
         raise DistarError(f"Unknown --weights '{weights}'. Choose one of: pretrained, random")
     if weights == "random" and spec.weights == "pretrained":
         spec = spec.with_weights("random")

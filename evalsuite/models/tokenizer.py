@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 
-from evalsuite.paths import cache_dir
+from distar.core import atomic
+from distar.core.paths import cache_dir
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -46,9 +46,7 @@ def write_clip_vocab(out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, text in (("vocab.json", json.dumps({t: i for i, t in enumerate(vocab)})),
                        ("merges.txt", "#version: 0.2\n" + "\n".join(merges) + "\n")):
-        tmp = out_dir / f".{name}.tmp{os.getpid()}"
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out_dir / name)  # atomic: a concurrent reader never sees half a file
+        atomic.write_text(out_dir / name, text)  # a concurrent reader never sees half a file
     return out_dir
 
 

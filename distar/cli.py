@@ -1,5 +1,6 @@
-"""The `distar` command line. Each command is a thin wrapper over one library function;
-imports are lazy so `distar --help` is instant. DistarError is printed as one line, no traceback."""
+"""The `distar` command line, above both packages (it may import evalsuite and di_star; neither
+imports it). Each command is a thin wrapper over one library function; imports are lazy so
+`distar --help` is instant. DistarError is printed as one line, no traceback."""
 from __future__ import annotations
 
 import functools
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Evaluate text-to-image generators and post-train them with Diff-Instruct*.")
@@ -35,6 +36,9 @@ def _friendly(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
+            # di_star's toy plug-ins (toy-digits models, the digits bench and metrics) join
+            # evalsuite's registries when di_star is imported (di_star/plugins.py).
+            import di_star  # noqa: F401
             return fn(*args, **kwargs)
         except DistarError as e:
             report_error(str(e))
@@ -182,7 +186,3 @@ def gallery_cmd(
     names = [m.strip() for m in models.split(",") if m.strip()]
     page = write_gallery(results_dir=results, bench=bench, models=names or None, out_dir=out)
     print(f"wrote {page} (open it in a browser; thumbnails in {Path(page).parent / 'img'})")
-
-
-def main() -> None:  # pragma: no cover - console entry
-    app(sys.argv[1:])

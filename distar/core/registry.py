@@ -1,9 +1,16 @@
-"""One tiny name -> object registry per kind of thing (models, benchmarks, metrics, presets)."""
+"""One tiny name -> object registry per kind of thing (models, benchmarks, metrics, presets).
+
+An entry may be a lazy reference, the string "package.module:attr": `load(name)` imports it on
+first use, so listing a registry never imports a model, and a package can register its plug-ins
+into another package's registry without that package ever naming it (di_star's toy digits
+plug-ins live in evalsuite's registries this way; see di_star/plugins.py).
+"""
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import importlib
+from typing import Any, Callable, Generic, Iterator, TypeVar
 
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 T = TypeVar("T")
 
@@ -33,6 +40,13 @@ class Registry(Generic[T]):
             raise DistarError(f"Unknown {self.kind} '{name}'. Choose one of: {choices}")
         return self._entries[name]
 
+    def load(self, name: str) -> Any:
+        """The entry, with a "module:attr" string entry imported and resolved."""
+        entry = self.get(name)
+        if isinstance(entry, str):
+            return resolve_ref(entry)
+        return entry
+
     def describe(self) -> dict[str, str]:
         return dict(sorted(self._descriptions.items()))
 
@@ -44,3 +58,14 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def resolve_ref(ref: str) -> Any:
+    """Import "package.module:attr" and return the attribute."""
+    module, sep, attr = ref.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"a lazy registry entry must look like 'package.module:attr', got {ref!r}")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj

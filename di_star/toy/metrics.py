@@ -1,5 +1,6 @@
 """Metrics of the toy `digits` bench (di_star.toy.digits), in the suite's metric shape so toy runs
-go through the same harness, store and leaderboard as real models. All come from one classifier
+go through the same harness, store and leaderboard as real models (registered into
+evalsuite.metrics.METRICS by di_star/plugins.py). All come from one classifier
 trained once on sklearn's digits and cached: prompt accuracy is the CLIP-score analogue, the
 Frechet distance in its features is the FID analogue."""
 from __future__ import annotations

@@ -1,0 +1,32 @@
+"""di_star's plug-ins into the evaluation harness's registries. The entries are lazy
+"module:attr" names: registering imports nothing heavy, and evalsuite resolves them only when a
+toy model, bench or metric is asked for. `import di_star` runs `register()`, and so does the CLI
+before any command, so `distar eval --model toy-digits:RUN --bench digits` finds them while
+evalsuite itself never names di_star (tests/test_import_direction.py checks that)."""
+from __future__ import annotations
+
+_TOY_METRICS = {
+    "digit_acc": ("DigitAccuracy", "toy digits: classifier reads the prompt's digit (CLIP-score analogue)"),
+    "digit_ink": ("DigitInk", "toy digits: ink, the toy reward"),
+    "digit_fd": ("DigitFD", "toy digits: Frechet distance in classifier features (FID analogue)"),
+    "digit_div": ("DigitDiversity", "toy digits: within-class diversity relative to real digits"),
+}
+
+
+def register() -> None:
+    """Add the toy digits model kind, pipeline, benchmark and metrics (idempotent)."""
+    from evalsuite.benchmarks import BENCHMARKS
+    from evalsuite.metrics import METRICS
+    from evalsuite.models.loading import PIPELINE_LOADERS
+    from evalsuite.models.specs import MODEL_KINDS
+
+    if "toy-digits" in MODEL_KINDS:
+        return
+    MODEL_KINDS.add("toy-digits", "di_star.toy.harness:toy_digits_spec",
+                    "toy-digits:RUN_DIR, a `distar train --preset digits/...` run (or 'init')")
+    PIPELINE_LOADERS.add("DigitsPipeline", "di_star.toy.harness:load_digits_pipeline",
+                         "the toy digits one-step generator")
+    BENCHMARKS.add("digits", "di_star.toy.harness:digits_bench",
+                   "toy lab: 'a handwritten digit k', 50 prompts per digit")
+    for name, (cls, description) in _TOY_METRICS.items():
+        METRICS.add(name, f"di_star.toy.metrics:{cls}", description)

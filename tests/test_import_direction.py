@@ -1,0 +1,105 @@
+"""Imports run one way: distar.core <- evalsuite <- di_star <- distar.cli. A module may import
+only its own layer and the layers below it, top-level or lazily inside a function, and no
+string that names a module (importlib, "module:attr" registry entries) may reach upward."""
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Lowest first; a module's layer is the first prefix that matches its dotted name.
+LAYERS = [("distar.cli", 3), ("distar.__main__", 3), ("di_star", 2), ("evalsuite", 1),
+          ("distar.core", 0), ("distar", 0)]
+_MODULE_STRING = re.compile(r"^(di_star|evalsuite|distar)(\.[A-Za-z_][\w.]*)?(:[\w.]+)?$")
+
+
+def layer_of(module: str) -> int | None:
+    for prefix, layer in LAYERS:
+        if module == prefix or module.startswith(prefix + "."):
+            return layer
+    return None
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def imported_names(source: str, module: str) -> list[tuple[int, str]]:
+    """(line, module) for every import statement anywhere in the file (functions included),
+    relative imports resolved, and every string constant that names one of our modules
+    (importlib.import_module("..."), lazy "pkg.mod:attr" registry entries)."""
+    found = []
+    package = module.rsplit(".", 1)[0] if "." in module else module
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                name = ".".join(base + ([node.module] if node.module else []))
+            else:
+                name = node.module or ""
+            found.append((node.lineno, name))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if _MODULE_STRING.match(node.value) and ("." in node.value or ":" in node.value):
+                found.append((node.lineno, node.value.partition(":")[0]))
+    return found
+
+
+def violations(source: str, module: str) -> list[str]:
+    own = layer_of(module)
+    bad = []
+    for line, name in imported_names(source, module):
+        target = layer_of(name)
+        if own is not None and target is not None and target > own:
+            bad.append(f"{module}:{line} imports {name}")
+    return bad
+
+
+def our_modules():
+    for pkg in ("distar", "evalsuite", "di_star"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            yield path, module_name(path)
+
+
+def test_no_upward_import_anywhere():
+    bad = []
+    for path, module in our_modules():
+        bad += violations(path.read_text(encoding="utf-8"), module)
+    assert not bad, "imports against the direction core <- evalsuite <- di_star <- cli:\n" + "\n".join(bad)
+
+
+def test_evalsuite_never_names_di_star():
+    """The issue's rule spelled out on its own: no evalsuite file imports di_star in any form."""
+    bad = []
+    for path, module in our_modules():
+        if module.startswith("evalsuite"):
+            bad += [f"{module}:{line} {name}" for line, name in
+                    imported_names(path.read_text(encoding="utf-8"), module)
+                    if name == "di_star" or name.startswith("di_star.")]
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("source", [
+    "import di_star\n",
+    "from di_star.toy import digits\n",
+    "def f():\n    from di_star.trainer import train\n",
+    "import importlib\ndef f():\n    return importlib.import_module('di_star.toy.metrics')\n",
+    "REGISTRY = {'digits': 'di_star.toy.harness:digits_bench'}\n",
+    "from distar.cli import app\n",
+])
+def test_the_scan_catches_each_form(source):
+    """The scanner itself: every form of an upward import in an evalsuite module is found."""
+    assert violations(source, "evalsuite.metrics.example")
+
+
+def test_core_imports_only_itself():
+    for path, module in our_modules():
+        if layer_of(module) == 0:
+            names = [n for _, n in imported_names(path.read_text(encoding="utf-8"), module)]
+            assert all(layer_of(n) in (None, 0) for n in names), (module, names)
