@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 from evalsuite.mini import world as W
 
 

@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
-from evalsuite.errors import DistarError
+from distar.core.errors import DistarError
 
 IMAGE_SIZE = 64
 SUPERSAMPLE = 4  # drawn at 256 px and box-filtered to 64: anti-aliased edges for ~0.3 ms/image
