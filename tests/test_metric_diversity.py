@@ -57,7 +57,7 @@ def _tiny_mini_clip(folder):
                      vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                         num_attention_heads=2, image_size=32, patch_size=8),
                      projection_dim=8)
-    CLIPModel(cfg).save_pretrained(folder, safe_serialization=True)
+    CLIPModel(cfg).half().save_pretrained(folder)  # fp16, as the shipped world stores it
     return folder
 
 
@@ -85,7 +85,7 @@ def test_from_the_store_through_the_runner(tmp_path):
     per = intra_prompt_diversity(m.embedder([Image.open(p) for p in paths]),
                                  [r["prompt"] for r in rows])
     assert per["a red circle"] == pytest.approx(0.0, abs=1e-6) and per["two blue squares"] > 1e-4
-    assert out.value == pytest.approx(np.mean(list(per.values())), rel=1e-6)
+    assert out.value == pytest.approx(np.mean(list(per.values())), rel=1e-4)  # batch sizes differ
     stored = store.table("set_scores")
     assert stored.metric.tolist() == ["mini_diversity"] and stored.n_images.tolist() == [8]
 

@@ -127,7 +127,9 @@ class _HFClipImages:
 
         from evalsuite.metrics._loading import resolve_device
         self.device = resolve_device(device)
-        self.model = CLIPModel.from_pretrained(str(folder), use_safetensors=True).eval()
+        # fp32 whatever the stored dtype (the shipped world stores fp16 to fit its size budget)
+        self.model = CLIPModel.from_pretrained(str(folder), use_safetensors=True,
+                                               dtype=torch.float32).eval()
         self.model.to(self.device)
         self.batch_size = batch_size
         cfg_file = folder / "preprocessor_config.json"
