@@ -3,9 +3,9 @@
     .venv/bin/python scripts/bench_mini_world.py              # speed + gold separation
     .venv/bin/python scripts/bench_mini_world.py --calibrate  # gold.SHAPE_STATS from renders
 
-Separation: for held-out captions (mini_parti when registered, else fresh training captions), the
-gold score of a ground-truth render of the caption vs a ground-truth render of ANOTHER caption,
-a blank background and uniform noise; reports means and the share of pairs the judge ranks right.
+Separation: for the 300 mini_parti prompts, the gold score of a ground-truth render of the prompt
+vs a ground-truth render of ANOTHER prompt, a blank background and uniform noise; reports means,
+the share of pairs the judge ranks right, and the same per challenge.
 """
 from __future__ import annotations
 
@@ -46,9 +46,11 @@ def calibrate(n: int = 1000) -> None:
         print(f"radius {z:5s} {s:9s} min={min(r):.2f} max={max(r):.2f}")
 
 
-def separation(n: int = 300) -> None:
+def separation() -> None:
     rng = np.random.default_rng(1)
-    captions = [c for _, c in W.training_pairs(n, seed=12345)]
+    held = W.held_out_prompts()
+    captions, challenges = [t for t, _, _ in held], np.array([c for _, _, c in held])
+    n = len(captions)
     own = [W.render_for_caption(c, rng) for c in captions]
     other = own[1:] + own[:1]
     blank = [Image.new("RGB", (64, 64), W.BACKGROUND_RGB["grey"])] * n
@@ -62,6 +64,11 @@ def separation(n: int = 300) -> None:
                        ("noise", noise)):
         s = gold.gold_score(imgs, captions)
         print(f"gold({name}) mean {s.mean():.3f}; own > it in {np.mean(s_own > s):.3f} of pairs")
+        if name.startswith("another"):
+            for ch in W.CHALLENGES:
+                m = challenges == ch
+                print(f"  {ch:12s} own {s_own[m].mean():.3f} vs other {s[m].mean():.3f}; "
+                      f"own > other in {np.mean(s_own[m] > s[m]):.3f}")
 
 
 if __name__ == "__main__":

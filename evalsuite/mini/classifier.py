@@ -164,9 +164,7 @@ def train_attribute_classifier(out_dir: str | Path, seed: int = 0, n: int = 4000
     (atomically). Deterministic given (seed, n, cfg, recipe) and the torch thread count.
     `recipe` overrides n. Every occupied cell crop is used, with `empty_ratio` as many empty ones
     (redrawn each epoch); the background head trains on the same images in the same loop."""
-    from safetensors.torch import save
-
-    from evalsuite.generate import write_atomic
+    from distar.core.atomic import save_tensors, write_text
     recipe = recipe or TrainRecipe(n=n)
     t0 = time.time()
     x, y = render_dataset(recipe.n, seed)
@@ -203,12 +201,12 @@ def train_attribute_classifier(out_dir: str | Path, seed: int = 0, n: int = 4000
             log(f"classifier epoch {epoch + 1}/{recipe.epochs}: loss {total / len(chosen):.4f}")
     model.eval()
     out_dir = Path(out_dir)
-    write_atomic(out_dir / WEIGHTS_FILE, save({k: v.contiguous() for k, v in
-                                               model.state_dict().items()}))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_tensors(model.state_dict(), out_dir / WEIGHTS_FILE)
     meta = {**asdict(cfg), "train": {**asdict(recipe), "seed": seed,
                                      "render_s": round(t_render, 1),
                                      "wall_s": round(time.time() - t0, 1)}}
-    write_atomic(out_dir / CONFIG_FILE, json.dumps(meta, indent=2).encode())
+    write_text(out_dir / CONFIG_FILE, json.dumps(meta, indent=2))
     return out_dir
 
 
