@@ -1,0 +1,1 @@
+"""The mini world's build (`distar lab build mini`)."""

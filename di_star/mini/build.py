@@ -1,0 +1,755 @@
+"""`distar lab build mini`: train every component of the mini world on the real architectures.
+
+Stages, in order (each writes its folder atomically and is skipped when a rerun finds it done,
+so an interrupted build resumes at the first unfinished stage):
+ 1. vae        AutoencoderKL, 64 px RGB -> 16x16x4, L1 + MSE + a small KL; scaling_factor = 1 /
+               std of the training latents (what SD did to get 0.18215).
+ 2. clip       CLIPModel trained contrastively (CLIP's symmetric InfoNCE) on world captions.
+ 3. reference  SDXL-architecture UNet2DConditionModel, denoising score matching (eps-prediction,
+               min-SNR-5 weights, EMA), 10% caption dropout to zero embeddings (the unconditional
+               input SDXL's pipeline uses for CFG: force_zeros_for_empty_prompt); text_encoder =
+               CLIPTextModel and text_encoder_2 = CLIPTextModelWithProjection, both the trained
+               CLIP text tower (SDXL reads the penultimate hidden states of both and the pooled
+               projection of the second).
+ 4. samples    the reference's multi-step CFG samples from fixed noise (the ODE pairs).
+ 5. onestep    the one-step init by ODE regression (see `train_onestep`).
+ 6. proxy      PickScore architecture (CLIPModel from the mini CLIP) + PickScore's objective on
+               synthetic preference pairs labelled by the gold judge.
+ 7. aesthetic  LAION aesthetic MLP on mini-CLIP image embeddings, regressing gold ratings.
+ 8. classifier evalsuite.mini.classifier.train_attribute_classifier.
+Then manifest.json: sha256 of every file, the command, git commit, seed, size, wall times.
+
+Every stage seeds torch from (seed, stage), so a build is a function of (seed, size) and the
+torch thread count.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from di_star.mini.configs import (CLIP_TEXT, CLIP_VISION, PROJECTION_DIM, SCHEDULE, SIZES, UNET,
+                                  VAE, BuildSize)
+from evalsuite.errors import DistarError
+from evalsuite.generate import write_atomic
+from evalsuite.metrics._preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from evalsuite.mini import weights as mw
+from evalsuite.mini import world
+
+STAGES = ("vae", "clip", "reference", "samples", "onestep", "proxy", "aesthetic", "classifier")
+WORK = ".work"          # intermediate stage outputs; removed when the build completes
+DONE = ".done.json"     # a finished stage's record (seed, size, wall time)
+CAPTION_DROPOUT = 0.1
+MIN_SNR = 5.0
+
+
+# Small shared pieces -----------------------------------------------------------------------------
+def _seed(seed: int, stage: str) -> int:
+    return int(hashlib.sha256(f"{seed}/{stage}".encode()).hexdigest()[:8], 16)
+
+
+def to_pixels(images) -> Tensor:
+    """PIL list -> [N, 3, 64, 64] float in [-1, 1] (the VAE's range)."""
+    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def to_pil(x: Tensor) -> list:
+    """[N, 3, H, W] in [-1, 1] -> PIL images (rounded as diffusers' image processor does)."""
+    from PIL import Image
+    arr = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+def clip_pixels(x: Tensor) -> Tensor:
+    """[-1, 1] images -> CLIP input: [0, 1], OpenAI mean/std (what the metrics' 64 px
+    preprocessing produces from the same image)."""
+    mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
+    return ((x + 1) / 2 - mean) / std
+
+
+def fp16_round(module: torch.nn.Module) -> torch.nn.Module:
+    """Round weights to fp16 and back: later stages then see exactly the shipped (fp16) weights."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(p.half().float())
+        for b in module.buffers():
+            if b.is_floating_point():
+                b.copy_(b.half().float())
+    return module
+
+
+def _batches(n: int, batch: int, steps: int, gen: torch.Generator):
+    """`steps` index batches of size `batch` from epochs of permutations of range(n)."""
+    order, pos = torch.randperm(n, generator=gen), 0
+    for _ in range(steps):
+        if pos + batch > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        yield order[pos:pos + min(batch, n)]
+        pos += batch
+
+
+def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1 - decay)
+
+
+def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine to 10%."""
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        frac = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * min(frac, 1.0)))
+    return f
+
+
+def _optimizer(params, lr: float, steps: int, warmup: int = 50, wd: float = 0.0):
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(warmup, max(1, steps // 5)), steps))
+    return opt, sched
+
+
+def _save_dir(target: Path, write: Callable[[Path], None]) -> None:
+    """Write a folder through `write(tmp)` then rename it into place (no half-written folders)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write(tmp)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+
+
+class Log:
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.t0 = time.time()
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"[{time.time() - self.t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+# 1. VAE --------------------------------------------------------------------------------------------
+def train_vae(pixels: Tensor, size: BuildSize, seed: int, log: Log):
+    from diffusers import AutoencoderKL
+    torch.manual_seed(_seed(seed, "vae"))
+    vae = AutoencoderKL(**VAE, scaling_factor=1.0)
+    opt, sched = _optimizer(vae.parameters(), 2e-3, size.vae_steps)
+    gen = torch.Generator().manual_seed(_seed(seed, "vae-data"))
+    vae.train()
+    for step, idx in enumerate(_batches(len(pixels), size.vae_batch, size.vae_steps, gen)):
+        x = pixels[idx]
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample(generator=gen)).sample
+        # L1 keeps the flat colours' edges sharp; the KL only keeps the latent scale in check.
+        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + 1e-6 * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == size.vae_steps - 1:
+            log(f"vae step {step + 1}/{size.vae_steps}: loss {loss.item():.4f}")
+    vae.eval()
+    fp16_round(vae)
+    with torch.no_grad():
+        lat = torch.cat([vae.encode(pixels[i:i + 256]).latent_dist.mean
+                         for i in range(0, len(pixels), 256)])
+    # SD's recipe: scale latents to unit variance for the diffusion model.
+    vae.register_to_config(scaling_factor=float(1.0 / lat.std()))
+    return vae
+
+
+def encode_latents(vae, pixels: Tensor) -> Tensor:
+    with torch.no_grad():
+        lat = torch.cat([vae.encode(pixels[i:i + 256]).latent_dist.mean
+                         for i in range(0, len(pixels), 256)])
+    return lat * vae.config.scaling_factor
+
+
+# 2. CLIP -------------------------------------------------------------------------------------------
+def clip_tokenizer():
+    from evalsuite.models.tokenizer import build_clip_tokenizer
+    return build_clip_tokenizer("<|endoftext|>")
+
+
+def tokenize(tok, texts: list[str], max_length: int = 77) -> dict:
+    return tok(list(texts), padding="max_length", truncation=True, max_length=max_length,
+               return_tensors="pt")
+
+
+def _clip_loss(model, pixels: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
+    """CLIP's symmetric InfoNCE; duplicate captions in a batch are counted as positives."""
+    img = F.normalize(_features(model.get_image_features(pixel_values=pixels)), dim=-1)
+    txt = F.normalize(_features(model.get_text_features(input_ids=ids, attention_mask=mask)), dim=-1)
+    logits = model.logit_scale.exp().clamp(max=100) * txt @ img.T
+    same = (ids[:, None, :] == ids[None, :, :]).all(-1).float()
+    target = same / same.sum(1, keepdim=True)
+    return 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean()
+                  - (target * logits.log_softmax(0)).sum(0).mean())
+
+
+def _features(out) -> Tensor:
+    return out if isinstance(out, Tensor) else out.pooler_output
+
+
+def train_clip(pixels: Tensor, captions: list[str], size: BuildSize, seed: int, log: Log):
+    from transformers import CLIPConfig, CLIPModel
+    torch.manual_seed(_seed(seed, "clip"))
+    model = CLIPModel(CLIPConfig(text_config=CLIP_TEXT, vision_config=CLIP_VISION,
+                                 projection_dim=PROJECTION_DIM))
+    tok = clip_tokenizer()
+    # Causal attention + pooling at the first end token: 32 tokens give exactly the 77-token
+    # features for these short captions, at less than half the cost.
+    enc = tokenize(tok, captions, max_length=32)
+    px = clip_pixels(pixels)
+    opt, sched = _optimizer(model.parameters(), 1e-3, size.clip_steps, wd=0.05)
+    gen = torch.Generator().manual_seed(_seed(seed, "clip-data"))
+    model.train()
+    for step, idx in enumerate(_batches(len(px), size.clip_batch, size.clip_steps, gen)):
+        loss = _clip_loss(model, px[idx], enc["input_ids"][idx], enc["attention_mask"][idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == size.clip_steps - 1:
+            log(f"clip step {step + 1}/{size.clip_steps}: loss {loss.item():.4f}")
+    model.eval()
+    return fp16_round(model)
+
+
+def clip_processor():
+    """The image processor every mini CLIP folder ships: 64 px, OpenAI mean/std."""
+    from transformers import CLIPImageProcessor
+    s = world.IMAGE_SIZE
+    return CLIPImageProcessor(size={"shortest_edge": s}, crop_size={"height": s, "width": s},
+                              image_mean=list(OPENAI_CLIP_MEAN), image_std=list(OPENAI_CLIP_STD))
+
+
+def save_clip(model, target: Path) -> None:
+    def write(tmp: Path) -> None:
+        model.half().save_pretrained(tmp)
+        model.float()
+        clip_tokenizer().save_pretrained(tmp)
+        clip_processor().save_pretrained(tmp)
+    _save_dir(target, write)
+
+
+def text_encoders(clip):
+    """(CLIPTextModel, CLIPTextModelWithProjection) holding the CLIP text tower's weights."""
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    te1 = CLIPTextModel(clip.config.text_config)
+    te2 = CLIPTextModelWithProjection(clip.config.text_config)
+    state = clip.state_dict()
+    te1.text_model.load_state_dict({k[len("text_model."):]: v for k, v in state.items()
+                                    if k.startswith("text_model.")})
+    te2.text_model.load_state_dict(te1.text_model.state_dict())
+    te2.text_projection.load_state_dict(clip.text_projection.state_dict())
+    return te1.eval(), te2.eval()
+
+
+# 3. Reference UNet ---------------------------------------------------------------------------------
+def build_pipeline(vae, clip, unet):
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLPipeline
+
+    from evalsuite.models.tokenizer import build_clip_tokenizer
+    te1, te2 = text_encoders(clip)
+    pipe = StableDiffusionXLPipeline(
+        vae=vae, text_encoder=te1, text_encoder_2=te2, unet=unet,
+        scheduler=DPMSolverMultistepScheduler(**SCHEDULE),
+        tokenizer=build_clip_tokenizer("<|endoftext|>"), tokenizer_2=build_clip_tokenizer("!"),
+        force_zeros_for_empty_prompt=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def condition(pipe, prompts: list[str]):
+    """TextCond exactly as the pipeline (and the DI* trainer) computes it."""
+    from di_star.sdxl.models import encode_prompts
+    return encode_prompts(pipe, "sdxl", prompts, world.IMAGE_SIZE, torch.device("cpu"))
+
+
+def _schedule():
+    from di_star.noise import vp_schedule
+    from diffusers import DDPMScheduler
+    return vp_schedule(DDPMScheduler(**{k: v for k, v in SCHEDULE.items()
+                                        if k not in ("timestep_spacing", "steps_offset")}
+                                     ).alphas_cumprod)
+
+
+def dsm_loss(unet, x0: Tensor, cond, t: Tensor, eps: Tensor, abar: Tensor) -> Tensor:
+    """Per-sample eps-prediction DSM loss with min-SNR-gamma weights (Hang et al. 2023)."""
+    from di_star.sdxl.models import unet_eps
+    a = abar[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * eps
+    err = (unet_eps(unet, x_t, t, cond) - eps).pow(2).mean(dim=(1, 2, 3))
+    snr = abar[t] / (1 - abar[t])
+    return err * snr.clamp(max=MIN_SNR) / snr
+
+
+def _drop_captions(cond, keep: Tensor):
+    """Zero the text condition of dropped rows (SDXL's unconditional input)."""
+    from di_star.sdxl.models import TextCond
+    k = keep.float()
+    return TextCond(cond.prompts, cond.embeds * k.view(-1, 1, 1), cond.pooled * k.view(-1, 1),
+                    cond.time_ids)
+
+
+def train_reference(pipe, latents: Tensor, captions: list[str], size: BuildSize, seed: int,
+                    log: Log):
+    from diffusers import UNet2DConditionModel
+    torch.manual_seed(_seed(seed, "reference"))
+    unet = UNet2DConditionModel(**UNET)
+    pipe.unet = unet
+    ema = copy.deepcopy(unet).requires_grad_(False)
+    abar = _schedule().alphas_cumprod.float()
+    opt, sched = _optimizer(unet.parameters(), 1e-3, size.unet_steps, warmup=100)
+    gen = torch.Generator().manual_seed(_seed(seed, "reference-data"))
+    unet.train()
+    for step, idx in enumerate(_batches(len(latents), size.unet_batch, size.unet_steps, gen)):
+        cond = condition(pipe, [captions[i] for i in idx])
+        keep = torch.rand(len(idx), generator=gen) >= CAPTION_DROPOUT
+        t = torch.randint(0, abar.shape[0], (len(idx),), generator=gen)
+        eps = torch.randn(latents[idx].shape, generator=gen)
+        loss = dsm_loss(unet, latents[idx], _drop_captions(cond, keep), t, eps, abar).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        # EMA with a warm-up (decay grows to 0.999) so a short build still averages.
+        _ema_update(ema, unet, min(0.999, (1 + step) / (10 + step)))
+        if step % 100 == 0 or step == size.unet_steps - 1:
+            log(f"reference step {step + 1}/{size.unet_steps}: loss {loss.item():.4f}")
+    ema.eval()
+    pipe.unet = fp16_round(ema)
+    return pipe
+
+
+def save_pipeline(pipe, target: Path) -> None:
+    def write(tmp: Path) -> None:
+        pipe.to(torch.float16).save_pretrained(tmp)
+        pipe.to(torch.float32)
+        write_atomic(tmp / "distar_recipe.json", json.dumps(mw.REFERENCE_RECIPE, indent=2).encode())
+    _save_dir(target, write)
+
+
+def load_pipeline(folder: Path):
+    from diffusers import StableDiffusionXLPipeline
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder, torch_dtype=torch.float32,
+                                                     local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# 4. Reference samples (ODE pairs) ------------------------------------------------------------------
+def noise(n: int, seed: int) -> Tensor:
+    shape = (UNET["in_channels"], UNET["sample_size"], UNET["sample_size"])
+    return torch.randn((n, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+@torch.no_grad()
+def sample_reference(pipe, prompts: list[str], z: Tensor, batch: int) -> Tensor:
+    """Latents (scaled, UNet space) of the multi-step CFG reference from noise z."""
+    r = mw.REFERENCE_RECIPE
+    out = []
+    for i in range(0, len(prompts), batch):
+        out.append(pipe(prompts[i:i + batch], latents=z[i:i + batch],
+                        num_inference_steps=r["steps"], guidance_scale=r["guidance"],
+                        height=r["resolution"], width=r["resolution"],
+                        output_type="latent").images)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def decode(vae, latents: Tensor) -> Tensor:
+    return torch.cat([vae.decode(latents[i:i + 256] / vae.config.scaling_factor).sample
+                      for i in range(0, len(latents), 256)]).clamp(-1, 1)
+
+
+# 5. One-step init --------------------------------------------------------------------------------
+def train_onestep(pipe, z: Tensor, x_ref: Tensor, prompts: list[str], size: BuildSize, seed: int,
+                  log: Log):
+    """ODE regression (Luhman & Luhman 2021; DMD's regression term): g(z, c) = x0-prediction of a
+    UNet fed pure noise z at t = 399 (DMD2's convention, OneStepGenerator), initialised from the
+    reference, regressed onto the reference's deterministic multi-step CFG sample from the same z.
+    Chosen over distilling with the project's DI* trainer because this build's job is a fixed,
+    cheap starting point that is independent of the methods compared on top of it: a DMD/DI*
+    distillation would already be one of those methods."""
+    from di_star.sdxl.models import OneStepGenerator
+    torch.manual_seed(_seed(seed, "onestep"))
+    gen_net = OneStepGenerator(copy.deepcopy(pipe.unet).requires_grad_(True).train(), _schedule(),
+                               mw.ONESTEP_TIMESTEP)
+    opt, sched = _optimizer(gen_net.parameters(), 3e-4, size.onestep_steps)
+    gen = torch.Generator().manual_seed(_seed(seed, "onestep-data"))
+    for step, idx in enumerate(_batches(len(z), size.onestep_batch, size.onestep_steps, gen)):
+        cond = condition(pipe, [prompts[i] for i in idx])
+        x0 = gen_net(z[idx], cond)
+        # pseudo-Huber (c = 0.03 per latent unit, as in improved consistency training)
+        loss = ((x0 - x_ref[idx]).pow(2) + 0.03 ** 2).sqrt().sub(0.03).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(gen_net.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == size.onestep_steps - 1:
+            log(f"onestep step {step + 1}/{size.onestep_steps}: loss {loss.item():.4f}")
+    return fp16_round(gen_net.unet.eval().requires_grad_(False))
+
+
+def save_onestep(unet, target: Path) -> None:
+    def write(tmp: Path) -> None:
+        unet.half().save_pretrained(tmp / "unet")
+        unet.float()
+        write_atomic(tmp / "distar_recipe.json", json.dumps(mw.ONESTEP_RECIPE, indent=2).encode())
+    _save_dir(target, write)
+
+
+# 6. Proxy reward -------------------------------------------------------------------------------------
+def perturb_request(req, rng: np.random.Generator):
+    """The request with one thing made wrong (a colour, a shape, a size or a count)."""
+    from dataclasses import replace
+    groups = list(req.groups)
+    i = int(rng.integers(len(groups)))
+    g = groups[i]
+    what = rng.choice(["colour", "shape", "size", "count"])
+    if what == "colour":
+        g = replace(g, colour=str(rng.choice([c for c in world.COLOURS if c != g.colour])))
+    elif what == "shape":
+        g = replace(g, shape=str(rng.choice([s for s in world.SHAPES if s != g.shape])))
+    elif what == "size":
+        g = replace(g, size="small" if g.size != "small" else "large")
+    else:
+        total = sum(x.count for x in groups)
+        g = replace(g, count=g.count + 1 if total < world.MAX_OBJECTS else max(1, g.count - 1))
+    groups[i] = g
+    return replace(req, groups=tuple(groups))
+
+
+def degrade(img: Tensor, rng: np.random.Generator) -> Tensor:
+    """Image-level flaws the gold judge dislikes: washed-out colour, or blur."""
+    if rng.random() < 0.5:
+        grey = img.mean(0, keepdim=True)
+        w = float(rng.uniform(0.4, 0.9))
+        return (1 - w) * img + w * grey
+    return F.avg_pool2d(img[None], 3, 1, 1, count_include_pad=False)[0]
+
+
+def candidates(prompts: list[str], ref_pixels: Tensor, seed: int) -> tuple[Tensor, list[int]]:
+    """Per prompt: the reference sample, a ground-truth render, a render of a perturbed request,
+    and a degraded copy of one of them. Returns images [-1, 1] and each image's prompt index."""
+    from evalsuite.mini.world import parse_caption, render, scene_for_request
+    rng = np.random.default_rng(_seed(seed, "candidates"))
+    images, owner = [], []
+    for i, p in enumerate(prompts):
+        req = parse_caption(p)
+        gt = to_pixels([render(scene_for_request(req, rng), rng)])[0]
+        try:
+            wrong = to_pixels([render(scene_for_request(perturb_request(req, rng), rng), rng)])[0]
+        except DistarError:  # the perturbation asked for an impossible placement
+            wrong = gt.flip(-1)
+        pick = [ref_pixels[i], gt][int(rng.integers(2))]
+        for im in (ref_pixels[i], gt, wrong, degrade(pick, rng)):
+            images.append(im)
+            owner.append(i)
+    return torch.stack(images), owner
+
+
+def preference_pairs(owner: list[int], scores: np.ndarray, seed: int) -> list[tuple[int, int, float]]:
+    """All pairs of candidates of one prompt: (a, b, p(a preferred)); near-ties are 0.5 as in
+    Pick-a-Pic's tie label."""
+    pairs = []
+    by_prompt: dict[int, list[int]] = {}
+    for k, i in enumerate(owner):
+        by_prompt.setdefault(i, []).append(k)
+    for ks in by_prompt.values():
+        for x in range(len(ks)):
+            for y in range(x + 1, len(ks)):
+                a, b = ks[x], ks[y]
+                d = scores[a] - scores[b]
+                pairs.append((a, b, 0.5 if abs(d) < 0.02 else float(d > 0)))
+    return pairs
+
+
+def pickscore_loss(model, pixels: Tensor, ids: Tensor, mask: Tensor, a: Tensor, b: Tensor,
+                   label: Tensor) -> Tensor:
+    """PickScore's objective: cross-entropy between softmax(scale * [cos(t, a), cos(t, b)]) and
+    the preference distribution [p, 1 - p]. Per-pair values."""
+    img = F.normalize(_features(model.get_image_features(pixel_values=pixels)), dim=-1)
+    txt = F.normalize(_features(model.get_text_features(input_ids=ids, attention_mask=mask)), dim=-1)
+    scale = model.logit_scale.exp().clamp(max=100)
+    logits = scale * torch.stack([(txt * img[a]).sum(-1), (txt * img[b]).sum(-1)], dim=-1)
+    target = torch.stack([label, 1 - label], dim=-1)
+    return -(target * logits.log_softmax(-1)).sum(-1)
+
+
+def train_proxy(clip, images: Tensor, owner: list[int], prompts: list[str], pairs, size: BuildSize,
+                seed: int, log: Log):
+    torch.manual_seed(_seed(seed, "proxy"))
+    model = copy.deepcopy(clip).train().requires_grad_(True)
+    enc = tokenize(clip_tokenizer(), prompts, max_length=32)
+    px = clip_pixels(images)
+    a_all = torch.tensor([p[0] for p in pairs])
+    b_all = torch.tensor([p[1] for p in pairs])
+    y_all = torch.tensor([p[2] for p in pairs], dtype=torch.float32)
+    owner_t = torch.tensor(owner)
+    opt, sched = _optimizer(model.parameters(), 2e-4, size.proxy_steps, wd=0.05)
+    gen = torch.Generator().manual_seed(_seed(seed, "proxy-data"))
+    for step, idx in enumerate(_batches(len(pairs), size.proxy_batch, size.proxy_steps, gen)):
+        a, b = a_all[idx], b_all[idx]
+        used = torch.unique(torch.cat([a, b]))
+        remap = {int(k): j for j, k in enumerate(used)}
+        ra = torch.tensor([remap[int(k)] for k in a])
+        rb = torch.tensor([remap[int(k)] for k in b])
+        tid = owner_t[a]
+        loss = pickscore_loss(model, px[used], enc["input_ids"][tid], enc["attention_mask"][tid],
+                              ra, rb, y_all[idx]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 100 == 0 or step == size.proxy_steps - 1:
+            log(f"proxy step {step + 1}/{size.proxy_steps}: loss {loss.item():.4f}")
+    return fp16_round(model.eval().requires_grad_(False))
+
+
+@torch.no_grad()
+def pair_accuracy(model, images: Tensor, owner: list[int], prompts: list[str], pairs) -> float:
+    """Share of non-tied pairs the model orders as the gold judge does."""
+    enc = tokenize(clip_tokenizer(), prompts, max_length=32)
+    img = F.normalize(_features(model.get_image_features(pixel_values=clip_pixels(images))), dim=-1)
+    txt = F.normalize(_features(model.get_text_features(**enc)), dim=-1)
+    s = (img * txt[torch.tensor(owner)]).sum(-1)
+    hits = [(s[a] > s[b]) == (y > 0.5) for a, b, y in pairs if y != 0.5]
+    return float(np.mean(hits)) if hits else float("nan")
+
+
+# 7. Aesthetic MLP ----------------------------------------------------------------------------------
+@torch.no_grad()
+def image_embeddings(clip, images: Tensor) -> Tensor:
+    return F.normalize(_features(clip.get_image_features(pixel_values=clip_pixels(images))), dim=-1)
+
+
+def train_aesthetic(emb: Tensor, ratings: Tensor, size: BuildSize, seed: int, log: Log):
+    from evalsuite.metrics.aesthetic import AestheticMLP
+    torch.manual_seed(_seed(seed, "aesthetic"))
+    mlp = AestheticMLP(emb.shape[1]).train()
+    opt, sched = _optimizer(mlp.parameters(), 1e-3, size.aesthetic_steps)
+    for step in range(size.aesthetic_steps):  # full batch: a few thousand 48-d rows
+        loss = (mlp(emb).squeeze(-1) - ratings).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 500 == 0 or step == size.aesthetic_steps - 1:
+            log(f"aesthetic step {step + 1}/{size.aesthetic_steps}: mse {loss.item():.4f}")
+    return fp16_round(mlp.eval().requires_grad_(False))
+
+
+def save_aesthetic(mlp, target: Path, meta: dict) -> None:
+    from safetensors.torch import save
+    def write(tmp: Path) -> None:
+        write_atomic(tmp / "model.safetensors",
+                     save({k: v.half().contiguous() for k, v in mlp.state_dict().items()}))
+        write_atomic(tmp / "config.json", json.dumps(
+            {"input_size": mlp.input_size, "architecture": "LAION improved-aesthetic-predictor MLP",
+             "embedding": "mini CLIP image features, L2-normalised", **meta}, indent=2).encode())
+    _save_dir(target, write)
+
+
+# Manifest --------------------------------------------------------------------------------------------
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_manifest(out: Path, meta: dict) -> dict:
+    files = {}
+    for f in sorted(p for p in out.rglob("*") if p.is_file()):
+        rel = str(f.relative_to(out))
+        if rel == mw.MANIFEST or any(part.startswith(".") for part in f.relative_to(out).parts):
+            continue
+        files[rel] = {"sha256": hashlib.sha256(f.read_bytes()).hexdigest(), "bytes": f.stat().st_size}
+    manifest = {**meta, "files": files,
+                "safetensors_bytes": sum(v["bytes"] for k, v in files.items()
+                                         if k.endswith(".safetensors"))}
+    write_atomic(out / mw.MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    return manifest
+
+
+# The build -------------------------------------------------------------------------------------------
+def _stage_done(out: Path, stage: str, key: dict) -> dict | None:
+    f = out / WORK / f"{stage}{DONE}"
+    if f.is_file():
+        rec = json.loads(f.read_text())
+        if rec.get("key") == key:
+            return rec
+    return None
+
+
+def _mark_done(out: Path, stage: str, key: dict, wall: float, extra: dict | None = None) -> None:
+    write_atomic(out / WORK / f"{stage}{DONE}",
+                 json.dumps({"key": key, "wall_s": round(wall, 1), **(extra or {})}).encode())
+
+
+def build_world(out: Path, seed: int = 0, size: str = "full", command: str | None = None,
+                quiet: bool = False, threads: int | None = None) -> dict:
+    """Build (or resume building) the mini world into `out`; returns the manifest."""
+    if size not in SIZES:
+        raise DistarError(f"Unknown --size '{size}'. Choose one of: {', '.join(SIZES)}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DistarError(f"--out {out} exists and is not a folder; choose a folder path.")
+    if threads:
+        torch.set_num_threads(threads)
+    sz = SIZES[size]
+    key = {"seed": seed, "size": size, "sizes": sz.__dict__}
+    log = Log(quiet)
+    from evalsuite.models.loading import quiet_hf_logging
+    quiet_hf_logging()
+    if (out / mw.MANIFEST).is_file():
+        done = mw.read_manifest(out)
+        if (done.get("seed"), done.get("size")) == (seed, size) and not mw.verify_manifest(out):
+            log(f"{out} already holds a complete, verified build (seed {seed}, size {size})")
+            return done
+        raise DistarError(f"{out} holds another build (seed {done.get('seed')}, size "
+                          f"{done.get('size')}) or files that do not match its manifest; choose "
+                          f"a new --out folder or delete that one.")
+    work = out / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    walls: dict[str, float] = {}
+    extra: dict[str, dict] = {}
+    t_all = time.time()
+
+    t0 = time.time()
+    pairs = world.training_pairs(sz.n_train, seed)
+    pixels = to_pixels([im for im, _ in pairs])
+    captions = [c for _, c in pairs]
+    walls["render"] = round(time.time() - t0, 1)
+    log(f"rendered {len(pairs)} training pairs")
+
+    def stage(name: str, run: Callable[[], dict | None]) -> None:
+        rec = _stage_done(out, name, key)
+        if rec is not None:
+            walls[name] = rec["wall_s"]
+            extra[name] = {k: v for k, v in rec.items() if k not in ("key", "wall_s")}
+            log(f"{name}: done in an earlier run, skipped")
+            return
+        t = time.time()
+        info = run() or {}
+        _mark_done(out, name, key, time.time() - t, info)
+        walls[name] = round(time.time() - t, 1)
+        extra[name] = info
+        log(f"{name}: {walls[name]} s {info if info else ''}")
+
+    from diffusers import AutoencoderKL
+    from transformers import CLIPModel
+
+    def run_vae():
+        vae = train_vae(pixels, sz, seed, log)
+        _save_dir(work / "vae", lambda tmp: vae.half().save_pretrained(tmp))
+        return {"scaling_factor": vae.config.scaling_factor}
+    stage("vae", run_vae)
+    vae = AutoencoderKL.from_pretrained(work / "vae", torch_dtype=torch.float32).eval()
+
+    stage("clip", lambda: save_clip(train_clip(pixels, captions, sz, seed, log), out / "clip"))
+    clip = CLIPModel.from_pretrained(out / "clip", dtype=torch.float32).eval()
+
+    def run_reference():
+        from diffusers import UNet2DConditionModel
+        latents = encode_latents(vae, pixels)
+        pipe = build_pipeline(vae, clip, UNet2DConditionModel(**UNET))
+        save_pipeline(train_reference(pipe, latents, captions, sz, seed, log), out / "pipeline")
+    stage("reference", run_reference)
+    pipe = load_pipeline(out / "pipeline")
+
+    # Prompts for the ODE pairs and the preference data: fresh captions (not the training ones).
+    sample_prompts = [c for _, c in world.training_pairs(sz.ode_pairs, seed + 1)]
+    z_ode = noise(sz.ode_pairs, _seed(seed, "ode-noise"))
+
+    def run_samples():
+        from safetensors.torch import save
+        x = sample_reference(pipe, sample_prompts, z_ode, sz.sample_batch)
+        write_atomic(work / "samples.safetensors", save({"x0": x.contiguous()}))
+    stage("samples", run_samples)
+    from safetensors.torch import load_file
+    x_ref = load_file(str(work / "samples.safetensors"))["x0"]
+
+    stage("onestep", lambda: save_onestep(
+        train_onestep(pipe, z_ode, x_ref, sample_prompts, sz, seed, log), out / "onestep"))
+
+    from evalsuite.mini.gold import gold_score
+    n_p = min(sz.proxy_prompts, sz.ode_pairs)
+    ref_pixels = decode(pipe.vae, x_ref[:n_p])
+    cand, owner = candidates(sample_prompts[:n_p], ref_pixels, seed)
+    cand_pil = to_pil(cand)
+    gold = gold_score(cand_pil, [sample_prompts[i] for i in owner])
+
+    def run_proxy():
+        from transformers import CLIPModel as _CLIP
+        pref = preference_pairs(owner, gold, seed)
+        split = max(1, n_p * 4 // 5)  # prompts after `split` are held out from training
+        train_p = [p for p in pref if owner[p[0]] < split]
+        held_p = [p for p in pref if owner[p[0]] >= split]
+        model = train_proxy(clip, cand, owner, sample_prompts[:n_p], train_p, sz, seed, log)
+        save_clip(model, out / "proxy_reward")
+        reloaded = _CLIP.from_pretrained(out / "proxy_reward", dtype=torch.float32).eval()
+        return {"pairs": len(train_p), "held_out_pairs": len(held_p),
+                "held_out_pair_accuracy": round(pair_accuracy(reloaded, cand, owner,
+                                                              sample_prompts[:n_p], held_p), 4),
+                "mini_clip_held_out_pair_accuracy": round(pair_accuracy(
+                    clip, cand, owner, sample_prompts[:n_p], held_p), 4)}
+    stage("proxy", run_proxy)
+
+    def run_aesthetic():
+        # Gold ratings without a prompt are the judge's prompt-free preference part, on 1-10.
+        ratings = 1 + 9 * torch.from_numpy(gold_score(cand_pil, [""] * len(cand_pil))).float()
+        emb = image_embeddings(clip, cand)
+        n_train = max(1, len(emb) * 4 // 5)
+        mlp = train_aesthetic(emb[:n_train], ratings[:n_train], sz, seed, log)
+        with torch.no_grad():
+            pred = mlp(emb[n_train:]).squeeze(-1)
+        corr = float(np.corrcoef(pred.numpy(), ratings[n_train:].numpy())[0, 1]) \
+            if len(pred) > 2 else float("nan")
+        save_aesthetic(mlp, out / "aesthetic", {"rating": "1 + 9 * gold preference (no prompt)"})
+        return {"images": len(emb), "held_out_pearson": round(corr, 4)}
+    stage("aesthetic", run_aesthetic)
+
+    def run_classifier():
+        from evalsuite.mini.classifier import TrainRecipe, train_attribute_classifier
+        train_attribute_classifier(out / "classifier", seed=_seed(seed, "classifier") % 2**31,
+                                   recipe=TrainRecipe(n=sz.classifier_n, epochs=sz.classifier_epochs),
+                                   log=log)
+    stage("classifier", run_classifier)
+
+    import diffusers
+    import transformers
+    meta = {"world": "mini", "seed": seed, "size": size,
+            "command": command or f"distar lab build mini --out {out} --seed {seed} --size {size}",
+            "git_commit": git_commit(), "torch": torch.__version__,
+            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+            "torch_threads": torch.get_num_threads(), "wall_s": walls,
+            "total_wall_s_this_run": round(time.time() - t_all, 1), "stages": extra,
+            "recipes": {"pipeline": mw.REFERENCE_RECIPE, "onestep": mw.ONESTEP_RECIPE}}
+    shutil.rmtree(work, ignore_errors=True)
+    manifest = write_manifest(out, meta)
+    log(f"built the mini world in {out}: {manifest['safetensors_bytes'] / 1e6:.1f} MB of safetensors")
+    return manifest

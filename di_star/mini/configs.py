@@ -1,0 +1,87 @@
+"""Architectures and training sizes of the mini world's components (the real classes, tiny).
+
+Sizes are set by the 40 MB shipping budget and by a CPU shared with other jobs: the text towers
+keep CLIP's full 49408-token vocabulary (the pipeline's tokenizers are CLIP's), so their width
+(48) decides most of the bytes; weights are stored in fp16 (the loaders cast to fp32 on CPU).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from evalsuite.mini.world import IMAGE_SIZE
+
+TEXT_WIDTH = 48            # CLIP text hidden size = each SDXL text encoder's width
+PROJECTION_DIM = 48        # CLIP joint embedding = SDXL's pooled text embedding
+LATENT_CHANNELS = 4
+VAE_DOWN = 4               # 64 px -> 16 x 16 x 4 latents
+TIME_EMBED_DIM = 16        # SDXL's addition_time_embed_dim (256 in SDXL)
+
+CLIP_TEXT = dict(vocab_size=49408, hidden_size=TEXT_WIDTH, intermediate_size=4 * TEXT_WIDTH,
+                 num_hidden_layers=3, num_attention_heads=4, max_position_embeddings=77,
+                 hidden_act="gelu", projection_dim=PROJECTION_DIM,
+                 # pooled at the first end-of-text token (ids from evalsuite's CLIP tokenizer)
+                 bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+CLIP_VISION = dict(image_size=IMAGE_SIZE, patch_size=8, num_channels=3, hidden_size=64,
+                   intermediate_size=256, num_hidden_layers=3, num_attention_heads=4,
+                   hidden_act="gelu", projection_dim=PROJECTION_DIM)
+
+# No mid-block attention: the encoder is then fully convolutional and cheap at 64 px.
+VAE = dict(in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS,
+           down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+           block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
+           sample_size=IMAGE_SIZE, mid_block_add_attention=False, force_upcast=False)
+
+# SDXL's UNet structure (DownBlock2D then cross-attention blocks, linear projections,
+# `text_time` added conditioning on the pooled text embedding + 6 micro-conditioning ids,
+# cross-attention on the two text encoders' concatenated hidden states), at 1.8M parameters.
+UNET = dict(sample_size=IMAGE_SIZE // VAE_DOWN, in_channels=LATENT_CHANNELS,
+            out_channels=LATENT_CHANNELS, layers_per_block=1,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(32, 64, 64), transformer_layers_per_block=(1, 1, 1),
+            attention_head_dim=(2, 4, 4), cross_attention_dim=2 * TEXT_WIDTH,
+            use_linear_projection=True, addition_embed_type="text_time",
+            addition_time_embed_dim=TIME_EMBED_DIM,
+            projection_class_embeddings_input_dim=PROJECTION_DIM + 6 * TIME_EMBED_DIM,
+            norm_num_groups=16)
+
+# SD's training noise schedule (scaled-linear betas), as SDXL base ships it.
+SCHEDULE = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                beta_schedule="scaled_linear", timestep_spacing="trailing", steps_offset=0,
+                prediction_type="epsilon")
+
+
+@dataclass(frozen=True)
+class BuildSize:
+    """How much of everything the build trains (steps are optimiser steps)."""
+    n_train: int             # (image, caption) pairs rendered for the VAE, CLIP and the UNet
+    vae_steps: int
+    vae_batch: int
+    clip_steps: int
+    clip_batch: int
+    unet_steps: int
+    unet_batch: int
+    ode_pairs: int           # reference samples (noise -> multi-step CFG latent) for the one-step
+    onestep_steps: int
+    onestep_batch: int
+    proxy_prompts: int       # prompts whose candidates make the preference pairs
+    proxy_steps: int
+    proxy_batch: int
+    aesthetic_steps: int
+    classifier_n: int
+    classifier_epochs: int
+    sample_batch: int = 64
+
+
+SIZES = {
+    # The test size: every stage runs end to end in well under a minute.
+    "reduced": BuildSize(n_train=96, vae_steps=4, vae_batch=8, clip_steps=4, clip_batch=16,
+                         unet_steps=4, unet_batch=8, ode_pairs=8, onestep_steps=3,
+                         onestep_batch=4, proxy_prompts=8, proxy_steps=3, proxy_batch=8,
+                         aesthetic_steps=10, classifier_n=64, classifier_epochs=1,
+                         sample_batch=8),
+    "full": BuildSize(n_train=8000, vae_steps=600, vae_batch=16, clip_steps=600, clip_batch=128,
+                      unet_steps=3000, unet_batch=48, ode_pairs=1536, onestep_steps=800,
+                      onestep_batch=48, proxy_prompts=768, proxy_steps=500, proxy_batch=48,
+                      aesthetic_steps=1500, classifier_n=12000, classifier_epochs=4),
+}

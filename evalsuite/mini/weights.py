@@ -1,0 +1,92 @@
+"""Where the mini world's trained weights live, and the sampling recipes they are used with.
+
+The built world (`distar lab build mini --out DIR`, di_star/mini/build.py) is a folder:
+    manifest.json   sha256 of every file, the command, the git commit, the seed, wall times
+    pipeline/       StableDiffusionXLPipeline folder (the multi-step reference) + distar_recipe.json
+    onestep/        unet/ (the one-step initial generator) + distar_recipe.json
+    clip/           CLIPModel + tokenizer + image processor (CLIP score, the text encoders' source)
+    proxy_reward/   CLIPModel trained with PickScore's objective + tokenizer + image processor
+    aesthetic/      the aesthetic MLP (model.safetensors + config.json)
+    classifier/     the attribute classifier (evalsuite.mini.classifier)
+A copy ships in the package (evalsuite/data/mini/); DISTAR_MINI_DIR=DIR points everything that
+reads the mini weights (the `mini_*` models and metrics) at another build.
+
+The recipes are constants here, not in the build, so the registry (evalsuite) and the build
+(di_star) read one definition; the build also writes them into each folder's distar_recipe.json
+so `--model path:DIR/pipeline` samples the same way.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from evalsuite.errors import WeightsMissingError
+
+SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "mini"
+ENV_VAR = "DISTAR_MINI_DIR"
+MANIFEST = "manifest.json"
+RESOLUTION = 64
+
+# The reference: DPM-Solver++(2M) on SD's scaled-linear schedule, trailing timesteps (the first
+# step starts at t = 999, where pure noise is what the UNet was trained on), CFG on.
+REFERENCE_RECIPE = {"scheduler": "DPMSolverMultistepScheduler", "steps": 20, "guidance": 4.0,
+                    "resolution": RESOLUTION, "dtype": "float32", "arch_type": "UNet",
+                    "params": "mini", "default_batch_size": 32}
+# The one-step initial generator: DMD2's convention, pure noise fed at t = 399, x0-prediction
+# read through a 1-step LCMScheduler (what di_star.sdxl.models.OneStepGenerator computes).
+ONESTEP_TIMESTEP = 399
+ONESTEP_RECIPE = {"scheduler": "LCMScheduler", "steps": 1, "guidance": 0.0,
+                  "timesteps": [ONESTEP_TIMESTEP], "resolution": RESOLUTION, "dtype": "float32",
+                  "arch_type": "UNet", "params": "mini", "default_batch_size": 64}
+
+
+def mini_dir() -> Path:
+    """The built world in use: $DISTAR_MINI_DIR, else the copy shipped in the package."""
+    env = os.environ.get(ENV_VAR)
+    return Path(env).expanduser() if env else SHIPPED_DIR
+
+
+def component_dir(name: str, root: Path | None = None) -> Path:
+    """root/name, checked to exist, with one message naming the fix when it does not."""
+    root = Path(root) if root is not None else mini_dir()
+    d = root / name
+    if not d.is_dir():
+        raise WeightsMissingError(
+            f"mini world ({name})", str(d),
+            f"build it with `distar lab build mini --out DIR` and set {ENV_VAR}=DIR, or restore "
+            f"the shipped copy in {SHIPPED_DIR}")
+    return d
+
+
+def manifest_digest(root: Path | None = None) -> str:
+    """A short hash of the world's manifest: names the exact weights in metric versions."""
+    root = Path(root) if root is not None else mini_dir()
+    m = root / MANIFEST
+    return hashlib.sha256(m.read_bytes()).hexdigest()[:12] if m.is_file() else "unbuilt"
+
+
+def read_manifest(root: Path | None = None) -> dict:
+    root = Path(root) if root is not None else mini_dir()
+    return json.loads((root / MANIFEST).read_text())
+
+
+def verify_manifest(root: Path | None = None) -> list[str]:
+    """Problems found comparing the manifest's sha256 list with the files (empty = all good):
+    missing files, changed files, and files the manifest does not list."""
+    root = Path(root) if root is not None else mini_dir()
+    listed = read_manifest(root)["files"]
+    problems = []
+    for rel, entry in sorted(listed.items()):
+        f = root / rel
+        if not f.is_file():
+            problems.append(f"missing: {rel}")
+            continue
+        h = hashlib.sha256(f.read_bytes()).hexdigest()
+        if h != entry["sha256"] or f.stat().st_size != entry["bytes"]:
+            problems.append(f"changed: {rel}")
+    on_disk = {str(p.relative_to(root)) for p in root.rglob("*")
+               if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+    problems += [f"not in manifest: {rel}" for rel in sorted(on_disk - set(listed))]
+    return problems
