@@ -186,3 +186,31 @@ def gallery_cmd(
     names = [m.strip() for m in models.split(",") if m.strip()]
     page = write_gallery(results_dir=results, bench=bench, models=names or None, out_dir=out)
     print(f"wrote {page} (open it in a browser; thumbnails in {Path(page).parent / 'img'})")
+
+
+lab_app = typer.Typer(no_args_is_help=True, help="Build the lab worlds (trained mini models).")
+app.add_typer(lab_app, name="lab")
+
+
+@lab_app.command("build")
+@_friendly
+def lab_build_cmd(
+    world: str = typer.Argument(..., help="The world to build: 'mini'."),
+    out: Path = typer.Option(..., help="Folder for the built world (rerun to resume)."),
+    seed: int = typer.Option(0, help="Seed of every draw of the build."),
+    size: str = typer.Option("full", help="'full' (the shipped world) or 'reduced' (a test-size "
+                             "build of every stage, seconds)."),
+    threads: int = typer.Option(0, help="torch threads; 0 = torch's default."),
+    stages: str = typer.Option("", help="Only these comma-separated stages (independent ones can "
+                               "run as parallel processes on one --out); default all."),
+) -> None:
+    """Train the mini world's components (VAE, CLIP, reference, one-step init, rewards,
+    classifier) and write them as diffusers / transformers folders with a manifest."""
+    if world != "mini":
+        raise DistarError(f"Unknown world '{world}'. Choose one of: mini")
+    from di_star.mini.build import build_world
+    command = "distar lab build " + " ".join(sys.argv[sys.argv.index("build") + 1:]) \
+        if "build" in sys.argv else None
+    only = tuple(x.strip() for x in stages.split(",") if x.strip()) or None
+    build_world(out, seed=seed, size=size, command=command, threads=threads or None, stages=only)
+

@@ -124,6 +124,15 @@ def _optimizer(params, lr: float, steps: int, warmup: int = 50, wd: float = 0.0)
     return opt, sched
 
 
+def drop_fast_tokenizers(folder: Path) -> None:
+    """Replace tokenizer.json (3.6 MB each) by CLIP's vocab.json + merges.txt (1.5 MB), from
+    which CLIPTokenizer rebuilds the same tokenizer on load."""
+    from evalsuite.models.tokenizer import write_clip_vocab
+    for f in folder.rglob("tokenizer.json"):
+        f.unlink()
+        write_clip_vocab(f.parent)
+
+
 def _save_dir(target: Path, write: Callable[[Path], None]) -> None:
     """Write a folder through `write(tmp)` then rename it into place (no half-written folders)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -247,6 +256,7 @@ def save_clip(model, target: Path) -> None:
         model.float()
         clip_tokenizer().save_pretrained(tmp)
         clip_processor().save_pretrained(tmp)
+        drop_fast_tokenizers(tmp)
     _save_dir(target, write)
 
 
@@ -256,10 +266,11 @@ def text_encoders(clip):
     te1 = CLIPTextModel(clip.config.text_config)
     te2 = CLIPTextModelWithProjection(clip.config.text_config)
     state = clip.state_dict()
-    te1.text_model.load_state_dict({k[len("text_model."):]: v for k, v in state.items()
-                                    if k.startswith("text_model.")})
-    te2.text_model.load_state_dict(te1.text_model.state_dict())
-    te2.text_projection.load_state_dict(clip.text_projection.state_dict())
+    tower = {k: v for k, v in state.items() if k.startswith("text_model.")}
+    # transformers 5 names CLIPTextModel's weights without the 'text_model.' prefix
+    te1.load_state_dict({k.removeprefix("text_model."): v for k, v in tower.items()}
+                        if "embeddings.token_embedding.weight" in te1.state_dict() else tower)
+    te2.load_state_dict({**tower, "text_projection.weight": state["text_projection.weight"]})
     return te1.eval(), te2.eval()
 
 
@@ -346,6 +357,7 @@ def save_pipeline(pipe, target: Path) -> None:
         pipe.to(torch.float16).save_pretrained(tmp)
         pipe.to(torch.float32)
         write_atomic(tmp / "distar_recipe.json", json.dumps(mw.REFERENCE_RECIPE, indent=2).encode())
+        drop_fast_tokenizers(tmp)
     _save_dir(target, write)
 
 
@@ -611,10 +623,18 @@ def _mark_done(out: Path, stage: str, key: dict, wall: float, extra: dict | None
 
 
 def build_world(out: Path, seed: int = 0, size: str = "full", command: str | None = None,
-                quiet: bool = False, threads: int | None = None) -> dict:
-    """Build (or resume building) the mini world into `out`; returns the manifest."""
+                quiet: bool = False, threads: int | None = None,
+                stages: tuple[str, ...] | None = None) -> dict | None:
+    """Build (or resume building) the mini world into `out`; returns the manifest.
+
+    `stages` runs only those stages (their inputs must be built): independent stages (vae,
+    clip, classifier; then onestep, proxy, aesthetic) can run as parallel processes on the same
+    `out`, each seeded as in the sequential build, so the result is the same build."""
     if size not in SIZES:
         raise DistarError(f"Unknown --size '{size}'. Choose one of: {', '.join(SIZES)}")
+    unknown = sorted(set(stages or ()) - set(STAGES))
+    if unknown:
+        raise DistarError(f"Unknown stage(s) {', '.join(unknown)}. Choose from: {', '.join(STAGES)}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DistarError(f"--out {out} exists and is not a folder; choose a folder path.")
@@ -638,20 +658,31 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     walls: dict[str, float] = {}
     extra: dict[str, dict] = {}
     t_all = time.time()
+    todo = [s for s in STAGES if (stages is None or s in stages) and _stage_done(out, s, key) is None]
+    cache: dict = {}
 
-    t0 = time.time()
-    pairs = world.training_pairs(sz.n_train, seed)
-    pixels = to_pixels([im for im, _ in pairs])
-    captions = [c for _, c in pairs]
-    walls["render"] = round(time.time() - t0, 1)
-    log(f"rendered {len(pairs)} training pairs")
+    def training_data():
+        if "pixels" not in cache:
+            t0 = time.time()
+            pairs = world.training_pairs(sz.n_train, seed)
+            cache["pixels"] = to_pixels([im for im, _ in pairs])
+            cache["captions"] = [c for _, c in pairs]
+            walls["render"] = round(time.time() - t0, 1)
+            log(f"rendered {len(pairs)} training pairs")
+        return cache["pixels"], cache["captions"]
+
+    def need(name: str) -> None:
+        if _stage_done(out, name, key) is None:
+            raise DistarError(f"stage '{name}' of {out} is not built yet; run it first (or run "
+                              f"the build without --stages).")
 
     def stage(name: str, run: Callable[[], dict | None]) -> None:
         rec = _stage_done(out, name, key)
         if rec is not None:
             walls[name] = rec["wall_s"]
             extra[name] = {k: v for k, v in rec.items() if k not in ("key", "wall_s")}
-            log(f"{name}: done in an earlier run, skipped")
+            return
+        if name not in todo:
             return
         t = time.time()
         info = run() or {}
@@ -663,23 +694,43 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     from diffusers import AutoencoderKL
     from transformers import CLIPModel
 
-    def run_vae():
-        vae = train_vae(pixels, sz, seed, log)
-        _save_dir(work / "vae", lambda tmp: vae.half().save_pretrained(tmp))
-        return {"scaling_factor": vae.config.scaling_factor}
-    stage("vae", run_vae)
-    vae = AutoencoderKL.from_pretrained(work / "vae", torch_dtype=torch.float32).eval()
+    def vae():
+        if "vae" not in cache:
+            need("vae")
+            cache["vae"] = AutoencoderKL.from_pretrained(work / "vae", torch_dtype=torch.float32).eval()
+        return cache["vae"]
 
-    stage("clip", lambda: save_clip(train_clip(pixels, captions, sz, seed, log), out / "clip"))
-    clip = CLIPModel.from_pretrained(out / "clip", dtype=torch.float32).eval()
+    def clip():
+        if "clip" not in cache:
+            need("clip")
+            cache["clip"] = CLIPModel.from_pretrained(out / "clip", dtype=torch.float32).eval()
+        return cache["clip"]
+
+    def pipe():
+        if "pipe" not in cache:
+            need("reference")
+            cache["pipe"] = load_pipeline(out / "pipeline")
+        return cache["pipe"]
+
+    def run_vae():
+        pixels, _ = training_data()
+        model = train_vae(pixels, sz, seed, log)
+        _save_dir(work / "vae", lambda tmp: model.half().save_pretrained(tmp))
+        return {"scaling_factor": model.config.scaling_factor}
+    stage("vae", run_vae)
+
+    def run_clip():
+        pixels, captions = training_data()
+        save_clip(train_clip(pixels, captions, sz, seed, log), out / "clip")
+    stage("clip", run_clip)
 
     def run_reference():
         from diffusers import UNet2DConditionModel
-        latents = encode_latents(vae, pixels)
-        pipe = build_pipeline(vae, clip, UNet2DConditionModel(**UNET))
-        save_pipeline(train_reference(pipe, latents, captions, sz, seed, log), out / "pipeline")
+        pixels, captions = training_data()
+        latents = encode_latents(vae(), pixels)
+        p = build_pipeline(vae(), clip(), UNet2DConditionModel(**UNET))
+        save_pipeline(train_reference(p, latents, captions, sz, seed, log), out / "pipeline")
     stage("reference", run_reference)
-    pipe = load_pipeline(out / "pipeline")
 
     # Prompts for the ODE pairs and the preference data: fresh captions (not the training ones).
     sample_prompts = [c for _, c in world.training_pairs(sz.ode_pairs, seed + 1)]
@@ -687,42 +738,55 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
 
     def run_samples():
         from safetensors.torch import save
-        x = sample_reference(pipe, sample_prompts, z_ode, sz.sample_batch)
+        x = sample_reference(pipe(), sample_prompts, z_ode, sz.sample_batch)
         write_atomic(work / "samples.safetensors", save({"x0": x.contiguous()}))
     stage("samples", run_samples)
-    from safetensors.torch import load_file
-    x_ref = load_file(str(work / "samples.safetensors"))["x0"]
+
+    def x_ref():
+        if "x_ref" not in cache:
+            from safetensors.torch import load_file
+            need("samples")
+            cache["x_ref"] = load_file(str(work / "samples.safetensors"))["x0"]
+        return cache["x_ref"]
 
     stage("onestep", lambda: save_onestep(
-        train_onestep(pipe, z_ode, x_ref, sample_prompts, sz, seed, log), out / "onestep"))
+        train_onestep(pipe(), z_ode, x_ref(), sample_prompts, sz, seed, log), out / "onestep"))
 
-    from evalsuite.mini.gold import gold_score
     n_p = min(sz.proxy_prompts, sz.ode_pairs)
-    ref_pixels = decode(pipe.vae, x_ref[:n_p])
-    cand, owner = candidates(sample_prompts[:n_p], ref_pixels, seed)
-    cand_pil = to_pil(cand)
-    gold = gold_score(cand_pil, [sample_prompts[i] for i in owner])
+
+    def judged():
+        """Preference candidates for the first n_p sample prompts and their gold scores."""
+        if "cand" not in cache:
+            from evalsuite.mini.gold import gold_score
+            ref_pixels = decode(pipe().vae, x_ref()[:n_p])
+            cand, owner = candidates(sample_prompts[:n_p], ref_pixels, seed)
+            cand_pil = to_pil(cand)
+            cache["cand"] = (cand, owner, cand_pil,
+                             gold_score(cand_pil, [sample_prompts[i] for i in owner]),
+                             gold_score(cand_pil, [""] * len(cand_pil)))
+        return cache["cand"]
 
     def run_proxy():
-        from transformers import CLIPModel as _CLIP
+        cand, owner, _, gold, _ = judged()
         pref = preference_pairs(owner, gold, seed)
         split = max(1, n_p * 4 // 5)  # prompts after `split` are held out from training
         train_p = [p for p in pref if owner[p[0]] < split]
         held_p = [p for p in pref if owner[p[0]] >= split]
-        model = train_proxy(clip, cand, owner, sample_prompts[:n_p], train_p, sz, seed, log)
+        model = train_proxy(clip(), cand, owner, sample_prompts[:n_p], train_p, sz, seed, log)
         save_clip(model, out / "proxy_reward")
-        reloaded = _CLIP.from_pretrained(out / "proxy_reward", dtype=torch.float32).eval()
+        reloaded = CLIPModel.from_pretrained(out / "proxy_reward", dtype=torch.float32).eval()
         return {"pairs": len(train_p), "held_out_pairs": len(held_p),
                 "held_out_pair_accuracy": round(pair_accuracy(reloaded, cand, owner,
                                                               sample_prompts[:n_p], held_p), 4),
                 "mini_clip_held_out_pair_accuracy": round(pair_accuracy(
-                    clip, cand, owner, sample_prompts[:n_p], held_p), 4)}
+                    clip(), cand, owner, sample_prompts[:n_p], held_p), 4)}
     stage("proxy", run_proxy)
 
     def run_aesthetic():
         # Gold ratings without a prompt are the judge's prompt-free preference part, on 1-10.
-        ratings = 1 + 9 * torch.from_numpy(gold_score(cand_pil, [""] * len(cand_pil))).float()
-        emb = image_embeddings(clip, cand)
+        cand, _, _, _, gold_free = judged()
+        ratings = 1 + 9 * torch.from_numpy(gold_free).float()
+        emb = image_embeddings(clip(), cand)
         n_train = max(1, len(emb) * 4 // 5)
         mlp = train_aesthetic(emb[:n_train], ratings[:n_train], sz, seed, log)
         with torch.no_grad():
@@ -740,6 +804,10 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
                                    log=log)
     stage("classifier", run_classifier)
 
+    if any(_stage_done(out, s, key) is None for s in STAGES):
+        log(f"stages done: {', '.join(s for s in STAGES if _stage_done(out, s, key))}; rerun "
+            f"without --stages to finish the build")
+        return None
     import diffusers
     import transformers
     meta = {"world": "mini", "seed": seed, "size": size,
@@ -747,9 +815,10 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
             "git_commit": git_commit(), "torch": torch.__version__,
             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
             "torch_threads": torch.get_num_threads(), "wall_s": walls,
-            "total_wall_s_this_run": round(time.time() - t_all, 1), "stages": extra,
+            "stages": extra, "sizes": sz.__dict__,
             "recipes": {"pipeline": mw.REFERENCE_RECIPE, "onestep": mw.ONESTEP_RECIPE}}
     shutil.rmtree(work, ignore_errors=True)
     manifest = write_manifest(out, meta)
-    log(f"built the mini world in {out}: {manifest['safetensors_bytes'] / 1e6:.1f} MB of safetensors")
+    log(f"built the mini world in {out}: {manifest['safetensors_bytes'] / 1e6:.1f} MB of "
+        f"safetensors, {sum(walls.values()):.0f} s of stage wall time")
     return manifest

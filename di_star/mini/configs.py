@@ -80,8 +80,9 @@ SIZES = {
                          onestep_batch=4, proxy_prompts=8, proxy_steps=3, proxy_batch=8,
                          aesthetic_steps=10, classifier_n=64, classifier_epochs=1,
                          sample_batch=8),
-    "full": BuildSize(n_train=8000, vae_steps=600, vae_batch=16, clip_steps=600, clip_batch=128,
-                      unet_steps=3000, unet_batch=48, ode_pairs=1536, onestep_steps=800,
-                      onestep_batch=48, proxy_prompts=768, proxy_steps=500, proxy_batch=48,
-                      aesthetic_steps=1500, classifier_n=12000, classifier_epochs=4),
+    # Sized for a 2-core machine shared with other jobs (see docs/mini.md for the wall times).
+    "full": BuildSize(n_train=4000, vae_steps=200, vae_batch=16, clip_steps=250, clip_batch=96,
+                      unet_steps=700, unet_batch=32, ode_pairs=384, onestep_steps=250,
+                      onestep_batch=24, proxy_prompts=384, proxy_steps=150, proxy_batch=32,
+                      aesthetic_steps=1500, classifier_n=4000, classifier_epochs=3),
 }

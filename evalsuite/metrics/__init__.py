@@ -42,6 +42,12 @@ METRICS.add("diversity", "evalsuite.metrics.diversity:Diversity",
             "(k >= 4 images per prompt)")
 METRICS.add("mini_diversity", "evalsuite.metrics.diversity:MiniDiversity",
             "intra-prompt diversity in the mini world's CLIP image space (k >= 4 per prompt)")
+METRICS.add("mini_pickscore", "evalsuite.metrics.mini_learned:MiniPickScore",
+            "mini world: the proxy reward (PickScore architecture and objective, gold-judge pairs)")
+METRICS.add("mini_aesthetic", "evalsuite.metrics.mini_learned:mini_aesthetic",
+            "mini world: LAION aesthetic MLP on mini-CLIP embeddings (gold ratings, 1-10)")
+METRICS.add("mini_clip", "evalsuite.metrics.mini_learned:mini_clip",
+            "mini world: CLIP score (100 x cos) with the mini CLIP")
 
 
 def load_metric(name: str, **options):

@@ -150,6 +150,35 @@ _add(ModelSpec(
     default_batch_size=8))
 
 
+def _mini_specs() -> None:
+    """The mini world's reference and one-step init (di_star/mini/build.py trains them), read
+    from evalsuite.mini.weights.mini_dir(): $DISTAR_MINI_DIR or the copy shipped in the package.
+    Their sampling recipes are the build's (evalsuite.mini.weights)."""
+    from evalsuite.mini import weights as mw
+    root = mw.mini_dir()
+    # revision = the world's manifest hash: a rebuilt world is a new recipe (its images are not
+    # mistaken for the old ones'); diffusers ignores revisions of local folders.
+    world_rev = f"world-{mw.manifest_digest(root)}"
+    common = dict(revision=world_rev, pipeline="StableDiffusionXLPipeline", repo=str(root / "pipeline"),
+                  dtype="float32", resolution=mw.RESOLUTION, params="mini", weights="pretrained",
+                  vae_scale=4)
+    r = mw.REFERENCE_RECIPE
+    _add(ModelSpec(name="mini_ref", description=f"mini world reference (SDXL architecture), "
+                   f"{r['steps']} steps, CFG {r['guidance']}", scheduler=r["scheduler"],
+                   steps=r["steps"], guidance=r["guidance"],
+                   default_batch_size=r["default_batch_size"], **common))
+    o = mw.ONESTEP_RECIPE
+    _add(ModelSpec(name="mini_onestep", description="mini world one-step init (ODE regression "
+                   f"onto mini_ref), 1 step at t={o['timesteps'][0]}",
+                   unet=ComponentSource(str(root / "onestep"), subfolder="unet", revision=world_rev),
+                   scheduler=o["scheduler"], steps=o["steps"], guidance=o["guidance"],
+                   timesteps=tuple(o["timesteps"]), default_batch_size=o["default_batch_size"],
+                   **common))
+
+
+_mini_specs()
+
+
 # Model kinds named by a prefix, `KIND:SOURCE` -> a ModelSpec for SOURCE. `path:` is built in
 # (below); other packages add theirs (di_star adds `toy-digits`, see di_star/plugins.py). An
 # entry is a function `(source: str) -> ModelSpec`, or its lazy "module:attr" name.

@@ -1,0 +1,160 @@
+"""Quality bars of a built mini world (issue 11): attribute accuracy, Frechet distance to ground
+truth, gold judge and proxy reward of the reference (`mini_ref`) and the one-step init
+(`mini_onestep`), plus a sample grid to look at.
+
+    .venv/bin/python scripts/mini_quality.py [--world DIR] [--per-combo 4] [--captions 192]
+        [--out runs/mini_quality]
+
+- Single-object prompts: every colour x shape ("a red circle", 30 prompts) x per-combo seeds.
+  Attribute accuracy by the world's attribute classifier: 'strict' = exactly one object
+  detected and it has the asked colour and shape; 'present' = some detected object has both
+  (GenEval's colour task).
+- FD: Frechet distance between classifier features (AttributeClassifier.features, the mini
+  world's Inception) of generated images and ground-truth renders of the same prompts
+  (`render_for_caption`), on held-out captions of the training distribution (mini_coco-like)
+  and on the single-object prompts. Also 'FD GT vs GT' (two independent ground-truth draws) as
+  the floor the numbers should be read against.
+Noise: image k of prompt i from torch.Generator seed i + 100000 k, as the harness draws it.
+Writes OUT/quality.json and OUT/grid.png (rows: prompts; columns: ground truth, 4 reference
+samples, 4 one-step samples).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import evalsuite  # noqa: F401  (environment fixes before torch / diffusers)
+import numpy as np
+import torch
+from PIL import Image
+
+
+def article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+def single_object_prompts() -> list[str]:
+    from evalsuite.mini.world import COLOURS, SHAPES
+    return [f"{article(c)} {c} {s}" for s in SHAPES for c in COLOURS]
+
+
+def noise_for(spec, n_prompts: int, k: int) -> torch.Tensor:
+    return torch.stack([torch.randn(spec.latent_shape(), generator=torch.Generator()
+                                    .manual_seed(i + 100000 * kk))
+                        for kk in range(k) for i in range(n_prompts)])
+
+
+@torch.no_grad()
+def generate(spec, pipe, prompts: list[str], latents: torch.Tensor, batch: int = 32) -> list:
+    kw = {"timesteps": list(spec.timesteps)} if spec.timesteps else \
+        {"num_inference_steps": spec.steps}
+    out = []
+    for i in range(0, len(prompts), batch):
+        out += pipe(prompts[i:i + batch], latents=latents[i:i + batch], guidance_scale=spec.guidance,
+                    height=spec.resolution, width=spec.resolution, **kw).images
+    return out
+
+
+def attribute_accuracy(scenes, prompts: list[str]) -> dict:
+    from evalsuite.mini.world import parse_caption
+    strict, present = [], []
+    for sc, p in zip(scenes, prompts):
+        g = parse_caption(p).groups[0]
+        hit = [o for o in sc.objects if o.shape == g.shape and o.colour == g.colour]
+        strict.append(len(sc.objects) == 1 and len(hit) == 1)
+        present.append(bool(hit))
+    return {"strict": float(np.mean(strict)), "present": float(np.mean(present))}
+
+
+def fd(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
+    from evalsuite.metrics.fid import feature_statistics, frechet_distance
+    return float(frechet_distance(*feature_statistics(feat_a), *feature_statistics(feat_b)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--world", default=None, help="built world folder (default: the shipped one)")
+    ap.add_argument("--per-combo", type=int, default=4)
+    ap.add_argument("--captions", type=int, default=192)
+    ap.add_argument("--out", default="runs/mini_quality")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.world:
+        os.environ["DISTAR_MINI_DIR"] = str(Path(args.world).resolve())
+    from evalsuite.metrics import load_metric
+    from evalsuite.mini import weights as mw
+    from evalsuite.mini.classifier import detect, load_attribute_classifier, to_tensor
+    from evalsuite.mini.gold import gold_score
+    from evalsuite.mini.world import render_for_caption, training_pairs
+    from evalsuite.models.loading import load_pipeline
+    from evalsuite.models.specs import resolve_model
+
+    root = mw.mini_dir()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    clf = load_attribute_classifier(root / "classifier")
+    proxy = load_metric("mini_pickscore", device="cpu")
+
+    def feats(images) -> np.ndarray:
+        with torch.no_grad():
+            return clf.features(to_tensor(images)).numpy().astype(np.float64)
+
+    single = single_object_prompts()
+    k = args.per_combo
+    single_all = single * k
+    # held-out captions (seed 7: the build renders seeds 0 and 1)
+    captions = [c for _, c in training_pairs(args.captions, 7)]
+    rng = np.random.default_rng(1234)
+    gt_single = [render_for_caption(p, rng) for p in single_all]
+    gt_caps = [render_for_caption(p, rng) for p in captions]
+    gt_caps2 = [render_for_caption(p, rng) for p in captions]
+    report: dict = {"world": str(root), "manifest": mw.manifest_digest(root),
+                    "per_combo": k, "captions": len(captions),
+                    "ground_truth": {
+                        "attr_acc": attribute_accuracy(detect(clf, gt_single), single_all),
+                        "gold": float(gold_score(gt_caps, captions).mean()),
+                        "proxy": float(proxy.score(gt_caps, captions).mean()),
+                        "fd_captions_gt_vs_gt": fd(feats(gt_caps), feats(gt_caps2))}}
+    grids = {}
+    for name in ("mini_ref", "mini_onestep"):
+        spec = resolve_model(name)
+        pipe = load_pipeline(spec, torch.device("cpu"))
+        t0 = time.time()
+        imgs_single = generate(spec, pipe, single_all, noise_for(spec, len(single), k))
+        imgs_caps = generate(spec, pipe, captions, noise_for(spec, len(captions), 1))
+        wall = time.time() - t0
+        report[name] = {
+            "attr_acc_single_object": attribute_accuracy(detect(clf, imgs_single), single_all),
+            "fd_captions": fd(feats(imgs_caps), feats(gt_caps)),
+            "fd_single_object": fd(feats(imgs_single), feats(gt_single)),
+            "gold_captions": float(gold_score(imgs_caps, captions).mean()),
+            "proxy_captions": float(proxy.score(imgs_caps, captions).mean()),
+            "s_per_image": wall / (len(imgs_single) + len(imgs_caps))}
+        grids[name] = imgs_single
+        print(name, json.dumps(report[name]), flush=True)
+    # Grid: 10 prompts (every third colour x shape), GT + 4 ref + 4 one-step, 2x upscaled.
+    rows = list(range(0, len(single), 3))
+    cols = min(4, k)
+    tile = 64
+    grid = Image.new("RGB", ((1 + 2 * cols) * tile + 8, len(rows) * tile), (255, 255, 255))
+    for r, i in enumerate(rows):
+        grid.paste(gt_single[i], (0, r * tile))
+        for c in range(cols):
+            grid.paste(grids["mini_ref"][i + c * len(single)], ((1 + c) * tile + 4, r * tile))
+            grid.paste(grids["mini_onestep"][i + c * len(single)],
+                       ((1 + cols + c) * tile + 8, r * tile))
+    grid = grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST)
+    grid.save(out / "grid.png")
+    (out / "grid_prompts.txt").write_text("\n".join(single[i] for i in rows) + "\n")
+    report["fd_ratio_onestep_over_ref"] = report["mini_onestep"]["fd_captions"] / \
+        max(report["mini_ref"]["fd_captions"], 1e-9)
+    (out / "quality.json").write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

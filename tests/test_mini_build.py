@@ -1,0 +1,155 @@
+"""The mini world's build (`distar lab build mini`) and its shipped weights.
+
+- the shipped folder (evalsuite/data/mini) matches its manifest (sha256 of every file, nothing
+  unlisted), stays within the 40 MB safetensors budget and is package data;
+- a reduced-size build runs every stage end to end, writes the contract's layout, verifies, is
+  loaded by the normal loaders (`mini_ref` / `mini_onestep` / the mini metrics through
+  DISTAR_MINI_DIR) and resumes instead of retraining;
+- bad input gives one clear error.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from evalsuite.mini import weights as mw
+
+LAYOUT = ("pipeline/model_index.json", "pipeline/distar_recipe.json",
+          "pipeline/unet/config.json", "pipeline/vae/config.json",
+          "pipeline/text_encoder/config.json", "pipeline/text_encoder_2/config.json",
+          "pipeline/tokenizer/vocab.json", "pipeline/tokenizer_2/tokenizer_config.json",
+          "pipeline/scheduler/scheduler_config.json", "onestep/unet/config.json",
+          "onestep/distar_recipe.json", "clip/config.json", "clip/preprocessor_config.json",
+          "proxy_reward/model.safetensors", "proxy_reward/preprocessor_config.json",
+          "aesthetic/model.safetensors", "aesthetic/config.json",
+          "classifier/config.json", "manifest.json")
+
+
+def test_shipped_world_matches_its_manifest():
+    root = mw.SHIPPED_DIR
+    assert (root / mw.MANIFEST).is_file(), "evalsuite/data/mini/manifest.json is missing"
+    assert mw.verify_manifest(root) == []
+    m = mw.read_manifest(root)
+    for field in ("command", "git_commit", "seed", "size", "wall_s"):
+        assert field in m, field
+    assert m["command"].startswith("distar lab build mini")
+    sizes = [v["bytes"] for k, v in m["files"].items() if k.endswith(".safetensors")]
+    assert sum(sizes) == m["safetensors_bytes"] <= 40_000_000
+    for rel in LAYOUT:
+        assert (root / rel).is_file(), rel
+
+
+def test_shipped_world_is_package_data():
+    """pyproject's package-data glob for evalsuite covers every manifest file."""
+    import tomllib
+    py = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    globs = py["tool"]["setuptools"]["package-data"]["evalsuite"]
+    pkg = mw.SHIPPED_DIR.parents[1]
+    covered = {str(p.relative_to(pkg)) for g in globs for p in pkg.glob(g) if p.is_file()}
+    listed = {f"data/mini/{rel}" for rel in mw.read_manifest(mw.SHIPPED_DIR)["files"]}
+    assert listed <= covered, sorted(listed - covered)[:5]
+
+
+@pytest.fixture(scope="module")
+def reduced_world(tmp_path_factory):
+    from di_star.mini.build import build_world
+    out = tmp_path_factory.mktemp("mini") / "world"
+    manifest = build_world(out, seed=3, size="reduced", quiet=True, threads=1)
+    return out, manifest
+
+
+@pytest.mark.slow
+def test_reduced_build_end_to_end(reduced_world, monkeypatch):
+    out, manifest = reduced_world
+    for rel in LAYOUT:
+        assert (out / rel).is_file(), rel
+    assert mw.verify_manifest(out) == []
+    assert manifest["seed"] == 3 and manifest["size"] == "reduced"
+    assert not (out / ".work").exists()
+    assert set(manifest["wall_s"]) >= {"vae", "clip", "reference", "samples", "onestep", "proxy",
+                                       "aesthetic", "classifier"}
+    vae = json.loads((out / "pipeline/vae/config.json").read_text())
+    assert vae["scaling_factor"] > 0 and vae["scaling_factor"] != 1.0  # set from the latent std
+
+    # A second run finds the verified build and trains nothing.
+    from di_star.mini.build import build_world
+    assert build_world(out, seed=3, size="reduced", quiet=True) == manifest
+
+    # The registry's mini models and metrics load it through DISTAR_MINI_DIR, as a user would.
+    monkeypatch.setenv(mw.ENV_VAR, str(out))
+    from evalsuite.models import specs
+    from evalsuite.models.loading import load_pipeline
+    specs.MODELS._entries.pop("mini_ref")
+    specs.MODELS._entries.pop("mini_onestep")
+    try:
+        specs._mini_specs()
+        for name in ("mini_ref", "mini_onestep"):
+            spec = specs.resolve_model(name)
+            assert spec.revision == f"world-{mw.manifest_digest(out)}"
+            pipe = load_pipeline.__wrapped__(spec, torch.device("cpu"))
+            kw = {"timesteps": list(spec.timesteps)} if spec.timesteps else \
+                {"num_inference_steps": 2}
+            img = pipe(["a red circle"], guidance_scale=spec.guidance, height=64, width=64,
+                       latents=torch.randn(1, *spec.latent_shape()), **kw).images[0]
+            assert img.size == (64, 64)
+    finally:
+        monkeypatch.delenv(mw.ENV_VAR)
+        specs.MODELS._entries.pop("mini_ref")
+        specs.MODELS._entries.pop("mini_onestep")
+        specs._mini_specs()
+    from PIL import Image
+
+    from evalsuite.metrics import load_metric
+    images = [Image.new("RGB", (64, 64), (220, 40, 40)), Image.new("RGB", (64, 64), (40, 80, 225))]
+    for name in ("mini_pickscore", "mini_aesthetic", "mini_clip"):
+        metric = load_metric(name, device="cpu", world_dir=str(out))
+        assert metric.info.name == name
+        assert mw.manifest_digest(out) in metric.info.version
+        s = metric.score(images, ["a red circle", "a blue square"])
+        assert s.shape == (2,) and np.isfinite(s).all()
+        x = torch.rand(2, 3, 64, 64, requires_grad=True)
+        metric.score_tensor(x, ["a red circle", "a blue square"]).sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0  # the reward reaches the pixels
+
+
+@pytest.mark.slow
+def test_manifest_check_catches_changes(reduced_world, tmp_path):
+    out, _ = reduced_world
+    copy = tmp_path / "w"
+    shutil.copytree(out, copy)
+    f = copy / "aesthetic" / "model.safetensors"
+    f.write_bytes(f.read_bytes()[:-1] + b"\x00")
+    (copy / "stray.txt").write_text("x")
+    (copy / "clip" / "config.json").unlink()
+    problems = mw.verify_manifest(copy)
+    assert "changed: aesthetic/model.safetensors" in problems
+    assert "not in manifest: stray.txt" in problems
+    assert "missing: clip/config.json" in problems
+
+
+def test_bad_input_is_one_clear_error(tmp_path):
+    from typer.testing import CliRunner
+
+    from evalsuite.cli import app
+    runner = CliRunner()
+    cases = [(["lab", "build", "maxi", "--out", str(tmp_path / "a")], "Unknown world 'maxi'"),
+             (["lab", "build", "mini", "--out", str(tmp_path / "a"), "--size", "huge"],
+              "Unknown --size 'huge'"),
+             (["lab", "build", "mini", "--out", str(tmp_path / "a"), "--stages", "vae,unet"],
+              "Unknown stage(s) unet")]
+    (tmp_path / "file").write_text("x")
+    cases.append((["lab", "build", "mini", "--out", str(tmp_path / "file")], "is not a folder"))
+    for args, message in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        assert message in " ".join(r.output.split()), r.output
+        assert "Traceback" not in r.output
+    # A stage whose inputs are not built says which one to build first.
+    r = runner.invoke(app, ["lab", "build", "mini", "--out", str(tmp_path / "b"), "--size",
+                            "reduced", "--stages", "onestep"])
+    assert r.exit_code == 2 and "stage 'reference'" in " ".join(r.output.split()), r.output
