@@ -608,6 +608,34 @@ def write_manifest(out: Path, meta: dict) -> dict:
 
 
 # The build -------------------------------------------------------------------------------------------
+# What each stage reads: its own size fields and the stages upstream of it. A stage's resume
+# key is built from these only, so a change to one stage's size reruns it and what depends on
+# it, and nothing else.
+STAGE_INPUTS = {
+    "vae": (("n_train", "vae_steps", "vae_batch"), ()),
+    "clip": (("n_train", "clip_steps", "clip_batch"), ()),
+    "reference": (("n_train", "unet_steps", "unet_batch"), ("vae", "clip")),
+    "samples": (("ode_pairs", "sample_batch"), ("reference",)),
+    "onestep": (("onestep_steps", "onestep_batch"), ("samples",)),
+    "proxy": (("proxy_prompts", "proxy_steps", "proxy_batch"), ("samples",)),
+    "aesthetic": (("proxy_prompts", "aesthetic_steps"), ("samples",)),
+    "classifier": (("classifier_n", "classifier_epochs"), ()),
+}
+
+
+def stage_keys(seed: int, size: str, sz: BuildSize) -> dict[str, dict]:
+    keys: dict[str, dict] = {}
+    for stage in STAGES:  # upstream stages come first in STAGES
+        fields, upstream = STAGE_INPUTS[stage]
+        keys[stage] = {"seed": seed, "size": size, "fields": {f: getattr(sz, f) for f in fields},
+                       "upstream": {u: keys[u] for u in upstream}}
+        if stage == "samples":
+            keys[stage]["recipe"] = mw.REFERENCE_RECIPE
+        if stage == "onestep":
+            keys[stage]["recipe"] = mw.ONESTEP_RECIPE
+    return keys
+
+
 def _stage_done(out: Path, stage: str, key: dict) -> dict | None:
     f = out / WORK / f"{stage}{DONE}"
     if f.is_file():
@@ -641,7 +669,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     if threads:
         torch.set_num_threads(threads)
     sz = SIZES[size]
-    key = {"seed": seed, "size": size, "sizes": sz.__dict__}
+    keys = stage_keys(seed, size, sz)
     log = Log(quiet)
     from evalsuite.models.loading import quiet_hf_logging
     quiet_hf_logging()
@@ -658,7 +686,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     walls: dict[str, float] = {}
     extra: dict[str, dict] = {}
     t_all = time.time()
-    todo = [s for s in STAGES if (stages is None or s in stages) and _stage_done(out, s, key) is None]
+    todo = [s for s in STAGES if (stages is None or s in stages) and _stage_done(out, s, keys[s]) is None]
     cache: dict = {}
 
     def training_data():
@@ -672,12 +700,12 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
         return cache["pixels"], cache["captions"]
 
     def need(name: str) -> None:
-        if _stage_done(out, name, key) is None:
+        if _stage_done(out, name, keys[name]) is None:
             raise DistarError(f"stage '{name}' of {out} is not built yet; run it first (or run "
                               f"the build without --stages).")
 
     def stage(name: str, run: Callable[[], dict | None]) -> None:
-        rec = _stage_done(out, name, key)
+        rec = _stage_done(out, name, keys[name])
         if rec is not None:
             walls[name] = rec["wall_s"]
             extra[name] = {k: v for k, v in rec.items() if k not in ("key", "wall_s")}
@@ -686,7 +714,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
             return
         t = time.time()
         info = run() or {}
-        _mark_done(out, name, key, time.time() - t, info)
+        _mark_done(out, name, keys[name], time.time() - t, info)
         walls[name] = round(time.time() - t, 1)
         extra[name] = info
         log(f"{name}: {walls[name]} s {info if info else ''}")
@@ -804,8 +832,8 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
                                    log=log)
     stage("classifier", run_classifier)
 
-    if any(_stage_done(out, s, key) is None for s in STAGES):
-        log(f"stages done: {', '.join(s for s in STAGES if _stage_done(out, s, key))}; rerun "
+    if any(_stage_done(out, s, keys[s]) is None for s in STAGES):
+        log(f"stages done: {', '.join(s for s in STAGES if _stage_done(out, s, keys[s]))}; rerun "
             f"without --stages to finish the build")
         return None
     import diffusers

@@ -80,9 +80,10 @@ SIZES = {
                          onestep_batch=4, proxy_prompts=8, proxy_steps=3, proxy_batch=8,
                          aesthetic_steps=10, classifier_n=64, classifier_epochs=1,
                          sample_batch=8),
-    # Sized for a 2-core machine shared with other jobs (see docs/mini.md for the wall times).
+    # Sized for a 2-core machine shared with other jobs (docs/mini_build.md): the shipped
+    # world was built with ~0.1-0.3 of a core.
     "full": BuildSize(n_train=4000, vae_steps=200, vae_batch=16, clip_steps=250, clip_batch=96,
-                      unet_steps=700, unet_batch=32, ode_pairs=384, onestep_steps=250,
-                      onestep_batch=24, proxy_prompts=384, proxy_steps=150, proxy_batch=32,
+                      unet_steps=450, unet_batch=32, ode_pairs=256, onestep_steps=150,
+                      onestep_batch=16, proxy_prompts=256, proxy_steps=120, proxy_batch=32,
                       aesthetic_steps=1500, classifier_n=4000, classifier_epochs=3),
 }
