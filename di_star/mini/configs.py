@@ -85,5 +85,5 @@ SIZES = {
     "full": BuildSize(n_train=4000, vae_steps=200, vae_batch=16, clip_steps=250, clip_batch=96,
                       unet_steps=450, unet_batch=32, ode_pairs=256, onestep_steps=150,
                       onestep_batch=16, proxy_prompts=256, proxy_steps=120, proxy_batch=32,
-                      aesthetic_steps=1500, classifier_n=4000, classifier_epochs=3),
+                      aesthetic_steps=1500, classifier_n=4000, classifier_epochs=4),
 }
