@@ -110,7 +110,7 @@ def test_manifest_check_catches_changes(reduced_world, tmp_path):
 def test_bad_input_is_one_clear_error(tmp_path):
     from typer.testing import CliRunner
 
-    from evalsuite.cli import app
+    from distar.cli import app
     runner = CliRunner()
     cases = [(["lab", "build", "maxi", "--out", str(tmp_path / "a")], "Unknown world 'maxi'"),
              (["lab", "build", "mini", "--out", str(tmp_path / "a"), "--size", "huge"],

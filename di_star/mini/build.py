@@ -40,13 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from di_star.mini.configs import (CLIP_TEXT, CLIP_VISION, PROJECTION_DIM, SCHEDULE, SIZES, UNET,
-                                  VAE, BuildSize)
-from evalsuite.errors import DistarError
-from evalsuite.generate import write_atomic
+from distar.core.atomic import write_bytes, write_dir
+from distar.core.errors import DistarError
 from evalsuite.metrics._preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from evalsuite.mini import weights as mw
 from evalsuite.mini import world
+from di_star.mini.configs import (CLIP_TEXT, CLIP_VISION, PROJECTION_DIM, SCHEDULE, SIZES, UNET,
+                                  VAE, BuildSize)
 
 STAGES = ("vae", "clip", "reference", "samples", "onestep", "proxy", "aesthetic", "classifier")
 WORK = ".work"          # intermediate stage outputs; removed when the build completes
@@ -131,17 +131,6 @@ def drop_fast_tokenizers(folder: Path) -> None:
     for f in folder.rglob("tokenizer.json"):
         f.unlink()
         write_clip_vocab(f.parent)
-
-
-def _save_dir(target: Path, write: Callable[[Path], None]) -> None:
-    """Write a folder through `write(tmp)` then rename it into place (no half-written folders)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    write(tmp)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
 
 
 class Log:
@@ -257,7 +246,7 @@ def save_clip(model, target: Path) -> None:
         clip_tokenizer().save_pretrained(tmp)
         clip_processor().save_pretrained(tmp)
         drop_fast_tokenizers(tmp)
-    _save_dir(target, write)
+    write_dir(target, write)
 
 
 def text_encoders(clip):
@@ -356,9 +345,9 @@ def save_pipeline(pipe, target: Path) -> None:
     def write(tmp: Path) -> None:
         pipe.to(torch.float16).save_pretrained(tmp)
         pipe.to(torch.float32)
-        write_atomic(tmp / "distar_recipe.json", json.dumps(mw.REFERENCE_RECIPE, indent=2).encode())
+        write_bytes(tmp / "distar_recipe.json", json.dumps(mw.REFERENCE_RECIPE, indent=2).encode())
         drop_fast_tokenizers(tmp)
-    _save_dir(target, write)
+    write_dir(target, write)
 
 
 def load_pipeline(folder: Path):
@@ -428,8 +417,8 @@ def save_onestep(unet, target: Path) -> None:
     def write(tmp: Path) -> None:
         unet.half().save_pretrained(tmp / "unet")
         unet.float()
-        write_atomic(tmp / "distar_recipe.json", json.dumps(mw.ONESTEP_RECIPE, indent=2).encode())
-    _save_dir(target, write)
+        write_bytes(tmp / "distar_recipe.json", json.dumps(mw.ONESTEP_RECIPE, indent=2).encode())
+    write_dir(target, write)
 
 
 # 6. Proxy reward -------------------------------------------------------------------------------------
@@ -576,12 +565,12 @@ def train_aesthetic(emb: Tensor, ratings: Tensor, size: BuildSize, seed: int, lo
 def save_aesthetic(mlp, target: Path, meta: dict) -> None:
     from safetensors.torch import save
     def write(tmp: Path) -> None:
-        write_atomic(tmp / "model.safetensors",
+        write_bytes(tmp / "model.safetensors",
                      save({k: v.half().contiguous() for k, v in mlp.state_dict().items()}))
-        write_atomic(tmp / "config.json", json.dumps(
+        write_bytes(tmp / "config.json", json.dumps(
             {"input_size": mlp.input_size, "architecture": "LAION improved-aesthetic-predictor MLP",
              "embedding": "mini CLIP image features, L2-normalised", **meta}, indent=2).encode())
-    _save_dir(target, write)
+    write_dir(target, write)
 
 
 # Manifest --------------------------------------------------------------------------------------------
@@ -603,7 +592,7 @@ def write_manifest(out: Path, meta: dict) -> dict:
     manifest = {**meta, "files": files,
                 "safetensors_bytes": sum(v["bytes"] for k, v in files.items()
                                          if k.endswith(".safetensors"))}
-    write_atomic(out / mw.MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+    write_bytes(out / mw.MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
     return manifest
 
 
@@ -646,7 +635,7 @@ def _stage_done(out: Path, stage: str, key: dict) -> dict | None:
 
 
 def _mark_done(out: Path, stage: str, key: dict, wall: float, extra: dict | None = None) -> None:
-    write_atomic(out / WORK / f"{stage}{DONE}",
+    write_bytes(out / WORK / f"{stage}{DONE}",
                  json.dumps({"key": key, "wall_s": round(wall, 1), **(extra or {})}).encode())
 
 
@@ -743,7 +732,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     def run_vae():
         pixels, _ = training_data()
         model = train_vae(pixels, sz, seed, log)
-        _save_dir(work / "vae", lambda tmp: model.half().save_pretrained(tmp))
+        write_dir(work / "vae", lambda tmp: model.half().save_pretrained(tmp))
         return {"scaling_factor": model.config.scaling_factor}
     stage("vae", run_vae)
 
@@ -767,7 +756,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     def run_samples():
         from safetensors.torch import save
         x = sample_reference(pipe(), sample_prompts, z_ode, sz.sample_batch)
-        write_atomic(work / "samples.safetensors", save({"x0": x.contiguous()}))
+        write_bytes(work / "samples.safetensors", save({"x0": x.contiguous()}))
     stage("samples", run_samples)
 
     def x_ref():

@@ -22,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-from evalsuite.errors import WeightsMissingError
+from distar.core.errors import WeightsMissingError
 
 SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "mini"
 ENV_VAR = "DISTAR_MINI_DIR"
