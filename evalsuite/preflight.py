@@ -185,16 +185,19 @@ def _diversity(o: dict) -> list[Problem]:
 
 
 def _mini_folder(name: str, option: str, sub: str, needs: str) -> Callable[[dict], list[Problem]]:
-    """The built mini world's `sub` folder (classifier/, clip/) must hold `needs`."""
+    """The built mini world's `sub` folder (classifier/, clip/) must hold `needs`. `option` names
+    that folder, or with option 'world_dir' the world's root (the learned mini metrics)."""
     def check(o: dict) -> list[Problem]:
-        root = os.environ.get("DISTAR_MINI_DIR")
-        folder = Path(o[option]) if o.get(option) else (
+        root = o.get("world_dir") if option == "world_dir" else None
+        root = root or os.environ.get("DISTAR_MINI_DIR")
+        folder = Path(o[option]) if o.get(option) and option != "world_dir" else (
             (Path(root) if root else Path(__file__).resolve().parent / "data" / "mini") / sub)
         if (folder / needs).is_file():
             return []
         return [Problem(f"{name}: {folder / needs} does not exist (the mini world is not built "
                         f"there).", ("distar lab build mini --out DIR   # then:",
-                                     f"export DISTAR_MINI_DIR=DIR   (or pass {option}=DIR/{sub})"))]
+                                     f"export DISTAR_MINI_DIR=DIR   (or pass {option}=DIR"
+                                     f"{'' if option == 'world_dir' else '/' + sub})"))]
     return check
 
 
@@ -214,6 +217,9 @@ METRIC_CHECKS: dict[str, Callable[[dict], list[Problem]]] = {
     **{m: _mini_folder(m, "classifier_path", "classifier", "model.safetensors")
        for m in ("mini_attr_acc", "mini_attr_frac", "mini_fd", "mini_kd")},
     "mini_diversity": _mini_folder("mini_diversity", "clip_path", "clip", "config.json"),
+    "mini_pickscore": _mini_folder("mini_pickscore", "world_dir", "proxy_reward", "model.safetensors"),
+    "mini_aesthetic": _mini_folder("mini_aesthetic", "world_dir", "aesthetic", "model.safetensors"),
+    "mini_clip": _mini_folder("mini_clip", "world_dir", "clip", "model.safetensors"),
 }
 
 
