@@ -30,6 +30,33 @@ LAYOUT = ("pipeline/model_index.json", "pipeline/distar_recipe.json",
           "classifier/config.json", "manifest.json")
 
 
+def test_shipped_world_matches_its_manifest():
+    root = mw.SHIPPED_DIR
+    assert (root / mw.MANIFEST).is_file(), "evalsuite/data/mini/manifest.json is missing"
+    assert mw.verify_manifest(root) == []
+    m = mw.read_manifest(root)
+    for field in ("command", "git_commit", "seed", "size", "wall_s"):
+        assert field in m, field
+    assert m["command"].startswith("distar lab build mini")
+    from di_star.mini.configs import SIZES
+    assert m["sizes"] == SIZES[m["size"]].__dict__  # the recorded command rebuilds it as shipped
+    sizes = [v["bytes"] for k, v in m["files"].items() if k.endswith(".safetensors")]
+    assert sum(sizes) == m["safetensors_bytes"] <= 40_000_000
+    for rel in LAYOUT:
+        assert (root / rel).is_file(), rel
+
+
+def test_shipped_world_is_package_data():
+    """pyproject's package-data glob for evalsuite covers every manifest file."""
+    import tomllib
+    py = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    globs = py["tool"]["setuptools"]["package-data"]["evalsuite"]
+    pkg = mw.SHIPPED_DIR.parents[1]
+    covered = {str(p.relative_to(pkg)) for g in globs for p in pkg.glob(g) if p.is_file()}
+    listed = {f"data/mini/{rel}" for rel in mw.read_manifest(mw.SHIPPED_DIR)["files"]}
+    assert listed <= covered, sorted(listed - covered)[:5]
+
+
 @pytest.fixture(scope="module")
 def reduced_world(tmp_path_factory):
     from di_star.mini.build import build_world

@@ -828,7 +828,11 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     import diffusers
     import transformers
     meta = {"world": "mini", "seed": seed, "size": size,
-            "command": command or f"distar lab build mini --out {out} --seed {seed} --size {size}",
+            # The build's command (without --stages: a stage split changes no output); the
+            # command of the process that happened to finish it is kept beside it.
+            "command": f"distar lab build mini --out {out} --seed {seed} --size {size}"
+                       + (f" --threads {threads}" if threads else ""),
+            "finished_by": command,
             "git_commit": git_commit(), "torch": torch.__version__,
             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
             "torch_threads": torch.get_num_threads(), "wall_s": walls,
