@@ -53,8 +53,15 @@ def preflight(cfg: TrainConfig) -> None:
             roles, _ = merged.setdefault(p.fixes[0] if p.fixes else p.what, ([], p))
             roles.append(f"{role} = {name}")
     problems = [Problem(f"{', '.join(roles)}: {p.what}", p.fixes) for roles, p in merged.values()]
-    if not sd.reward.startswith(("tiny:", "random:")):
-        problems += metric_problems([sd.reward])
+    from di_star.sdxl.reward import RANDOM_REWARDS, check_reward, split_reward
+    if sd.reward not in RANDOM_REWARDS:
+        try:
+            check_reward(sd.reward)
+            metric, folder = split_reward(sd.reward)
+            if folder is None:  # NAME@DIR: check_reward checked the folder
+                problems += metric_problems([metric])
+        except DistarError as e:
+            problems.append(Problem(str(e)))
     if sd.prompts.startswith("bench:"):
         problems += bench_problems(sd.prompts[len("bench:"):])[1]
     elif not Path(sd.prompts).expanduser().is_file():

@@ -29,7 +29,7 @@ def test_misspelt_metric_fails_before_any_image(tmp_path, empty_hf_cache):
     r = _invoke(["eval", "--model", "tiny_sdxl", "--bench", "tiny", "--limit", "2",
                  "--metrics", "clipp", "--out", str(out)])
     assert r.exit_code == 2, r.output
-    assert "'clipp'" in r.output and "clip@tiny-random" in r.output  # the choices, smoke included
+    assert "'clipp'" in r.output and "smoke_clip" in r.output  # the choices, smoke included
     assert "Traceback" not in r.output
     assert not out.exists()  # nothing generated, not even the store
 
@@ -76,17 +76,17 @@ def test_train_preflight_names_every_weight_of_the_preset(tmp_path, empty_hf_cac
 def test_smoke_eval_summary_json_and_nothing_to_do(tmp_path, empty_hf_cache):
     out, js = tmp_path / "res", tmp_path / "summary.json"
     args = ["eval", "--model", "tiny_sd15", "--bench", "tiny", "--limit", "3",
-            "--metrics", "clip@tiny-random", "--out", str(out), "--json", str(js)]
+            "--metrics", "smoke_clip", "--out", str(out), "--json", str(js)]
     r = _invoke(args)
     assert r.exit_code == 0, r.output
     assert re.search(r"metric\s+mean\s+95% CI\s+n", r.output)
-    row = re.search(r"clip@tiny-random\s+(\S+)\s+\[(\S+), (\S+)\]\s+3", r.output)
+    row = re.search(r"smoke_clip\s+(\S+)\s+\[(\S+), (\S+)\]\s+3", r.output)
     assert row, r.output
     assert "smoke-test scorer" in r.output and "latency:" in r.output
     assert "peak memory:" in r.output and f"store: {out / 'results.sqlite'}" in r.output
     s = json.loads(js.read_text())
     (m,) = s["metrics"]
-    assert m["metric"] == "clip@tiny-random" and m["n"] == 3
+    assert m["metric"] == "smoke_clip" and m["n"] == 3
     assert m["version"].startswith("SMOKE TEST")
     assert float(row.group(1)) == pytest.approx(m["mean"], rel=1e-3)
     assert m["ci_low"] <= m["mean"] <= m["ci_high"]
@@ -106,12 +106,12 @@ def test_smoke_eval_summary_json_and_nothing_to_do(tmp_path, empty_hf_cache):
 
 def test_smoke_scorer_never_shares_the_real_clip_column():
     from evalsuite.metrics import load_metric
-    smoke = load_metric("clip@tiny-random", device="cpu")
-    assert smoke.info.name == "clip@tiny-random"
+    smoke = load_metric("smoke_clip", device="cpu")
+    assert smoke.info.name == "smoke_clip"
     assert smoke.info.key.startswith("SMOKE TEST")
     from PIL import Image
     a = smoke.score([Image.new("RGB", (64, 64), "red")], ["a red square"])
-    b = load_metric("clip@tiny-random", device="cpu").score([Image.new("RGB", (64, 64), "red")],
+    b = load_metric("smoke_clip", device="cpu").score([Image.new("RGB", (64, 64), "red")],
                                                             ["a red square"])
     assert a == pytest.approx(b)  # seeded: the same number on every build
 
@@ -120,7 +120,7 @@ def test_every_metric_needing_weights_has_a_preflight_check(empty_hf_cache):
     """A metric added to the registry without a check would fail after generation again."""
     from evalsuite.metrics import METRICS
     from evalsuite.preflight import METRIC_CHECKS
-    local = {"clip@tiny-random", "digit_acc", "digit_ink", "digit_fd", "digit_div"}
+    local = {"smoke_clip", "digit_acc", "digit_ink", "digit_fd", "digit_div"}
     local |= {n for n in METRICS.names() if n.startswith("mini_")}  # shipped in the repo
     assert set(METRICS.names()) - local <= set(METRIC_CHECKS), \
         sorted(set(METRICS.names()) - local - set(METRIC_CHECKS))

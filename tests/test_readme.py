@@ -51,9 +51,9 @@ def test_python_snippet_runs(i, tmp_path, monkeypatch, capsys):
 # The README's commands that run offline on a CPU, with what each must print.
 OFFLINE = {
     "distar models": r"tiny_sdxl",
-    "distar metrics": r"clip@tiny-random",
-    "distar eval --model tiny_sdxl --bench parti --limit 8 --metrics clip@tiny-random":
-        r"clip@tiny-random\s+-?\d[\d.]*\s+\[\S+, \S+\]\s+8\n(.|\n)*latency: .* s / 10 images",
+    "distar metrics": r"smoke_clip",
+    "distar eval --model tiny_sdxl --bench parti --limit 8 --metrics smoke_clip":
+        r"smoke_clip\s+-?\d[\d.]*\s+\[\S+, \S+\]\s+8\n(.|\n)*latency: .* s / 10 images",
     "distar train --list": r"gmm/di_star_in",
     "distar train --preset gmm/di_star_in --out runs/gmm": r"run dir: runs/gmm",
     "distar leaderboard": r"wrote \d+ files from results",

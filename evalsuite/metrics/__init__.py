@@ -16,7 +16,7 @@ METRICS.add("pickscore", "evalsuite.metrics.pickscore:PickScore",
 METRICS.add("pickscore_logit", "evalsuite.metrics.pickscore:PickScoreLogit",
             "PickScore v1, logit_scale * cosine (PickScore paper's unit)")
 METRICS.add("clip", "evalsuite.metrics.clip_score:ClipScore", "CLIP score, 100 x cosine")
-METRICS.add("clip@tiny-random", "evalsuite.metrics.clip_score:TinyRandomClipScore",
+METRICS.add("smoke_clip", "evalsuite.metrics.clip_score:TinyRandomClipScore",
             "SMOKE TEST: CLIP score code path on a random tiny CLIP, offline; not a quality score")
 METRICS.add("hpsv2", "evalsuite.metrics.hps:HPSv20", "HPS v2.0 (open_clip ViT-H-14)")
 METRICS.add("hpsv21", "evalsuite.metrics.hps:HPSv21", "HPS v2.1 (open_clip ViT-H-14)")

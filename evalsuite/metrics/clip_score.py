@@ -133,10 +133,10 @@ class TinyRandomClipScore(ClipScore):
     """SMOKE TEST ONLY: CLIP score's whole code path (open_clip ViT, tokenizer, DMD2
     preprocessing) on a two-layer CLIP with seeded random weights, built offline in a second.
     Its numbers say nothing about image quality; they exist so `distar eval` can be tried end to
-    end with no download. Its registry name (`clip@tiny-random`) and stored version both say
+    end with no download. Its registry name (`smoke_clip`) and stored version both say
     so, and it never shares a column with the real `clip`."""
 
-    NAME = "clip@tiny-random"
+    NAME = "smoke_clip"
 
     def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
                  seed: int = 0):
