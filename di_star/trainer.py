@@ -35,6 +35,7 @@ from di_star.losses import (assistant_dsm_loss, check_finite, distance, explicit
 from di_star.noise import NoiseSchedule, weight_fn
 from di_star.scores import CFGScore, ScoreModel
 from distar.core import atomic
+from distar.core.progress import ProgressBar
 from distar.core.registry import Registry
 
 
@@ -313,8 +314,8 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
 
     t_start, steps_timed, loop_s, loop_cpu = time.time(), 0, 0.0, 0.0
     window: dict[str, list[float]] = {}
-    bar = _progress(progress and accelerator.is_main_process, f"{cfg.preset or cfg.world.name}",
-                    run.max_steps, step)
+    bar = ProgressBar(f"{cfg.preset or cfg.world.name}", run.max_steps, unit="steps", completed=step,
+                      disable=not (progress and accelerator.is_main_process))
     try:
         while step < run.max_steps:
             t0, c0 = time.perf_counter(), time.process_time()
@@ -351,8 +352,7 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
             steps_timed += 1
             for k, v in terms.items():
                 window.setdefault(k, []).append(v.mean().item())
-            if bar is not None:
-                bar[0].update(bar[1], completed=step)
+            bar.update(step)
             if step % run.log_every == 0 or step == run.max_steps:
                 line = {"step": step, **{k: sum(v) / len(v) for k, v in window.items()},
                         "ms_per_step": 1000 * loop_s / max(steps_timed, 1),
@@ -367,8 +367,7 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
             if on_step is not None:
                 on_step(step, {k: v.mean().item() for k, v in terms.items()})
     finally:
-        if bar is not None:
-            bar[0].stop()
+        bar.close()
 
     # Evaluate the final generator (EMA weights when on) on fixed eval seeds.
     final = accelerator.unwrap_model(gen)
@@ -393,25 +392,3 @@ def _recorded(run_dir: Path, key: str) -> float:
     path = run_dir / "stats.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
     return json.loads(lines[-1]).get(key, math.nan) if lines else math.nan
-
-
-def _progress(enabled: bool, label: str, total: int, done: int):
-    if not enabled:
-        return None
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    class _StepsPerSecond(TextColumn):
-        def __init__(self):
-            super().__init__("")
-
-        def render(self, task):
-            from rich.text import Text
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:.1f} steps/s" if speed else "- steps/s")
-
-    p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                 _StepsPerSecond(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                 transient=True)
-    p.start()
-    return p, p.add_task(label, total=total, completed=done)

@@ -16,6 +16,23 @@ from distar.core.errors import DistarError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Evaluate text-to-image generators and post-train them with Diff-Instruct*.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        import importlib.metadata as md
+        try:
+            version = md.version("distar")
+        except md.PackageNotFoundError:
+            version = "unknown (not installed; run scripts/setup.sh)"
+        print(f"distar {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", metavar="", callback=_version,
+                                       is_eager=True, help="Print the version and exit.")) -> None:
+    """Evaluate text-to-image generators and post-train them with Diff-Instruct*."""
 console = Console(stderr=True)
 
 
@@ -96,9 +113,20 @@ def eval_cmd(
     weights: str = typer.Option("pretrained", help="'pretrained' or 'random' (latency/memory "
                                 "of a full-size architecture with nothing downloaded)."),
     device: str = typer.Option("auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ..."),
-    skip_generation: bool = typer.Option(False, help="Only score images already generated."),
+    skip_generation: bool = typer.Option(False, "--skip-generation", metavar="",
+                                         help="Only score images already generated."),
+    force: bool = typer.Option(False, "--force", metavar="", help="Run a full-size "
+                               "--weights random model on a CPU anyway (tens of GB, minutes per "
+                               "image)."),
     fid_ref: Optional[Path] = typer.Option(None, help="Folder of real images (e.g. COCO "
                                            "val2014) for FID/KID reference statistics."),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps (overrides the recipe)."),
+    guidance: Optional[float] = typer.Option(None, help="Guidance scale (overrides the recipe)."),
+    resolution: Optional[int] = typer.Option(None, help="Image side in pixels (overrides the "
+                                             "recipe)."),
+    name: Optional[str] = typer.Option(None, help="Display name in summaries, leaderboards and "
+                                       "the gallery (default: the model name; for path: the "
+                                       "folder's, or the training run's)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the final summary "
                                             "(scores with 95% CI, paths, latency, memory) here."),
 ) -> None:
@@ -111,9 +139,11 @@ def eval_cmd(
         per_metric = {m: {"reference_dir": str(fid_ref)} for m in ("fid", "kid")}
     # Every name, weight, reference and prompt file is checked before the first image.
     check_eval(model, bench, metric_names, weights=weights, limit=limit,
-               metric_options=per_metric, generate=not skip_generation)
+               metric_options=per_metric, generate=not skip_generation, device=device,
+               force=force)
     req = EvalRequest(model=model, bench=bench, limit=limit, out=out, batch_size=batch_size,
-                      images_per_prompt=images_per_prompt, weights=weights, device=device)
+                      images_per_prompt=images_per_prompt, weights=weights, device=device,
+                      steps=steps, guidance=guidance, resolution=resolution, name=name)
     run = run_eval(req, generate=not skip_generation)
     outcomes = []
     if metric_names:
@@ -138,7 +168,7 @@ def train_cmd(
     config: Optional[Path] = typer.Option(None, help="A JSON/TOML config file (typed; no eval)."),
     max_steps: Optional[int] = typer.Option(None, help="Override the number of generator steps."),
     out: Optional[Path] = typer.Option(None, help="Run directory (rerun the same command to resume)."),
-    list_presets: bool = typer.Option(False, "--list", help="List presets and exit."),
+    list_presets: bool = typer.Option(False, "--list", metavar="", help="List presets and exit."),
 ) -> None:
     """Post-train a one-step generator with DI* (or a baseline from the same code)."""
     from di_star.cli import train
@@ -148,12 +178,16 @@ def train_cmd(
 @app.command("demo")
 @_friendly
 def demo_cmd(
-    out: Path = typer.Option(Path("runs/demo"), help="Where runs, figures and tables go."),
-    leaderboards: Path = typer.Option(Path("leaderboards"), help="Where toy_*.md tables go."),
+    out: Path = typer.Option(Path("runs/demo"), help="Where runs, figures and tables go "
+                             "(tables and figures in OUT/leaderboards)."),
+    update_leaderboards: bool = typer.Option(False, "--update-leaderboards", metavar="", help="Write the "
+                                             "tables and figures into ./leaderboards (the "
+                                             "repository's tracked copies) instead."),
 ) -> None:
     """Run the toy-lab ablation (paper Table 2 in miniature) on CPU and write its tables."""
     from di_star.toy.demo import run_demo
-    run_demo(out=out, leaderboards=leaderboards)
+    run_demo(out=out, leaderboards=Path("leaderboards") if update_leaderboards
+             else out / "leaderboards")
 
 
 @app.command("leaderboard")
@@ -161,7 +195,7 @@ def demo_cmd(
 def leaderboard_cmd(
     results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite."),
     out: Path = typer.Option(Path("leaderboards"), help="Where the markdown tables go."),
-    with_reported: bool = typer.Option(False, "--with-reported", help="Tables 1 and 3: the DI* paper's "
+    with_reported: bool = typer.Option(False, "--with-reported", metavar="", help="Tables 1 and 3: the DI* paper's "
                                        "number for the same model beside each measured column, "
                                        "headed '(paper)'."),
 ) -> None:

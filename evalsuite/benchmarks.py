@@ -218,6 +218,10 @@ def mini_hps() -> Benchmark:
                       ("style",), "evalsuite.mini.world.style_prompts")
 
 
+# Metadata columns of a .tsv prompt file that tables break scores down by (Parti's layout).
+FILE_GROUP_KEYS = ("category", "challenge", "style")
+
+
 @lru_cache(maxsize=16)
 def load_benchmark(name: str) -> Benchmark:
     """A registered benchmark, or `file:PATH` for a .txt (one per line) / .tsv (Prompt column)."""
@@ -227,5 +231,9 @@ def load_benchmark(name: str) -> Benchmark:
             raise DistarError(f"Prompt file {path} does not exist.")
         prompts = read_tsv_prompts(path) if path.suffix == ".tsv" else read_txt_prompts(path)
         stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in path.stem)
-        return make_benchmark(f"file-{stem}", "1", f"prompts from {path}", prompts, (), str(path))
+        # Two files with one stem (a/prompts.tsv, b/prompts.tsv) get distinct names.
+        where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:6]
+        groups = [k for k in FILE_GROUP_KEYS if prompts and k in prompts[0].meta]
+        return make_benchmark(f"file-{stem}-{where}", "1", f"prompts from {path}", prompts,
+                              groups, str(path.resolve()))
     return BENCHMARKS.load(name)()

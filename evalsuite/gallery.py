@@ -62,8 +62,8 @@ def _columns(images: pd.DataFrame, runs: pd.DataFrame, models: list[str] | None
     for rh, model in sorted(set(zip(images.recipe_hash, images.model))):
         r = runs[runs.recipe_hash == rh].sort_values(["started_at", "run_id"])
         recipe = json.loads(r.recipe_json.iloc[-1]) if len(r) and r.recipe_json.iloc[-1] else {}
-        label = str(recipe.get("name") or model)
-        names[rh] = {str(model), label}
+        label = str(recipe.get("label") or recipe.get("name") or model)
+        names[rh] = {str(model), label, str(recipe.get("name") or model)}
         labels[rh] = label
     counts: dict[str, int] = {}
     for label in labels.values():
@@ -187,7 +187,9 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
     cols = _columns(images, runs, models)
     scores = store.table("scores", "WHERE bench=? AND bench_version=?", (bench, version))
 
-    pm = prompt_meta(bench, version)
+    sources = [json.loads(t).get("bench_source") for t in runs[runs.bench == bench].recipe_json
+               if t]
+    pm = prompt_meta(bench, version, next((x for x in sources if x), None))
     keys = [k for k in pm.group_keys if any(k in m for m in pm.meta.values())]
     img_dir = out_dir / IMG_DIR
     img_dir.mkdir(parents=True, exist_ok=True)

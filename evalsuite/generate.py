@@ -23,10 +23,12 @@ import platform
 import resource
 import struct
 import subprocess
+import sys
 import time
 import uuid
 import zlib
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +38,10 @@ import torch
 
 from distar.core import atomic
 from distar.core.errors import DistarError
-from distar.core.progress import progress_bar
+from distar.core.progress import ProgressBar
 from evalsuite.benchmarks import Benchmark, image_seed, load_benchmark
-from evalsuite.models.loading import (compute_dtype, load_pipeline, loaded_revision,
-                                      resolve_device)
+from evalsuite.models.loading import (compute_dtype, describe_recipe, load_pipeline,
+                                      loaded_revision, resolve_device, with_overrides)
 from evalsuite.models.specs import ModelSpec, resolve_model
 from evalsuite.store import ImageRow, ResultsStore
 
@@ -54,6 +56,10 @@ class EvalRequest:
     images_per_prompt: int = 1
     weights: str = "pretrained"
     device: str = "auto"
+    steps: int | None = None         # overrides of the recipe (--steps --guidance --resolution)
+    guidance: float | None = None
+    resolution: int | None = None
+    name: str | None = None          # display name (--name); never part of the recipe hash
 
 
 @dataclass
@@ -243,8 +249,28 @@ def generate_batch(pipe, spec: ModelSpec, prompts: list[str], seeds: list[int],
                   output_type="pil", **dict(spec.call_kwargs))
     if spec.timesteps is not None:
         kwargs["timesteps"] = list(spec.timesteps)
-    with torch.inference_mode():
-        return pipe(prompt=prompts, **kwargs).images
+    try:
+        with torch.inference_mode():
+            return pipe(prompt=prompts, **kwargs).images
+    except (RuntimeError, TypeError, ValueError, IndexError) as e:
+        raise DistarError(pipeline_error(type(pipe).__name__, spec, e)) from None
+
+
+def pipeline_error(cls: str, spec: ModelSpec, e: Exception) -> str:
+    """A pipeline's exception as one line naming the class and the likely fix."""
+    text = " ".join(str(e).split())[:300]
+    if isinstance(e, TypeError) and "argument" in text:
+        fix = (f"the recipe passes an argument {cls} does not take: fix call_kwargs in "
+               f"distar_recipe.json (docs/path_recipes.md)")
+    elif any(w in text for w in ("size", "shape", "channels", "dimension")):
+        fix = (f"the latents (shape {spec.latent_shape()}) do not fit the model: try "
+               f"--resolution with the size the model was trained at, or set latent_channels / "
+               f"vae_scale in distar_recipe.json (docs/path_recipes.md)")
+    else:
+        fix = (f"check that the folder generates with plain diffusers "
+               f"({cls}.from_pretrained(DIR)(prompt)); --steps / --guidance / --resolution "
+               f"override the recipe")
+    return f"{cls} failed while generating ({type(e).__name__}: {text}). Likely fix: {fix}."
 
 
 def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
@@ -254,7 +280,8 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
     # On a machine without CUDA, processes started by `accelerate launch --multi_gpu` (or
     # torchrun) only find each other when told to use the CPU (gloo) backend.
     state = PartialState(cpu=req.device == "cpu" or not torch.cuda.is_available())
-    spec = resolve_model(req.model, req.weights)
+    spec = with_overrides(resolve_model(req.model, req.weights), req.steps, req.guidance,
+                          req.resolution, req.name)
     bench = load_benchmark(req.bench)
     prompts = select_prompts(bench, req.limit)
     if req.images_per_prompt < 1:
@@ -284,6 +311,8 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
 
     prov = provenance()
     recipe = spec.describe()
+    if bench.name.startswith("file-"):  # so tables can re-read the file's prompt metadata
+        recipe["bench_source"] = bench.source
     run_row = dict(run_id=run_id, model=req.model, recipe_hash=spec.recipe_hash,
                    recipe_json=json.dumps(recipe, sort_keys=True, default=str),
                    bench=bench.name, bench_version=bench.version, n_prompts_total=len(bench),
@@ -294,12 +323,21 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
                    peak_memory_kind=None, status="running")
     if n_batches and state.is_main_process:
         store.upsert_run(**run_row)
+    if state.is_main_process:  # what will actually run, and where each setting came from
+        print(describe_recipe(spec), file=sys.stderr, flush=True)
 
     batch_seconds: list[tuple[float, int]] = []  # (seconds, images) per timed batch
     if n_batches:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        pipe = load_pipeline(spec, device)
+        bar = ProgressBar(f"{spec.label or spec.name} on {bench.name}", total=len(missing),
+                          disable=not state.is_main_process)
+        bar.phase(f"loading {spec.pipeline}")
+        try:
+            pipe = load_pipeline(spec, device)
+        except BaseException:
+            bar.close()
+            raise
         rev = loaded_revision(pipe)
         if rev:  # the exact hub commit read, whatever revision was asked for
             run_row["recipe_json"] = json.dumps({**recipe, "loaded_commit": rev},
@@ -329,9 +367,7 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
                 bar.advance(len(all_rows))
 
         # PNG encoding and disk writes of batch b overlap the generation of batch b+1.
-        with progress_bar(f"{spec.name} on {bench.name}", total=len(missing),
-                          disable=not state.is_main_process) as bar, \
-                ThreadPoolExecutor(max_workers=writer_threads(device)) as writer:
+        with closing(bar), ThreadPoolExecutor(max_workers=writer_threads(device)) as writer:
             pending: list[Future] = []
             for b in range(n_batches):
                 chunk = mine[b] if b < len(mine) else []
@@ -340,7 +376,11 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
                     texts = [p.text for p, _ in chunk]
                     seeds = [image_seed(p.index, k) for p, k in chunk]
                     if b == 0:  # warm-up (kernels, allocator) so latency is steady-state
+                        bar.phase(f"warm-up batch of {len(chunk)} (not timed)")
                         generate_batch(pipe, spec, texts, seeds, device)
+                        _sync(device)
+                        bar.start()  # the rate counts from the first timed batch
+                    bar.item = f"batch {b + 1}/{n_batches}"
                     _sync(device)
                     t0 = time.perf_counter()
                     images = generate_batch(pipe, spec, texts, seeds, device)
@@ -371,4 +411,4 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
         ["prompt_index", "k"]).reset_index(drop=True)
     return EvalRun(store=store, model=req.model, recipe_hash=spec.recipe_hash, bench=bench.name,
                    bench_version=bench.version, images=df, device=str(device), run_id=run_id,
-                   generated=len(missing), name=spec.name)
+                   generated=len(missing), name=spec.label or spec.name)

@@ -99,15 +99,16 @@ class PromptMeta:
     missing: str | None = None          # why there is no metadata
 
 
-def prompt_meta(bench: str, bench_version: str) -> PromptMeta:
+def prompt_meta(bench: str, bench_version: str, source: str | None = None) -> PromptMeta:
     """Per-prompt metadata (Parti: category/challenge; HPSv2: style) from evalsuite.benchmarks:
-    the single place where the leaderboard learns about prompts beyond what the store holds."""
+    the single place where the leaderboard learns about prompts beyond what the store holds.
+    `source`: the prompt file of a `file:` benchmark (stored with its runs)."""
     try:
         from evalsuite.benchmarks import load_benchmark
     except ImportError as e:
         return PromptMeta({}, (), f"evalsuite.benchmarks is not importable ({e})")
     try:
-        b = load_benchmark(bench)
+        b = load_benchmark(f"file:{source}" if source and bench.startswith("file-") else bench)
     except DistarError as e:
         return PromptMeta({}, (), str(e).splitlines()[0])
     if str(b.version) != str(bench_version):
@@ -251,7 +252,7 @@ def load_entries(store: ResultsStore) -> list[Entry]:
         for text in r.recipe_json:
             recipe = json.loads(text) if text else {}  # the latest run's recipe
         imgs = rows(images, k)
-        name = recipe.get("name") or (r.model.iloc[-1] if len(r) else None) \
+        name = recipe.get("label") or recipe.get("name") or (r.model.iloc[-1] if len(r) else None) \
             or (imgs.model.iloc[0] if len(imgs) else k[0])
         total = r.n_prompts_total.dropna()
         entries.append(Entry(
@@ -603,7 +604,7 @@ def table2(entries: list[Entry]) -> str:
     shown: list[Entry] = []
     if not abl:
         out += ["No measured ablation results yet: evaluate `distar train` checkpoints with "
-                "`distar eval --model path:RUN_DIR --bench parti`.", ""]
+                "`distar eval --model path:RUN_DIR/export --bench parti`.", ""]
     for bench, version, es in _groups(abl):
         es = sorted(es, key=lambda e: (e.alphas, e.name, e.recipe_hash))
         _label_entries(es)
@@ -703,7 +704,7 @@ def category_breakdown(entries: list[Entry]) -> str:
     groups = [g for g in _groups(entries) if g[0] != HPS_BENCH]
     written = False
     for bench, version, es in groups:
-        pm = prompt_meta(bench, version)
+        pm = prompt_meta(bench, version, bench_source(es))
         if not pm.group_keys and not pm.missing:
             continue  # a benchmark without categories (COCO)
         _label_entries(es)
@@ -739,6 +740,11 @@ def category_breakdown(entries: list[Entry]) -> str:
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
         "- Cells: mean over the group's images scored; no intervals in this file (Table 1 has "
         "the overall ones).",))
+
+
+def bench_source(entries: Sequence[Entry]) -> str | None:
+    """The prompt file of a `file:` benchmark, as its runs recorded it."""
+    return next((e.recipe["bench_source"] for e in entries if e.recipe.get("bench_source")), None)
 
 
 def _no_ci(s: Summary | None) -> Summary | None:

@@ -292,14 +292,45 @@ def bench_problems(name: str, limit: int | None = None) -> tuple[object, list[Pr
     return bench, []
 
 
+def random_on_cpu_problem(spec, device: str, force: bool) -> list[Problem]:
+    """A full-size architecture with random weights on a CPU: tens of GB and minutes per image.
+    Refused unless --force, with the expected memory."""
+    if spec is None or spec.weights != "random" or force:
+        return []
+    import torch
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return []
+    billions = _billions(spec.params)
+    memory = f"at least {4 * billions:.0f} GB for the {spec.params} denoiser alone in float32" \
+        if billions else "tens of GB"
+    return [Problem(
+        f"--weights random builds the full-size {spec.name} ({spec.pipeline}) on the CPU: "
+        f"{memory}, and minutes per image at {spec.steps} steps. Its latency and memory mean "
+        f"something only on the GPU it is meant for.",
+        ("--device cuda   # on a GPU machine",
+         f"--model tiny_{'sdxl' if 'XL' in spec.pipeline else 'sd15'}   # the same code path, tiny, offline",
+         "--force   # run it on this CPU anyway"))]
+
+
+def _billions(params: str) -> float | None:
+    import re
+    m = re.fullmatch(r"\s*([\d.]+)\s*([BM])\s*", str(params or ""), flags=re.I)
+    if not m:
+        return None
+    return float(m.group(1)) / (1000 if m.group(2).upper() == "M" else 1)
+
+
 def check_eval(model: str, bench: str, metrics: Sequence[str], *, weights: str = "pretrained",
                limit: int | None = None, metric_options: dict[str, dict] | None = None,
-               generate: bool = True, resolve=None) -> None:
+               generate: bool = True, resolve=None, device: str = "auto",
+               force: bool = False) -> None:
     """Everything `distar eval` needs, before any image is made; raises PreflightError listing
     every problem. `resolve(name) -> ModelSpec` overrides how the model name is resolved."""
     problems: list[Problem] = []
     spec, p = model_problems(model, weights, resolve)
     problems += p if generate else [q for q in p if spec is None]
+    if generate:
+        problems += random_on_cpu_problem(spec, device, force)
     problems += bench_problems(bench, limit)[1]
     problems += metric_problems(metrics, metric_options)
     raise_if_any(problems, "nothing was generated or scored")

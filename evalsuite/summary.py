@@ -137,5 +137,5 @@ def render(s: EvalSummary) -> str:
 
 
 def write_json(s: EvalSummary, path: Path) -> None:
-    from evalsuite.generate import write_atomic
-    write_atomic(Path(path), (json.dumps(s.as_dict(), indent=1) + "\n").encode())
+    from distar.core import atomic
+    atomic.write_text(Path(path), json.dumps(s.as_dict(), indent=1) + "\n")

@@ -83,6 +83,10 @@ def test_smoke_eval_summary_json_and_nothing_to_do(tmp_path, empty_hf_cache):
     row = re.search(r"smoke_clip\s+(\S+)\s+\[(\S+), (\S+)\]\s+3", r.output)
     assert row, r.output
     assert "smoke-test scorer" in r.output and "latency:" in r.output
+    # progress on a non-terminal stderr: phases and plain lines (CliRunner's stderr is no tty)
+    assert "loading StableDiffusionPipeline ..." in r.output and "warm-up batch" in r.output
+    assert re.search(r"tiny_sd15 on tiny: 3/3 \(100%\), [\d.]+ img/s", r.output), r.output
+    assert "recipe of tiny_sd15 (StableDiffusionPipeline): steps 2" in r.output
     assert "peak memory:" in r.output and f"store: {out / 'results.sqlite'}" in r.output
     s = json.loads(js.read_text())
     (m,) = s["metrics"]
@@ -124,3 +128,34 @@ def test_every_metric_needing_weights_has_a_preflight_check(empty_hf_cache):
     local |= {n for n in METRICS.names() if n.startswith("mini_")}  # shipped in the repo
     assert set(METRICS.names()) - local <= set(METRIC_CHECKS), \
         sorted(set(METRICS.names()) - local - set(METRIC_CHECKS))
+
+
+def test_demo_writes_to_out_unless_asked(tmp_path, monkeypatch):
+    import di_star.toy.demo as demo
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda out, leaderboards: calls.append((out, leaderboards)))
+    assert _invoke(["demo", "--out", str(tmp_path / "d")]).exit_code == 0
+    assert _invoke(["demo", "--out", str(tmp_path / "d"), "--update-leaderboards"]).exit_code == 0
+    from pathlib import Path
+    assert calls == [(tmp_path / "d", tmp_path / "d" / "leaderboards"),
+                     (tmp_path / "d", Path("leaderboards"))]
+
+
+def test_version_and_flags_shown_as_flags():
+    r = _invoke(["--version"])
+    assert r.exit_code == 0 and re.fullmatch(r"distar \S+\n", r.output)
+    help_text = _invoke(["train", "--help"]).output
+    assert re.search(r"--list\s+List presets", help_text), help_text  # no '<bool>' metavar
+
+
+def test_full_size_random_weights_on_cpu_refused_without_force(tmp_path):
+    r = _invoke(["eval", "--model", "sdxl_base", "--bench", "tiny", "--weights", "random",
+                 "--limit", "1", "--device", "cpu", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 2
+    assert "at least 10 GB" in r.output and "--force" in r.output and "--model tiny_sdxl" in r.output
+    assert not (tmp_path / "r").exists()
+
+
+def test_table2_hint_names_the_export_folder(tmp_path):
+    from evalsuite.leaderboard import table2
+    assert "path:RUN_DIR/export" in table2([])

@@ -41,6 +41,7 @@ from di_star.sdxl.sharding import full_optimizer_state, gather_full, is_sharded,
 from di_star.trainer import (EVAL_SEED, TrainResult, assistant_step, check_same_run, generator_terms,
                              stopped_error, truncate_stats)
 from distar.core import atomic
+from distar.core.progress import ProgressBar
 
 SD_WORLDS = ("sdxl", "sd15")
 MIXED = ("no", "bf16", "fp16")
@@ -315,7 +316,8 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
 
     t_start, steps_timed, loop_s = time.time(), 0, 0.0
     window: dict[str, list[float]] = {}
-    bar = _progress(progress and accelerator.is_main_process, cfg.preset or world.name, run.max_steps, step)
+    bar = ProgressBar(cfg.preset or world.name, run.max_steps, unit="steps", completed=step,
+                      disable=not (progress and accelerator.is_main_process))
     try:
         while step < run.max_steps:
             t0 = time.perf_counter()
@@ -354,8 +356,7 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
             step += 1
             loop_s += time.perf_counter() - t0
             steps_timed += 1
-            if bar is not None:
-                bar[0].update(bar[1], completed=step)
+            bar.update(step)
 
             if step % run.log_every == 0 or step == run.max_steps:
                 line = {"step": step, **{k: sum(v) / len(v) for k, v in window.items()},
@@ -391,8 +392,7 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
             tracker.finish()
         raise
     finally:
-        if bar is not None:
-            bar[0].stop()
+        bar.close()
 
     # Final generator (EMA weights when on): fixed-seed reward, export.
     if ema is not None:
@@ -458,27 +458,3 @@ def _recorded_ms(run_dir: Path) -> float:
     path = run_dir / "stats.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
     return json.loads(lines[-1]).get("ms_per_step", math.nan) if lines else math.nan
-
-
-def _progress(enabled: bool, label: str, total: int, done: int):
-    """A rich bar with steps/s and ETA (stderr)."""
-    if not enabled:
-        return None
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    class _Rate(TextColumn):
-        def __init__(self):
-            super().__init__("")
-
-        def render(self, task):
-            from rich.text import Text
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:.2f} steps/s" if speed else "- steps/s")
-
-    p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                 TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                 console=Console(stderr=True), transient=True)
-    p.start()
-    return p, p.add_task(label, total=total, completed=done)

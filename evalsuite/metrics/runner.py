@@ -12,6 +12,7 @@ other keyword goes to every selected metric (device, dtype, ...).
 from __future__ import annotations
 
 import gc
+import sys
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,8 @@ def score_run(run, metric_names: list[str], batch_size: int = 32, progress: bool
     outcomes = []
     for name in metric_names:
         opts = {"device": run.device, "batch_size": batch_size, **per_metric[name]}
+        if progress:  # loading a metric's weights can take a while: say so
+            print(f"{name}: loading ...", file=sys.stderr, flush=True)
         metric = _load(name, opts)
         key = metric.info.key
         meta = json.dumps({"info": metric.info.as_dict(),
@@ -103,7 +106,8 @@ def _score_images(run, name, metric, key, meta, batch_size, progress, progress_b
     todo = images[[(int(p), int(k)) not in done
                    for p, k in zip(images.prompt_index, images.k)]]
     root = Path(run.store.root)
-    with progress_bar(f"{name} {run.model}", total=len(todo), disable=not progress) as bar:
+    with progress_bar(f"{name} {getattr(run, 'name', '') or run.model}", total=len(todo),
+                      disable=not progress) as bar:
         for sl in iter_batches(len(todo), batch_size):
             rows = todo.iloc[sl]
             values = metric.score(_open_images(root, rows.path.tolist()), rows.prompt.tolist())

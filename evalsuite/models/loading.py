@@ -55,35 +55,160 @@ def _dir_fingerprint(d: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError as e:
+        raise DistarError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}). Fix or remove it.")
+
+
+def _call_defaults(pipeline: str) -> dict:
+    """The pipeline class's own __call__ defaults (num_inference_steps, guidance_scale, ...)."""
+    import inspect
+    try:
+        cls = _pipeline_class(pipeline)
+    except DistarError:
+        return {}
+    return {k: v.default for k, v in inspect.signature(cls.__call__).parameters.items()
+            if v.default is not inspect.Parameter.empty}
+
+
+# Keys of distar_recipe.json (docs/path_recipes.md); anything else is rejected by name.
+RECIPE_KEYS = ("name", "scheduler", "steps", "guidance", "timesteps", "resolution", "dtype",
+               "params", "arch_type", "default_batch_size", "latent_channels", "vae_scale",
+               "call_kwargs", "training")
+
+
+def read_pipeline_recipe(d: Path) -> tuple[dict, dict]:
+    """(fields, sources) of the sampling recipe of the pipeline folder `d`: each field from
+    distar_recipe.json when it says so, else from the folder's own configs (model_index.json,
+    the VAE / UNet / transformer configs, the scheduler config), else from the pipeline class's
+    __call__ defaults. `sources` names where each value came from (printed, and stored)."""
+    index = _read_json(d / "model_index.json")
+    cls = index["_class_name"]
+    recipe = _read_json(d / RECIPE_FILE)
+    unknown = sorted(set(recipe) - set(RECIPE_KEYS))
+    if unknown:
+        raise DistarError(f"{d / RECIPE_FILE}: unknown key(s) {', '.join(unknown)}. Known keys: "
+                          f"{', '.join(RECIPE_KEYS)} (docs/path_recipes.md).")
+    present = {k for k, v in index.items() if not k.startswith("_")
+               and isinstance(v, list) and v and v[0] is not None}
+    denoiser = "transformer" if "transformer" in present else "unet"
+    den = _read_json(d / denoiser / "config.json")
+    vae = _read_json(d / "vae" / "config.json")
+    sched = _read_json(d / "scheduler" / "scheduler_config.json")
+    call = _call_defaults(cls)
+    fields: dict = {}
+    sources: dict = {}
+
+    def put(key, value, source):
+        fields[key], sources[key] = value, source
+
+    vae_scale = 2 ** (len(vae["block_out_channels"]) - 1) if vae.get("block_out_channels") else 8
+    put("vae_scale", vae_scale, "vae/config.json block_out_channels" if vae else "default 8")
+    channels = vae.get("latent_channels") or den.get("in_channels") or 4
+    put("latent_channels", channels, "vae/config.json latent_channels" if vae.get("latent_channels")
+        else f"{denoiser}/config.json in_channels" if den.get("in_channels") else "default 4")
+    if den.get("sample_size"):
+        side = den["sample_size"]
+        side = side[0] if isinstance(side, (list, tuple)) else side
+        put("resolution", int(side) * vae_scale, f"{denoiser}/config.json sample_size x VAE scale")
+    else:  # FLUX: default_sample_size 128 in the pipeline class
+        put("resolution", 128 * vae_scale, "pipeline default (128 latents x VAE scale)")
+    if "num_inference_steps" in call:
+        put("steps", int(call["num_inference_steps"]), f"{cls}.__call__ default")
+    if "guidance_scale" in call:
+        put("guidance", float(call["guidance_scale"]), f"{cls}.__call__ default")
+    put("arch_type", "UNet" if denoiser == "unet" else "DiT", f"model_index.json ({denoiser})")
+    if sched.get("_class_name"):
+        sources["scheduler"] = f"scheduler/scheduler_config.json ({sched['_class_name']})"
+    if call.get("use_resolution_binning"):
+        # PixArt / Sana snap the size to aspect-ratio bins of 1024/512/256 px models and reject
+        # other sample sizes; distar asks for a square size the latents already have.
+        put("call_kwargs", {"use_resolution_binning": False}, f"{cls}: resolution binning off")
+    for key in RECIPE_KEYS:
+        if key in recipe and key != "training":
+            put(key, recipe[key], RECIPE_FILE)
+    return {**fields, "pipeline": cls, "training": recipe.get("training", {})}, sources
+
+
 def spec_from_path(directory: str) -> ModelSpec:
-    """A spec for a local diffusers pipeline folder (or a `distar train` export)."""
+    """A spec for a local diffusers pipeline folder (or a `distar train` export); see
+    read_pipeline_recipe for where each sampling setting comes from."""
     d = Path(directory).expanduser()
     index = d / "model_index.json"
     if not index.is_file():
         raise DistarError(f"path:{directory} is not a diffusers pipeline folder (no "
                           f"model_index.json). Point at a folder written by save_pretrained "
                           f"or by `distar train` (its export/ subfolder).")
-    cls = json.loads(index.read_text())["_class_name"]
-    recipe = json.loads((d / RECIPE_FILE).read_text()) if (d / RECIPE_FILE).is_file() else {}
-    unet_cfg = d / "unet" / "config.json"
-    res = recipe.get("resolution")
-    if res is None and unet_cfg.is_file():
-        res = json.loads(unet_cfg.read_text()).get("sample_size", 128) * 8
+    rec, sources = read_pipeline_recipe(d)
+    training = rec.pop("training")
+    # Display name: the recipe's, else a training export's run folder, else the folder's name.
+    label = rec.pop("name", None) or (d.resolve().parent.name if training and d.name == "export"
+                                      else d.resolve().name)
     fields = dict(name=f"path-{d.name}-{_dir_fingerprint(d)}",
-                  description=f"local pipeline at {d}", pipeline=cls, repo=str(d.resolve()),
-                  dtype=recipe.get("dtype", "float16"), resolution=int(res or 1024),
-                  params=recipe.get("params", ""))
-    for key in ("scheduler", "steps", "guidance", "arch_type", "default_batch_size", "latent_channels",
-                "vae_scale"):
-        if key in recipe:
-            fields[key] = recipe[key]
-    if recipe.get("timesteps") is not None:
-        fields["timesteps"] = tuple(recipe["timesteps"])
-    # A checkpoint's sampling recipe is part of what decides its images.
+                  description=f"local pipeline at {d}", pipeline=rec.pop("pipeline"),
+                  repo=str(d.resolve()), dtype=rec.pop("dtype", "float16"), label=label)
+    if rec.get("timesteps") is not None:
+        rec["timesteps"] = tuple(rec["timesteps"])
+    call_kwargs = tuple(sorted(rec.pop("call_kwargs", {}).items()))
+    fields.update({k: v for k, v in rec.items() if v is not None})
+    # A checkpoint's training recipe is provenance (Table 2 groups by its alphas), and where
+    # each sampling setting came from is recorded with every run.
     meta = tuple(sorted((k, json.dumps(v) if isinstance(v, (dict, list)) else v)
-                        for k, v in recipe.get("training", {}).items()))
-    return ModelSpec(**fields, call_kwargs=tuple(sorted(recipe.get("call_kwargs", {}).items())),
-                     meta=meta)
+                        for k, v in training.items()))
+    meta += (("recipe_sources", json.dumps(sources, sort_keys=True)),)
+    return ModelSpec(**fields, call_kwargs=call_kwargs, meta=meta)
+
+
+def with_overrides(spec: ModelSpec, steps: int | None = None, guidance: float | None = None,
+                   resolution: int | None = None, name: str | None = None) -> ModelSpec:
+    """`--steps --guidance --resolution --name` on top of a recipe."""
+    changes: dict = {}
+    if steps is not None:
+        if steps < 1:
+            raise DistarError(f"--steps {steps}: must be >= 1.")
+        changes["steps"] = steps
+    if guidance is not None:
+        changes["guidance"] = guidance
+    if resolution is not None:
+        step = spec.vae_scale * (2 if spec.pipeline.startswith("Flux") else 1)
+        if resolution < step or resolution % step:
+            raise DistarError(f"--resolution {resolution}: must be a positive multiple of {step} "
+                              f"for {spec.pipeline} (its VAE scale factor is {spec.vae_scale}).")
+        changes["resolution"] = resolution
+    if name is not None:
+        if not name.strip():
+            raise DistarError("--name must not be empty.")
+        changes["label"] = name.strip()
+    if changes and spec.meta and any(k == "recipe_sources" for k, _ in spec.meta):
+        sources = json.loads(dict(spec.meta)["recipe_sources"])
+        sources.update({("name" if k == "label" else k): "command line" for k in changes})
+        changes["meta"] = tuple((k, json.dumps(sources, sort_keys=True) if k == "recipe_sources"
+                                 else v) for k, v in spec.meta)
+    return replace(spec, **changes) if changes else spec
+
+
+def describe_recipe(spec: ModelSpec) -> str:
+    """One line: the effective sampling recipe, and where each value came from (path: models)."""
+    sources = json.loads(dict(spec.meta).get("recipe_sources", "{}")) if spec.meta else {}
+
+    def item(key, value):
+        src = sources.get(key)
+        return f"{key} {value}" + (f" ({src})" if src else "")
+    c, *hw = spec.latent_shape()
+    parts = [item("steps", spec.steps), item("guidance", spec.guidance),
+             item("resolution", spec.resolution),
+             item("latent_channels", c) + f" -> latents {tuple(spec.latent_shape())}",
+             item("vae_scale", spec.vae_scale),
+             "packing 2x2 (FLUX)" if spec.pipeline.startswith("Flux") else "packing none",
+             item("arch_type", spec.arch_type),
+             item("scheduler", spec.scheduler or "the pipeline's own")]
+    if spec.timesteps:
+        parts.append(item("timesteps", list(spec.timesteps)))
+    if spec.call_kwargs:
+        parts.append(item("call_kwargs", dict(spec.call_kwargs)))
+    return f"recipe of {spec.label or spec.name} ({spec.pipeline}): " + ", ".join(parts)
 
 
 def _pipeline_class(name: str):

@@ -56,6 +56,9 @@ class ModelSpec:
     # Provenance that changes no pixel (e.g. a checkpoint's alpha_rew / alpha_cfg); stored
     # with each run, not hashed.
     meta: tuple[tuple[str, Any], ...] = ()
+    # Display name in summaries, leaderboards and the gallery ('' = name). Not hashed: renaming
+    # a run never changes which images are its own.
+    label: str = ""
 
     def recipe(self) -> dict[str, Any]:
         """The fields that change an image (the hash's input)."""
@@ -67,7 +70,8 @@ class ModelSpec:
     def describe(self) -> dict[str, Any]:
         """Recipe plus leaderboard metadata, as stored in runs.recipe_json."""
         return {**self.recipe(), "arch_type": self.arch_type, "params": self.params,
-                "description": self.description, **dict(self.meta)}
+                "description": self.description, "label": self.label or self.name,
+                **dict(self.meta)}
 
     @cached_property  # the harness asks once per image; a frozen spec's hash never changes
     def recipe_hash(self) -> str:
@@ -84,7 +88,7 @@ class ModelSpec:
         return replace(self, weights=weights)
 
 
-_NOT_HASHED = ("description", "arch_type", "params", "default_batch_size", "meta")
+_NOT_HASHED = ("description", "arch_type", "params", "default_batch_size", "meta", "label")
 
 MODELS: Registry[ModelSpec] = Registry("model")
 
