@@ -14,6 +14,8 @@ truth, gold judge and proxy reward of the reference (`mini_ref`) and the one-ste
   (`render_for_caption`), on held-out captions of the training distribution (mini_coco-like)
   and on the single-object prompts. Also 'FD GT vs GT' (two independent ground-truth draws) as
   the floor the numbers should be read against.
+- VAE round trip: ground-truth renders encoded and decoded by the pipeline's VAE, scored by the
+  gold judge and read by the classifier (the reference cannot draw better than its decoder).
 Noise: image k of prompt i from torch.Generator seed i + 100000 k, as the harness draws it.
 Writes OUT/quality.json and OUT/grid.png (rows: prompts; columns: ground truth, 4 reference
 samples, 4 one-step samples).
@@ -74,6 +76,30 @@ def fd(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
     return float(frechet_distance(*feature_statistics(feat_a), *feature_statistics(feat_b)))
 
 
+@torch.no_grad()
+def vae_round_trip(root: Path, captions: list[str], clf) -> dict:
+    from diffusers import AutoencoderKL
+
+    from evalsuite.mini.classifier import detect
+    from evalsuite.mini.gold import gold_score
+    from evalsuite.mini.world import render_for_caption
+    vae = AutoencoderKL.from_pretrained(root / "pipeline", subfolder="vae",
+                                        torch_dtype=torch.float32).eval()
+    rng = np.random.default_rng(99)
+    gt = [render_for_caption(p, rng) for p in captions]
+    x = torch.from_numpy(np.stack([np.asarray(im) for im in gt])).permute(0, 3, 1, 2).float()
+    x = x / 127.5 - 1
+    r = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+    arr = ((r + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    rec = [Image.fromarray(a) for a in arr]
+    kinds = lambda sc: sorted((o.shape, o.colour) for o in sc.objects)  # noqa: E731
+    agree = [kinds(a) == kinds(b) for a, b in zip(detect(clf, gt), detect(clf, rec))]
+    return {"n": len(gt), "mse": float((r - x).pow(2).mean()),
+            "gold_ground_truth": float(gold_score(gt, captions).mean()),
+            "gold_reconstruction": float(gold_score(rec, captions).mean()),
+            "classifier_objects_agree": float(np.mean(agree))}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", default=None, help="built world folder (default: the shipped one)")
@@ -81,6 +107,7 @@ def main() -> None:
     ap.add_argument("--captions", type=int, default=192)
     ap.add_argument("--out", default="runs/mini_quality")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--vae-only", action="store_true", help="only the VAE round trip")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.world:
@@ -119,6 +146,11 @@ def main() -> None:
                         "gold": float(gold_score(gt_caps, captions).mean()),
                         "proxy": float(proxy.score(gt_caps, captions).mean()),
                         "fd_captions_gt_vs_gt": fd(feats(gt_caps), feats(gt_caps2))}}
+    report["vae_round_trip"] = vae_round_trip(root, captions[:64], clf)
+    print("vae_round_trip", json.dumps(report["vae_round_trip"]), flush=True)
+    if args.vae_only:
+        (out / "quality.json").write_text(json.dumps(report, indent=2))
+        return
     grids = {}
     for name in ("mini_ref", "mini_onestep"):
         spec = resolve_model(name)
