@@ -183,11 +183,20 @@ def demo_cmd(
     update_leaderboards: bool = typer.Option(False, "--update-leaderboards", metavar="", help="Write the "
                                              "tables and figures into ./leaderboards (the "
                                              "repository's tracked copies) instead."),
+    world: str = typer.Option("mini", help="'mini': DI* on the mini text-to-image world through the SD "
+                              "trainer and the eval suite (paper Tables 1-3, reduced; mini_*.md); 'toy': "
+                              "the gmm and digits labs (toy_*.md; 'gmm' / 'digits' run both too)."),
 ) -> None:
-    """Run the toy-lab ablation (paper Table 2 in miniature) on CPU and write its tables."""
-    from di_star.toy.demo import run_demo
-    run_demo(out=out, leaderboards=Path("leaderboards") if update_leaderboards
-             else out / "leaderboards")
+    """Run an ablation of the paper's Table 2 in miniature on CPU and write its tables."""
+    leaderboards = Path("leaderboards") if update_leaderboards else out / "leaderboards"
+    if world == "mini":
+        from di_star.mini.ablation import run_ablation
+        run_ablation(out=out / "mini", leaderboards=leaderboards, scale="demo")
+    elif world in ("toy", "gmm", "digits"):
+        from di_star.toy.demo import run_demo
+        run_demo(out=out, leaderboards=leaderboards)
+    else:
+        raise DistarError(f"Unknown demo world '{world}'. Choose one of: mini, toy (gmm and digits).")
 
 
 @app.command("leaderboard")
@@ -198,10 +207,15 @@ def leaderboard_cmd(
     with_reported: bool = typer.Option(False, "--with-reported", metavar="", help="Tables 1 and 3: the DI* paper's "
                                        "number for the same model beside each measured column, "
                                        "headed '(paper)'."),
+    suite: str = typer.Option("paper", help="'paper' (Parti, COCO-30K, HPSv2) or 'mini' (the mini "
+                              "world's benchmarks; files mini_*.md)."),
+    baseline: Optional[str] = typer.Option(None, help="A model name: also write paired tests of "
+                                           "every model against it (e.g. mini_onestep)."),
 ) -> None:
     """Regenerate the markdown leaderboards (and plots) from the results store."""
     from evalsuite.leaderboard import write_leaderboards
-    written = write_leaderboards(results_dir=results, out_dir=out, with_reported=with_reported)
+    written = write_leaderboards(results_dir=results, out_dir=out, with_reported=with_reported, suite=suite,
+                                 baseline=baseline)
     print(f"wrote {len(written)} files from {results}:")
     for path in written:
         print(f"  {path}")

@@ -61,6 +61,37 @@ BREAKDOWN_FILE = "category_breakdown.md"
 PAPER_FILE = "paper_reported.md"
 LATENCY_PLOT = "quality_vs_latency_{bench}.png"
 ABLATION_PLOT = "ablation_reward_vs_fidelity.png"
+PAIRED_FILE = "paired_tests.md"
+
+
+@dataclass(frozen=True)
+class Suite:
+    """Which benchmarks and metrics fill the paper's tables. 'paper': Parti / COCO-30K / HPSv2
+    with the paper's four metrics; 'mini': the mini world's benchmarks (evalsuite.mini), every
+    measured metric, files prefixed 'mini_' so both sets live side by side in leaderboards/."""
+    name: str
+    prefix: str                                  # file-name prefix
+    table1_benches: tuple[str, ...]              # upper part, lower part
+    table1_metrics: tuple[str, ...]              # fixed leading columns (others follow by name)
+    fid_bench: str                               # its Table 1 section also leads with FID
+    style_bench: str                             # Table 3's benchmark (per-style scores)
+    ablation_bench: str                          # Table 2's plot
+    plot_metrics: tuple[str, ...]                # y of the plots: the first one measured
+    fidelity_metrics: tuple[str, ...]            # x of the ablation plot: the first one measured
+
+
+SUITES = {
+    "paper": Suite("paper", "", TABLE1_BENCHES, TABLE1_METRICS, "coco30k", HPS_BENCH, "parti",
+                   PREFERENCE_FOR_PLOT, ("clip",)),
+    "mini": Suite("mini", "mini_", ("mini_parti", "mini_coco"), (), "mini_coco", "mini_hps", "mini_parti",
+                  ("mini_pickscore", "mini_gold"), ("mini_clip", "mini_attr")),
+}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        raise DistarError(f"Unknown leaderboard suite '{name}'. Choose one of: {', '.join(SUITES)}")
+    return SUITES[name]
 
 
 # Statistics: evalsuite.metrics.stats does the resampling; these adapt it to table cells.
@@ -520,14 +551,14 @@ def provenance(entries: list[Entry], notes: Sequence[str], how: Sequence[str] = 
 
 
 # Tables -----------------------------------------------------------------------------------------
-def _bench_order(bench: str) -> tuple[int, str]:
-    return (TABLE1_BENCHES.index(bench) if bench in TABLE1_BENCHES else len(TABLE1_BENCHES),
-            bench)
+def _bench_order(bench: str, benches: Sequence[str] = TABLE1_BENCHES) -> tuple[int, str]:
+    return (benches.index(bench) if bench in benches else len(benches), bench)
 
 
-def _groups(entries: list[Entry]) -> list[tuple[str, str, list[Entry]]]:
+def _groups(entries: list[Entry], suite: Suite | None = None) -> list[tuple[str, str, list[Entry]]]:
+    benches = suite.table1_benches if suite is not None else TABLE1_BENCHES
     keys = sorted({(e.bench, e.bench_version) for e in entries},
-                  key=lambda k: (_bench_order(k[0]), k[1]))
+                  key=lambda k: (_bench_order(k[0], benches), k[1]))
     return [(b, v, _sort_entries([e for e in entries if (e.bench, e.bench_version) == (b, v)]))
             for b, v in keys]
 
@@ -539,7 +570,7 @@ REPORTED_NOTE = ("- Columns headed '(paper)': the number the DI* paper reports f
                  "pretrained weights. The paper names no GPU for its times.")
 
 
-def table1(entries: list[Entry], with_reported: bool = False) -> str:
+def table1(entries: list[Entry], with_reported: bool = False, suite: Suite | None = None) -> str:
     """Paper Table 1 layout, one section per benchmark (Parti, COCO, then any other except
     HPSv2, which is Table 3): steps, type, params, the four preference/alignment metrics, time
     per 10 images, then set metrics (FID) and any other measured metric. `with_reported`: the
@@ -549,13 +580,14 @@ def table1(entries: list[Entry], with_reported: bool = False) -> str:
            "with numbers measured by this suite.", ""]
     notes: list[str] = []
     shown: list[Entry] = []
-    groups = [g for g in _groups(entries) if g[0] != HPS_BENCH]
+    suite = suite or SUITES["paper"]
+    groups = [g for g in _groups(entries, suite) if g[0] != suite.style_bench]
     if not groups:
-        out += ["No measured results yet. Run `distar eval --bench parti ...` first.", ""]
+        out += [f"No measured results yet. Run `distar eval --bench {suite.table1_benches[0]} ...` first.", ""]
     for bench, version, es in groups:
         _label_entries(es)
-        fixed = TABLE1_METRICS + (("fid",) if bench == "coco30k" else ())
-        table, n = _table1_section(es, fixed, with_reported)
+        fixed = suite.table1_metrics + (("fid",) if bench == suite.fid_bench and suite.table1_metrics else ())
+        table, n = _table1_section(es, fixed, with_reported, suite.table1_metrics)
         out += [f"## {bench} (version {version})", "", table, ""]
         notes += n
         shown += es
@@ -563,11 +595,11 @@ def table1(entries: list[Entry], with_reported: bool = False) -> str:
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), how)
 
 
-def _table1_section(es: list[Entry], fixed: Sequence[str], with_reported: bool = False
-                    ) -> tuple[str, list[str]]:
+def _table1_section(es: list[Entry], fixed: Sequence[str], with_reported: bool = False,
+                    core_metrics: Sequence[str] = TABLE1_METRICS) -> tuple[str, list[str]]:
     cols = _metric_columns(es, fixed)
-    core = [c for c in cols if c[0] in TABLE1_METRICS]
-    rest = [c for c in cols if c[0] not in TABLE1_METRICS]
+    core = [c for c in cols if c[0] in core_metrics]
+    rest = [c for c in cols if c[0] not in core_metrics]
     columns = _columns(es, core) + [Column("time / 10 images ↓ (s)", [e.latency() for e in es],
                                            2, False)]
     columns += _columns(es, rest)
@@ -593,33 +625,38 @@ def _notes(cols: Sequence[tuple[str, str | None]]) -> list[str]:
     return [f"{_metric_header(m, v)}: `{m}` stored as `{v}`" for m, v in cols if v is not None]
 
 
-def table2(entries: list[Entry]) -> str:
+def table2(entries: list[Entry], suite: Suite | None = None) -> str:
     """Paper Table 2 layout: `distar train` checkpoints (recipes carrying alpha_rew and
     alpha_cfg) on Parti, grouped by (alpha_rew, alpha_cfg)."""
     out = ["# Table 2: measured ablation over (alpha_rew, alpha_cfg)", "",
            "Rows: evaluated checkpoints whose recipe carries `alpha_rew` and `alpha_cfg` "
            "(written by `distar train`), grouped by those two scales.", ""]
-    abl = [e for e in entries if e.alphas is not None and e.bench != HPS_BENCH]
+    suite = suite or SUITES["paper"]
+    abl = [e for e in entries if e.alphas is not None and e.bench != suite.style_bench]
     notes: list[str] = []
     shown: list[Entry] = []
     if not abl:
         out += ["No measured ablation results yet: evaluate `distar train` checkpoints with "
                 "`distar eval --model path:RUN_DIR/export --bench parti`.", ""]
-    for bench, version, es in _groups(abl):
+    for bench, version, es in _groups(abl, suite):
         es = sorted(es, key=lambda e: (e.alphas, e.name, e.recipe_hash))
         _label_entries(es)
         lead = [("model", lambda e: e.label),
                 ("steps", lambda e: str(e.meta("steps") or MISSING)),
                 ("params", lambda e: str(e.meta("params") or MISSING)),
                 ("(α_rew, α_cfg)", _alphas_text)]
-        cols = _metric_columns(es, TABLE1_METRICS)
+        # What else tells the paper's rows apart (KL vs score, Choice 1 vs 2, the estimator).
+        lead += [(h, lambda e, k=k: str(e.meta(k) or MISSING)) for h, k in
+                 (("regulariser", "regulariser"), ("CFG", "guidance"), ("estimator", "estimator"))
+                 if any(e.meta(k) for e in es)]
+        cols = _metric_columns(es, suite.table1_metrics)
         columns = _columns(es, cols)
         notes += _notes(cols)
         header = [h for h, _ in lead] + [c.header for c in columns]
         rows = [[fn(e) for _, fn in lead] + [c.render(i) for c in columns]
                 for i, e in enumerate(es)]
         out += [f"## {bench} (version {version})", "",
-                md_table(header, rows, ["l", "r", "r", "c"] + ["r"] * len(columns)), ""]
+                md_table(header, rows, ["l", "r", "r", "c"] + ["c"] * (len(lead) - 4) + ["r"] * len(columns)), ""]
         shown += es
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)))
 
@@ -693,7 +730,100 @@ def table3(entries: list[Entry], with_reported: bool = False) -> str:
         + ((REPORTED_NOTE,) if with_reported else ()))
 
 
-def category_breakdown(entries: list[Entry]) -> str:
+def style_table(entries: list[Entry], suite: Suite) -> str:
+    """Table 3 for a suite whose style benchmark is not HPSv2's (the mini world's mini_hps): per
+    style, the mean of every per-image metric with its prompt-bootstrap interval; the average is
+    the mean of the styles, as HPSv2's is."""
+    out = [f"# Table 3: measured scores per style ({suite.style_bench})", "",
+           "Per style: mean over the style's images; average: mean of the styles (HPSv2's rule, so "
+           "a style's weight does not depend on its size).", ""]
+    notes: list[str] = []
+    shown: list[Entry] = []
+    es_all = [e for e in entries if e.bench == suite.style_bench]
+    if not es_all:
+        out += [f"No measured results on `{suite.style_bench}` yet.", ""]
+    for bench, version, es in _groups(es_all, suite):
+        _label_entries(es)
+        pm = prompt_meta(bench, version)
+        key = "style" if "style" in pm.group_keys else (pm.group_keys[0] if pm.group_keys else None)
+        if key is None:
+            out += [f"## {bench} (version {version})", "", f"Prompt styles unavailable: {pm.missing}.", ""]
+            continue
+        styles = sorted({str(md[key]) for md in pm.meta.values() if md.get(key)})
+        members = {g: [i for i, md in pm.meta.items() if str(md.get(key)) == g] for g in styles}
+        keys = sorted({(m, v) for e in es for m, v in zip(e.scores.metric, e.scores.metric_version)})
+        notes += _notes(keys)
+        for m, v in keys:
+            _, higher, dec = _metric_info(m)
+            per = []
+            for e in es:
+                cells = {g: e.summary(m, v, members[g]) for g in styles}
+                groups = []
+                for g in styles:
+                    sc = e.image_scores(m, v)
+                    sc = sc[sc.prompt_index.isin(members[g])]
+                    if len(sc):
+                        groups.append((sc.value.to_numpy(np.float64), sc.prompt_index.to_numpy()))
+                cells["average"] = (Summary(float(np.mean([cells[g].value for g in styles])),
+                                            stratified_interval(groups))
+                                    if all(cells[g] is not None for g in styles) else None)
+                per.append(cells)
+            cols = [Column(f"{g}{_arrow(higher)} (n={len(members[g])})" if g != "average" else f"average{_arrow(higher)}",
+                           [p_[g] for p_ in per], dec, higher) for g in styles + ["average"]]
+            header = ["model", "steps"] + [c.header for c in cols]
+            rows = [[e.label, str(e.meta("steps") or MISSING)] + [c.render(i) for c in cols]
+                    for i, e in enumerate(es)]
+            out += [f"## {_metric_header(m, v)} by {key}, {bench} (version {version})", "", md_table(header, rows), ""]
+        shown += es
+    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)))
+
+
+def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None) -> str:
+    """Every model against `baseline` (a model name, e.g. the one-step init) on the images both
+    have (same prompts and seeds): the mean difference of each per-image metric, its 95% interval
+    (prompts resampled) and a two-sided paired p-value (evalsuite.metrics.stats.paired_test,
+    prompts as the independent unit)."""
+    from evalsuite.metrics.stats import paired_test
+
+    out = [f"# Paired tests against `{baseline}`", "",
+           f"Cells: mean of (model - {baseline}) over the images both have, same prompt and seed; "
+           f"[{int(CI_LEVEL * 100)}% bootstrap interval, prompts resampled]; p = two-sided paired test "
+           "with prompts as units. Set metrics (FID) have no pairs and are not here.", ""]
+    shown: list[Entry] = []
+    found = False
+    for bench, version, es in _groups(entries, suite):
+        base = [e for e in es if e.name == baseline]
+        if not base:
+            continue
+        found = True
+        _label_entries(es)
+        b = base[0]
+        keys = sorted({(m, v) for m, v in zip(b.scores.metric, b.scores.metric_version)})
+        rows = []
+        for e in es:
+            if e is b:
+                continue
+            row = [e.label]
+            for m, v in keys:
+                _, _, dec = _metric_info(m)
+                x = e.image_scores(m, v).merge(b.image_scores(m, v), on=["prompt_index", "k"])
+                if len(x) < 2 or x.prompt_index.nunique() < 2:
+                    row.append(MISSING)
+                    continue
+                r = paired_test(x.value_x.to_numpy(), x.value_y.to_numpy(), n_boot=N_BOOTSTRAP,
+                                seed=BOOTSTRAP_SEED, clusters=x.prompt_index.to_numpy())
+                row.append(f"{r.mean_diff:+.{dec + 1}f} [{r.low:+.{dec + 1}f}, {r.high:+.{dec + 1}f}] "
+                           f"p={r.p_value:.2g}")
+            rows.append(row)
+        header = ["model"] + [_metric_header(m, v) for m, v in keys]
+        out += [f"## {bench} (version {version})", "", md_table(header, rows), ""]
+        shown += es
+    if not found:
+        out += [f"No results of `{baseline}` in the store.", ""]
+    return "\n".join(out) + "\n" + provenance(shown, [])
+
+
+def category_breakdown(entries: list[Entry], suite: Suite | None = None) -> str:
     """Per-category (and per-challenge) means of every per-image metric, for each benchmark
     whose prompts carry group metadata (Parti: category, challenge). No intervals here, to keep
     the tables narrow; n = prompts in the group."""
@@ -701,7 +831,8 @@ def category_breakdown(entries: list[Entry]) -> str:
            "Means over the prompts of each group; n = prompts of the benchmark in that group.", ""]
     notes: list[str] = []
     shown: list[Entry] = []
-    groups = [g for g in _groups(entries) if g[0] != HPS_BENCH]
+    style_bench = (suite or SUITES["paper"]).style_bench
+    groups = [g for g in _groups(entries, suite) if g[0] != style_bench]
     written = False
     for bench, version, es in groups:
         pm = prompt_meta(bench, version, bench_source(es))
@@ -790,9 +921,9 @@ def paper_reported() -> str:
 
 
 # Plots ------------------------------------------------------------------------------------------
-def _latency_points(es: list[Entry]):
+def _latency_points(es: list[Entry], metrics: Sequence[str] = PREFERENCE_FOR_PLOT):
     from evalsuite.plots import Point
-    for metric in PREFERENCE_FOR_PLOT:
+    for metric in metrics:
         versions = sorted({v for e in es for m, v in e.metric_keys() if m == metric})
         for v in versions:
             pts = []
@@ -808,30 +939,33 @@ def _latency_points(es: list[Entry]):
     return [], ""
 
 
-def write_plots(entries: list[Entry], out_dir: Path) -> list[Path]:
+def write_plots(entries: list[Entry], out_dir: Path, suite: Suite | None = None) -> list[Path]:
     """Quality vs latency per benchmark (the paper's David-vs-Goliath picture) and, for the
     ablation, reward vs fidelity. A plot with no measured point is not written (and a stale
     one from an earlier store is removed)."""
     from evalsuite import plots
+    suite = suite or SUITES["paper"]
     written = []
-    for bench in TABLE1_BENCHES:
-        path = out_dir / LATENCY_PLOT.format(bench=bench)
+    for bench in suite.table1_benches:
+        path = out_dir / (suite.prefix + LATENCY_PLOT.format(bench=bench))
         es = [e for e in entries if e.bench == bench]
         for _, _, group in _groups(es)[-1:]:  # the newest benchmark version if several
             _label_entries(group)
-            pts, ylabel = _latency_points(group)
+            pts, ylabel = _latency_points(group, suite.plot_metrics)
             if pts:
                 plots.quality_vs_latency(pts, ylabel, f"{bench}: quality vs latency", path)
                 written.append(path)
         if path not in written and path.exists():
             path.unlink()
-    path = out_dir / ABLATION_PLOT
-    abl = [e for e in entries if e.alphas is not None and e.bench == "parti"]
+    path = out_dir / (suite.prefix + ABLATION_PLOT)
+    abl = [e for e in entries if e.alphas is not None and e.bench == suite.ablation_bench]
     pts, xlabel, ylabel = [], "", ""
     for _, _, group in _groups(abl)[-1:]:
         _label_entries(group)
-        xs = sorted({(m, v) for e in group for m, v in e.metric_keys() if m == "clip"})
-        for y_metric in ("pickscore", "imagereward", "hpsv21", "aesthetic"):
+        x_metric = next((x for x in suite.fidelity_metrics if any(m == x for e in group for m, _ in e.metric_keys())),
+                        suite.fidelity_metrics[0])
+        xs = sorted({(m, v) for e in group for m, v in e.metric_keys() if m == x_metric})
+        for y_metric in suite.plot_metrics:
             ys = sorted({(m, v) for e in group for m, v in e.metric_keys() if m == y_metric})
             if xs and ys:
                 for e in group:
@@ -839,11 +973,11 @@ def write_plots(entries: list[Entry], out_dir: Path) -> list[Path]:
                     if sx is not None and sy is not None:
                         pts.append(plots.Point(label=f"{e.label} {_alphas_text(e)}", x=sx.value,
                                                y=sy.value, xerr=sx.ci, yerr=sy.ci))
-                xlabel = f"CLIP ({_short_version(xs[0][1])}) ↑  (fidelity to the prompt)"
+                xlabel = f"{_metric_info(x_metric)[0]} ({_short_version(xs[0][1])}) ↑  (fidelity to the prompt)"
                 ylabel = f"{_metric_info(y_metric)[0]} ({_short_version(ys[0][1])}) ↑"
                 break
     if pts:
-        plots.reward_vs_fidelity(pts, xlabel, ylabel, "parti ablation: reward vs fidelity", path)
+        plots.reward_vs_fidelity(pts, xlabel, ylabel, f"{suite.ablation_bench} ablation: reward vs fidelity", path)
         written.append(path)
     elif path.exists():
         path.unlink()
@@ -856,21 +990,35 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-def write_leaderboards(results_dir: Path, out_dir: Path, with_reported: bool = False) -> list[Path]:
+def write_leaderboards(results_dir: Path, out_dir: Path, with_reported: bool = False, suite: str = "paper",
+                       baseline: str | None = None) -> list[Path]:
     """Write Tables 1-3, the Parti breakdown, the paper's reported numbers and the plots into
     out_dir; returns the files written. `with_reported`: Tables 1 and 3 also show, beside each
-    measured column, the paper's number for the same model (headed '(paper)')."""
+    measured column, the paper's number for the same model (headed '(paper)'). `suite`: which
+    benchmarks fill the tables ('paper', or 'mini': files mini_*.md). `baseline`: a model name;
+    adds paired tests of every model against it."""
+    su = get_suite(suite)
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not (results_dir / STORE_FILENAME).exists():
         raise DistarError(f"No results store at {results_dir / STORE_FILENAME}. Run `distar eval` "
                           "first, or point --results at the directory holding results.sqlite.")
     entries = load_entries(ResultsStore(results_dir))
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [
-        _write(out_dir / TABLE1_FILE, table1(entries, with_reported)),
-        _write(out_dir / TABLE2_FILE, table2(entries)),
-        _write(out_dir / TABLE3_FILE, table3(entries, with_reported)),
-        _write(out_dir / BREAKDOWN_FILE, category_breakdown(entries)),
-        _write(out_dir / PAPER_FILE, paper_reported()),
-    ]
-    return written + write_plots(entries, out_dir)
+    if su.name == "paper":
+        written = [
+            _write(out_dir / TABLE1_FILE, table1(entries, with_reported)),
+            _write(out_dir / TABLE2_FILE, table2(entries)),
+            _write(out_dir / TABLE3_FILE, table3(entries, with_reported)),
+            _write(out_dir / BREAKDOWN_FILE, category_breakdown(entries)),
+            _write(out_dir / PAPER_FILE, paper_reported()),
+        ]
+    else:  # no paper numbers exist for another suite's benchmarks
+        written = [
+            _write(out_dir / (su.prefix + TABLE1_FILE.replace("_parti_coco", "")), table1(entries, suite=su)),
+            _write(out_dir / (su.prefix + TABLE2_FILE), table2(entries, su)),
+            _write(out_dir / (su.prefix + "table3_styles.md"), style_table(entries, su)),
+            _write(out_dir / (su.prefix + BREAKDOWN_FILE), category_breakdown(entries, su)),
+        ]
+    if baseline is not None:
+        written.append(_write(out_dir / (su.prefix + PAIRED_FILE), paired_tests(entries, baseline, su)))
+    return written + write_plots(entries, out_dir, su)

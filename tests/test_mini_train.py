@@ -11,7 +11,7 @@ import torch
 
 from di_star.errors import DistarError
 from di_star.presets import PRESETS, TABLE_ORDER, get_preset, world_scales
-from di_star.sdxl.presets import MINI_DIR, MINI_TRAIN_PROMPTS
+from di_star.sdxl.presets import MINI_TRAIN_PROMPTS
 from di_star.trainer import train
 from evalsuite.models.specs import MODELS, ComponentSource, ModelSpec
 
@@ -78,7 +78,7 @@ def test_mini_presets_mirror_table2_and_the_frontiers():
     cfg = get_preset("mini/di_star_in")
     # Only the preset differs from di_star_sdxl: the same SD world and settings, mini weights.
     assert cfg.world.name == "sdxl" == get_preset("di_star_sdxl").world.name
-    assert cfg.sd.reward == f"pickscore@{MINI_DIR / 'proxy_reward'}"
+    assert cfg.sd.reward == "mini_pickscore"
     assert Path(cfg.sd.prompts) == MINI_TRAIN_PROMPTS and len(MINI_TRAIN_PROMPTS.read_text().splitlines()) >= 1000
 
 
@@ -135,3 +135,28 @@ def test_mini_reward_and_timestep_errors_are_clear(mini_folder, tmp_path):
         validate_sd(on_folder("mini/di_star_in", root, gen, sd={"reward": "pickscor"}))
     with pytest.raises(DistarError, match=f"Fix: set sd.generator_timestep = {ONESTEP_T}"):
         SDWorld(on_folder("mini/di_star_in", root, gen, sd={"generator_timestep": 250}))
+
+
+@pytest.mark.slow
+def test_ablation_driver_trains_evaluates_and_writes_the_mini_tables(mini_folder, tmp_path):
+    """scripts/mini_ablation.py's code on the tiny folder: training runs, `distar eval` of the
+    reference, init and exports, `distar leaderboard --suite mini --baseline`, findings, figures."""
+    from di_star.mini.ablation import Scale, run_ablation
+
+    root, gen = mini_folder
+    ref = f"path:{root / 'pipeline'}"
+    sd = {"reference": ref, "generator": gen, "reward": f"pickscore@{root / 'proxy_reward'}"}
+    scale = Scale("test", 1, 1, 2, ("kl", "di_star_in"), False, (0, 1), {"tiny": 3}, 2)
+    r = run_ablation(tmp_path / "abl", tmp_path / "lb", scale, workers=1, sd=sd, reference=ref, init=gen,
+                     metrics=["mini_gold"], benches=("tiny",))
+    names = {p.name for p in r["files"]}
+    assert {"mini_table1.md", "mini_table2_ablation.md", "mini_paired_tests.md", "mini_findings.md",
+            "mini_samples.png"} <= names
+    t2 = (tmp_path / "lb" / "mini_table2_ablation.md").read_text()
+    assert "path-mini-kl-" in t2 and "path-mini-di_star_in@s1-" in t2 and "| score | in | exact |" in t2
+    paired = (tmp_path / "lb" / "mini_paired_tests.md").read_text()
+    assert f"against `{gen}`" in paired and "p=" in paired
+    # Rerunning reuses every run, image and score.
+    r2 = run_ablation(tmp_path / "abl", tmp_path / "lb", scale, workers=1, sd=sd, reference=ref, init=gen,
+                      metrics=["mini_gold"], benches=("tiny",))
+    assert r2["timing"]["train_s"] < r["timing"]["train_s"]

@@ -29,7 +29,8 @@ def recipe(cfg: TrainConfig, step: int, resolution: int, dtype: str, params: str
         "training": {"alpha_rew": o.alpha_rew, "alpha_cfg": o.alpha_cfg, "guidance": o.guidance,
                      "regulariser": o.regulariser, "estimator": o.estimator, "distance": o.distance,
                      "reward": cfg.sd.reward, "reference": cfg.sd.reference,
-                     "generator_init": cfg.sd.generator, "preset": cfg.preset, "step": step},
+                     "generator_init": cfg.sd.generator, "preset": cfg.preset, "seed": cfg.run.seed,
+                     "step": step},
     }
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import evalsuite
 from di_star.config import TrainConfig, from_dict, merge
 
 
@@ -63,6 +62,7 @@ _TINY = {
 #   lambda(t) = the reference's eps-MSE weighting, K_TA = 5, Choice 2, DMD2's t ~ U[20, 980);
 # - alpha_cfg = the mini reference's own sampling CFG scale (the paper: "the best CFG scale for
 #   DI* is the same as the best CFG scale for sampling from the reference", 7.5 for SDXL);
+# - reward: `mini_pickscore`, the PickScore class on the mini proxy's weights (proxy_reward/);
 # - alpha_rew: the paper's 1 / 10 / 100 are for PickScore cosines whose per-image spread is
 #   ~0.01; the mini proxy reward is the same architecture and unit, so the ratios 1:10:100 are
 #   kept and the scale is set by the same rule: the best row's reward gradient is the largest
@@ -71,12 +71,11 @@ _TINY = {
 #   smaller and a CPU affords ~100 steps, so the lr is the mini reference's fine-tuning scale;
 # - huber_c by the same rule as SDXL's (iCT: 0.00054 sqrt(d), d = the latent size);
 # - batch 8 prompts per step instead of DMD2's large batches; fp32 Adam, no clipping changes.
-MINI_DIR = Path(evalsuite.__file__).resolve().parent / "data" / "mini"
 MINI_TRAIN_PROMPTS = Path(__file__).resolve().parent / "data" / "mini_train_prompts.txt"
-MINI_ALPHA_CFG = 3.0
+MINI_ALPHA_CFG = 4.0   # mini_ref's sampling CFG (evalsuite.mini.weights REFERENCE_RECIPE)
 MINI_REWARDS = (1.0, 10.0, 100.0)
 MINI_FRONTIER = {"kl": (10.0, 30.0, 100.0, 300.0), "score": (10.0, 30.0, 100.0, 300.0)}
-MINI_LATENT_SIDE = 8
+MINI_LATENT_SIDE = 16  # 64 px through the mini VAE (scale 4)
 MINI_BASE = {
     "world": {"name": "sdxl", "eval_samples": 32},
     "objective": {"regulariser": "score", "distance": "pseudo_huber", "distance_space": "x0",
@@ -86,7 +85,7 @@ MINI_BASE = {
     "run": {"max_steps": 100, "seed": 0, "ema": 0.0, "log_every": 10, "ckpt_every": 50},
     "sd": {"generator": "mini_onestep", "reference": "mini_ref", "generator_timestep": 399,
            "t_min": 20, "t_max": 980, "prompts": str(MINI_TRAIN_PROMPTS),
-           "reward": f"pickscore@{MINI_DIR / 'proxy_reward'}", "mixed_precision": "no",
+           "reward": "mini_pickscore", "mixed_precision": "no",
            "optimizer": "adamw", "weight_decay": 0.0, "max_grad_norm": 10.0, "sample_every": 100,
            "sample_images": 8, "eval_every": 0, "log_with": "none"},
 }

@@ -1,0 +1,238 @@
+"""The mini-world ablation: the paper's Tables 1-3 in miniature, made by the suite's own commands.
+
+1. Train every `mini/*` preset (paper Table 2 rows, the KL / score alpha_rew frontiers, extra
+   training seeds of DI*-In for the seed-to-seed spread) with `distar train`'s library call, two
+   runs at a time (one torch thread each: a 2-core machine).
+2. Evaluate the multi-step reference, the one-step init and every export with `distar eval`'s
+   library calls (generation keyed by model, benchmark, prompt and seed; then every `mini_*`
+   metric), into one results store.
+3. Write the tables with `distar leaderboard --suite mini` (leaderboards/mini_*.md, CIs and paired
+   tests against the init) and, from the same store, the findings (mini_findings.md) and figures.
+
+`scripts/mini_ablation.py` runs the full setting; `distar demo` runs the `demo` scale.
+Every stage resumes: finished runs are reused, finished images and scores are not recomputed.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from di_star.config import TrainConfig
+from di_star.presets import TABLE_ORDER, get_preset, world_scales
+
+REFERENCE, INIT = "mini_ref", "mini_onestep"
+BENCHES = ("mini_parti", "mini_coco", "mini_hps")
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much of the ablation to run. `full`: the presets as registered; `demo`: fewer steps,
+    prompts and rows, sized for `distar demo` on 2 cores in < 10 minutes."""
+    name: str
+    steps: int | None                     # generator steps per run; None = the preset's
+    k_ta: int | None                      # assistant steps per generator step; None = the preset's
+    batch_size: int | None
+    rows: tuple[str, ...]                 # Table 2 rows (TABLE_ORDER names)
+    frontier: bool                        # the KL / score alpha_rew sweeps
+    seeds: tuple[int, ...]                # training seeds of mini/di_star_in (seed-to-seed spread)
+    limits: dict[str, int | None] = field(default_factory=dict)   # prompts per benchmark
+    images_per_prompt: int = 4            # >= 4: intra-prompt diversity
+
+
+SCALES = {
+    "full": Scale("full", None, None, None, tuple(TABLE_ORDER), True, (0, 1, 2),
+                  {"mini_parti": None, "mini_coco": 200, "mini_hps": None}),
+    "demo": Scale("demo", 30, 2, None, tuple(TABLE_ORDER), False, (0, 1, 2),
+                  {"mini_parti": 48, "mini_coco": 48, "mini_hps": 40}),
+}
+
+
+@dataclass
+class Job:
+    key: str                  # 'di_star_in', 'frontier/kl/30', 'di_star_in@s1'
+    cfg: TrainConfig
+    run_dir: Path
+
+
+def _sized(cfg: TrainConfig, scale: Scale, sd: dict[str, Any]) -> TrainConfig:
+    run, optim = {}, {}
+    if scale.steps is not None:
+        run = {"max_steps": scale.steps, "ckpt_every": max(1, scale.steps // 2),
+               "log_every": max(1, scale.steps // 5)}
+        sd = {**sd, "sample_every": scale.steps}
+    if scale.k_ta is not None:
+        optim["assistant_steps_per_g_step"] = scale.k_ta
+    if scale.batch_size is not None:
+        optim["batch_size"] = scale.batch_size
+    return cfg.replace(run=run, optim=optim, sd=sd)
+
+
+def plan(out: Path, scale: Scale, sd: dict[str, Any] | None = None) -> list[Job]:
+    """The training runs; `sd` overrides the [sd] section of every run (tests point it at a
+    folder of tiny random weights)."""
+    sd = sd or {}
+    jobs = []
+    for row in scale.rows:
+        cfg = _sized(get_preset(f"mini/{row}"), scale, sd)
+        jobs.append(Job(row, cfg, out / "runs" / row))
+        if row == "di_star_in":
+            for s in scale.seeds[1:]:
+                jobs.append(Job(f"{row}@s{s}", cfg.replace(run={"seed": s}), out / "runs" / f"{row}@s{s}"))
+    if scale.frontier:
+        for reg, alphas in world_scales("mini").frontier.items():
+            for a in alphas:
+                key = f"frontier/{reg}/{a:g}"
+                jobs.append(Job(key, _sized(get_preset(f"mini/{key}"), scale, sd), out / "runs" / key))
+    return jobs
+
+
+def _train_job(key: str, cfg_dict: dict, run_dir: str, threads: int) -> dict:
+    """Worker: one training run -> its export folder and timings."""
+    import torch
+
+    from di_star.config import from_dict
+    from di_star.trainer import train
+    torch.set_num_threads(threads)
+    t0 = time.time()
+    r = train(from_dict(cfg_dict), Path(run_dir), progress=False)
+    return {"key": key, "export": str(Path(run_dir) / "export"), "steps": r.step,
+            "ms_per_step": r.ms_per_step, "wall_s": time.time() - t0, "train_reward": r.metrics.get("reward")}
+
+
+def train_all(jobs: list[Job], workers: int, console=None) -> dict[str, dict]:
+    results: dict[str, dict] = {}
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    if workers == 1:
+        for j in jobs:
+            results[j.key] = _train_job(j.key, j.cfg.to_dict(), str(j.run_dir), threads)
+            if console:
+                console.print(f"  trained {j.key} ({results[j.key]['wall_s']:.0f} s)", highlight=False)
+        return results
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        futs = [pool.submit(_train_job, j.key, j.cfg.to_dict(), str(j.run_dir), threads) for j in jobs]
+        for f in as_completed(futs):
+            r = f.result()
+            results[r["key"]] = r
+            if console:
+                console.print(f"  trained {r['key']} ({r['wall_s']:.0f} s)", highlight=False)
+    return results
+
+
+def mini_metrics() -> list[str]:
+    """Every registered metric of the mini world (the suite's own names)."""
+    from evalsuite.metrics import METRICS
+    return [m for m in METRICS.names() if m.startswith("mini_")]
+
+
+def evaluate_all(models: list[str], scale: Scale, results: Path, metrics: list[str],
+                 benches: tuple[str, ...] = BENCHES, console=None) -> None:
+    """`distar eval --model M --bench B --limit L --images-per-prompt k --metrics ...` for each
+    model and benchmark, through the same library calls."""
+    from evalsuite.generate import EvalRequest, run_eval
+    from evalsuite.metrics.runner import score_run
+
+    for bench in benches:
+        for model in models:
+            t0 = time.time()
+            run = run_eval(EvalRequest(model=model, bench=bench, limit=scale.limits.get(bench),
+                                       out=results, images_per_prompt=scale.images_per_prompt, device="cpu"))
+            score_run(run, metrics, progress=False, device="cpu")
+            if console:
+                console.print(f"  evaluated {model} on {bench} ({time.time() - t0:.0f} s)", highlight=False)
+
+
+def run_ablation(out: Path, leaderboards: Path, scale: str | Scale = "full", workers: int | None = None,
+                 sd: dict[str, Any] | None = None, reference: str = REFERENCE, init: str = INIT,
+                 metrics: list[str] | None = None, benches: tuple[str, ...] = BENCHES) -> dict:
+    """Train, evaluate, tabulate. Returns the timings and the files written."""
+    from rich.console import Console
+
+    from di_star.mini.findings import write_findings
+    from evalsuite.leaderboard import write_leaderboards
+
+    console = Console(stderr=True)
+    sc = SCALES[scale] if isinstance(scale, str) else scale
+    out, leaderboards = Path(out), Path(leaderboards)
+    workers = workers or max(1, min(2, os.cpu_count() or 1))
+    metrics = metrics if metrics is not None else mini_metrics()
+    t0 = time.time()
+    jobs = plan(out, sc, sd)
+    preflight(jobs, [reference, init], metrics, benches)
+    console.print(f"[bold]mini ablation[/] ({sc.name}): {len(jobs)} training runs on {workers} worker(s), "
+                  f"then {len(jobs) + 2} models x {len(benches)} benchmarks; in {out}", highlight=False)
+    trained = train_all(jobs, workers, console)
+    t_train = time.time() - t0
+    import torch
+    torch.set_num_threads(1)  # tiny networks: a second thread on a busy 2-core machine is much slower
+    models = [reference, init] + [f"path:{trained[j.key]['export']}" for j in jobs]
+    evaluate_all(models, sc, out / "results", metrics, benches, console)
+    t_eval = time.time() - t0 - t_train
+    from evalsuite.models.specs import resolve_model
+    files = write_leaderboards(out / "results", leaderboards, suite="mini", baseline=resolve_model(init).name)
+    timing = {"train_s": t_train, "eval_s": t_eval, "workers": workers, "scale": sc.name,
+              "git": _git_commit(), "jobs": {k: {kk: v[kk] for kk in ("steps", "ms_per_step", "wall_s")}
+                                             for k, v in trained.items()}}
+    from evalsuite.models.specs import resolve_model
+    names = {m: resolve_model(m).name for m in (reference, init)}  # as the store names them (path: too)
+    files += write_findings(out / "results", leaderboards, reference=names[reference], init=names[init],
+                            timing=timing, main_bench=benches[0], set_bench=benches[min(1, len(benches) - 1)])
+    wall = time.time() - t0
+    timing["wall_s"] = wall
+    (out / "timing.json").write_text(json.dumps(timing, indent=1))
+    console.print(f"tables and figures: {', '.join(str(f) for f in files)}\nwall time {wall:.0f} s", highlight=False)
+    return {"files": files, "timing": timing}
+
+
+def preflight(jobs: list[Job], models: list[str], metrics: list[str], benches: tuple[str, ...]) -> None:
+    """Every model, weights folder, metric, benchmark and training config checked before the first
+    run; all problems reported at once."""
+    from di_star.sdxl.reward import check_reward
+    from di_star.sdxl.train import validate_sd
+    from evalsuite.benchmarks import load_benchmark
+    from evalsuite.errors import DistarError
+    from evalsuite.metrics import METRICS
+    from evalsuite.models.specs import resolve_model
+
+    problems: list[str] = []
+
+    def check(fn, *args) -> None:
+        try:
+            fn(*args)
+        except DistarError as e:
+            if str(e) not in problems:
+                problems.append(str(e))
+
+    def local_weights(name: str) -> None:
+        spec = resolve_model(name)
+        for where in [spec.repo] + ([spec.unet.repo] if spec.unet is not None else []):
+            if where.startswith(("/", ".")) and not Path(where).is_dir():
+                raise DistarError(f"Model '{name}' reads weights from {where}, which does not exist. Fix: build "
+                                  f"the mini world (`distar lab build mini --out DIR`) and set DISTAR_MINI_DIR=DIR.")
+
+    for m in models + sorted({j.cfg.sd.reference for j in jobs} | {j.cfg.sd.generator for j in jobs}):
+        check(local_weights, m)
+    for name in metrics:
+        check(METRICS.get, name)
+    for b in benches:
+        check(load_benchmark, b)
+    for j in jobs:
+        check(validate_sd, j.cfg)
+        check(check_reward, j.cfg.sd.reward)
+    if problems:
+        raise DistarError("The mini ablation cannot start:\n- " + "\n- ".join(problems))
+
+
+def _git_commit() -> str:
+    try:
+        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                           cwd=Path(__file__).resolve().parent, timeout=10)
+        return r.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
