@@ -44,6 +44,8 @@ class Scale:
     seeds: tuple[int, ...]                # training seeds of mini/di_star_in (seed-to-seed spread)
     limits: dict[str, int | None] = field(default_factory=dict)   # prompts per benchmark
     images_per_prompt: int = 4            # >= 4: intra-prompt diversity
+    eval_samples: int | None = None       # the trainer's own final reward check; None = the preset's
+    sample_grids: bool = True             # the trainer's PNG sample grid at the end of each run
 
 
 SCALES = {
@@ -71,7 +73,10 @@ def _sized(cfg: TrainConfig, scale: Scale, sd: dict[str, Any]) -> TrainConfig:
         optim["assistant_steps_per_g_step"] = scale.k_ta
     if scale.batch_size is not None:
         optim["batch_size"] = scale.batch_size
-    return cfg.replace(run=run, optim=optim, sd=sd)
+    if not scale.sample_grids:
+        sd = {**sd, "sample_every": 0}
+    world = {"eval_samples": scale.eval_samples} if scale.eval_samples is not None else {}
+    return cfg.replace(run=run, optim=optim, sd=sd, world=world)
 
 
 def plan(out: Path, scale: Scale, sd: dict[str, Any] | None = None) -> list[Job]:
