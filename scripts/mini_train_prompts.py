@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from di_star.sdxl.presets import MINI_TRAIN_PROMPTS
-from di_star.toy.cache import atomic_write_bytes
+from distar.core.atomic import write_text
 from distar.core.errors import DistarError
 from evalsuite.benchmarks import load_benchmark
 from evalsuite.mini.world import caption, sample_scene
@@ -37,7 +37,7 @@ def main() -> None:
             continue
         seen.add(key)
         prompts.append(text)
-    atomic_write_bytes(MINI_TRAIN_PROMPTS, ("\n".join(prompts) + "\n").encode())
+    write_text(MINI_TRAIN_PROMPTS, "\n".join(prompts) + "\n")
     print(f"{len(prompts)} prompts -> {MINI_TRAIN_PROMPTS} ({len(held_out)} benchmark prompts held out)")
 
 

@@ -201,7 +201,7 @@ def preflight(jobs: list[Job], models: list[str], metrics: list[str], benches: t
     from di_star.sdxl.reward import check_reward
     from di_star.sdxl.train import validate_sd
     from evalsuite.benchmarks import load_benchmark
-    from evalsuite.errors import DistarError
+    from distar.core.errors import DistarError
     from evalsuite.metrics import METRICS
     from evalsuite.models.specs import resolve_model
 

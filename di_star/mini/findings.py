@@ -292,7 +292,7 @@ def write_findings(results: Path, leaderboards: Path, reference: str = "mini_ref
                    timing: dict | None = None, main_bench: str = MAIN_BENCH, set_bench: str = SET_BENCH) -> list[Path]:
     """mini_findings.md and the figures, from the store in `results` (reference / init: the
     models' names as stored)."""
-    from di_star.toy.cache import atomic_write_bytes
+    from distar.core.atomic import write_text
     entries = load_entries(ResultsStore(results, create=False))
     b = Board(entries, main_bench, reference, init)
     bs = Board(entries, set_bench, reference, init)
@@ -316,5 +316,5 @@ def write_findings(results: Path, leaderboards: Path, reference: str = "mini_ref
     lines += ["", f"Figures: `figures/{FRONTIER_FIG}` (frontiers), `figures/{SAMPLES_FIG}` (first image of the first "
                   f"{main_bench} prompts; rows: reference, init, Table 2 rows)."]
     path = leaderboards / FINDINGS_FILE
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    write_text(path, "\n".join(lines) + "\n")
     return [path] + written
