@@ -84,7 +84,7 @@ SUITES = {
     "paper": Suite("paper", "", TABLE1_BENCHES, TABLE1_METRICS, "coco30k", HPS_BENCH, "parti",
                    PREFERENCE_FOR_PLOT, ("clip",)),
     "mini": Suite("mini", "mini_", ("mini_parti", "mini_coco"), (), "mini_coco", "mini_hps", "mini_parti",
-                  ("mini_pickscore", "mini_gold"), ("mini_clip", "mini_attr")),
+                  ("mini_pickscore", "mini_gold"), ("mini_clip", "mini_attr_acc")),
 }
 
 

@@ -97,7 +97,7 @@ def findings(entries: list[Entry], reference: str, init: str, timing: dict | Non
     gold = _metric(b.entries, "gold")
     div = _metric(b.entries, "div")
     clip = _metric(b.entries, "clip")
-    fid = _metric(bs.entries, "fid")
+    fid = _metric(bs.entries, "fid", "_fd")
     out: list[str] = []
     if b.init is None or proxy is None:
         return [f"No results of the init `{init}` with a proxy-reward metric on {main_bench}: nothing to compare."]
@@ -299,7 +299,7 @@ def write_findings(results: Path, leaderboards: Path, reference: str = "mini_ref
     figures = leaderboards / "figures"
     written = []
     proxy, gold = _metric(b.entries, "proxy", "pick"), _metric(b.entries, "gold")
-    fr = frontier_points(b, bs, proxy, gold, _metric(bs.entries, "fid"), _metric(b.entries, "div"))
+    fr = frontier_points(b, bs, proxy, gold, _metric(bs.entries, "fid", "_fd"), _metric(b.entries, "div"))
     for p in (plot_frontiers(fr, figures / FRONTIER_FIG, ("gold judge", "FID (mini_coco)", "diversity")),
               plot_samples(b, Path(results), figures / SAMPLES_FIG)):
         if p is not None:

@@ -26,6 +26,7 @@ import math
 from pathlib import Path
 
 from di_star.config import TrainConfig, from_dict, merge
+from evalsuite.mini.weights import ONESTEP_TIMESTEP, REFERENCE_RECIPE
 
 
 def _huber_c(latent_side: int, channels: int = 4) -> float:
@@ -72,7 +73,7 @@ _TINY = {
 # - huber_c by the same rule as SDXL's (iCT: 0.00054 sqrt(d), d = the latent size);
 # - batch 8 prompts per step instead of DMD2's large batches; fp32 Adam, no clipping changes.
 MINI_TRAIN_PROMPTS = Path(__file__).resolve().parent / "data" / "mini_train_prompts.txt"
-MINI_ALPHA_CFG = 4.0   # mini_ref's sampling CFG (evalsuite.mini.weights REFERENCE_RECIPE)
+MINI_ALPHA_CFG = float(REFERENCE_RECIPE["guidance"])   # mini_ref's own sampling CFG scale (4.0)
 MINI_REWARDS = (1.0, 10.0, 100.0)
 MINI_FRONTIER = {"kl": (10.0, 30.0, 100.0, 300.0), "score": (10.0, 30.0, 100.0, 300.0)}
 MINI_LATENT_SIDE = 16  # 64 px through the mini VAE (scale 4)
@@ -83,7 +84,7 @@ MINI_BASE = {
     "optim": {"lr_g": 2e-5, "lr_psi": 2e-5, "beta1": 0.9, "beta2": 0.999, "assistant_steps_per_g_step": 5,
               "batch_size": 8},
     "run": {"max_steps": 100, "seed": 0, "ema": 0.0, "log_every": 10, "ckpt_every": 50},
-    "sd": {"generator": "mini_onestep", "reference": "mini_ref", "generator_timestep": 399,
+    "sd": {"generator": "mini_onestep", "reference": "mini_ref", "generator_timestep": ONESTEP_TIMESTEP,
            "t_min": 20, "t_max": 980, "prompts": str(MINI_TRAIN_PROMPTS),
            "reward": "mini_pickscore", "mixed_precision": "no",
            "optimizer": "adamw", "weight_decay": 0.0, "max_grad_norm": 10.0, "sample_every": 100,
