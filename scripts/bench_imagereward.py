@@ -26,7 +26,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference adapters
 
-from distar.core.dtypes import to_dtype  # noqa: E402
+from distar.core.dtypes import dtype_name, to_dtype  # noqa: E402
 import evalsuite  # noqa: E402,F401  (torchvision fix before anything imports torchvision)
 from evalsuite.metrics.blip import BlipRewardConfig  # noqa: E402
 from imagereward_ref import build_reference, randomize_  # noqa: E402
@@ -83,6 +83,70 @@ def timed(fn, device: torch.device) -> tuple[float, object]:
     return time.perf_counter() - start, out
 
 
+def bench(config: str = "small", n_images: int = 64, n_prompts: int = 8, batch: int = 32,
+          device: torch.device = torch.device("cpu"), dtype: torch.dtype = torch.float32,
+          skip_reference: bool = False, ref_images: int | None = None) -> dict:
+    """Build the reference with random weights and ours from its state dict; images/s of ours
+    (`score`, all pairs), of the reference (`score` per prompt, the first `ref_images` pairs)
+    and of ours' differentiable `score_tensor` forward + backward (one batch)."""
+    # Build: the reference with random weights, then ours from the same state dict.
+    tmp = Path(tempfile.mkdtemp(prefix="bench-imagereward-"))
+    vocab_dir = write_vocab(tmp)
+    med = MED_FULL if config == "full" else MED_SMALL
+    (tmp / "med_config.json").write_text(json.dumps(med))
+    start = time.perf_counter()
+    reference = build_reference(str(tmp / "med_config.json"), str(vocab_dir),
+                                vit=None if config == "full" else VIT_SMALL)
+    randomize_(reference).to(device)
+    reference.device = device
+    state_dict = reference.state_dict()
+    model_config = BlipRewardConfig.from_checkpoint(state_dict, med)
+    ours = ImageReward.from_state_dict(state_dict, model_config, load_tokenizer(vocab_dir),
+                                       device=device, dtype=dtype, batch_size=batch)
+    build_s = time.perf_counter() - start
+
+    prompt_list = read_prompts(n_prompts)
+    images = make_images(n_images)
+    prompts = [prompt_list[i % len(prompt_list)] for i in range(n_images)]
+    n_ref = min(ref_images or n_images, n_images)
+
+    def run_reference():
+        scores = np.zeros(n_ref, np.float32)
+        with torch.no_grad():
+            for p in prompt_list:  # its API: one prompt, a list of images
+                idx = [i for i in range(n_ref) if prompts[i] == p]
+                if idx:
+                    out = reference.score(p, [images[i] for i in idx])
+                    scores[idx] = out if isinstance(out, list) else [out]
+        return scores
+
+    def run_tensor():
+        x = torch.stack([torch.from_numpy(np.asarray(im.resize((512, 512)))).permute(2, 0, 1)
+                         for im in images[:batch]]).float().div(255).to(device).requires_grad_()
+        ours.score_tensor(x, prompts[:batch]).sum().backward()
+        return x.shape[0]
+
+    # Warm up on a few pairs (lazy init, allocator, kernels).
+    ours.score(images[:2], prompts[:2])
+    results = {"config": config, "device": str(device), "dtype": dtype_name(dtype, short=True),
+               "threads": torch.get_num_threads(), "pairs": n_images, "batch": batch,
+               "build_s": round(build_s, 2)}
+    t_ours, s_ours = timed(lambda: ours.score(images, prompts), device)
+    results["ours_score_img_per_s"] = round(n_images / t_ours, 3)
+    if not skip_reference:
+        reference.score(prompts[0], images[0])
+        t_ref, s_ref = timed(run_reference, device)
+        results["reference_pairs"] = n_ref
+        results["reference_score_img_per_s"] = round(n_ref / t_ref, 3)
+        results["speedup"] = round((n_images / t_ours) / (n_ref / t_ref), 2)
+        results["max_abs_diff"] = float(np.abs(s_ours[:n_ref] - s_ref).max())
+    t_grad, n_grad = timed(run_tensor, device)
+    results["ours_score_tensor_fwd_bwd_img_per_s"] = round(n_grad / t_grad, 3)
+    import shutil
+    shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", choices=["small", "full"], default="small")
@@ -98,60 +162,9 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     dtype = to_dtype(args.dtype)
-
-    # Build: the reference with random weights, then ours from the same state dict.
-    tmp = Path(tempfile.mkdtemp(prefix="bench-imagereward-"))
-    vocab_dir = write_vocab(tmp)
-    med = MED_FULL if args.config == "full" else MED_SMALL
-    (tmp / "med_config.json").write_text(json.dumps(med))
-    start = time.perf_counter()
-    reference = build_reference(str(tmp / "med_config.json"), str(vocab_dir),
-                                vit=None if args.config == "full" else VIT_SMALL)
-    randomize_(reference).to(device)
-    reference.device = device
-    state_dict = reference.state_dict()
-    config = BlipRewardConfig.from_checkpoint(state_dict, med)
-    ours = ImageReward.from_state_dict(state_dict, config, load_tokenizer(vocab_dir),
-                                       device=device, dtype=dtype, batch_size=args.batch)
-    build_s = time.perf_counter() - start
-
-    prompt_list = read_prompts(args.prompts)
-    images = make_images(args.images)
-    prompts = [prompt_list[i % len(prompt_list)] for i in range(args.images)]
-    by_prompt = {p: [i for i, q in enumerate(prompts) if q == p] for p in prompt_list}
-
-    def run_reference():
-        scores = np.zeros(len(images), np.float32)
-        with torch.no_grad():
-            for p, idx in by_prompt.items():  # its API: one prompt, a list of images
-                out = reference.score(p, [images[i] for i in idx])
-                scores[idx] = out if isinstance(out, list) else [out]
-        return scores
-
-    def run_tensor():
-        x = torch.stack([torch.from_numpy(np.asarray(im.resize((512, 512)))).permute(2, 0, 1)
-                         for im in images[: args.batch]]).float().div(255).to(device).requires_grad_()
-        ours.score_tensor(x, prompts[: args.batch]).sum().backward()
-        return x.shape[0]
-
-    # Warm up on a few pairs (lazy init, allocator, kernels).
-    ours.score(images[:2], prompts[:2])
-    results = {"config": args.config, "device": str(device), "dtype": args.dtype,
-               "threads": torch.get_num_threads(), "pairs": args.images, "batch": args.batch,
-               "build_s": round(build_s, 2)}
-    t_ours, s_ours = timed(lambda: ours.score(images, prompts), device)
-    results["ours_score_img_per_s"] = round(args.images / t_ours, 3)
-    if not args.skip_reference:
-        reference.score(prompts[0], images[0])
-        t_ref, s_ref = timed(run_reference, device)
-        results["reference_score_img_per_s"] = round(args.images / t_ref, 3)
-        results["speedup"] = round(t_ref / t_ours, 2)
-        results["max_abs_diff"] = float(np.abs(s_ours - s_ref).max())
-    t_grad, n_grad = timed(run_tensor, device)
-    results["ours_score_tensor_fwd_bwd_img_per_s"] = round(n_grad / t_grad, 3)
-
+    results = bench(args.config, args.images, args.prompts, args.batch, torch.device(args.device),
+                    dtype, args.skip_reference)
     print(json.dumps(results, indent=1))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

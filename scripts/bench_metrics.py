@@ -6,15 +6,17 @@ same random weights (built locally, nothing downloaded), the same images and the
     .venv/bin/python scripts/bench_metrics.py --arch full --images 256 --device cuda   # batch 32
 
 References (one call each, as their users call them):
-- hpsv2: `hpsv2.img_score.score(images_of_one_prompt, prompt, cp=checkpoint)` per prompt; it
-  reloads the checkpoint (saved in fp16, as the released HPS_v2_compressed.pt) on every call and
-  runs one image per forward pass. Its model cache is pre-filled so nothing is downloaded.
+- hpsv2 / hpsv21: `hpsv2.img_score.score(images_of_one_prompt, prompt, cp=checkpoint,
+  hps_version=...)` per prompt; it reloads the checkpoint (saved in fp16, as the released
+  HPS_v2_compressed.pt / HPS_v2.1_compressed.pt) on every call and runs one image per forward
+  pass. Its model cache is pre-filled so nothing is downloaded.
 - pickscore: the model card's `calc_probs(prompt, images)` per prompt.
 - aesthetic: improved-aesthetic-predictor's simple_inference.py per image (OpenAI `clip` model).
 - clip: DMD2's compute_clip_score loop, which already batches (64).
 - fid: clean-fid `compute_fid(folder, folder, custom_feat_extractor=...)`, with a random-weight
   torchvision InceptionV3 (same architecture and cost as the torchscript one) for both.
-Each timing follows one warm-up call. Prints a table and, with --out, writes JSON.
+Each timing follows one warm-up call; `--ref-images N` times the reference paths on the first N
+images only (hpsv2's costs a checkpoint load per image). Prints a table and, with --out, JSON.
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ import evalsuite  # noqa: E402,F401  (torchvision fix before anything imports to
 import metric_refs as rc  # noqa: E402
 
 SIZES = [(512, 512), (768, 512), (512, 768), (1024, 1024)]  # typical generator outputs
-FULL = {"hpsv2": "ViT-H-14", "clip": "ViT-g-14", "aesthetic": "ViT-L/14 (OpenAI)",
+FULL = {"hpsv2": "ViT-H-14", "hpsv21": "ViT-H-14", "clip": "ViT-g-14", "aesthetic": "ViT-L/14 (OpenAI)",
         "pickscore": "ViT-H-14 (transformers)", "fid": "InceptionV3"}
 
 
@@ -56,25 +58,30 @@ def timed(fn, warmup) -> tuple[float, object]:
     return time.perf_counter() - t, out
 
 
-# One function per metric: returns (ours_fn, ours_warmup, ref_fn, ref_warmup).
-def setup_hpsv2(arch, images, prompts, device, batch, tmp):
-    from evalsuite.metrics.hps import HPSv20
+# One function per metric: returns (ours, ref, ours_warmup, ref_warmup); ours and ref take
+# (images, prompts), ref is only ever given a prefix of the images (see bench_metric).
+def setup_hpsv2(arch, images, prompts, device, batch, tmp, version="v2.0"):
+    from evalsuite.metrics.hps import HPSv20, HPSv21
+    cls = HPSv21 if version == "v2.1" else HPSv20
     name = "ViT-H-14" if arch == "full" else rc.TINY_OPEN_CLIP_NAME
     ref_model, preprocess_val = rc.hpsv2_reference_model(name, seed=0)
-    cp = tmp / "HPS_v2_compressed.pt"
+    cp = tmp / cls.filename
     torch.save({"state_dict": {k: v.half() if v.is_floating_point() else v
                                for k, v in ref_model.state_dict().items()}}, cp)
     ref_model.to(device)
     _, img_score, _ = rc.import_hpsv2()
     img_score.model_dict.update(model=ref_model, preprocess_val=preprocess_val)
     img_score.device = str(device)
-    ours = HPSv20(weights_path=str(cp), arch=name, device=str(device), batch_size=batch)
+    ours = cls(weights_path=str(cp), arch=name, device=str(device), batch_size=batch)
 
-    def ref():
-        return np.array([img_score.score([im], p, cp=str(cp), hps_version="v2.0")[0]
-                         for im, p in zip(images, prompts)])
-    return (lambda: ours.score(images, prompts), lambda: ours.score(images[:2], prompts[:2]),
-            ref, lambda: img_score.score([images[0]], prompts[0], cp=str(cp)))
+    def ref(ims, ps):
+        return np.array([img_score.score([im], p, cp=str(cp), hps_version=version)[0]
+                         for im, p in zip(ims, ps)])
+    return ours.score, ref, None, None
+
+
+def setup_hpsv21(arch, images, prompts, device, batch, tmp):
+    return setup_hpsv2(arch, images, prompts, device, batch, tmp, version="v2.1")
 
 
 def setup_pickscore(arch, images, prompts, device, batch, tmp):
@@ -110,9 +117,8 @@ def setup_pickscore(arch, images, prompts, device, batch, tmp):
             text_embs = text_embs / torch.norm(text_embs, dim=-1, keepdim=True)
             return (text_embs @ image_embs.T)[0].cpu().numpy()
 
-    return (lambda: ours.score(images, prompts), lambda: ours.score(images[:2], prompts[:2]),
-            lambda: np.concatenate([calc(p, [im]) for im, p in zip(images, prompts)]),
-            lambda: calc(prompts[0], [images[0]]))
+    return (ours.score, lambda ims, ps: np.concatenate([calc(p, [im]) for im, p in zip(ims, ps)]),
+            None, None)
 
 
 def setup_aesthetic(arch, images, prompts, device, batch, tmp):
@@ -146,8 +152,8 @@ def setup_aesthetic(arch, images, prompts, device, batch, tmp):
             l2[l2 == 0] = 1
             return mlp_ref(torch.from_numpy(f / l2[:, None]).to(device).float()).item()
 
-    return (lambda: ours.score(images), lambda: ours.score(images[:2]),
-            lambda: np.array([one(im) for im in images]), lambda: one(images[0]))
+    return (lambda ims, ps: ours.score(ims), lambda ims, ps: np.array([one(im) for im in ims]),
+            None, None)
 
 
 def setup_clip(arch, images, prompts, device, batch, tmp):
@@ -164,13 +170,11 @@ def setup_clip(arch, images, prompts, device, batch, tmp):
     from test_metric_clip_score import dmd2_cosines  # the transcribed DMD2 loop
     arrays = [np.array(im.convert("RGB")) for im in images]
 
-    def ref():
-        return np.concatenate([dmd2_cosines(arrays[i:i + 64], prompts[i:i + 64], model,
+    def ref(ims, ps):  # DMD2 holds its images as uint8 arrays already (converted above, untimed)
+        return np.concatenate([dmd2_cosines(arrays[i:min(i + 64, len(ims))], ps[i:i + 64], model,
                                             lambda im: preprocess(im).to(device))
-                               for i in range(0, len(arrays), 64)]) * 100
-    return (lambda: ours.score(images, prompts), lambda: ours.score(images[:2], prompts[:2]),
-            ref, lambda: dmd2_cosines(arrays[:2], prompts[:2], model,
-                                      lambda im: preprocess(im).to(device)))
+                               for i in range(0, len(ims), 64)]) * 100
+    return ours.score, ref, None, None
 
 
 def setup_fid(arch, images, prompts, device, batch, tmp):
@@ -205,7 +209,7 @@ def setup_fid(arch, images, prompts, device, batch, tmp):
                num_workers=workers, cache_dir=str(tmp / "cache"), protocol="clean")
     files = list_images(gen)
 
-    def ref():
+    def ref(ims, ps):  # whole folders: clean-fid's unit of work
         return cfid.compute_fid(str(gen), str(ref_dir), mode="clean", custom_feat_extractor=ext,
                                 num_workers=workers, batch_size=batch, device=device,
                                 verbose=False, use_dataparallel=False)
@@ -214,7 +218,7 @@ def setup_fid(arch, images, prompts, device, batch, tmp):
                                 mode="clean", verbose=False)
     # clean-fid reads and resizes both folders on every call; ours reads the reference folder
     # once (at set-up, untimed) and caches its statistics, as a second run would.
-    return (lambda: ours.compute(files), lambda: ours.features(files[:2]), ref, ref_warmup)
+    return lambda ims, ps: ours.compute(files), ref, lambda: ours.features(files[:2]), ref_warmup
 
 
 def _tiny_extractor(device):
@@ -233,18 +237,49 @@ def _tiny_extractor(device):
     return Tiny().to(device)
 
 
-SETUPS = {"hpsv2": setup_hpsv2, "pickscore": setup_pickscore, "aesthetic": setup_aesthetic,
-          "clip": setup_clip, "fid": setup_fid}
+SETUPS = {"hpsv2": setup_hpsv2, "hpsv21": setup_hpsv21, "pickscore": setup_pickscore,
+          "aesthetic": setup_aesthetic, "clip": setup_clip, "fid": setup_fid}
+SET_METRICS = ("fid",)  # scored over whole folders: the reference times all images
+
+
+def bench_metric(name: str, arch: str, images, prompts, device: torch.device, batch: int,
+                 ref_images: int | None = None) -> dict:
+    """images/s of ours (all `images`) and of the reference's public path (the first
+    `ref_images` of them: some reference paths cost seconds per image), each after one warm-up
+    call, CUDA-synchronised; and the largest score difference on the images both scored."""
+    n = len(images)
+    n_ref = n if name in SET_METRICS or not ref_images else min(ref_images, n)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        ours, ref, ours_warm, ref_warm = SETUPS[name](arch, images, prompts, device, batch, Path(tmp))
+        setup_s = time.perf_counter() - t0
+        t_ours, v_ours = timed(lambda: ours(images, prompts),
+                               ours_warm or (lambda: ours(images[:2], prompts[:2])))
+        t_ref, v_ref = timed(lambda: ref(images[:n_ref], prompts[:n_ref]),
+                             ref_warm or (lambda: ref(images[:1], prompts[:1])))
+    v_ours, v_ref = np.atleast_1d(np.asarray(v_ours)), np.atleast_1d(np.asarray(v_ref))
+    diff = float(np.max(np.abs(v_ours[:len(v_ref)] - v_ref)))
+    import gc
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return dict(metric=name, arch=FULL[name] if arch == "full" else "tiny", device=str(device),
+                batch=batch, images=n, ref_images=n_ref, setup_s=round(setup_s, 1),
+                ours_img_s=n / t_ours, ref_img_s=n_ref / t_ref,
+                speedup=(n / t_ours) / (n_ref / t_ref), max_abs_diff=diff,
+                threads=torch.get_num_threads())
 
 
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--metrics", default="hpsv2,pickscore,aesthetic,clip,fid")
+    ap.add_argument("--metrics", default="hpsv2,hpsv21,pickscore,aesthetic,clip,fid")
     ap.add_argument("--arch", choices=["tiny", "full"], default="full",
                     help="full: the real architectures (random weights); tiny: few-layer ones")
     ap.add_argument("--images", type=int, default=None, help="default 128 on GPU, 16 on CPU")
     ap.add_argument("--batch-size", type=int, default=None, help="default 32 on GPU, 8 on CPU")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--ref-images", type=int, default=None,
+                    help="time the reference on the first N images only (default: all)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args(argv)
@@ -258,24 +293,12 @@ def main(argv=None) -> list[dict]:
     images, prompts = bench_images(n), rc.sample_prompts(n)
     results = []
     for name in [m.strip() for m in args.metrics.split(",") if m.strip()]:
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            ours, ours_warm, ref, ref_warm = SETUPS[name](args.arch, images, prompts, device,
-                                                          batch, Path(tmp))
-            setup_s = time.perf_counter() - t0
-            t_ours, v_ours = timed(ours, ours_warm)
-            t_ref, v_ref = timed(ref, ref_warm)
-        diff = float(np.max(np.abs(np.asarray(v_ours) - np.asarray(v_ref))))
-        row = dict(metric=name, arch=FULL[name] if args.arch == "full" else "tiny",
-                   device=str(device), batch=batch, images=n, setup_s=round(setup_s, 1),
-                   ours_img_s=n / t_ours, ref_img_s=n / t_ref, speedup=t_ref / t_ours,
-                   max_abs_diff=diff, threads=torch.get_num_threads())
+        row = bench_metric(name, args.arch, images, prompts, device, batch, args.ref_images)
         results.append(row)
         print(f"{name:10s} {row['arch']:24s} {row['device']:5s} b={batch:<3d} n={n:<4d} "
-              f"ours {row['ours_img_s']:8.2f} img/s  ref {row['ref_img_s']:8.2f} img/s  "
-              f"x{row['speedup']:.2f}  max|diff| {diff:.2e}", flush=True)
-        import gc
-        gc.collect()
+              f"ours {row['ours_img_s']:8.2f} img/s  ref {row['ref_img_s']:8.2f} img/s "
+              f"(n={row['ref_images']})  x{row['speedup']:.2f}  max|diff| {row['max_abs_diff']:.2e}",
+              flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     return results

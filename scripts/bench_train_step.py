@@ -41,6 +41,8 @@ VARIANTS = {
     "exact": dict(regulariser="score", estimator="exact", guidance="in"),
 }
 
+TARGETS = {"kl": "1.00x", "x0": "<= 1.1x", "exact": "<= 1.8x"}  # issue 14: cost relative to KL
+
 
 def base_config(size: str, batch: int, reward: bool, checkpointing: str = "all"):
     if size == "tiny":
@@ -61,32 +63,64 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_variants(world, models, base, reps: int, warmup: int) -> dict[str, list[float]]:
+def time_variants(world, models, base, reps: int, warmup: int, assistant: bool = False,
+                  on_round=None) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """ms per step of each variant, round-robin, and (on a GPU) each one's peak allocated GiB
+    over its steps (weights, optimizer states and activations). `assistant` adds the assistant's
+    DSM step (exact config) to the round; `on_round(times, peaks)` is called after each timed
+    round, so a caller can keep what was measured if a later round is interrupted."""
     device = world.device
+    cuda = device.type == "cuda"
     gen = models.generator
     for m in (models.assistant, *models.frozen):
         m.requires_grad_(False)
     s_psi = models.make_assistant_score(models.assistant)
     w = weight_fn(base.objective.w, world.schedule)
+    lam = weight_fn(base.objective.lam, world.schedule)
     opt = torch.optim.AdamW(gen.parameters(), lr=1e-12)  # a real step, negligible drift
+    opt_psi = torch.optim.AdamW(models.assistant.parameters(), lr=1e-12) if assistant else None
     cfgs = {k: base.replace(objective=v) for k, v in VARIANTS.items()}
     rng = torch.Generator().manual_seed(0)
     autocast = dict(device_type=device.type, dtype=world.frozen_dtype,
                     enabled=world.frozen_dtype != torch.float32)
-    times: dict[str, list[float]] = {k: [] for k in cfgs}
+
+    def generator_step(cfg):
+        with torch.autocast(**autocast):
+            terms = generator_terms(world, gen, s_psi, models.reference_score, cfg, rng, device, w)
+        sum(v.mean() for v in terms.values()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def assistant_dsm_step():
+        models.assistant.requires_grad_(True)
+        with torch.autocast(**autocast):
+            terms = assistant_step(world, s_psi, gen, cfgs["exact"], rng, device, lam)
+        terms["assistant_dsm"].mean().backward()
+        opt_psi.step()
+        opt_psi.zero_grad(set_to_none=True)
+        models.assistant.requires_grad_(False)
+
+    steps = {name: (lambda c=cfg: generator_step(c)) for name, cfg in cfgs.items()}
+    if assistant:
+        steps["assistant"] = assistant_dsm_step
+    times: dict[str, list[float]] = {k: [] for k in steps}
+    peaks: dict[str, float] = {}
     for r in range(warmup + reps):
-        for name, cfg in cfgs.items():
+        for name, step in steps.items():
             _sync(device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
             t0 = time.perf_counter()
-            with torch.autocast(**autocast):
-                terms = generator_terms(world, gen, s_psi, models.reference_score, cfg, rng, device, w)
-            sum(v.mean() for v in terms.values()).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            step()
             _sync(device)
             if r >= warmup:
                 times[name].append(1000 * (time.perf_counter() - t0))
-    return times
+                if cuda:
+                    peaks[name] = max(peaks.get(name, 0.0), torch.cuda.max_memory_allocated(device) / 2**30)
+        if r >= warmup and on_round is not None:
+            on_round(times, peaks)
+    del opt, opt_psi
+    return times, peaks
 
 
 def peak_memory(world, models, base, optimizer: str) -> float:
@@ -124,27 +158,40 @@ def peak_memory(world, models, base, optimizer: str) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**30
 
 
-def run(size: str, batch: int, reps: int, warmup: int, reward: bool, checkpointing: str = "all") -> dict:
+def build(size: str, batch: int, reward: bool, checkpointing: str = "all"):
+    """The SD world of `size` ('tiny' | 'full': random-weight SDXL) and its models; seconds."""
     from di_star.sdxl.world import SDWorld
     device = torch.device("cuda" if size == "full" else ("cuda" if torch.cuda.is_available() else "cpu"))
     base = base_config(size, batch, reward, checkpointing)
     world = SDWorld(base, device)
     t0 = time.time()
     models = world.build()
-    build_s = time.time() - t0
-    times = time_variants(world, models, base, reps, warmup)
+    return world, models, base, time.time() - t0
+
+
+def summarise(times: dict[str, list[float]]) -> dict[str, dict]:
+    """Medians, minimums and ratios to the KL step (per round, then the median)."""
     kl = times["kl"]
     rows = {}
     for name, ts in times.items():
+        if not ts:
+            continue
         ratios = [t / k for t, k in zip(ts, kl)]
         rows[name] = {"median_ms": statistics.median(ts), "min_ms": min(ts),
                       "ratio_to_kl_median_of_rounds": statistics.median(ratios),
-                      "ratio_of_minimums": min(ts) / min(kl),
+                      "ratio_of_minimums": min(ts) / min(kl[:len(ts)]),
                       "ratio_of_medians": statistics.median(ts) / statistics.median(kl)}
+    return rows
+
+
+def run(size: str, batch: int, reps: int, warmup: int, reward: bool, checkpointing: str = "all") -> dict:
+    world, models, base, build_s = build(size, batch, reward, checkpointing)
+    device = world.device
+    times, _ = time_variants(world, models, base, reps, warmup)
     out = {"config": size, "device": str(device), "batch": batch, "reps": reps, "reward": reward,
            "resolution": world.resolution, "mixed_precision": base.sd.mixed_precision,
            "gradient_checkpointing": checkpointing, "threads": torch.get_num_threads(),
-           "build_s": build_s, "variants": rows,
+           "build_s": build_s, "variants": summarise(times),
            "unet_params": sum(p.numel() for p in models.generator.parameters())}
     if device.type == "cuda" and size == "full":
         out["peak_memory_gib"] = {}
@@ -166,10 +213,9 @@ def table(res: dict) -> str:
             f"checkpointing: {res['gradient_checkpointing']}, {res['threads']} thread(s), {res['reps']} rounds\n")
     lines = ["| estimator | median ms / generator step | min ms | ratio to KL: median of rounds | "
              "ratio of minimums | target |", "|---|---|---|---|---|---|"]
-    targets = {"kl": "1.00x", "x0": "<= 1.1x", "exact": "<= 1.8x"}
     for name, r in res["variants"].items():
         lines.append(f"| {name} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
-                     f"{r['ratio_to_kl_median_of_rounds']:.2f}x | {r['ratio_of_minimums']:.2f}x | {targets[name]} |")
+                     f"{r['ratio_to_kl_median_of_rounds']:.2f}x | {r['ratio_of_minimums']:.2f}x | {TARGETS.get(name, '')} |")
     extra = ""
     if "peak_memory_gib" in res:
         extra = "\n" + "\n".join(f"peak GPU memory, {k}: " + (f"{v:.1f} GiB" if isinstance(v, float) else v)

@@ -74,3 +74,25 @@ def test_builds_are_seeded_and_in_eval_mode():
     assert not a.text_encoder_3.training and not a.transformer.training
     sa, sb = a.transformer.state_dict(), b.transformer.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("family", ["sdxl", "sd3", "flux"])
+def test_random_builds_allocate_on_the_device_in_the_dtype(family):
+    """Every parameter is created on the requested device in the requested dtype (the meta
+    device stands in for a GPU): a random build never holds an fp32 host copy before a cast,
+    which for full FLUX.1-dev was 68 GB of host memory. The default dtype is restored."""
+    created = []
+    hook = torch.nn.modules.module.register_module_parameter_registration_hook(
+        lambda module, name, param: created.append((param.device.type, param.dtype)))
+    try:
+        pipe = build_pipeline(family, "tiny", dtype=torch.bfloat16, device="meta")
+    finally:
+        hook.remove()
+    assert len(created) > 20 and set(created) == {("meta", torch.bfloat16)}
+    tensors = [t for m in pipe.components.values() if isinstance(m, torch.nn.Module)
+               for t in (*m.parameters(), *m.buffers()) if t.is_floating_point()]
+    assert {(t.device.type, t.dtype) for t in tensors} == {("meta", torch.bfloat16)}
+    assert torch.get_default_dtype() == torch.float32
+    cpu = build_pipeline(family, "tiny", dtype=torch.bfloat16)
+    assert {p.dtype for m in cpu.components.values() if isinstance(m, torch.nn.Module)
+            for p in m.parameters()} == {torch.bfloat16}

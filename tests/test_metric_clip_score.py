@@ -58,10 +58,10 @@ def dmd2_cosines(images, captions, clip, clip_preprocessor):
         return image_pil
 
     imgs = torch.stack([clip_preprocessor(resize_and_center_crop(im)) for im in images])
-    new_text_tokens = dmd2_tokens(captions)
+    new_text_tokens = dmd2_tokens(captions).to(imgs.device)  # DMD2 runs on the model's device
     img_embs = clip.encode_image(imgs)
     text_embs = clip.encode_text(new_text_tokens)
-    return torch.nn.functional.cosine_similarity(img_embs, text_embs, dim=1).numpy()
+    return torch.nn.functional.cosine_similarity(img_embs, text_embs, dim=1).cpu().numpy()
 
 
 @pytest.fixture(scope="module")

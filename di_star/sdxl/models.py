@@ -108,7 +108,7 @@ def load_unet(spec: ModelSpec, device: torch.device, dtype: torch.dtype):
         unet = UNet2DConditionModel.from_pretrained(tiny_pipeline_dir(family), subfolder="unet",
                                                     local_files_only=True, torch_dtype=dtype)
     elif spec.weights == "random":
-        unet = build_pipeline(family, "full", dtype=dtype).unet
+        unet = build_pipeline(family, "full", dtype=dtype, device=device).unet
     elif spec.unet is not None:
         unet = loading._load_unet_override(spec, dtype)
     else:

@@ -10,6 +10,7 @@ blocks; SD3: three text encoders, joint attention, 16 latent channels; FLUX: CLI
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -109,73 +110,100 @@ def _t5(cfg: dict):
     return T5EncoderModel(T5Config(**cfg, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
 
 
-def _flow_pipeline(family: str, tiny: bool):
-    """SD3.5 Large ('sd3') or FLUX.1-dev ('flux'): a flow-matching transformer, a 16-channel
-    VAE, CLIP encoder(s) and T5-XXL's encoder."""
-    from diffusers import (AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel,
-                           SD3Transformer2DModel, StableDiffusion3Pipeline)
-    from evalsuite.models.tokenizer import build_clip_tokenizer, build_t5_tokenizer
+@contextmanager
+def created_on(device: torch.device | str, dtype: torch.dtype):
+    """Every parameter and buffer created inside is allocated on `device` in `dtype` and
+    initialised there (torch's default device and default dtype), so a random build never holds
+    an fp32 copy on the host first: full FLUX.1-dev (transformer + T5-XXL, 17B parameters) was
+    68 GB of host memory in fp32 and minutes of CPU initialisation before its cast."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            yield
+    finally:
+        torch.set_default_dtype(previous)
 
+
+def _networks(family: str, tiny: bool) -> dict[str, torch.nn.Module]:
+    """The pipeline's networks (random init), keyed by pipeline component name."""
+    from diffusers import AutoencoderKL, FluxTransformer2DModel, SD3Transformer2DModel, UNet2DConditionModel
+
+    if family == "sdxl":
+        return dict(unet=UNet2DConditionModel(**(TINY_SDXL_UNET if tiny else SDXL_UNET)),
+                    vae=AutoencoderKL(**(TINY_VAE if tiny else SDXL_VAE)),
+                    text_encoder=_text_encoders(TINY_TEXT if tiny else CLIP_L_TEXT, with_projection=False),
+                    text_encoder_2=_text_encoders(TINY_TEXT if tiny else CLIP_BIGG_TEXT, with_projection=True))
+    if family == "sd15":
+        return dict(unet=UNet2DConditionModel(**(TINY_SD15_UNET if tiny else SD15_UNET)),
+                    vae=AutoencoderKL(**(dict(TINY_VAE, scaling_factor=0.18215) if tiny else SD15_VAE)),
+                    text_encoder=_text_encoders(TINY_TEXT if tiny else CLIP_L_TEXT, with_projection=False))
+    # SD3.5 Large ('sd3') or FLUX.1-dev ('flux'): a flow-matching transformer, a 16-channel VAE,
+    # CLIP encoder(s) and T5-XXL's encoder.
     t5 = _t5(TINY_T5 if tiny else T5_XXL)
     if family == "sd3":
-        return StableDiffusion3Pipeline(
+        return dict(
             transformer=SD3Transformer2DModel(**(TINY_SD3_TRANSFORMER if tiny else SD35_LARGE_TRANSFORMER)),
-            scheduler=FlowMatchEulerDiscreteScheduler(**SD3_SCHEDULER),
             vae=AutoencoderKL(**(dict(TINY_VAE16, scaling_factor=1.5305, shift_factor=0.0609) if tiny else SD3_VAE)),
             text_encoder=_text_encoders(TINY_TEXT if tiny else CLIP_L_TEXT, with_projection=True),
-            tokenizer=build_clip_tokenizer("<|endoftext|>"),
             text_encoder_2=_text_encoders(TINY_TEXT if tiny else CLIP_BIGG_TEXT, with_projection=True),
-            tokenizer_2=build_clip_tokenizer("!"),
-            text_encoder_3=t5, tokenizer_3=build_t5_tokenizer())
-    return FluxPipeline(
+            text_encoder_3=t5)
+    return dict(
         transformer=FluxTransformer2DModel(**(TINY_FLUX_TRANSFORMER if tiny else FLUX_DEV_TRANSFORMER)),
-        scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
         vae=AutoencoderKL(**(dict(TINY_VAE16, scaling_factor=0.3611, shift_factor=0.1159) if tiny else FLUX_VAE)),
         text_encoder=_text_encoders(TINY_TEXT if tiny else CLIP_L_TEXT, with_projection=False),
-        tokenizer=build_clip_tokenizer("<|endoftext|>"),
-        text_encoder_2=t5, tokenizer_2=build_t5_tokenizer())
+        text_encoder_2=t5)
 
 
-def build_pipeline(family: str, size: str, dtype: torch.dtype = torch.float32, seed: int = 0):
+def _assemble(family: str, nets: dict[str, torch.nn.Module]):
+    """The diffusers pipeline around `nets`, with its scheduler and tokenizers (host objects,
+    built outside `created_on` so their tensors stay on the CPU as diffusers expects)."""
+    from diffusers import (EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler, FluxPipeline,
+                           StableDiffusion3Pipeline, StableDiffusionPipeline, StableDiffusionXLPipeline)
+    from evalsuite.models.tokenizer import build_clip_tokenizer, build_t5_tokenizer
+
+    # SD's training noise schedule (scaled-linear betas), shared by SD1.5 and SDXL.
+    sd_scheduler = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                        timestep_spacing="leading", steps_offset=1)
+    if family == "sdxl":
+        return StableDiffusionXLPipeline(
+            **nets, scheduler=EulerDiscreteScheduler(**sd_scheduler),
+            tokenizer=build_clip_tokenizer("<|endoftext|>"), tokenizer_2=build_clip_tokenizer("!"))
+    if family == "sd15":
+        return StableDiffusionPipeline(
+            **nets, scheduler=EulerDiscreteScheduler(**sd_scheduler),
+            tokenizer=build_clip_tokenizer("<|endoftext|>"), safety_checker=None,
+            feature_extractor=None, requires_safety_checker=False)
+    if family == "sd3":
+        return StableDiffusion3Pipeline(
+            **nets, scheduler=FlowMatchEulerDiscreteScheduler(**SD3_SCHEDULER),
+            tokenizer=build_clip_tokenizer("<|endoftext|>"), tokenizer_2=build_clip_tokenizer("!"),
+            tokenizer_3=build_t5_tokenizer())
+    return FluxPipeline(
+        **nets, scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_SCHEDULER),
+        tokenizer=build_clip_tokenizer("<|endoftext|>"), tokenizer_2=build_t5_tokenizer())
+
+
+def build_pipeline(family: str, size: str, dtype: torch.dtype = torch.float32, seed: int = 0,
+                   device: torch.device | str = "cpu"):
     """A diffusers pipeline of `family` (one of FAMILIES) at `size` ('tiny' | 'full') with random
-    weights drawn from `seed` (so every build of the same family and size is identical), every
-    module in eval mode (T5 has dropout)."""
-    from diffusers import (AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline,
-                           StableDiffusionXLPipeline, UNet2DConditionModel)
-    from evalsuite.models.tokenizer import build_clip_tokenizer
-
-    torch.manual_seed(seed)
-    tiny = size == "tiny"
+    weights drawn from `seed` (so every build of the same family, size and device is identical),
+    every module in eval mode (T5 has dropout). The networks are created directly on `device`
+    in `dtype` (see `created_on`): peak memory is the pipeline's own size, on the device."""
     if size not in ("tiny", "full"):
         raise ValueError(f"Unknown size '{size}'")
-    # SD's training noise schedule (scaled-linear betas), shared by SD1.5 and SDXL.
-    scheduler = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012,
-                                       beta_schedule="scaled_linear", timestep_spacing="leading",
-                                       steps_offset=1)
-    if family == "sdxl":
-        unet = UNet2DConditionModel(**(TINY_SDXL_UNET if tiny else SDXL_UNET))
-        vae = AutoencoderKL(**(TINY_VAE if tiny else SDXL_VAE))
-        te1 = _text_encoders(TINY_TEXT if tiny else CLIP_L_TEXT, with_projection=False)
-        te2 = _text_encoders(TINY_TEXT if tiny else CLIP_BIGG_TEXT, with_projection=True)
-        pipe = StableDiffusionXLPipeline(
-            vae=vae, text_encoder=te1, text_encoder_2=te2, unet=unet, scheduler=scheduler,
-            tokenizer=build_clip_tokenizer("<|endoftext|>"), tokenizer_2=build_clip_tokenizer("!"))
-    elif family == "sd15":
-        unet = UNet2DConditionModel(**(TINY_SD15_UNET if tiny else SD15_UNET))
-        vae = AutoencoderKL(**(dict(TINY_VAE, scaling_factor=0.18215) if tiny else SD15_VAE))
-        te = _text_encoders(TINY_TEXT if tiny else CLIP_L_TEXT, with_projection=False)
-        pipe = StableDiffusionPipeline(
-            vae=vae, text_encoder=te, tokenizer=build_clip_tokenizer("<|endoftext|>"), unet=unet,
-            scheduler=scheduler, safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False)
-    elif family in ("sd3", "flux"):
-        pipe = _flow_pipeline(family, tiny)
-    else:
+    if family not in FAMILIES:
         raise DistarError(f"No embedded architecture for '{family}'. Choose one of: {', '.join(FAMILIES)}")
-    for module in pipe.components.values():
-        if isinstance(module, torch.nn.Module):
-            module.eval()
-    return pipe.to(dtype=dtype)
+    torch.manual_seed(seed)  # seeds the CPU and every CUDA generator
+    with created_on(device, dtype):
+        nets = _networks(family, size == "tiny")
+    for module in nets.values():
+        # Float buffers made with an explicit fp32 dtype (SD3's positional table) get the
+        # recipe's dtype, as a cast of the whole pipeline would give them.
+        if any(t.is_floating_point() and t.dtype != dtype for t in (*module.parameters(), *module.buffers())):
+            module.to(dtype=dtype)
+        module.eval()
+    return _assemble(family, nets)
 
 
 def tiny_pipeline_dir(family: str) -> Path:

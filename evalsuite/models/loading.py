@@ -296,7 +296,7 @@ def load_pipeline(spec: ModelSpec, device: torch.device):
             pipe = cls.from_pretrained(tiny_pipeline_dir(family), local_files_only=True,
                                        torch_dtype=dtype)
         else:
-            pipe = build_pipeline(family, "full", dtype=dtype)
+            pipe = build_pipeline(family, "full", dtype=dtype, device=device)  # built in place
     else:
         cls = _pipeline_class(spec.pipeline)
         kwargs = dict(pretrained_model_name_or_path=spec.repo, revision=spec.revision,
