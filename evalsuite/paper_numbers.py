@@ -171,6 +171,11 @@ def reported_row(model: str, bench: str) -> ReportedRow | None:
     return next((r for r in rows if r.model == label), None)
 
 
+# The headline efficiency claim, as printed (Abstract; Section 1, "Efficiency"; Section 5.1):
+# DI*-SDXL-1step uses this fraction of the 50-step FLUX-dev model's inference time and GPU memory.
+HEADLINE_VS_FLUX_DEV: dict[str, str] = {"time": "1.88%", "memory": "29.3%"}
+
+
 # What the paper prints that a reader comparing with it should know.
 NOTES: tuple[str, ...] = (
     "Table 1 caption says MSCOCO-2014 validation prompts; its lower part is headed "

@@ -158,10 +158,13 @@ def peak_memory(world, models, base, optimizer: str) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**30
 
 
-def build(size: str, batch: int, reward: bool, checkpointing: str = "all"):
-    """The SD world of `size` ('tiny' | 'full': random-weight SDXL) and its models; seconds."""
+def build(size: str, batch: int, reward: bool, checkpointing: str = "all",
+          device: torch.device | None = None):
+    """The SD world of `size` ('tiny' | 'full': random-weight SDXL) and its models; seconds.
+    Default device: the GPU for 'full'; for 'tiny' the GPU if there is one."""
     from di_star.sdxl.world import SDWorld
-    device = torch.device("cuda" if size == "full" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device is None:
+        device = torch.device("cuda" if size == "full" or torch.cuda.is_available() else "cpu")
     base = base_config(size, batch, reward, checkpointing)
     world = SDWorld(base, device)
     t0 = time.time()

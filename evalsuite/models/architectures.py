@@ -197,11 +197,13 @@ def build_pipeline(family: str, size: str, dtype: torch.dtype = torch.float32, s
     torch.manual_seed(seed)  # seeds the CPU and every CUDA generator
     with created_on(device, dtype):
         nets = _networks(family, size == "tiny")
+    device = torch.device(device)
     for module in nets.values():
-        # Float buffers made with an explicit fp32 dtype (SD3's positional table) get the
-        # recipe's dtype, as a cast of the whole pipeline would give them.
-        if any(t.is_floating_point() and t.dtype != dtype for t in (*module.parameters(), *module.buffers())):
-            module.to(dtype=dtype)
+        # Tensors a constructor made with an explicit dtype or device (SD3's fp32 positional
+        # table) join the rest, as a cast and move of the whole pipeline would take them.
+        if any((t.is_floating_point() and t.dtype != dtype) or t.device.type != device.type
+               for t in (*module.parameters(), *module.buffers())):
+            module.to(device=device, dtype=dtype)
         module.eval()
     return _assemble(family, nets)
 
