@@ -175,7 +175,7 @@ def guarded(fn, budget_s: float, what: str, device: torch.device) -> tuple[str, 
             fn()
     except OverBudget as e:
         status, reason = "skipped", str(e)
-    except torch.OutOfMemoryError as e:  # torch.cuda.OutOfMemoryError is the same class
+    except torch.cuda.OutOfMemoryError as e:  # torch.OutOfMemoryError in torch >= 2.5: the same class
         status, reason = "skipped", f"{what}: out of memory ({str(e).splitlines()[0][:160]})"
     except Exception as e:  # one broken section must not cost the others their GPU time
         last = traceback.extract_tb(e.__traceback__)[-1]
@@ -338,10 +338,13 @@ def section_di_star_step(plan: Plan, device: torch.device, sec: Section, deadlin
                         "peak_memory_gib": peaks.get(name), "rounds": len(times[name])}
                        for name, r in summary.items()]
 
+    oom = False
     try:
         bts.time_variants(world, models, base, plan.step_reps, plan.step_warmup, assistant=True,
                           on_round=keep)
-    except torch.OutOfMemoryError:
+    except torch.cuda.OutOfMemoryError:
+        oom = True  # freed below, once the traceback (and the activations it holds) is gone
+    if oom:
         # An 80 GB GPU may not hold both networks' fp32 AdamW states: time the generator steps alone.
         models.generator.zero_grad(set_to_none=True)
         models.assistant.zero_grad(set_to_none=True)
