@@ -24,13 +24,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from distar.core.dtypes import dtype_name, to_dtype  # noqa: E402
 from evalsuite.models import architectures as arch  # noqa: E402
 
 NETS = {"sdxl_unet": ("UNet2DConditionModel", arch.SDXL_UNET),
         "sd15_unet": ("UNet2DConditionModel", arch.SD15_UNET),
         "sd35_transformer": ("SD3Transformer2DModel", arch.SD35_LARGE_TRANSFORMER),
         "flux_transformer": ("FluxTransformer2DModel", arch.FLUX_DEV_TRANSFORMER)}
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def build_once(net: str, way: str, dtype: torch.dtype, device: str) -> dict:
@@ -49,7 +49,7 @@ def build_once(net: str, way: str, dtype: torch.dtype, device: str) -> dict:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     params = sum(p.numel() for p in model.parameters())
-    return {"net": net, "way": way, "dtype": str(dtype).removeprefix("torch."), "device": device,
+    return {"net": net, "way": way, "dtype": dtype_name(dtype), "device": device,
             "params_billions": round(params / 1e9, 3), "build_s": round(seconds, 2),
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             "threads": torch.get_num_threads()}
@@ -58,13 +58,13 @@ def build_once(net: str, way: str, dtype: torch.dtype, device: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--net", choices=sorted(NETS), default="sd15_unet")
-    ap.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    ap.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--ways", default="old,new", help="comma list of: old, new")
     ap.add_argument("--child", choices=["old", "new"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(build_once(args.net, args.child, DTYPES[args.dtype], args.device)))
+        print(json.dumps(build_once(args.net, args.child, to_dtype(args.dtype), args.device)))
         return
     for way in args.ways.split(","):
         out = subprocess.run([sys.executable, __file__, "--net", args.net, "--dtype", args.dtype,

@@ -206,11 +206,12 @@ def generation_row(spec, device: torch.device, batch: int, images: int, budget_s
     as `distar eval` records it (`evalsuite.generate.peak_memory`)."""
     from evalsuite.benchmarks import image_seed, load_benchmark
     from evalsuite.generate import generate_batch, peak_memory
+    from distar.core.dtypes import dtype_name
     from evalsuite.models.loading import compute_dtype
 
     t_start = time.perf_counter()
     prompts = list(load_benchmark("parti").prompts[:images])
-    row.update(dtype=str(compute_dtype(spec, device)).removeprefix("torch."), batch=batch,
+    row.update(dtype=dtype_name(compute_dtype(spec, device)), batch=batch,
                steps=spec.steps, guidance=spec.guidance, resolution=spec.resolution)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -287,7 +288,7 @@ def section_harness(plan: Plan, device: torch.device, sec: Section, deadline_at:
 
 def section_scorers(plan: Plan, device: torch.device, sec: Section, deadline_at: float) -> None:
     import bench_metrics
-    from evalsuite.metrics import _refcompat as rc
+    import metric_refs as rc  # tests/: the reference packages' adapters (bench_metrics puts it on the path)
 
     images, prompts = bench_metrics.bench_images(plan.scorer_images), rc.sample_prompts(plan.scorer_images)
     for name, budget in plan.scorer_budgets_s.items():
@@ -437,9 +438,9 @@ def render_md(report: dict) -> str:
 
 
 def write_report(out: Path, report: dict) -> None:
-    from evalsuite.generate import write_atomic
-    write_atomic(out / "gpu_suite.json", (json.dumps(report, indent=1, default=str) + "\n").encode())
-    write_atomic(out / "gpu_suite.md", render_md(report).encode())
+    from distar.core import atomic
+    atomic.write_text(out / "gpu_suite.json", json.dumps(report, indent=1, default=str) + "\n")
+    atomic.write_text(out / "gpu_suite.md", render_md(report))
 
 
 # Main ------------------------------------------------------------------------------------------
@@ -498,7 +499,7 @@ def main(argv=None) -> int:
         print("error: no CUDA GPU is visible. The suite measures GPU time and memory; "
               "run `python scripts/gpu_suite.py --dry-run --out DIR` for the CPU rehearsal.", file=sys.stderr)
         return 2
-    from evalsuite.errors import DistarError
+    from distar.core.errors import DistarError
     from evalsuite.generate import check_writable
     try:
         check_writable(args.out)
