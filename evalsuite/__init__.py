@@ -1,4 +1,4 @@
 """distar evaluation suite: generate, score and compare text-to-image models."""
-from distar.core.compat import patch_torchvision_ops
+from distar.core.compat import install_torchvision_hook
 
-patch_torchvision_ops()
+install_torchvision_hook()  # CPU-only torch under a CUDA torchvision only; imports nothing
