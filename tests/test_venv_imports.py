@@ -26,7 +26,7 @@ def test_shim_is_needed_only_for_cpu_torch_under_a_cuda_torchvision(monkeypatch)
     assert not compat.shim_needed("None", "'0.28.0+cpu'")      # a matching CPU torchvision
     assert not compat.shim_needed("None", None)                # no torchvision
     # On a GPU build the hook installs nothing (and imports nothing).
-    monkeypatch.setattr(_compat, "version_literal",
+    monkeypatch.setattr(compat, "version_literal",
                         lambda pkg, name: "'13.0'" if pkg == "torch" else "'0.28.0+cu130'")
     monkeypatch.setattr(sys, "meta_path", [f for f in sys.meta_path
                                            if type(f).__name__ != "_DeclareOpsBeforeTorchvision"])
