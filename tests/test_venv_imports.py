@@ -16,7 +16,7 @@ NEEDED = compat.shim_needed(compat.version_literal("torch", "cuda"),
                              compat.version_literal("torchvision", "__version__"))
 
 
-def _run(args, cwd, timeout=600):
+def _run(args, cwd, timeout=1500):  # generous: a loaded CI machine imports slowly
     return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
