@@ -36,7 +36,7 @@ class ObjectiveConfig:
     regulariser: str = "score"        # 'score' (DI*, eq. 3.4) | 'kl' (Diff-Instruct / DI++) | 'none'
     distance: str = "pseudo_huber"    # d(y) for the score regulariser: 'l2' | 'pseudo_huber'
     huber_c: float | None = 1.0       # pseudo-Huber c (score units); required with distance='pseudo_huber'
-    estimator: str = "exact"          # 'exact': pathwise through frozen nets (MATH.md slip 3); 'x0': the paper's listing
+    estimator: str = "exact"          # 'exact': pathwise through frozen nets (docs/maths.md slip 3); 'x0': the paper's listing
     alpha_rew: float = 0.0            # explicit reward scale
     alpha_cfg: float = 0.0            # CFG scale: implicit-reward weight ('out') or guidance scale w ('in')
     guidance: str = "none"            # 'none' | 'out' (Choice 1, DI*-Out) | 'in' (Choice 2, DI*-In)

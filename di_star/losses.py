@@ -10,7 +10,7 @@ For several terms only the GRADIENT w.r.t. the generator's parameters is meaning
 value is a surrogate whose gradient equals the gradient of the quantity named in its docstring.
 Keep the frozen networks' parameters frozen (``requires_grad_(False)``): the ``exact`` estimator
 backpropagates through their inputs, and unfrozen parameters would collect gradients too.
-The maths, and the paper's slips these functions correct, are in MATH.md.
+The maths, and the paper's slips these functions correct, are in docs/maths.md.
 """
 from __future__ import annotations
 
@@ -150,7 +150,7 @@ def score_regularizer_loss(x0: Tensor, t: Tensor, eps: Tensor, s_psi: ScoreModel
                  (closed-form test). Costs a backward pass through both frozen networks.
       'x0'    -- the paper's listing: networks under no_grad, gradient only through ``x0`` in the DSM
                  target. Cheap, but NOT Theorem 3.1's gradient and not a re-weighting of it
-                 (MATH.md Slip 3; numbers in docs/estimators.md).
+                 (docs/maths.md Slip 3; numbers in docs/estimators.md).
     The DSM target ``-eps/sigma`` is constant in theta (its ``x_t`` and ``x0`` paths cancel), so under
     'exact' only the networks' inputs carry gradient.
 
@@ -213,7 +213,7 @@ def implicit_cfg_reward_loss(x_t: Tensor, t: Tensor, s_ref: ScoreModel, cond: An
     Its gradient is ``-alpha_cfg`` times the gradient of the implicit reward
     ``w(t) [log p_ref(x_t|c) - log p_ref(x_t)]``, so descent RAISES the reward. The paper prints a
     plus sign (eq. 3.5, A.14, the listing), which would push samples away from the prompt
-    (MATH.md Slip 1; settled by a test). ``x_t`` must be ``schedule.perturb(x0, t, eps)`` with a live x0.
+    (docs/maths.md Slip 1; settled by a test). ``x_t`` must be ``schedule.perturb(x0, t, eps)`` with a live x0.
     """
     with torch.no_grad():
         x_sg = x_t.detach()
@@ -232,22 +232,8 @@ def check_finite(terms: dict[str, Tensor]) -> None:
         raise NonFiniteLossError(bad)
 
 
-def validate_guidance(choice1_alpha_cfg: float | None, choice2_scale: float | None) -> None:
-    """Choice 1 (implicit CFG reward, ``alpha_cfg != 0``) and Choice 2 (CFG-enhanced reference,
-    ``scale != 1``) are alternatives in the paper; having both on double-counts guidance."""
-    choice1 = choice1_alpha_cfg is not None and choice1_alpha_cfg != 0
-    choice2 = choice2_scale is not None and choice2_scale != 1
-    if choice1 and choice2:
-        raise DistarError(
-            f"Both CFG options are on: Choice 1 implicit CFG reward (alpha_cfg={choice1_alpha_cfg}) and "
-            f"Choice 2 CFG-enhanced reference (scale={choice2_scale}).\n"
-            "Fix: use one of them; set alpha_cfg=0 for Choice 2 (the paper's best SDXL row), or the "
-            "reference CFG scale to 1 for Choice 1."
-        )
-
-
 __all__ = [
     "SquaredL2", "PseudoHuber", "ScaledDistance", "distance", "ESTIMATORS",
     "assistant_dsm_loss", "score_regularizer_loss", "kl_regularizer_loss",
-    "explicit_reward_loss", "implicit_cfg_reward_loss", "check_finite", "validate_guidance",
+    "explicit_reward_loss", "implicit_cfg_reward_loss", "check_finite",
 ]

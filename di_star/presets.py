@@ -16,7 +16,7 @@ The paper's numbers (7.5, 1/10/100) are for SDXL with PickScore; each toy world 
 scales (`_WORLD_SCALES`), chosen so the reward is strong enough to move the generator and the
 "best" row is the largest scale before the score-regularised run collapses onto the rewarded mode.
 The KL rows use the same alpha_rew as the DI* rows, as the paper's table does, although the two
-regularisers' gradients differ in size (MATH.md): the demo's alpha_rew frontier is the fair comparison.
+regularisers' gradients differ in size (docs/maths.md): the demo's alpha_rew frontier is the fair comparison.
 """
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ class CFGScore:
     """Classifier-free-guided reference (Choice 2, "DI*-In"): ``s_u + scale * (s_c - s_u)``.
 
     This is standard CFG as Sec. 3.3 defines it. The paper's printed Choice 2,
-    ``s(x|c) + alpha_cfg * s(x|empty)``, is a slip (MATH.md, Slip 2): it is not a guided score
+    ``s(x|c) + alpha_cfg * s(x|empty)``, is a slip (docs/maths.md, Slip 2): it is not a guided score
     (at scale 1 it is the sum of two scores, not the conditional one).
     ``scale = 1`` gives the conditional score and skips the unconditional pass.
     """

@@ -30,8 +30,7 @@ from torch import Tensor, nn
 from di_star.config import TrainConfig, from_dict
 from di_star.errors import DistarError, NonFiniteLossError
 from di_star.losses import (assistant_dsm_loss, check_finite, distance, explicit_reward_loss,
-                            implicit_cfg_reward_loss, kl_regularizer_loss, score_regularizer_loss,
-                            validate_guidance)
+                            implicit_cfg_reward_loss, kl_regularizer_loss, score_regularizer_loss)
 from di_star.noise import NoiseSchedule, weight_fn
 from di_star.scores import CFGScore, ScoreModel
 from distar.core import atomic
@@ -83,14 +82,8 @@ WORLDS.add("gmm", _gmm_world, "2-D class-conditional Gaussian mixtures, exact sc
 WORLDS.add("digits", _digits_world, "sklearn 8x8 digits, small cached reference diffusion")
 
 
-def _sd_world(cfg: TrainConfig) -> World:
-    from di_star.sdxl.world import SDWorld
-    return SDWorld(cfg)
-
-
-# Stable Diffusion worlds train in di_star.sdxl.train (DDP, autocast, EMA, export); see train().
-WORLDS.add("sdxl", _sd_world, "SDXL UNets: DMD2 one-step generator, frozen reference, VAE reward")
-WORLDS.add("sd15", _sd_world, "SD1.5 UNets, the same code path as 'sdxl'")
+# Stable Diffusion worlds ('sdxl', 'sd15') train in di_star.sdxl.train (DDP, autocast, EMA,
+# export), which builds its SDWorld itself; train() dispatches there before WORLDS is asked.
 
 EVAL_SEED = 2024  # every method is evaluated on the same z, so differences are the methods'
 
@@ -278,7 +271,6 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
     from accelerate import Accelerator
 
     o, opt_cfg, run = cfg.objective, cfg.optim, cfg.run
-    validate_guidance(o.alpha_cfg if o.guidance == "out" else None, o.alpha_cfg if o.guidance == "in" else None)
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_same_run(run_dir, cfg)

@@ -122,7 +122,11 @@ def coco30k() -> Benchmark:
                       read_txt_prompts(path), (), str(path))
 
 
+# The HPSv2 benchmark: its four styles (HPSv2's own names; the DI* paper prints them as
+# ANIMATION, CONCEPT-ART, PAINTING, PHOTO) and the chunk size of its per-style aggregation
+# (hpsv2.evaluation.evaluate_benchmark: a style's score is the mean of 80-image chunk means).
 HPS_STYLES = ("anime", "concept-art", "paintings", "photo")
+HPS_CHUNK = 80
 
 
 def _hpsv2_prompt_files() -> dict[str, list[str]]:

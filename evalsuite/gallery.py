@@ -85,9 +85,9 @@ def _columns(images: pd.DataFrame, runs: pd.DataFrame, models: list[str] | None
 
 
 def _fmt_score(metric: str, value: float) -> str:
-    from evalsuite.leaderboard import METRICS_SHOWN, _fmt
+    from evalsuite.leaderboard import METRICS_SHOWN, fmt_number
     label, _, decimals = METRICS_SHOWN.get(metric, (metric, None, 3))
-    return f"{label} {_fmt(value, decimals)}"
+    return f"{label} {fmt_number(value, decimals)}"
 
 
 _CSS = """

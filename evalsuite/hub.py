@@ -13,17 +13,23 @@ def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-@lru_cache(maxsize=1)
-def hub_reachable(timeout: float = 2.0) -> bool:
-    """False when HF_HUB_OFFLINE is set or the endpoint does not answer within `timeout`."""
-    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
-        return False
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+def host_reachable(host: str, timeout: float = 2.0) -> bool:
+    """Whether `host` accepts a TCP connection on 443 within `timeout` seconds (the one network
+    probe: the hub's endpoint, clean-fid's Inception CDN)."""
     try:
         socket.create_connection((host, 443), timeout=timeout).close()
         return True
     except OSError:
         return False
+
+
+@lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """False when HF_HUB_OFFLINE is set or the endpoint does not answer within `timeout`."""
+    if _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE"):
+        return False
+    return host_reachable(urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname,
+                          timeout)
 
 
 def local_only() -> bool:

@@ -26,6 +26,7 @@ import pandas as pd
 
 from distar.core.errors import DistarError
 from evalsuite import paper_numbers
+from evalsuite.benchmarks import HPS_CHUNK, HPS_STYLES
 from evalsuite.metrics import stats
 from evalsuite.store import STORE_FILENAME, ResultsStore
 
@@ -47,8 +48,6 @@ TABLE1_METRICS = ("imagereward", "aesthetic", "pickscore", "clip")  # the paper'
 TABLE1_BENCHES = ("parti", "coco30k")                               # upper part, lower part
 HPS_BENCH = "hpsv2"
 HPS_METRICS = ("hpsv21", "hpsv2")
-HPS_STYLES = paper_numbers.HPS_STYLES
-HPS_CHUNK = 80              # HPSv2's benchmark: a style's score is the mean of 80-image chunks
 HPS_SCALE = 100.0           # ... of 100 x the per-image cosine the store holds (the paper's unit)
 PREFERENCE_FOR_PLOT = ("pickscore", "imagereward", "hpsv21", "aesthetic")
 N_BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL = 1000, 0, 0.95
@@ -104,14 +103,16 @@ def interval(values: np.ndarray, prompts: np.ndarray) -> tuple[float, float] | N
     return ci.low, ci.high
 
 
-def stratified_interval(groups: Sequence[tuple[np.ndarray, np.ndarray]]
+def stratified_interval(groups: Sequence[tuple[np.ndarray, np.ndarray]], by_size: bool = False
                         ) -> tuple[float, float] | None:
-    """Interval of the mean of group means (HPSv2's average over styles): prompts resampled
-    within each group, independently across groups. `groups`: (values, prompt ids) pairs."""
+    """Interval of the mean of group means: prompts resampled within each group, independently
+    across groups. `groups`: (values, prompt ids) pairs. `by_size`: weight each group by its
+    number of values, i.e. the interval of the mean of all values (HPSv2's 'Average')."""
     if not groups or any(len(np.unique(p)) < 2 for _, p in groups):
         return None
-    boots = np.mean([stats.bootstrap_means(v, N_BOOTSTRAP, BOOTSTRAP_SEED + j, clusters=p)
-                     for j, (v, p) in enumerate(groups)], axis=0)
+    weights = np.array([len(v) for v, _ in groups] if by_size else [1] * len(groups), float)
+    boots = np.average([stats.bootstrap_means(v, N_BOOTSTRAP, BOOTSTRAP_SEED + j, clusters=p)
+                        for j, (v, p) in enumerate(groups)], axis=0, weights=weights)
     lo, hi = np.quantile(boots, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
     return float(lo), float(hi)
 
@@ -295,7 +296,8 @@ def load_entries(store: ResultsStore) -> list[Entry]:
 
 
 # Formatting -------------------------------------------------------------------------------------
-def _fmt(x: float, decimals: int) -> str:
+def fmt_number(x: float, decimals: int) -> str:
+    """`x` to `decimals` places, never "-0.00" (a rounded negative zero prints as 0.00)."""
     s = f"{x:.{decimals}f}"
     return s[1:] if re.fullmatch(r"-0\.?0*", s) else s
 
@@ -353,10 +355,10 @@ class Column:
         c = self.cells[i]
         if c is None:
             return MISSING
-        v = _fmt(c.value, self.decimals)
+        v = fmt_number(c.value, self.decimals)
         text = f"**{v}**" if self.bold[i] else v
         if c.ci is not None:
-            text += f" [{_fmt(c.ci[0], self.decimals)}, {_fmt(c.ci[1], self.decimals)}]"
+            text += f" [{fmt_number(c.ci[0], self.decimals)}, {fmt_number(c.ci[1], self.decimals)}]"
         return text
 
 
@@ -416,7 +418,7 @@ def _best(cells: Sequence[Summary | None], decimals: int, higher: bool | None) -
             eligible[i] = len(devices) == 1
     if sum(eligible) < 2:
         return [False] * len(cells)
-    shown = [float(_fmt(c.value, decimals)) if ok else None for c, ok in zip(cells, eligible)]
+    shown = [float(fmt_number(c.value, decimals)) if ok else None for c, ok in zip(cells, eligible)]
     target = (max if higher else min)(v for v in shown if v is not None)
     return [v is not None and v == target for v in shown]
 
@@ -676,8 +678,10 @@ def _style_summaries(e: Entry, metric: str, version: str, styles: dict[int, str]
                              prompts=frozenset(int(i) for i in ids))
         groups.append((values, ids))
     if all(out[s] is not None for s in HPS_STYLES):
-        out["average"] = Summary(float(np.mean([out[s].value for s in HPS_STYLES])),
-                                 stratified_interval(groups),
+        # HPSv2's evaluate_benchmark 'Average': the mean over every image of the four styles
+        # (evalsuite.metrics.hps.hps_benchmark_summary), not the mean of the style scores.
+        out["average"] = Summary(float(np.concatenate([v for v, _ in groups]).mean()),
+                                 stratified_interval(groups, by_size=True),
                                  prompts=frozenset(int(i) for i in scores.prompt_index))
     else:
         out["average"] = None
@@ -691,7 +695,8 @@ def table3(entries: list[Entry], with_reported: bool = False) -> str:
     out = ["# Table 3: measured HPS per style", "",
            "Per style: HPSv2's own aggregation (mean of the means of consecutive 80-image chunks, "
            "prompts in benchmark order) of 100 x the per-image score, HPSv2's benchmark unit and "
-           "the paper's. Average: mean of the four style scores.", ""]
+           "the paper's. Average: mean over all images of the four styles, as HPSv2's "
+           "evaluate_benchmark computes it.", ""]
     notes: list[str] = []
     shown: list[Entry] = []
     hps = [e for e in entries if e.bench == HPS_BENCH]
@@ -726,7 +731,8 @@ def table3(entries: list[Entry], with_reported: bool = False) -> str:
         "- Per style: HPSv2's chunked mean over the style's images in benchmark order; in "
         f"brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval of the style's mean "
         f"image score, resampling prompts ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). "
-        "Average: mean of the four styles; its interval resamples prompts within each style.",)
+        "Average: mean over all images of the four styles (HPSv2's); its interval resamples "
+        "prompts within each style.",)
         + ((REPORTED_NOTE,) if with_reported else ()))
 
 

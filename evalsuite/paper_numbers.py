@@ -1,8 +1,9 @@
 """The numbers the DI* paper REPORTS (Tables 1-3), transcribed by hand. Not measured here.
 
-Source: "Diff-Instruct*: Towards Human-Preferred One-step Text-to-image Generative Models"
-(Luo et al.), the copy in shared/seeds/di_star_paper.md. Each row below carries a comment naming
-its table, part and row number (1-based, in the paper's order). Values are kept as the strings
+Source: Luo, Zhang, Zhang, Geng, "David and Goliath: Small One-step Model Beats Large Diffusion
+with Score Post-training", ICML 2025, PMLR 267 (arXiv v1: "Diff-Instruct*"); its tables are
+copied in evalsuite/data/paper_tables.md, which a test checks every row against. Each row below
+carries a comment naming its table, part and row number (1-based, in the paper's order). Values are kept as the strings
 the paper prints, so their precision is the paper's ("5.90", "111"); `float(...)` them to compute.
 
 These numbers are only ever rendered into `leaderboards/paper_reported.md`, never into a table of
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-PAPER = ("Luo et al., Diff-Instruct*: Towards Human-Preferred One-step Text-to-image "
-         "Generative Models (shared/seeds/di_star_paper.md)")
+PAPER = ("Luo, Zhang, Zhang, Geng, David and Goliath: Small One-step Model Beats Large Diffusion "
+         "with Score Post-training, ICML 2025, PMLR 267 (tables copied in "
+         "evalsuite/data/paper_tables.md)")
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,6 @@ TABLE2_ABLATION: tuple[ReportedRow, ...] = tuple(_t2(*r) for r in [
      "(100, 7.5)"),                                                                    # T2 row 12
 ])
 
-HPS_STYLES = ("anime", "concept-art", "paintings", "photo")  # the paper prints them as
-# ANIMATION, CONCEPT-ART, PAINTING, PHOTO; these are HPSv2's own style names.
 
 
 def _t3(model, steps, anime, concept, painting, photo, avg):

@@ -42,7 +42,7 @@ class DetachedGrad:
 
 
 def world_at(sigma: float) -> GaussianWorld:
-    # s[0] = 1.35 at sigma = 0.8 gives MATH.md's (s^2 + sigma^2) / sigma^2 = 3.85.
+    # s[0] = 1.35 at sigma = 0.8 gives docs/maths.md's (s^2 + sigma^2) / sigma^2 = 3.85.
     t = lambda *v: torch.tensor(v, dtype=F64)  # noqa: E731
     return GaussianWorld(mu=t(0.6, -0.4), s=t(1.35, 0.7), m=t(0.0, 0.2), tau=t(1.0, 0.8),
                          schedule=ve_schedule(), t=torch.tensor(sigma, dtype=F64))

@@ -103,3 +103,49 @@ def test_core_imports_only_itself():
         if layer_of(module) == 0:
             names = [n for _, n in imported_names(path.read_text(encoding="utf-8"), module)]
             assert all(layer_of(n) in (None, 0) for n in names), (module, names)
+
+
+def private_crossings(source: str, module: str, ours: set[str]) -> list[str]:
+    """`from pkg.mod import _name`, `mod._name` on one of our modules, and a private module
+    (`_loading`) imported from outside its own package."""
+    tree, bad, aliases = ast.parse(source), [], {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and layer_of(node.module) is not None:
+            for a in node.names:
+                full = f"{node.module}.{a.name}"
+                if full in ours:
+                    aliases[a.asname or a.name] = full
+                if not a.name.startswith("_") or a.name.startswith("__"):
+                    continue
+                inside = module == node.module or module.startswith(node.module + ".")
+                if full not in ours:
+                    bad.append(f"{module}:{node.lineno} imports private name {full}")
+                elif not inside:
+                    bad.append(f"{module}:{node.lineno} imports private module {full}")
+        elif isinstance(node, ast.Import):
+            aliases.update({a.asname or a.name: a.name for a in node.names if a.name in ours})
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                and node.value.id in aliases and node.attr.startswith("_")
+                and not node.attr.startswith("__")):
+            bad.append(f"{module}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}")
+    return bad
+
+
+def test_no_private_name_crosses_a_module():
+    modules = dict((m, p) for p, m in our_modules())
+    ours = set(modules)
+    bad = []
+    for module, path in modules.items():
+        bad += private_crossings(path.read_text(encoding="utf-8"), module, ours)
+    assert not bad, "\n".join(bad)
+
+
+def test_the_private_scan_catches_each_form():
+    ours = {"evalsuite.leaderboard", "evalsuite.models.loading", "evalsuite.metrics._loading"}
+    assert private_crossings("from evalsuite.leaderboard import _fmt\n", "evalsuite.gallery", ours)
+    assert private_crossings("from evalsuite.models import loading\nloading._from_pretrained\n",
+                             "di_star.sdxl.models", ours)
+    assert private_crossings("from evalsuite.metrics import _loading\n", "di_star.sdxl.reward", ours)
+    assert not private_crossings("from evalsuite.metrics import _loading\n",
+                                 "evalsuite.metrics.hps", ours)

@@ -30,7 +30,7 @@ def T(*v):
 
 
 def ve_world(sigma=0.8):
-    # s = 1.35 in the first coordinate reproduces MATH.md's 3.85x ((s^2 + sigma^2) / sigma^2 at sigma = 0.8).
+    # s = 1.35 in the first coordinate reproduces docs/maths.md's 3.85x ((s^2 + sigma^2) / sigma^2 at sigma = 0.8).
     return GaussianWorld(mu=T(0.6, -0.4), s=T(1.35, 0.7), m=T(0.0, 0.2), tau=T(1.0, 0.8),
                          schedule=ve_schedule(), t=torch.tensor(sigma, dtype=F64))
 
@@ -96,12 +96,12 @@ def test_x0_estimator_deviation_is_as_reported(dist, make_world):
     truth = world.divergence_grad(dist)
     est, se = mean_and_se(world.regularizer_grads(dist, "x0", N, torch.Generator().manual_seed(3)))
     v_over_s2 = (world.gen_var() / world.sigma() ** 2).reshape(-1)
-    # MATH.md: the mean's gradient is scaled by (alpha^2 s^2 + sigma^2) / sigma^2 (3.85x in coordinate 0
+    # docs/maths.md: the mean's gradient is scaled by (alpha^2 s^2 + sigma^2) / sigma^2 (3.85x in coordinate 0
     # at sigma = 0.8), the scale's by half that (1.92x). By Stein's lemma this holds for any d in this world.
     predicted = torch.cat([v_over_s2, v_over_s2 / 2]) * truth
-    assert_within_se(est, se, predicted, f"x0 estimator vs MATH.md's factors, {dist}")
+    assert_within_se(est, se, predicted, f"x0 estimator vs docs/maths.md's factors, {dist}")
     ratio, ratio_se = est / truth, se / truth.abs()
-    if make_world is ve_world:   # MATH.md's printed figures, up to their rounding (0.005)
+    if make_world is ve_world:   # docs/maths.md's printed figures, up to their rounding (0.005)
         assert abs(ratio[0] - 3.85) < 0.005 + Z * ratio_se[0] and abs(ratio[2] - 1.92) < 0.005 + Z * ratio_se[2]
     # Not a re-weighting in t: a weight w'(t) would scale the whole gradient vector by one number,
     # but the per-component ratios differ (mu vs s, and between coordinates) by far more than their SE.
@@ -110,7 +110,7 @@ def test_x0_estimator_deviation_is_as_reported(dist, make_world):
 
 
 class DetachedGrad:
-    """The 'exact' estimator with only u = d'(y) cut from the graph (MATH.md's third measurement)."""
+    """The 'exact' estimator with only u = d'(y) cut from the graph (docs/maths.md's third measurement)."""
 
     def __init__(self, base):
         self.base = base
@@ -185,7 +185,7 @@ def test_cfg_score_is_standard_guidance():
     for scale in (0.0, 1.0, 3.0, 7.5):
         torch.testing.assert_close(CFGScore(world, scale, null_cond=None)(x, t, 1), s_u + scale * (s_c - s_u))
     torch.testing.assert_close(CFGScore(world, 1.0)(x, t, 1), s_c)
-    # The paper's printed Choice 2, s_c + alpha_cfg * s_u, is a different vector field (MATH.md Slip 2).
+    # The paper's printed Choice 2, s_c + alpha_cfg * s_u, is a different vector field (docs/maths.md Slip 2).
     printed = s_c + 7.5 * s_u
     assert (printed - CFGScore(world, 7.5)(x, t, 1)).abs().max() > 1.0
 

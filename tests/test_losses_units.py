@@ -6,7 +6,7 @@ import torch
 
 from di_star.errors import NonFiniteLossError
 from di_star.losses import (PseudoHuber, SquaredL2, assistant_dsm_loss, check_finite, distance, explicit_reward_loss,
-                            implicit_cfg_reward_loss, kl_regularizer_loss, score_regularizer_loss, validate_guidance)
+                            implicit_cfg_reward_loss, kl_regularizer_loss, score_regularizer_loss)
 from di_star.noise import (append_dims, sample_sigma_lognormal, sample_t_uniform, sd_alphas_cumprod, ve_schedule,
                            vp_schedule, weight_fn)
 from di_star.scores import CFGScore, VEDenoiserScore, VPEpsScore, eps_from_score, x0_from_score
@@ -238,11 +238,3 @@ def test_check_finite_names_the_term():
     with pytest.raises(NonFiniteLossError, match="L_cfg, L_rew"):
         check_finite({"L_cfg": torch.tensor([float("inf")]), "L_rew": torch.tensor([float("-inf")])})
 
-
-def test_validate_guidance():
-    validate_guidance(7.5, None)
-    validate_guidance(None, 7.5)
-    validate_guidance(0.0, 7.5)
-    validate_guidance(4.5, 1.0)
-    with pytest.raises(DistarError, match="Choice 1.*Choice 2"):
-        validate_guidance(4.5, 7.5)

@@ -20,11 +20,11 @@ from PIL import Image
 
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import load_metric
-from evalsuite.metrics.blip import BlipRewardConfig
 from evalsuite.metrics._preprocess import OPENAI_CLIP_STD as CLIP_STD
 from evalsuite.metrics._preprocess import clip_pil as preprocess_pil
-from evalsuite.metrics.imagereward import (ImageReward, load_state_dict, load_tokenizer,
-                                           preprocess_tensor)
+from evalsuite.metrics.blip import BlipRewardConfig
+from evalsuite.metrics.imagereward import ImageReward, load_tokenizer, preprocess_tensor
+from evalsuite.models.loading import read_state_dict
 
 WORDS = ("a an the of in on at with and cat dog red blue photo painting city night sky tree "
          "man woman house car astronaut riding horse").split()
@@ -191,7 +191,7 @@ def test_loads_checkpoint_files_like_the_real_one(reference, ours, images, vocab
     torch.save({"blip.visual_encoder.cls_token": torch.zeros(1), "x": Fraction(1, 3)},
                tmp_path / "pickled.pt")
     with pytest.raises(DistarError, match="refusing"):
-        load_state_dict(tmp_path / "pickled.pt")
+        read_state_dict(tmp_path / "pickled.pt")
     truncated = {k: v for k, v in state_dict.items() if "blocks.1." not in k}
     with pytest.raises(DistarError, match="lacks"):
         ImageReward.from_state_dict(truncated, ours.config, ours.tokenizer)

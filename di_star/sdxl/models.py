@@ -9,7 +9,7 @@ are 1 - 8e-9 and 2e-8 at t = 399), so an exported generator samples the same ima
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -17,9 +17,10 @@ from torch import Tensor, nn
 
 from di_star.noise import NoiseSchedule, append_dims
 from distar.core.errors import DistarError
-from evalsuite.models.specs import ModelSpec, resolve_model
+from evalsuite import models
+from evalsuite.models import ModelSpec, resolve_model
 
-FAMILIES = {"StableDiffusionXLPipeline": "sdxl", "StableDiffusionPipeline": "sd15"}
+SD_FAMILIES = ("sdxl", "sd15")  # the families whose UNets the SD trainer takes
 
 
 @dataclass(frozen=True)
@@ -88,45 +89,27 @@ def resolve_spec(name: str) -> ModelSpec:
 
 
 def family_of(spec: ModelSpec) -> str:
-    family = FAMILIES.get(spec.pipeline)
-    if family is None:
+    """The spec's family if the SD trainer takes it (SDXL or SD1.5 UNets), else a DistarError."""
+    family = models.family_of(spec)
+    if family not in SD_FAMILIES:
+        taken = sorted(p for p, f in models.PIPELINE_FAMILIES.items() if f in SD_FAMILIES)
         raise DistarError(f"'{spec.name}' is a {spec.pipeline}; the SD trainer takes SDXL or SD1.5 "
-                          f"UNets ({', '.join(sorted(FAMILIES))}).")
+                          f"UNets ({', '.join(taken)}).")
     return family
 
 
 def load_unet(spec: ModelSpec, device: torch.device, dtype: torch.dtype):
-    """Only the UNet of a spec (its own, or its `unet` override such as DMD2's state dict)."""
-    from diffusers import UNet2DConditionModel
-
-    from evalsuite.models import loading
-    from evalsuite.models.architectures import build_pipeline, tiny_pipeline_dir
-
-    loading.quiet_hf_logging()
-    family = family_of(spec)
-    if spec.weights == "tiny":
-        unet = UNet2DConditionModel.from_pretrained(tiny_pipeline_dir(family), subfolder="unet",
-                                                    local_files_only=True, torch_dtype=dtype)
-    elif spec.weights == "random":
-        unet = build_pipeline(family, "full", dtype=dtype, device=device).unet
-    elif spec.unet is not None:
-        unet = loading._load_unet_override(spec, dtype)
-    else:
-        kwargs = dict(pretrained_model_name_or_path=spec.repo, subfolder="unet",
-                      revision=spec.revision, torch_dtype=dtype)
-        if spec.variant:  # on every device: some repos ship only the variant's files (fp16-only
-            kwargs["variant"] = spec.variant  # DI* / Diff-Instruct repos); torch_dtype casts on load
-        unet = loading._from_pretrained(UNet2DConditionModel.from_pretrained, spec, "UNet", **kwargs)
-    return unet.to(device)
+    """Only the UNet of a spec the trainer takes (evalsuite.models.load_unet)."""
+    family_of(spec)
+    return models.load_unet(spec, device, dtype)
 
 
 def load_reference_pipeline(spec: ModelSpec, device: torch.device):
     """The reference's whole pipeline (UNet, VAE, text encoders, tokenizers, scheduler) on
     `device`, in the recipe's dtype there (fp32 on CPU). Not evalsuite's cached copy: training
     moves and casts its modules."""
-    from evalsuite.models.loading import load_pipeline
     family_of(spec)
-    return load_pipeline.__wrapped__(spec, device)
+    return models.fresh_pipeline(spec, device)
 
 
 def encode_prompts(pipe, family: str, prompts: Sequence[str], resolution: int,
@@ -160,6 +143,3 @@ def _time_ids(resolution: int, batch: int, device, dtype) -> Tensor:
     ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]], dtype=dtype, device=device)
     return ids.expand(batch, 6)
 
-
-def with_resolution(spec: ModelSpec, resolution: int) -> ModelSpec:
-    return replace(spec, resolution=resolution) if resolution else spec

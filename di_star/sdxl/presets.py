@@ -9,7 +9,7 @@
 | tiny_sdxl         | tiny SDXL, random        | the same   | (100, 7.5), Choice 2   | the same code path offline, a few steps (tests) |
 | tiny_sd15         | tiny SD1.5, random       | the same   | (100, 7.5), Choice 2   | idem |
 
-From the paper / MATH.md: pseudo-Huber, (100, 7.5) with PickScore and Choice 2 ('in'),
+From the paper / docs/maths.md: pseudo-Huber, (100, 7.5) with PickScore and Choice 2 ('in'),
 w(t) = 1, lambda(t) = the reference's own weighting (eps-MSE, 'sigma2'), lr 5e-7 and 5 assistant
 updates per generator update (DMD2's), t = 399 for the DMD2 generator. DMD2's SDXL settings as
 we recall them, not verified here: AdamW betas (0.9, 0.999), weight decay 0.01, gradient

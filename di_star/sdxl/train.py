@@ -32,7 +32,6 @@ from torch import Tensor
 
 from di_star.config import TrainConfig, validate
 from di_star.errors import DistarError, NonFiniteLossError
-from di_star.losses import validate_guidance
 from di_star.noise import weight_fn
 from di_star.sdxl import checkpoint as ck
 from di_star.sdxl.export import EXPORT_DIR, export_pipeline
@@ -234,7 +233,6 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
     validate(cfg)
     validate_sd(cfg)
     o, opt_cfg, run, sd = cfg.objective, cfg.optim, cfg.run, cfg.sd
-    validate_guidance(o.alpha_cfg if o.guidance == "out" else None, o.alpha_cfg if o.guidance == "in" else None)
     run_dir = Path(out)
     run_dir.mkdir(parents=True, exist_ok=True)
     accelerator = _accelerator(cfg, run_dir)

@@ -2,7 +2,7 @@
 
 It trains every Table 2 preset on both toy worlds, sweeps alpha_rew for the KL and the score
 regulariser on `gmm` (regularisers have different gradient sizes, so they are compared on
-reward-vs-fidelity and reward-vs-diversity frontiers, MATH.md), then writes
+reward-vs-fidelity and reward-vs-diversity frontiers, docs/maths.md), then writes
 leaderboards/toy_gmm.md, leaderboards/toy_digits.md and PNG figures under leaderboards/figures/.
 The findings paragraphs are generated from the measured numbers.
 
@@ -461,7 +461,7 @@ def gmm_findings(results, frontier, ref, init) -> list[str]:
         if cx["overlap"] is not None:
             out.append(f"Reward vs {label} ({cx['overlap'][0]:.2f}-{cx['overlap'][1]:.2f}): "
                        f"{frontier_verdict(cx, y, '`exact`', '`x0`')} (mean gap {cx['mean_gap']:+.3f}). "
-                       + ("At equal α_rew `x0` gets less reward: it regularises more strongly (MATH.md: it scales "
+                       + ("At equal α_rew `x0` gets less reward: it regularises more strongly (docs/maths.md: it scales "
                           "the mean gradient by (s^2 + sigma^2)/sigma^2 but not the spread's), so α_rew is not "
                           "portable between the estimators." if y == "mode_entropy" and
                           _alpha_reward(frontier, "score_x0", 1.0) < _alpha_reward(frontier, "score", 1.0) else ""))

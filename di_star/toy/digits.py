@@ -28,6 +28,7 @@ from di_star.noise import sample_sigma_lognormal, ve_schedule, weight_fn
 from di_star.scores import VEDenoiserScore
 from di_star.toy.cache import cached_module
 from di_star.toy.nets import MLPDenoiser, MLPGenerator, edm_sigmas, heun_pf_ode
+from evalsuite.metrics.fid import frechet_distance  # the one Frechet distance (also FID's)
 
 _VERSION = 2
 N_CLASSES = 10
@@ -226,18 +227,6 @@ class DigitsMetrics:
 
 def feature_stats(f: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return f.mean(0), np.cov(f, rowvar=False)
-
-
-def frechet_distance(mu1, s1, mu2, s2) -> float:
-    """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) (Heusel et al.)."""
-    import warnings
-
-    from scipy import linalg
-    with warnings.catch_warnings():  # a collapsed generator has a singular covariance; the FD is still finite
-        warnings.simplefilter("ignore")
-        covmean = linalg.sqrtm(s1 @ s2)
-    covmean = covmean.real
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean))
 
 
 def within_class_spread(f: np.ndarray, c: np.ndarray) -> float:

@@ -27,15 +27,6 @@ from distar.core.dtypes import dtype_name, to_dtype
 from distar.core.errors import DistarError, WeightsMissingError
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DistarError(f"device '{device}' asked for, but no CUDA GPU is visible; use 'cpu'.")
-    return device
-
-
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     """fp32 unless asked otherwise ('fp32', 'bf16', 'fp16' or the torch dtype); fp16 only on GPU
     (CPUs lack many fp16 kernels; bf16 runs there, slowly)."""
@@ -83,47 +74,6 @@ def resolve_file(model: str, *, repo_id: str | None, filename: str, path: str | 
                                   f"(`hf download {repo_id} {filename}`) and copy the Hugging Face "
                                   f"cache (HF_HOME) here, or {_fix_text(option, env_var, filename)}"
                                   ) from None
-
-
-def resolve_pretrained_dir(model: str, *, repo_id: str, path: str | None, env_var: str,
-                           option: str, revision: str | None = None,
-                           must_have: tuple[str, ...] = ("config.json",)) -> str:
-    """A transformers `from_pretrained` target: a local folder (option / env var) or a hub id
-    whose files must already be in the HF cache when the hub is unreachable."""
-    explicit = path or os.environ.get(env_var)
-    if explicit:
-        p = Path(explicit).expanduser()
-        missing = [f for f in must_have if not (p / f).is_file()]
-        if missing:
-            raise WeightsMissingError(model, str(p / missing[0]),
-                                      f"pass {option}=DIR or set {env_var}=DIR, a folder written by "
-                                      f"save_pretrained (or a download of {repo_id})")
-        return str(p)
-    from huggingface_hub import snapshot_download
-
-    from evalsuite.hub import local_only
-    try:
-        return snapshot_download(repo_id, revision=revision, local_files_only=local_only(),
-                                 allow_patterns=["*.json", "*.txt", "*.safetensors", "*.model"])
-    except Exception as e:  # LocalEntryNotFoundError, RepositoryNotFoundError, HTTP errors
-        raise WeightsMissingError(
-            model, f"{repo_id} ({type(e).__name__})",
-            f"download it where the hub is reachable (`hf download {repo_id}`) and copy the "
-            f"Hugging Face cache (HF_HOME) here, or pass {option}=DIR or set {env_var}=DIR") from None
-
-
-def load_state_dict(path: str | Path) -> dict:
-    """Tensors only: safetensors, or torch.load(weights_only=True); never an arbitrary pickle."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise DistarError(f"{path} is not a plain tensor checkpoint (torch.load with "
-                          f"weights_only=True failed: {e}). Convert it to safetensors.") from None
-    return obj["state_dict"] if isinstance(obj, dict) and "state_dict" in obj else obj
 
 
 ALLOW_MISMATCH_ENV = "DISTAR_ALLOW_WEIGHT_MISMATCH"

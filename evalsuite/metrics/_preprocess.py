@@ -137,9 +137,3 @@ def resize_lanczos(x: torch.Tensor, size: int) -> torch.Tensor:
 def crop_resize_lanczos_tensor(x: torch.Tensor, size: int) -> torch.Tensor:
     """Tensor twin of `crop_resize_lanczos` (DMD2's COCO protocol)."""
     return resize_lanczos(center_crop_long_edge_tensor(x), size).clamp(0, 1)  # as PIL clips
-
-
-def pil_to_float(img: Image.Image) -> torch.Tensor:
-    """[3, H, W] float in [0, 1] from any PIL mode."""
-    return TF.to_tensor(img.convert("RGB"))
-

@@ -22,10 +22,10 @@ from PIL import Image
 from torch import nn
 
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import (build_open_clip, freeze, load_state_dict, load_strict,
-                                        open_clip_weights, provenance, resolve_device,
-                                        resolve_dtype, resolve_file)
+from evalsuite.metrics._loading import (build_open_clip, freeze, load_strict, open_clip_weights,
+                                        provenance, resolve_dtype, resolve_file)
 from evalsuite.metrics.base import MetricInfo, iter_batches
+from evalsuite.models.loading import read_state_dict, resolve_device
 
 MLP_REPO, MLP_FILE = "camenduru/improved-aesthetic-predictor", "sac+logos+ava1-l14-linearMSE.pth"
 
@@ -78,8 +78,8 @@ class AestheticScore:
         prov = {"mlp": provenance(mlp_file, "aesthetic predictor MLP", role="aesthetic_mlp"),
                 "clip": provenance(clip_file, "aesthetic predictor CLIP ViT-L/14")}
         mlp = AestheticMLP(768)
-        load_strict(mlp, load_state_dict(mlp_file), f"aesthetic predictor MLP {mlp_file}")
-        clip = build_open_clip(clip_arch, load_state_dict(clip_file), quick_gelu=True)
+        load_strict(mlp, read_state_dict(mlp_file), f"aesthetic predictor MLP {mlp_file}")
+        clip = build_open_clip(clip_arch, read_state_dict(clip_file), quick_gelu=True)
         self._setup(clip, mlp, device, dtype, batch_size, prov)
 
     @classmethod

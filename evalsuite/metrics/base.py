@@ -9,11 +9,7 @@ Every number carries `info`: name, version, backbone and preprocessing.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Protocol, Sequence, runtime_checkable
-
-import numpy as np
-import torch
-from PIL import Image
+from typing import Sequence
 
 
 @dataclass(frozen=True)
@@ -31,27 +27,6 @@ class MetricInfo:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-@runtime_checkable
-class ImageMetric(Protocol):
-    info: MetricInfo
-
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray: ...
-
-
-@runtime_checkable
-class DifferentiableMetric(ImageMetric, Protocol):
-    def score_tensor(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor: ...
-
-
-@runtime_checkable
-class SetMetric(Protocol):
-    """A number for a whole image set (FID, KID): `compute(images) -> float`, where images are
-    paths or PIL images. Its `info.key` also names the reference set it compares against."""
-    info: MetricInfo
-
-    def compute(self, images: Sequence) -> float: ...
 
 
 def iter_batches(n: int, batch_size: int):

@@ -27,10 +27,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import (build_open_clip, freeze, load_state_dict,
-                                        open_clip_weights, provenance, resolve_device,
+from evalsuite.metrics._loading import (build_open_clip, freeze, open_clip_weights, provenance,
                                         resolve_dtype)
 from evalsuite.metrics.base import MetricInfo, check_prompts, iter_batches
+from evalsuite.models.loading import read_state_dict, resolve_device
 
 DMD2_PREFIX = "A photo depicts "
 
@@ -53,7 +53,7 @@ class ClipScore:
         path = open_clip_weights(f"CLIP score {backbone}/{pretrained}", backbone, pretrained,
                                  path=weights_path, env_var="DISTAR_CLIP_PATH", revision=revision)
         prov = {"clip": provenance(path, f"CLIP score {backbone}/{pretrained}")}
-        model = build_open_clip(backbone, load_state_dict(path),
+        model = build_open_clip(backbone, read_state_dict(path),
                                 quick_gelu=bool(cfg.get("quick_gelu", False)))
         self._setup(model, open_clip.get_tokenizer(backbone), f"{backbone}/{pretrained}",
                     cfg.get("mean"), cfg.get("std"), prefix, pre_resize, clamp_zero, device,

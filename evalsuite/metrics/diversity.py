@@ -125,7 +125,7 @@ class _HFClipImages:
     def __init__(self, folder: Path, device: str, batch_size: int):
         from transformers import CLIPModel
 
-        from evalsuite.metrics._loading import resolve_device
+        from evalsuite.models.loading import resolve_device
         self.device = resolve_device(device)
         # fp32 whatever the stored dtype (the shipped world stores fp16 to fit its size budget)
         self.model = CLIPModel.from_pretrained(str(folder), use_safetensors=True,

@@ -36,9 +36,10 @@ from PIL import Image
 
 from distar.core import atomic
 from distar.core.errors import DistarError, WeightsMissingError
-from evalsuite.metrics._loading import provenance, resolve_device, sha256_file
+from evalsuite.metrics._loading import provenance, sha256_file
 from evalsuite.metrics._preprocess import crop_resize_lanczos
 from evalsuite.metrics.base import MetricInfo
+from evalsuite.models.loading import resolve_device
 
 CLEAN_SIZE = 299
 INCEPTION_FILE = "inception-2015-12-05.pt"
@@ -153,10 +154,26 @@ def feature_statistics(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.mean(feats, axis=0), np.cov(feats, rowvar=False)
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)): clean-fid's own implementation."""
-    from cleanfid.fid import frechet_distance as _fd
-    return float(_fd(mu1, sigma1, mu2, sigma2))
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)) (Heusel et al.), computed as clean-fid's
+    `frechet_distance` does (scipy's sqrtm of S1 S2; if that is not finite, of (S1 + eps I)
+    (S2 + eps I)), with one difference: an imaginary part of the square root is dropped where
+    clean-fid raises when it exceeds 1e-3. It appears when a covariance is singular (a collapsed
+    generator: the toy digits world, tiny test sets), and the distance is still finite there.
+    The one Frechet distance of the project: FID, mini_fd and the toy digit_fd all use it."""
+    import warnings
+
+    from scipy import linalg
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    diff = mu1 - mu2
+    with warnings.catch_warnings():  # singular products warn; the real part is still right
+        warnings.simplefilter("ignore")
+        covmean = linalg.sqrtm(sigma1.dot(sigma2))
+        if not np.isfinite(covmean).all():
+            offset = np.eye(sigma1.shape[0]) * eps
+            covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean.real))
 
 
 def kernel_inception_distance(feats1: np.ndarray, feats2: np.ndarray, num_subsets: int = 100,
@@ -223,7 +240,8 @@ class InceptionV3Features(torch.nn.Module):
             return cached
         offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes", "on")
                       for v in ("HF_HUB_OFFLINE", "DISTAR_OFFLINE"))
-        if not offline and _reachable("nvlabs-fi-cdn.nvidia.com"):
+        from evalsuite.hub import host_reachable
+        if not offline and host_reachable("nvlabs-fi-cdn.nvidia.com"):
             from cleanfid.downloads_helper import check_download_inception
             cached.parent.mkdir(parents=True, exist_ok=True)
             return Path(check_download_inception(fpath=str(cached.parent)))
@@ -236,15 +254,6 @@ class InceptionV3Features(torch.nn.Module):
         if x.shape[2:] != (CLEAN_SIZE, CLEAN_SIZE):
             raise ValueError(f"expected {CLEAN_SIZE}x{CLEAN_SIZE} inputs, got {tuple(x.shape)}")
         return self.layers.forward((x - 128) / 128).view(x.shape[0], 2048)
-
-
-def _reachable(host: str, timeout: float = 2.0) -> bool:
-    import socket
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 # Reference statistics ---------------------------------------------------------------------------

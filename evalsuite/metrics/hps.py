@@ -23,14 +23,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from evalsuite.benchmarks import HPS_CHUNK
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import (build_open_clip, freeze, load_state_dict, provenance,
-                                        resolve_device, resolve_dtype, resolve_file)
+from evalsuite.metrics._loading import (build_open_clip, freeze, provenance, resolve_dtype,
+                                        resolve_file)
 from evalsuite.metrics.base import MetricInfo, check_prompts, iter_batches
 from evalsuite.metrics.stats import chunked_means
+from evalsuite.models.loading import read_state_dict, resolve_device
 
 HPS_REPO = "xswu/HPSv2"
-HPS_CHUNK = 80  # evaluate_benchmark's chunk size
 
 
 class _HPS:
@@ -56,7 +57,7 @@ class _HPS:
         path = resolve_file(self.version, repo_id=HPS_REPO, filename=self.filename,
                             path=weights_path, env_var=self.env_var, revision=revision)
         prov = {"hps": provenance(path, self.version)}  # checked before it is read
-        model = build_open_clip(arch, load_state_dict(path))
+        model = build_open_clip(arch, read_state_dict(path))
         self._setup(model, open_clip.get_tokenizer(arch), arch, device, dtype, batch_size, prov)
 
     @classmethod

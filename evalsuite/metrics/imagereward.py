@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Sequence
 
@@ -35,12 +34,12 @@ from PIL import Image
 
 from distar.core.dtypes import dtype_name
 from distar.core.errors import DistarError, WeightsMissingError
+from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics._loading import provenance, resolve_dtype, sha256_file
+from evalsuite.metrics.base import MetricInfo
 from evalsuite.metrics.blip import (REWARD_MEAN, REWARD_STD, BlipRewardConfig,
                                      ImageRewardModel)
-from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import (provenance, resolve_device, resolve_dtype,
-                                        sha256_file)
-from evalsuite.metrics.base import MetricInfo
+from evalsuite.models.loading import read_state_dict, resolve_device
 
 MODEL_NAME = "ImageReward-v1.0"
 HUB_REPO = "THUDM/ImageReward"
@@ -76,19 +75,6 @@ def resolve_weights(weights_path: str | os.PathLike | None = None) -> tuple[Path
                      for name in (WEIGHTS_FILE, CONFIG_FILE))
     except WeightsMissingError as e:
         raise WeightsMissingError(MODEL_NAME, e.file, fix) from None
-
-
-def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a checkpoint that is a plain state dict, unpickling nothing but tensors."""
-    try:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise DistarError(f"{path} holds pickled objects other than tensors; refusing to load it "
-                          f"(torch.load weights_only=True said: {str(e).splitlines()[0]})") from None
-    if not isinstance(state_dict, dict) or not all(
-            isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise DistarError(f"{path} is not a state dict (name -> tensor); got {type(state_dict)}")
-    return state_dict
 
 
 def load_tokenizer(source: str | os.PathLike | None = None):
@@ -160,7 +146,7 @@ class ImageReward:
                                "sha256": sha256_file(config_file)},
                 "tokenizer": str(tokenizer_path or os.environ.get(TOKENIZER_ENV)
                                  or TOKENIZER_ID)}
-        state_dict = load_state_dict(weights_file)
+        state_dict = read_state_dict(weights_file)
         med = json.loads(Path(config_file).read_text())
         try:
             config = BlipRewardConfig.from_checkpoint(state_dict, med)

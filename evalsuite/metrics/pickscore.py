@@ -29,8 +29,9 @@ from PIL import Image
 
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import freeze, provenance, resolve_device, resolve_dtype
+from evalsuite.metrics._loading import freeze, provenance, resolve_dtype
 from evalsuite.metrics.base import MetricInfo, check_prompts, iter_batches
+from evalsuite.models.loading import resolve_device
 
 MODEL_REPO = "yuvalkirstain/PickScore_v1"
 PROCESSOR_REPO = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"

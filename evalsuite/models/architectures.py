@@ -18,6 +18,7 @@ import torch
 from distar.core import atomic
 from distar.core.errors import DistarError
 from distar.core.paths import cache_dir
+from evalsuite.models.specs import PIPELINE_FAMILIES
 
 SDXL_UNET = dict(
     sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
@@ -93,7 +94,7 @@ TINY_FLUX_TRANSFORMER = dict(
     joint_attention_dim=64, pooled_projection_dim=32, axes_dims_rope=(4, 6, 6))
 TINY_VAE16 = dict(TINY_VAE, latent_channels=16, use_quant_conv=False, use_post_quant_conv=False)
 
-FAMILIES = ("sdxl", "sd15", "sd3", "flux")
+FAMILIES = tuple(PIPELINE_FAMILIES.values())  # ("sdxl", "sd15", "sd3", "flux")
 
 # Bump when a tiny config changes so cached builds are rebuilt.
 TINY_BUILD_VERSION = "1"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -22,23 +21,51 @@ from distar.core.dtypes import DTYPES
 from distar.core.errors import DistarError, WeightsMissingError
 from distar.core.registry import Registry
 from evalsuite.hub import local_only
-from evalsuite.models.specs import ModelSpec
+from evalsuite.models.specs import PIPELINE_FAMILIES, ModelSpec, family_of
 
 RECIPE_FILE = "distar_recipe.json"  # written beside checkpoints by `distar train`
 # Pipelines that are not diffusers classes, by ModelSpec.pipeline name: a function
 # `(spec, device) -> pipeline` (or its lazy "module:attr" name), added by the package that owns
 # them (di_star adds the toy DigitsPipeline, see di_star/plugins.py).
 PIPELINE_LOADERS: Registry = Registry("pipeline loader")
-_FAMILY = {"StableDiffusionXLPipeline": "sdxl", "StableDiffusionPipeline": "sd15",
-           "StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' (a GPU when one is visible, else the CPU), 'cpu', 'cuda', 'cuda:1' or a device."""
+    if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise DistarError(f"--device {device} asked for, but no CUDA GPU is visible. Use --device cpu.")
-    return torch.device(device)
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DistarError(f"device '{device}' asked for, but no CUDA GPU is visible. "
+                          f"Use --device cpu (device='cpu').")
+    return device
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """A checkpoint that is a plain state dict (name -> tensor): safetensors, or a torch file
+    read with weights_only=True (a {'state_dict': ...} wrapper is unwrapped). Nothing but
+    tensors is ever unpickled; anything else is a DistarError naming the file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise DistarError(f"{path} is not a readable safetensors file ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}). Replace it with a "
+                              f"good copy.") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise DistarError(f"{path} holds pickled objects other than tensors or is not a torch "
+                          f"checkpoint; refusing to load it (torch.load weights_only=True said: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}). "
+                          f"Convert it to safetensors.") from None
+    if isinstance(obj, dict) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise DistarError(f"{path} is not a state dict (name -> tensor); got {type(obj).__name__}")
+    return obj
 
 
 def compute_dtype(spec: ModelSpec, device: torch.device) -> torch.dtype:
@@ -246,11 +273,7 @@ def _load_unet_override(spec: ModelSpec, dtype: torch.dtype):
     if not local.is_file():
         from evalsuite.hub import hub_download
         local = Path(hub_download(src.repo, src.filename, model=spec.name, revision=src.revision))
-    if local.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(local)
-    else:  # never unpickle arbitrary objects
-        state = torch.load(local, map_location="cpu", weights_only=True)
+    state = read_state_dict(local)  # never unpickle arbitrary objects
     config = _from_pretrained(UNet2DConditionModel.load_config, spec, "UNet config",
                               pretrained_model_name_or_path=spec.repo, subfolder="unet",
                               revision=spec.revision)
@@ -276,21 +299,55 @@ def quiet_hf_logging() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def load_unet(spec: ModelSpec, device: torch.device, dtype: torch.dtype):
+    """Only the UNet of a spec (its own, or its `unet` override such as DMD2's state dict), for
+    a trainer that does not need the rest of the pipeline in this form."""
+    from diffusers import UNet2DConditionModel
+
+    from evalsuite.models.architectures import build_pipeline, tiny_pipeline_dir
+
+    quiet_hf_logging()
+    family = family_of(spec)
+    if spec.weights in ("tiny", "random") and family is None:
+        raise DistarError(f"'{spec.name}' is a {spec.pipeline}, which has no embedded "
+                          f"architecture; embedded: {', '.join(sorted(PIPELINE_FAMILIES))}.")
+    if spec.weights == "tiny":
+        unet = UNet2DConditionModel.from_pretrained(tiny_pipeline_dir(family), subfolder="unet",
+                                                    local_files_only=True, torch_dtype=dtype)
+    elif spec.weights == "random":
+        unet = build_pipeline(family, "full", dtype=dtype, device=device).unet
+    elif spec.unet is not None:
+        unet = _load_unet_override(spec, dtype)
+    else:
+        kwargs = dict(pretrained_model_name_or_path=spec.repo, subfolder="unet",
+                      revision=spec.revision, torch_dtype=dtype)
+        if spec.variant:  # on every device: some repos ship only the variant's files (fp16-only
+            kwargs["variant"] = spec.variant  # DI* / Diff-Instruct repos); torch_dtype casts on load
+        unet = _from_pretrained(UNet2DConditionModel.from_pretrained, spec, "UNet", **kwargs)
+    return unet.to(device)
+
+
 @lru_cache(maxsize=2)
 def load_pipeline(spec: ModelSpec, device: torch.device):
     """The pipeline for `spec` on `device`, scheduler swapped as the recipe says. Cached, so a
-    process that evaluates several benchmarks loads each model once."""
+    process that evaluates several benchmarks loads each model once (`load_pipeline.cache_clear()`
+    drops it); `fresh_pipeline` builds an uncached copy that the caller may move and cast."""
+    return fresh_pipeline(spec, device)
+
+
+def fresh_pipeline(spec: ModelSpec, device: torch.device):
+    """`load_pipeline` without the cache: a new pipeline object every call."""
     quiet_hf_logging()
     if spec.pipeline in PIPELINE_LOADERS:
         return PIPELINE_LOADERS.load(spec.pipeline)(spec, device)
     dtype = compute_dtype(spec, device)
     if spec.weights in ("tiny", "random"):
         from evalsuite.models.architectures import build_pipeline, tiny_pipeline_dir
-        family = _FAMILY.get(spec.pipeline)
+        family = family_of(spec)
         if family is None:
             raise DistarError(f"--weights random is not available for '{spec.name}' "
                               f"({spec.pipeline}); embedded architectures: "
-                              f"{', '.join(sorted(_FAMILY))}.")
+                              f"{', '.join(sorted(PIPELINE_FAMILIES))}.")
         if spec.weights == "tiny":
             cls = _pipeline_class(spec.pipeline)
             pipe = cls.from_pretrained(tiny_pipeline_dir(family), local_files_only=True,
@@ -325,6 +382,3 @@ def loaded_revision(pipe) -> str | None:
         return parts[i + 1] if i + 1 < len(parts) else None
     return None
 
-
-def with_resolution(spec: ModelSpec, resolution: int) -> ModelSpec:
-    return replace(spec, resolution=resolution)

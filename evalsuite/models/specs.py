@@ -90,6 +90,17 @@ class ModelSpec:
 
 _NOT_HASHED = ("description", "arch_type", "params", "default_batch_size", "meta", "label")
 
+# The one table of model families: diffusers pipeline class -> family (the embedded tiny/random
+# architectures, evalsuite.models.architectures, exist for exactly these).
+PIPELINE_FAMILIES = {"StableDiffusionXLPipeline": "sdxl", "StableDiffusionPipeline": "sd15",
+                     "StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux"}
+
+
+def family_of(spec: ModelSpec) -> str | None:
+    """'sdxl' | 'sd15' | 'sd3' | 'flux' for a spec of one of those pipelines, else None."""
+    return PIPELINE_FAMILIES.get(spec.pipeline)
+
+
 MODELS: Registry[ModelSpec] = Registry("model")
 
 
