@@ -17,13 +17,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from evalsuite.metrics._loading import load_state_dict
 from evalsuite.metrics._preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from evalsuite.metrics.aesthetic import AestheticMLP, AestheticScore
 from evalsuite.metrics.base import MetricInfo
 from evalsuite.metrics.clip_score import ClipScore
 from evalsuite.metrics.pickscore import PickScore
 from evalsuite.mini import weights as mw
+from evalsuite.models.loading import read_state_dict
 
 _PRE = "PIL bicubic short side->64, centre crop 64, CLIP mean/std"
 
@@ -98,7 +98,7 @@ def mini_aesthetic(device: str = "auto", dtype: str = "fp32", batch_size: int = 
     cfg = json.loads((folder / "config.json").read_text())
     mlp = AestheticMLP(int(cfg["input_size"]))
     mlp.load_state_dict({k: v.float() for k, v in
-                         load_state_dict(folder / "model.safetensors").items()}, strict=True)
+                         read_state_dict(folder / "model.safetensors").items()}, strict=True)
     clip = HFClipBackbone(load_clip_model(mw.component_dir("clip", root)))
     metric = AestheticScore.from_modules(clip, mlp, device=device if device != "auto" else "cpu",
                                          dtype=dtype, batch_size=batch_size)
