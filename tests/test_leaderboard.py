@@ -35,7 +35,7 @@ HPS_META = {i: {"style": s} for i, s in enumerate(
     [s for s in HPS_STYLES for _ in range(2)])}
 
 
-def fake_meta(bench: str, version: str) -> lb.PromptMeta:
+def fake_meta(bench: str, version: str, source: str | None = None) -> lb.PromptMeta:
     if bench == "parti":
         return lb.PromptMeta(PARTI_META, ("category", "challenge"))
     if bench == "hpsv2":
