@@ -1,6 +1,7 @@
 """Library side of `distar train` (the typer command in distar/cli.py only forwards here)."""
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -107,7 +108,10 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
     console.print(f"training {cfg.preset or 'custom config'} for {cfg.run.max_steps} generator "
                   f"steps in {out} (rerun the same command to resume)", markup=False,
                   highlight=False, soft_wrap=True)
-    result = train_run(cfg, out)
+    from distar.core.runlock import out_lock
+    with out_lock(out, f"distar train --preset {cfg.preset or '?'}") if not quiet \
+            else contextlib.nullcontext():  # one process per run dir (rank 0 holds it)
+        result = train_run(cfg, out)
     table = Table(title=Text(f"{cfg.preset or out.name}: step {result.step}, {result.ms_per_step:.1f} ms/step"))
     table.add_column("metric", style="bold")
     table.add_column("value", justify="right")

@@ -35,7 +35,9 @@ from di_star.noise import NoiseSchedule, weight_fn
 from di_star.scores import CFGScore, ScoreModel
 from distar.core import atomic
 from distar.core.progress import ProgressBar
+from distar.core.errors import read_json_file
 from distar.core.registry import Registry
+from distar.core.runlock import remove_dead_temps
 
 
 # The World protocol: what a backbone adapter gives the loop.
@@ -160,13 +162,34 @@ def save_checkpoint(run_dir: Path, step: int, cfg: TrainConfig, gen: nn.Module, 
 
 def load_checkpoint(run_dir: Path, gen: nn.Module, assistant: nn.Module, opt_g, opt_psi,
                     ema: dict[str, Tensor] | None, rng: torch.Generator) -> int:
-    """Restore everything a run's future depends on; returns the step, 0 when there is none."""
+    """Restore everything a run's future depends on; returns the step, 0 when there is none.
+    A damaged pointer or checkpoint raises one DistarError naming the file and the fix."""
     latest = run_dir / "latest.json"
     if not latest.exists():
         return 0
-    name = json.loads(latest.read_text())["name"]
-    tensors = load_file(str(run_dir / f"{name}.safetensors"))
-    meta = json.loads((run_dir / f"{name}.json").read_text())
+    found = sorted(p.stem for p in run_dir.glob("ckpt-*.safetensors") if p.with_suffix(".json").exists())
+    fix = f"delete {latest} to start over" + (
+        f", or point it at {found[-1]}: {{\"step\": {int(found[-1][5:])}, \"name\": \"{found[-1]}\"}}"
+        if found else "")
+    name = read_json_file(latest, fix).get("name")
+    if not isinstance(name, str) or "/" in name or not name.startswith("ckpt-"):
+        raise DistarError(f"{latest} is damaged (name = {name!r}). Fix: {fix}.")
+    for f in (run_dir / f"{name}.safetensors", run_dir / f"{name}.json"):
+        if not f.exists():
+            raise DistarError(f"{latest} points at {f.name}, which is missing. Fix: {fix}.")
+    try:
+        tensors = load_file(str(run_dir / f"{name}.safetensors"))
+        meta = json.loads((run_dir / f"{name}.json").read_text())
+        return _restore(tensors, meta, gen, assistant, opt_g, opt_psi, ema, rng)
+    except Exception as e:  # noqa: BLE001 - truncated safetensors, bad json, wrong shapes, ...
+        raise DistarError(
+            f"Checkpoint {run_dir / name}.safetensors/.json is damaged ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200] if str(e) else ''}). Fix: delete {latest} and "
+            f"{name}.* to start this run over, or restore them from a copy.") from None
+
+
+def _restore(tensors: dict[str, Tensor], meta: dict, gen: nn.Module, assistant: nn.Module, opt_g, opt_psi,
+             ema: dict[str, Tensor] | None, rng: torch.Generator) -> int:
     gen.load_state_dict({k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")})
     assistant.load_state_dict({k[len("assistant."):]: v for k, v in tensors.items() if k.startswith("assistant.")})
     opt_g.load_state_dict(optimizer_state("opt_g", tensors, meta["opt_g"]))
@@ -187,7 +210,8 @@ def check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
     path = run_dir / "config.json"
     if not path.exists():
         return
-    old = from_dict(json.loads(path.read_text())).to_dict()
+    old = from_dict(read_json_file(path, f"restore {path} from a copy, or pass a new --out "
+                                         "(or delete that directory) to start over")).to_dict()
     new = cfg.to_dict()
     for section, key in _FREE_ON_RESUME:
         old[section][key] = new[section][key]
@@ -199,11 +223,29 @@ def check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
                           "Fix: pass a new --out, or delete that directory to start over.")
 
 
+def make_run_dir(out: Path) -> Path:
+    """The run directory, created; temp files of dead processes in it removed (pid-checked)."""
+    run_dir = Path(out)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DistarError(f"Cannot create the run directory {run_dir} ({e.strerror}). "
+                          "Fix: pick a writable --out.") from None
+    remove_dead_temps(run_dir, ".*.tmp")
+    return run_dir
+
+
 def truncate_stats(path: Path, step: int) -> None:
     """Drop stats lines written after the checkpoint we resume from, so none appear twice."""
     if not path.exists():
         return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            if json.loads(ln)["step"] <= step:
+                keep.append(ln)
+        except (ValueError, KeyError, TypeError):  # blank, or cut short by a kill mid-append
+            continue
     atomic.write_bytes(path, ("\n".join(keep) + ("\n" if keep else "")).encode())
 
 
@@ -271,8 +313,7 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
     from accelerate import Accelerator
 
     o, opt_cfg, run = cfg.objective, cfg.optim, cfg.run
-    run_dir = Path(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(out)
     check_same_run(run_dir, cfg)
     atomic.write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
 

@@ -3,7 +3,9 @@ imports it). Each command is a thin wrapper over one library function; imports a
 `distar --help` is instant. DistarError is printed as one line, no traceback."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -13,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distar.core.errors import DistarError
+from distar.core.runlock import out_lock
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Evaluate text-to-image generators and post-train them with Diff-Instruct*.")
@@ -129,9 +132,12 @@ def eval_cmd(
                                        "folder's, or the training run's)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the final summary "
                                             "(scores with 95% CI, paths, latency, memory) here."),
+    repair_store: bool = typer.Option(False, "--repair-store", help="If OUT/results.sqlite is "
+                                      "damaged: move it aside and rebuild the image rows from "
+                                      "the PNG files on disk (nothing is regenerated)."),
 ) -> None:
     """Generate a benchmark's images with a model (resumable), then score them."""
-    from evalsuite.generate import EvalRequest, run_eval
+    from evalsuite.generate import EvalRequest, check_request, run_eval
     from evalsuite.preflight import check_eval
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     per_metric: dict = {}
@@ -144,12 +150,20 @@ def eval_cmd(
     req = EvalRequest(model=model, bench=bench, limit=limit, out=out, batch_size=batch_size,
                       images_per_prompt=images_per_prompt, weights=weights, device=device,
                       steps=steps, guidance=guidance, resolution=resolution, name=name)
-    run = run_eval(req, generate=not skip_generation)
-    outcomes = []
-    if metric_names:
-        from evalsuite.metrics.runner import score_run
-        outcomes = score_run(run, metric_names, device=run.device,
-                             **{k: v for k, v in per_metric.items() if k in metric_names})
+    check_request(req)
+    main = os.environ.get("RANK", "0") == "0"  # under accelerate launch only rank 0 locks
+    # One process per --out (an flock on OUT/.distar.lock, kept through scoring): a second one
+    # is refused naming the holder, instead of doing the same work twice.
+    with out_lock(out, f"distar eval --model {model} --bench {bench}") if main \
+            else contextlib.nullcontext():
+        if repair_store and main:
+            _repair(out)
+        run = run_eval(req, generate=not skip_generation, adopt=repair_store)
+        outcomes = []
+        if metric_names:
+            from evalsuite.metrics.runner import score_run
+            outcomes = score_run(run, metric_names, device=run.device,
+                                 **{k: v for k, v in per_metric.items() if k in metric_names})
     from evalsuite.summary import render, summarize, write_json
     summary = summarize(run, outcomes)
     if run.generated == 0 and all(o.scored == 0 for o in outcomes):
@@ -159,6 +173,20 @@ def eval_cmd(
     if json_out is not None:
         write_json(summary, json_out)
         print(f"summary: {json_out}")
+
+
+def _repair(out: Path) -> None:
+    """--repair-store: move a damaged results store aside (a healthy one is left alone)."""
+    from evalsuite.store import ResultsStore, StoreDamagedError, repair_store
+    try:
+        if (out / "results.sqlite").exists():
+            ResultsStore(out, readonly=True).table("runs")
+        return
+    except StoreDamagedError:
+        pass
+    aside = repair_store(out)
+    sys.stderr.write(f"moved the damaged store to {aside}; rebuilding its image rows from the "
+                     f"PNG files under {out / 'images'}\n")
 
 
 @app.command("train")
@@ -213,11 +241,13 @@ def leaderboard_cmd(
                               "world's benchmarks; files mini_*.md)."),
     baseline: Optional[str] = typer.Option(None, help="A model name: also write paired tests of "
                                            "every model against it (e.g. mini_onestep)."),
+    show_failed: bool = typer.Option(False, "--show-failed", help="Also show recipes whose only "
+                                     "runs failed (crashed or killed), labelled '(failed run)'."),
 ) -> None:
     """Regenerate the markdown leaderboards (and plots) from the results store."""
     from evalsuite.leaderboard import write_leaderboards
     written = write_leaderboards(results_dir=results, out_dir=out, with_reported=with_reported, suite=suite,
-                                 baseline=baseline)
+                                 baseline=baseline, show_failed=show_failed)
     print(f"wrote {len(written)} files from {results}:")
     for path in written:
         print(f"  {path}")
@@ -230,11 +260,14 @@ def gallery_cmd(
     models: str = typer.Option("", help="Comma-separated model names; default all with images."),
     results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite."),
     out: Path = typer.Option(Path("gallery"), help="Output directory for the HTML page."),
+    show_failed: bool = typer.Option(False, "--show-failed", help="Also show models whose only "
+                                     "runs failed (crashed or killed)."),
 ) -> None:
     """Write a static side-by-side HTML gallery, one row per prompt, one column per model."""
     from evalsuite.gallery import write_gallery
     names = [m.strip() for m in models.split(",") if m.strip()]
-    page = write_gallery(results_dir=results, bench=bench, models=names or None, out_dir=out)
+    page = write_gallery(results_dir=results, bench=bench, models=names or None, out_dir=out,
+                         show_failed=show_failed)
     print(f"wrote {page} (open it in a browser; thumbnails in {Path(page).parent / 'img'})")
 
 

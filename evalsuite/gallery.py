@@ -30,9 +30,12 @@ PAGE = "index.html"
 IMG_DIR = "img"
 
 
-def _thumbnail(src: Path, img_dir: Path) -> str | None:
+MANIFEST = ".distar-gallery.json"   # the files this command wrote into --out: the only ones it deletes
+
+
+def _thumbnail(src: Path, img_dir: Path, created: set[str]) -> str | None:
     """Copy `src` as a JPEG thumbnail named by its content hash; returns the relative path, or
-    None when the image file is missing."""
+    None when the image file is missing or cannot be decoded. Names it writes go to `created`."""
     try:
         data = src.read_bytes()
     except OSError:
@@ -40,12 +43,16 @@ def _thumbnail(src: Path, img_dir: Path) -> str | None:
     name = f"{hashlib.sha256(data).hexdigest()[:24]}_{THUMB}.jpg"
     dst = img_dir / name
     if not dst.exists():
-        with Image.open(src) as im:
-            im = im.convert("RGB")
-            im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+        try:
+            with Image.open(src) as im:
+                im = im.convert("RGB")
+                im.thumbnail((THUMB, THUMB), Image.Resampling.LANCZOS)
+                buf = io.BytesIO()
+                im.save(buf, format="JPEG", quality=JPEG_QUALITY, optimize=False)
+        except (OSError, ValueError):  # a damaged image: shown as missing, the page still builds
+            return None
         atomic.write_bytes(dst, buf.getvalue())
+        created.add(name)
     return f"{IMG_DIR}/{name}"
 
 
@@ -163,8 +170,8 @@ _JS = """
 """
 
 
-def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_dir: Path
-                  ) -> Path:
+def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_dir: Path,
+                  show_failed: bool = False) -> Path:
     """Write `<out_dir>/index.html` (+ `img/`) for `bench`; returns the page's path."""
     from evalsuite.leaderboard import prompt_meta
 
@@ -172,7 +179,7 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
     if not (results_dir / STORE_FILENAME).exists():
         raise DistarError(f"No results store at {results_dir / STORE_FILENAME}. Run `distar eval` "
                           "first, or point --results at the directory holding results.sqlite.")
-    store = ResultsStore(results_dir)
+    store = ResultsStore(results_dir, readonly=True)
     all_images = store.table("images")
     images = all_images[all_images.bench == bench]
     if images.empty:
@@ -184,6 +191,10 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
     other_versions = sorted(set(images.bench_version) - {version})
     images = images[images.bench_version == version]
     runs = store.table("runs")
+    if not show_failed and not models and len(runs):  # recipes whose every run failed
+        ok = set(runs.recipe_hash[runs.status != "failed"])
+        failed_only = set(runs.recipe_hash[runs.status == "failed"]) - ok
+        images = images[~images.recipe_hash.isin(failed_only)]
     cols = _columns(images, runs, models)
     scores = store.table("scores", "WHERE bench=? AND bench_version=?", (bench, version))
 
@@ -208,6 +219,7 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
             (r.metric, r.metric_version, float(r.value)))
 
     used: set[str] = set()
+    created: set[str] = set()
     n_imgs = 0
     e = html.escape
     body = []
@@ -223,7 +235,7 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
             if r is None:
                 cells.append('<td class="cell"><div class="missing">not generated</div></td>')
                 continue
-            rel = _thumbnail(results_dir / r.path, img_dir)
+            rel = _thumbnail(results_dir / r.path, img_dir, created)
             if rel is None:
                 cells.append(f'<td class="cell"><div class="missing">file missing: '
                              f'{e(r.path)}</div></td>')
@@ -239,9 +251,16 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
                          f'<div class="scores">{"<br>".join(lines)}</div></td>')
         body.append(f"<tr{attrs}>" + "".join(cells) + "</tr>")
 
-    for stale in img_dir.glob(f"*_{THUMB}.jpg"):  # thumbnails no longer on the page
-        if stale.name not in used:
-            stale.unlink()
+    # Thumbnails no longer on the page go, but only those a previous run of this command wrote
+    # (listed in its manifest): anything else in --out is the user's.
+    manifest_path = out_dir / MANIFEST
+    try:
+        ours = set(json.loads(manifest_path.read_text()).get("thumbnails", []))
+    except (OSError, ValueError, AttributeError):
+        ours = set()
+    for name in sorted(ours - used):
+        (img_dir / Path(name).name).unlink(missing_ok=True)
+    ours = (ours & used) | created
 
     filters = []
     for k in keys:
@@ -281,4 +300,5 @@ image of each prompt; hover a score for its metric version).{note}</p>
 """
     out = out_dir / PAGE
     out.write_text(page, encoding="utf-8", newline="\n")
+    manifest_path.write_text(json.dumps({"page": PAGE, "thumbnails": sorted(ours)}, indent=1))
     return out

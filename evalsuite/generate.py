@@ -39,6 +39,7 @@ import torch
 from distar.core import atomic
 from distar.core.errors import DistarError
 from distar.core.progress import ProgressBar
+from distar.core.runlock import out_lock, remove_dead_temps
 from evalsuite.benchmarks import Benchmark, image_seed, load_benchmark
 from evalsuite.models.loading import (compute_dtype, describe_recipe, load_pipeline,
                                       loaded_revision, resolve_device, with_overrides)
@@ -210,10 +211,36 @@ def writer_threads(device: torch.device) -> int:
 
 # The engine ---------------------------------------------------------------------------------
 def remove_stale_temp_files(folder: Path) -> None:
-    """Temp files left by a killed process: never valid, always safe to delete before writing."""
-    if folder.is_dir():
-        for tmp in folder.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+    """Temp files left by killed processes (never valid): only those whose writer, named in the
+    file name (distar.core.runlock.temp_tag), is gone; a live process's in-flight file is kept."""
+    remove_dead_temps(folder, ".*.tmp")
+
+
+def adopt_images(store: ResultsStore, spec: ModelSpec, bench: Benchmark, items, run_id: str,
+                 model: str) -> int:
+    """Record the images already on disk that have no row (a store rebuilt after damage, see
+    evalsuite.store.repair_store): each file must decode as a complete image; its sha256 is
+    taken as found. Returns how many were adopted; the others are generated as usual."""
+    from PIL import Image
+    recorded = store.images(spec.recipe_hash, bench.name, bench.version)
+    known = {(int(i), int(k)) for i, k in zip(recorded.prompt_index, recorded.k)}
+    rows = []
+    for p, k in items:
+        if (p.index, k) in known:
+            continue
+        rel = image_relpath(spec, bench, p.index, k)
+        try:
+            data = (store.root / rel).read_bytes()
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()
+        except Exception:  # noqa: BLE001 - missing or undecodable: generate it again
+            continue
+        rows.append(ImageRow(recipe_hash=spec.recipe_hash, bench=bench.name,
+                             bench_version=bench.version, prompt_index=p.index, k=k, model=model,
+                             prompt=p.text, seed=image_seed(p.index, k), path=rel,
+                             sha256=hashlib.sha256(data).hexdigest(), run_id=run_id))
+    store.add_images(rows)
+    return len(rows)
 
 
 def _todo(store: ResultsStore, spec: ModelSpec, bench: Benchmark, items) -> list[tuple]:
@@ -273,10 +300,35 @@ def pipeline_error(cls: str, spec: ModelSpec, e: Exception) -> str:
     return f"{cls} failed while generating ({type(e).__name__}: {text}). Likely fix: {fix}."
 
 
-def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
-    from accelerate import PartialState
-    from accelerate.utils import gather_object
+MAX_BATCH = 100_000            # past this a batch size is a typo (10^12 used to be accepted)
+MAX_IMAGES_PER_PROMPT = 10_000
 
+
+def check_request(req: EvalRequest) -> None:
+    """Reject numbers that cannot describe a run, before anything is loaded."""
+    if not 0 <= req.batch_size <= MAX_BATCH:
+        raise DistarError(f"--batch-size {req.batch_size} is out of range. Use 1..{MAX_BATCH}, "
+                          "or 0 for the model recipe's default.")
+    if not 1 <= req.images_per_prompt <= MAX_IMAGES_PER_PROMPT:
+        raise DistarError(f"--images-per-prompt {req.images_per_prompt} is out of range. "
+                          f"Use 1..{MAX_IMAGES_PER_PROMPT}.")
+    resolve_device(req.device)  # an unknown --device is refused here, not after loading
+
+
+def run_eval(req: EvalRequest, generate: bool = True, adopt: bool = False) -> EvalRun:
+    """Generate (resume) a benchmark's missing images and record them; returns what scoring
+    needs. `adopt`: first record images already on disk that the store has no row for (after
+    `repair_store` moved a damaged store aside), instead of generating them again.
+
+    The main process holds `--out`'s lock (distar.core.runlock) throughout: a second `distar
+    eval` on the same folder is refused, so no work is done twice. A run ends 'complete',
+    'interrupted' (Ctrl-C) or 'failed' (an exception) in the store; a run left 'running' by a
+    process that died (SIGKILL, power loss) is marked 'failed' by the next run on the folder."""
+    from contextlib import ExitStack
+
+    from accelerate import PartialState
+
+    check_request(req)
     # On a machine without CUDA, processes started by `accelerate launch --multi_gpu` (or
     # torchrun) only find each other when told to use the CPU (gloo) backend.
     state = PartialState(cpu=req.device == "cpu" or not torch.cuda.is_available())
@@ -284,16 +336,30 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
                           req.resolution, req.name)
     bench = load_benchmark(req.bench)
     prompts = select_prompts(bench, req.limit)
-    if req.images_per_prompt < 1:
-        raise DistarError("--images-per-prompt must be >= 1.")
-    if state.is_main_process:
-        check_writable(req.out)
-        ResultsStore(req.out)  # create the file and schema once, before any rank reads it
-    state.wait_for_everyone()
+    with ExitStack() as stack:
+        if state.is_main_process:
+            check_writable(req.out)
+            stack.enter_context(out_lock(req.out, f"distar eval --model {req.model} --bench {req.bench}"))
+            # Create the file and schema once, before any rank reads it; under the lock, a run
+            # still 'running' is a dead process's.
+            ResultsStore(req.out).mark_dead_runs()
+        state.wait_for_everyone()
+        return _run_locked(req, generate, adopt, state, spec, bench, prompts)
+
+
+def _run_locked(req: EvalRequest, generate: bool, adopt: bool, state, spec: ModelSpec,
+                bench: Benchmark, prompts) -> EvalRun:
+    from accelerate.utils import gather_object
+
     store = ResultsStore(req.out, create=False)
     items = [(p, k) for p in prompts for k in range(req.images_per_prompt)]
     device = resolve_device(req.device) if state.num_processes == 1 else state.device
     batch_size = req.batch_size or spec.default_batch_size
+    run_id = gather_object([uuid.uuid4().hex[:12]])[0] if state.num_processes > 1 \
+        else uuid.uuid4().hex[:12]
+    if adopt and state.is_main_process:
+        adopt_images(store, spec, bench, items, run_id, req.model)
+    state.wait_for_everyone()
 
     # Batches are fixed slots of the full item list, so a batch's composition never depends on
     # what is already done or on the number of processes: batched kernels are only bitwise
@@ -306,8 +372,6 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
     todo_slots = [s for s in slots if any((p.index, k) in missing for p, k in s)]
     mine = todo_slots[state.process_index::state.num_processes]
     n_batches = -(-len(todo_slots) // state.num_processes)  # equal on every rank for gathers
-    run_id = gather_object([uuid.uuid4().hex[:12]])[0] if state.num_processes > 1 \
-        else uuid.uuid4().hex[:12]
 
     prov = provenance()
     recipe = spec.describe()
@@ -320,11 +384,46 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
                    git_hash=prov["git_hash"], versions_json=json.dumps(prov["versions"]),
                    device=device_name(device), world_size=state.num_processes,
                    batch_size=batch_size, latency_s_per_10=None, peak_memory_bytes=None,
-                   peak_memory_kind=None, status="running")
+                   peak_memory_kind=None, status="running", n_images_timed=None, error=None)
     if n_batches and state.is_main_process:
         store.upsert_run(**run_row)
     if state.is_main_process:  # what will actually run, and where each setting came from
         print(describe_recipe(spec), file=sys.stderr, flush=True)
+
+    try:
+        _generate(req, state, store, spec, bench, device, batch_size, missing, mine, n_batches,
+                  run_id, run_row, recipe)
+    except BaseException as e:
+        if n_batches and state.is_main_process:
+            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            why = "Ctrl-C" if status == "interrupted" else f"{type(e).__name__}: {e}"[:500]
+            try:  # a damaged store must not hide the first error
+                store.upsert_run(**{**run_row, "finished_at": time.time(), "status": status,
+                                    "error": why})
+            except Exception:  # noqa: BLE001
+                pass
+        raise
+    state.wait_for_everyone()
+    if n_batches and state.is_main_process:
+        store.upsert_run(**{**run_row, "finished_at": time.time(), "status": "complete"})
+
+    keys = {(p.index, k) for p, k in items}
+    df = store.images(spec.recipe_hash, bench.name, bench.version)
+    mask = [(int(i), int(k)) in keys for i, k in zip(df.prompt_index, df.k)]
+    df = df.loc[mask].sort_values(["prompt_index", "k"]).reset_index(drop=True)
+    if df.empty and not generate:
+        raise DistarError(f"--skip-generation: {store.path} records no images of '{req.model}' "
+                          f"on '{bench.name}' to score. Fix: run the same command without "
+                          "--skip-generation first (it generates them).")
+    return EvalRun(store=store, model=req.model, recipe_hash=spec.recipe_hash, bench=bench.name,
+                   bench_version=bench.version, images=df, device=str(device), run_id=run_id,
+                   generated=len(missing), name=spec.label or spec.name)
+
+
+def _generate(req, state, store, spec, bench, device, batch_size, missing, mine, n_batches,
+              run_id, run_row, recipe) -> None:
+    """The generation loop; fills run_row's latency, timed-image count and peak memory."""
+    from accelerate.utils import gather_object
 
     batch_seconds: list[tuple[float, int]] = []  # (seconds, images) per timed batch
     if n_batches:
@@ -400,15 +499,8 @@ def run_eval(req: EvalRequest, generate: bool = True) -> EvalRun:
         if full:
             run_row["latency_s_per_10"] = 10 * sum(dt for dt, _ in full) / sum(n for _, n in full)
             run_row["batch_size"] = full[0][1]
+        # How many images the timing covers (all processes): a resume that regenerated a few
+        # batches times only those, and the leaderboard says so (or prefers a full timing).
+        timed = sum(n for _, n in batch_seconds)
+        run_row["n_images_timed"] = sum(gather_object([timed])) if state.num_processes > 1 else timed
         run_row["peak_memory_bytes"], run_row["peak_memory_kind"] = peak_memory(device)
-    state.wait_for_everyone()
-    if n_batches and state.is_main_process:
-        store.upsert_run(**{**run_row, "finished_at": time.time(), "status": "complete"})
-
-    keys = {(p.index, k) for p, k in items}
-    df = store.images(spec.recipe_hash, bench.name, bench.version)
-    df = df[[(i, k) in keys for i, k in zip(df.prompt_index, df.k)]].sort_values(
-        ["prompt_index", "k"]).reset_index(drop=True)
-    return EvalRun(store=store, model=req.model, recipe_hash=spec.recipe_hash, bench=bench.name,
-                   bench_version=bench.version, images=df, device=str(device), run_id=run_id,
-                   generated=len(missing), name=spec.label or spec.name)

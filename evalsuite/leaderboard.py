@@ -161,6 +161,7 @@ class Summary:
     n_images: int | None = None             # images in the set (set metrics)
     kind: str = "image"                     # 'image' | 'set' | 'time'
     device: str | None = None               # 'time' only
+    note: str | None = None                 # shown after the value, e.g. 'partial timing: 4/12 images'
 
 
 @dataclass
@@ -219,10 +220,25 @@ class Entry:
                        prompts=frozenset(int(i) for i in ids))
 
     def latency(self) -> Summary | None:
+        """The latest complete run whose timing covered all its images; else the latest timed
+        run, marked partial (a resume times only the batches it regenerated)."""
         r = self.runs[self.runs.latency_s_per_10.notna()]
         if r.empty:
             return None
-        last = r.sort_values(["started_at", "run_id"]).iloc[-1]
+        r = r.sort_values(["started_at", "run_id"])
+        if "n_images_timed" in r:  # stores written before the column existed: no marker
+            timed = r.n_images_timed
+            full = r[(r.status == "complete") & (timed.isna() | (timed >= r.n_images_expected))]
+            if len(full):
+                last = full.iloc[-1]
+            else:
+                last = r.iloc[-1]
+                note = (f"partial timing: {int(last.n_images_timed)}/{int(last.n_images_expected)} "
+                        "images" if pd.notna(last.n_images_timed) else "partial timing")
+                return Summary(float(last.latency_s_per_10), kind="time", device=str(last.device),
+                               note=note)
+        else:
+            last = r.iloc[-1]
         return Summary(float(last.latency_s_per_10), kind="time", device=str(last.device))
 
     def coverage(self) -> dict[str, int]:
@@ -266,8 +282,20 @@ def _registry_spec(name: str):
     return MODELS.get(name) if name in MODELS else None
 
 
-def load_entries(store: ResultsStore) -> list[Entry]:
+def load_entries(store: ResultsStore, show_failed: bool = False) -> list[Entry]:
+    """One entry per (recipe, benchmark version). Runs that ended 'failed' (an error, or a
+    process killed mid-run) are dropped, and so is an entry that has only failed runs, unless
+    `show_failed` (then its label says so)."""
     runs, images = store.table("runs"), store.table("images")
+    failed_keys: set[tuple[str, str, str]] = set()
+    if not show_failed and len(runs):
+        failed = runs[runs.status == "failed"]
+        ok = runs[runs.status != "failed"]
+        failed_keys = set(map(tuple, failed[["recipe_hash", "bench", "bench_version"]]
+                              .itertuples(index=False, name=None))) - \
+            set(map(tuple, ok[["recipe_hash", "bench", "bench_version"]]
+                    .itertuples(index=False, name=None)))
+        runs = ok
     scores, set_scores = store.table("scores"), store.table("set_scores")
     key = ["recipe_hash", "bench", "bench_version"]
     keys: set[tuple[str, str, str]] = set()
@@ -278,7 +306,7 @@ def load_entries(store: ResultsStore) -> list[Entry]:
         return df[(df.recipe_hash == k[0]) & (df.bench == k[1]) & (df.bench_version == k[2])]
 
     entries = []
-    for k in sorted(keys):
+    for k in sorted(keys - failed_keys):
         r = rows(runs, k).sort_values(["started_at", "run_id"])
         recipe: dict = {}
         for text in r.recipe_json:
@@ -359,6 +387,8 @@ class Column:
         text = f"**{v}**" if self.bold[i] else v
         if c.ci is not None:
             text += f" [{fmt_number(c.ci[0], self.decimals)}, {fmt_number(c.ci[1], self.decimals)}]"
+        if c.note:
+            text += f" ({c.note})"
         return text
 
 
@@ -414,8 +444,8 @@ def _best(cells: Sequence[Summary | None], decimals: int, higher: bool | None) -
             eligible[i] = c.prompts == union
         elif c.kind == "set":
             eligible[i] = c.n_images == max_images
-        else:
-            eligible[i] = len(devices) == 1
+        else:  # a partial timing is shown, never crowned
+            eligible[i] = len(devices) == 1 and c.note is None
     if sum(eligible) < 2:
         return [False] * len(cells)
     shown = [float(fmt_number(c.value, decimals)) if ok else None for c, ok in zip(cells, eligible)]
@@ -434,6 +464,8 @@ def _label_entries(entries: list[Entry]) -> None:
         weights = e.meta("weights")
         if weights not in (None, "pretrained"):
             label += f" (weights: {weights})"
+        if len(e.runs) and "failed" in set(e.runs.status) and "complete" not in set(e.runs.status):
+            label += " (failed run)"
         if e.is_partial:
             label += f" (partial: {e.min_prompts}/{e.n_prompts_total} prompts)"
         elif e.n_prompts_total is None:
@@ -997,7 +1029,7 @@ def _write(path: Path, text: str) -> Path:
 
 
 def write_leaderboards(results_dir: Path, out_dir: Path, with_reported: bool = False, suite: str = "paper",
-                       baseline: str | None = None) -> list[Path]:
+                       baseline: str | None = None, show_failed: bool = False) -> list[Path]:
     """Write Tables 1-3, the Parti breakdown, the paper's reported numbers and the plots into
     out_dir; returns the files written. `with_reported`: Tables 1 and 3 also show, beside each
     measured column, the paper's number for the same model (headed '(paper)'). `suite`: which
@@ -1008,7 +1040,7 @@ def write_leaderboards(results_dir: Path, out_dir: Path, with_reported: bool = F
     if not (results_dir / STORE_FILENAME).exists():
         raise DistarError(f"No results store at {results_dir / STORE_FILENAME}. Run `distar eval` "
                           "first, or point --results at the directory holding results.sqlite.")
-    entries = load_entries(ResultsStore(results_dir))
+    entries = load_entries(ResultsStore(results_dir, readonly=True), show_failed=show_failed)
     out_dir.mkdir(parents=True, exist_ok=True)
     if su.name == "paper":
         written = [

@@ -12,13 +12,17 @@ two processes at once, even across nodes on a shared filesystem.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+
+from distar.core.errors import DistarError
 
 STORE_FILENAME = "results.sqlite"
 
@@ -38,7 +42,9 @@ CREATE TABLE IF NOT EXISTS runs (
     latency_s_per_10 REAL,          -- seconds per 10 images after warm-up (paper's unit)
     peak_memory_bytes INTEGER,      -- cuda max_memory_allocated on GPU, peak RSS on CPU
     peak_memory_kind TEXT,          -- 'cuda_max_allocated' | 'cpu_peak_rss'
-    status TEXT                     -- 'running' | 'complete' | 'failed'
+    status TEXT,                    -- 'running' | 'complete' | 'failed' | 'interrupted'
+    n_images_timed INTEGER,         -- images the latency covers (a resume times only its batches)
+    error TEXT                      -- why a run ended 'failed' / 'interrupted'
 );
 CREATE TABLE IF NOT EXISTS images (
     recipe_hash TEXT NOT NULL, bench TEXT NOT NULL, bench_version TEXT NOT NULL,
@@ -72,6 +78,9 @@ CREATE VIEW IF NOT EXISTS model_scores AS
     SELECT i.model, i.prompt, s.*
     FROM scores s JOIN images i USING (recipe_hash, bench, bench_version, prompt_index, k);
 """
+
+
+_ADDED_RUN_COLUMNS = (("n_images_timed", "INTEGER"), ("error", "TEXT"))
 
 
 @dataclass
@@ -114,20 +123,83 @@ def _row_dict(row) -> dict[str, Any]:
     return {f.name: getattr(row, f.name) for f in fields(row)}
 
 
-class ResultsStore:
-    """Thin typed access to `<root>/results.sqlite`."""
+class StoreDamagedError(DistarError):
+    """results.sqlite cannot be read as a database (truncated, overwritten, not SQLite)."""
 
-    def __init__(self, root: str | Path, create: bool = True):
+    def __init__(self, path: Path, reason: str):
+        super().__init__(
+            f"{path} is damaged ({reason}). The images under {path.parent / 'images'} are kept. "
+            f"Fix: rerun the same `distar eval` command with --repair-store: it moves the damaged "
+            f"file aside (to {path.name}.damaged-<time>) and rebuilds the image rows from the PNG "
+            f"files on disk without regenerating them (latency and scores are measured again).")
+        self.path = path
+
+
+def repair_store(root: str | Path) -> Path | None:
+    """Move a damaged results.sqlite (and its -wal / -shm) aside; returns the new name, or None
+    when there is nothing to move. The next ResultsStore(root) starts an empty store, and the
+    harness (run_eval(..., adopt_images=True)) re-records the images already on disk."""
+    path = Path(root) / STORE_FILENAME
+    if not path.exists():
+        return None
+    aside = path.with_name(f"{STORE_FILENAME}.damaged-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}")
+    for suffix in ("-wal", "-shm"):
+        extra = path.with_name(STORE_FILENAME + suffix)
+        if extra.exists():
+            os.replace(extra, aside.with_name(aside.name + suffix))
+    os.replace(path, aside)
+    return aside
+
+
+class ResultsStore:
+    """Thin typed access to `<root>/results.sqlite`.
+
+    `readonly=True` (leaderboard, gallery) opens the file with SQLite's read-only mode: a
+    report never writes, so it works on a store it may not modify. A file that is not a
+    readable database raises StoreDamagedError (naming the file and the repair), whatever the
+    operation."""
+
+    def __init__(self, root: str | Path, create: bool = True, readonly: bool = False):
         self.root = Path(root)
         self.path = self.root / STORE_FILENAME
-        if create:
+        self.readonly = readonly
+        if create and not readonly:
             self.root.mkdir(parents=True, exist_ok=True)
-            con = self._connect()
-            # WAL: readers (other ranks, a leaderboard) never block the writer. The mode is
-            # stored in the file, so only the creating process needs to set it.
-            con.execute("PRAGMA journal_mode=WAL")
-            with con:
-                con.executescript(_SCHEMA)
+            with self._guard():
+                con = self._connect()
+                # WAL: readers (other ranks, a leaderboard) never block the writer. The mode is
+                # stored in the file, so only the creating process needs to set it.
+                con.execute("PRAGMA journal_mode=WAL")
+                with con:
+                    con.executescript(_SCHEMA)
+                    have = {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+                    for col, kind in _ADDED_RUN_COLUMNS:  # stores written before these existed
+                        if col not in have:
+                            con.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+        elif readonly:
+            with self._guard():  # fail now, naming the file, not in the middle of a report
+                self._connect().execute("SELECT count(*) FROM sqlite_master").fetchone()
+
+    @contextmanager
+    def _guard(self):
+        """sqlite3 errors that mean 'this file is damaged / not writable' -> one clear error."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            msg = str(e)
+            if isinstance(e, sqlite3.OperationalError) and "locked" in msg:
+                raise DistarError(f"{self.path} stayed locked by another process for 60 s ({msg}). "
+                                  "Fix: wait for the other `distar eval` on this --out to finish, "
+                                  "or use another --out.") from None
+            if isinstance(e, sqlite3.OperationalError) and ("readonly" in msg or "read-only" in msg
+                                                            or "unable to open" in msg):
+                raise DistarError(f"Cannot open {self.path} for writing ({msg}). Fix: make "
+                                  f"{self.root} writable, or use another --out.") from None
+            if isinstance(e, sqlite3.OperationalError) and "no such table" in msg:
+                raise StoreDamagedError(self.path, f"{msg}: not a distar results store") from None
+            if isinstance(e, sqlite3.OperationalError):
+                raise
+            raise StoreDamagedError(self.path, msg) from None
 
     def _connect(self) -> sqlite3.Connection:
         """One connection per store object, opened on first use: opening and closing per batch
@@ -145,6 +217,9 @@ class ResultsStore:
         self.close()
 
     def _open(self) -> sqlite3.Connection:
+        if self.readonly:
+            uri = f"file:{self.path.resolve().as_posix()}?mode=ro"
+            return sqlite3.connect(uri, uri=True, timeout=60, check_same_thread=False)
         con = sqlite3.connect(self.path, timeout=60, check_same_thread=False)  # waits up to 60 s on a busy lock
         # WAL + NORMAL: a commit survives a killed process (what resume relies on) without an
         # fsync per batch; after a power loss the last batches may be re-generated, never corrupt.
@@ -158,7 +233,7 @@ class ResultsStore:
         cols = list(rows[0])
         sql = (f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) "
                f"VALUES ({', '.join('?' for _ in cols)})")
-        with self._connect() as con:  # one transaction: all rows or none
+        with self._guard(), self._connect() as con:  # one transaction: all rows or none
             con.executemany(sql, [tuple(r[c] for c in cols) for r in rows])
         return len(rows)
 
@@ -180,11 +255,22 @@ class ResultsStore:
     def upsert_run(self, **run: Any) -> None:
         self._upsert("runs", [run])
 
+    def mark_dead_runs(self) -> int:
+        """Runs still 'running' whose process is gone (killed: SIGKILL, OOM, power loss) become
+        'failed'. Call only while holding the folder's lock (distar.core.runlock.out_lock): then
+        no live process can be writing one of them."""
+        with self._guard(), self._connect() as con:
+            cur = con.execute("UPDATE runs SET status='failed', error=coalesce(error, "
+                              "'the process ended without finishing (killed?)') "
+                              "WHERE status='running'")
+            return cur.rowcount
+
     # Reads ------------------------------------------------------------------------------
     def table(self, name: str, where: str = "", params: tuple = ()) -> pd.DataFrame:
         if name not in ("runs", "images", "scores", "set_scores", "model_scores"):
             raise ValueError(f"Unknown table '{name}'")
-        return pd.read_sql_query(f"SELECT * FROM {name} {where}", self._connect(), params=params)
+        with self._guard():
+            return pd.read_sql_query(f"SELECT * FROM {name} {where}", self._connect(), params=params)
 
     def images(self, recipe_hash: str, bench: str, bench_version: str) -> pd.DataFrame:
         return self.table("images", "WHERE recipe_hash=? AND bench=? AND bench_version=?",

@@ -30,7 +30,8 @@ from torch import Tensor, nn
 from di_star.sdxl.sharding import is_sharded, local_part
 from di_star.trainer import optimizer_state, optimizer_tensors  # one format for both loops
 from distar.core import atomic
-from distar.core.errors import DistarError
+from distar.core.errors import DistarError, read_json_file
+from distar.core.runlock import remove_dead_temps
 
 LATEST = "latest.json"
 
@@ -81,17 +82,23 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     pointer = run_dir / LATEST
     if not pointer.exists():
         return None
-    path = run_dir / json.loads(pointer.read_text())["name"]
+    found = sorted(p.name for p in run_dir.glob("ckpt-*") if (p / "state.json").exists())
+    fix = (f"delete {pointer} to start over" + (f", or point it at {found[-1]}: "
+           f'{{"step": {int(found[-1][5:])}, "name": "{found[-1]}"}}' if found else ""))
+    name = read_json_file(pointer, fix).get("name")
+    if not isinstance(name, str) or "/" in name or not name.startswith("ckpt-"):
+        raise DistarError(f"{pointer} is damaged (name = {name!r}). Fix: {fix}.")
+    path = run_dir / name
     if not (path / "state.json").exists():
         raise DistarError(f"{pointer} points at {path.name}, which is missing or incomplete. "
                           f"Fix: delete {pointer} to start over, or restore that folder.")
     return path
 
 
-def remove_stale_temp(run_dir: Path) -> None:
-    """Temp folders of a checkpoint that a killed process never finished."""
-    for tmp in run_dir.glob(".ckpt-*.tmp"):
-        shutil.rmtree(tmp, ignore_errors=True)
+def remove_stale_temp(run_dir: Path) -> list[Path]:
+    """Temp files and folders of dead processes: a checkpoint never finished (.ckpt-*.tmp), an
+    export (.export.*.tmp), a pointer (.latest.json.*.tmp). A live process's are kept."""
+    return remove_dead_temps(run_dir, ".*.tmp")
 
 
 def _tensors(path: Path) -> Iterator[tuple[str, Tensor]]:
@@ -112,7 +119,21 @@ def _load_module(module: nn.Module, path: Path, strict: bool = True) -> set[str]
 def load_checkpoint(path: Path, *, generator: nn.Module, assistant: nn.Module, assistant_names: set[str] | None,
                     ema: dict[str, Tensor] | None, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
     """Restore weights, EMA and optimizers in place (sharded modules get their shards); returns
-    state.json plus the rng tensors."""
+    state.json plus the rng tensors. A damaged file raises one DistarError naming it."""
+    try:
+        return _load_checkpoint(path, generator=generator, assistant=assistant,
+                                assistant_names=assistant_names, ema=ema, optimizers=optimizers)
+    except DistarError:
+        raise
+    except Exception as e:  # noqa: BLE001 - truncated safetensors, missing file, bad json, ...
+        raise DistarError(
+            f"Checkpoint {path} is damaged ({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}). "
+            f"Fix: delete {path.parent / LATEST} and {path} to start this run over, or restore "
+            f"{path.name} from a copy.") from None
+
+
+def _load_checkpoint(path: Path, *, generator: nn.Module, assistant: nn.Module, assistant_names: set[str] | None,
+                     ema: dict[str, Tensor] | None, optimizers: dict[str, torch.optim.Optimizer]) -> dict:
     state = json.loads((path / "state.json").read_text())
     _load_module(generator, path / "generator.safetensors")
     if assistant_names is not None:

@@ -38,7 +38,7 @@ from di_star.sdxl.export import EXPORT_DIR, export_pipeline
 from di_star.sdxl.reward import check_reward
 from di_star.sdxl.sharding import full_optimizer_state, gather_full, is_sharded, shard_unet_module
 from di_star.trainer import (EVAL_SEED, TrainResult, assistant_step, check_same_run, generator_terms,
-                             stopped_error, truncate_stats)
+                             make_run_dir, stopped_error, truncate_stats)
 from distar.core import atomic
 from distar.core.progress import ProgressBar
 
@@ -233,8 +233,7 @@ def train(cfg: TrainConfig, out: Path, *, world=None, progress: bool = True,
     validate(cfg)
     validate_sd(cfg)
     o, opt_cfg, run, sd = cfg.objective, cfg.optim, cfg.run, cfg.sd
-    run_dir = Path(out)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = make_run_dir(out)
     accelerator = _accelerator(cfg, run_dir)
     if accelerator.is_main_process:
         check_same_run(run_dir, cfg)
@@ -449,7 +448,10 @@ def _sharded(module) -> bool:
 def _export_step(export: Path) -> int | None:
     from evalsuite.models.loading import RECIPE_FILE
     f = export / RECIPE_FILE
-    return json.loads(f.read_text())["training"]["step"] if f.exists() else None
+    try:
+        return json.loads(f.read_text())["training"]["step"] if f.exists() else None
+    except (OSError, ValueError, KeyError, TypeError):  # damaged: export again
+        return None
 
 
 def _recorded_ms(run_dir: Path) -> float:

@@ -7,6 +7,9 @@ the rename cannot land on disk before the contents after a power loss. A caller 
 `fsync=False` only for data that is verified when it is read back and is then rebuilt if bad
 (the harness's images: their sha256 is in the results store and a mismatch regenerates them);
 there the rename alone is enough, since a process crash still lets the page cache land.
+
+Temp names carry the writer's pid and host (distar.core.runlock.temp_tag), so a resume removes
+the leftovers of dead processes only (runlock.remove_dead_temps), never a live one's.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
+
+from distar.core.runlock import temp_tag
 
 
 def _fsync_file(path: Path) -> None:
@@ -29,7 +34,7 @@ def temp_file(path: Path, fsync: bool = True) -> Iterator[Path]:
     exception the temporary file is removed and `path` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{temp_tag()}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -73,7 +78,7 @@ def write_dir(target: Path, fill: Callable[[Path], None], if_exists: str = "repl
         raise ValueError(f"if_exists must be 'replace' or 'keep', got {if_exists!r}")
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{temp_tag()}.", suffix=".tmp", dir=target.parent))
     try:
         fill(tmp)
         if fsync:
