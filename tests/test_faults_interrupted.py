@@ -18,7 +18,7 @@ ARGS = ["eval", "--model", "tiny_sdxl", "--bench", "parti", "--limit", "12", "--
 
 def _start(out):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, "-m", "evalsuite", *ARGS, "--out", str(out)], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "distar", *ARGS, "--out", str(out)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
