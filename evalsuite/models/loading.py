@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle
+import re
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,8 +33,14 @@ RECIPE_FILE = "distar_recipe.json"  # written beside checkpoints by `distar trai
 PIPELINE_LOADERS: Registry = Registry("pipeline loader")
 
 
+_DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """'auto' (a GPU when one is visible, else the CPU), 'cpu', 'cuda', 'cuda:1' or a device."""
+    if not isinstance(device, torch.device) and device != "auto" and not _DEVICE.fullmatch(str(device)):
+        hint = " (did you mean cuda?)" if str(device).lower() in ("gpu", "gpu:0", "nvidia") else ""
+        raise DistarError(f"Unknown --device '{device}'{hint}. Use auto, cpu, cuda, cuda:N or mps.")
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -251,6 +260,13 @@ def _from_pretrained(loader, spec: ModelSpec, what: str, **kwargs):
     is_local = Path(kwargs.get("pretrained_model_name_or_path", "")).expanduser().is_dir()
     try:
         return loader(local_files_only=is_local or local_only(), **kwargs)
+    except pickle.UnpicklingError as e:
+        raise DistarError(
+            f"Refused to load the {what} of '{spec.name}' from "
+            f"{kwargs.get('pretrained_model_name_or_path')}: one of its weight files is a pickle "
+            f"holding more than plain tensors (torch.load weights_only=True: "
+            f"{str(e).splitlines()[0][:160]}); nothing in it was run. Fix: replace it with the "
+            f"original files or a .safetensors copy.") from None
     except (OSError, EnvironmentError, ValueError) as e:
         src = kwargs.get("pretrained_model_name_or_path")
         raise WeightsMissingError(
