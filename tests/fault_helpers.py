@@ -25,9 +25,11 @@ def one_clear_error(result, *needles: str) -> str:
     lines = [ln for ln in result.output.splitlines() if ln.strip() and not ln.startswith("moved")]
     errors = [ln for ln in lines if ln.startswith("error: ")]
     assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    # The preflight lists every problem found under one "error:" line; the message is that block.
+    text = result.output[result.output.index("error: "):]
     for n in needles:
-        assert n in errors[0], (n, errors[0])
-    return errors[0]
+        assert n in text, (n, text)
+    return text
 
 
 def hold_lock(folder: Path) -> subprocess.Popen:

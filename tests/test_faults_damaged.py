@@ -62,19 +62,6 @@ def test_leaderboard_opens_the_store_read_only(good_store, tmp_path):
     assert db.read_bytes() == before
 
 
-@pytest.mark.parametrize("content, needle", [
-    ("{not json", "not valid JSON"),
-    ('{"unet": ["diffusers", "UNet2DConditionModel"]}', "_class_name"),
-    ('{"_class_name": ["a", "b"]}', "_class_name"),
-])
-def test_damaged_model_index(tmp_path, content, needle):
-    d = tmp_path / "pipe"
-    d.mkdir()
-    (d / "model_index.json").write_text(content)
-    one_clear_error(invoke("eval", "--model", f"path:{d}", "--bench", "tiny", "--limit", "1",
-                           "--out", tmp_path / "o"), str(d / "model_index.json"), needle, "Fix:")
-
-
 @pytest.mark.parametrize("args, needle", [
     (["--batch-size", "-1"], "--batch-size -1"),
     (["--batch-size", str(10**12)], "--batch-size 1000000000000"),
