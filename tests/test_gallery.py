@@ -25,7 +25,7 @@ META = {0: {"category": "Animals", "challenge": "Basic"},
 WINDOW = (1400, 1100)
 
 
-def fake_meta(bench: str, version: str) -> lb.PromptMeta:
+def fake_meta(bench: str, version: str, source: str | None = None) -> lb.PromptMeta:
     return lb.PromptMeta(META, ("category", "challenge"))
 
 
