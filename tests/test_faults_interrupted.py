@@ -38,7 +38,9 @@ def _pngs(out):
 def test_interrupted_eval_is_marked_and_resumes_losing_nothing(tmp_path, sig):
     out = tmp_path / "out"
     proc = _start(out)
-    _wait_for_images(out, 2, proc)
+    # Batch b's rows are stored after batch b+1 is generated, so the 6th PNG (batch 3) on disk
+    # means batch 1 is recorded: the signal then lands with some images recorded, some not.
+    _wait_for_images(out, 6, proc)
     os.kill(proc.pid, sig)
     _, err = proc.communicate(timeout=60)
     on_disk = _pngs(out)
