@@ -153,3 +153,14 @@ def test_stats_line_cut_by_a_kill_does_not_block_resume(toy_run, tmp_path):
     assert r.exit_code == 0, r.output
     steps = [json.loads(ln)["step"] for ln in (d / "stats.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-1] == 3
+
+
+@pytest.mark.parametrize("content, says", [("{not json", "not valid JSON"),
+                                           ('{"unet": ["diffusers", "UNet2DConditionModel"]}', "_class_name"),
+                                           ('{"_class_name": ["a", "b"]}', "_class_name")])
+def test_damaged_model_index_names_the_file(tmp_path, content, says):
+    from evalsuite.models.loading import read_pipeline_recipe
+    (tmp_path / "model_index.json").write_text(content)
+    with pytest.raises(DistarError) as e:
+        read_pipeline_recipe(tmp_path)
+    assert "model_index.json" in str(e.value) and says in str(e.value)

@@ -121,7 +121,11 @@ def read_pipeline_recipe(d: Path) -> tuple[dict, dict]:
     the VAE / UNet / transformer configs, the scheduler config), else from the pipeline class's
     __call__ defaults. `sources` names where each value came from (printed, and stored)."""
     index = _read_json(d / "model_index.json")
-    cls = index["_class_name"]
+    cls = index.get("_class_name") if isinstance(index, dict) else None
+    if not isinstance(cls, str) or not cls:
+        raise DistarError(f"{d / 'model_index.json'} has no pipeline class name (a string "
+                          f"'_class_name', e.g. \"StableDiffusionXLPipeline\"). Re-save the pipeline "
+                          f"with diffusers' save_pretrained, or fix the file.")
     recipe = _read_json(d / RECIPE_FILE)
     unknown = sorted(set(recipe) - set(RECIPE_KEYS))
     if unknown:
