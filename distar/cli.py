@@ -281,8 +281,10 @@ def lab_build_cmd(
     world: str = typer.Argument(..., help="The world to build: 'mini'."),
     out: Path = typer.Option(..., help="Folder for the built world (rerun to resume)."),
     seed: int = typer.Option(0, help="Seed of every draw of the build."),
-    size: str = typer.Option("full", help="'full' (the shipped world) or 'reduced' (a test-size "
-                             "build of every stage, seconds)."),
+    size: str = typer.Option("full", help="'large' (the shipped world; one GPU, minutes), 'full' "
+                             "(a CPU-sized build, about an hour on 2 cores) or 'reduced' (a "
+                             "test-size build of every stage, seconds)."),
+    device: str = typer.Option("cpu", help="Where the networks train: cpu, cuda, cuda:N."),
     threads: int = typer.Option(0, help="torch threads; 0 = torch's default."),
     stages: str = typer.Option("", help="Only these comma-separated stages (independent ones can "
                                "run as parallel processes on one --out); default all."),
@@ -295,5 +297,6 @@ def lab_build_cmd(
     command = "distar lab build " + " ".join(sys.argv[sys.argv.index("build") + 1:]) \
         if "build" in sys.argv else None
     only = tuple(x.strip() for x in stages.split(",") if x.strip()) or None
-    build_world(out, seed=seed, size=size, command=command, threads=threads or None, stages=only)
+    build_world(out, seed=seed, size=size, command=command, threads=threads or None, stages=only,
+                device=device)
 

@@ -19,8 +19,10 @@ so an interrupted build resumes at the first unfinished stage):
  8. classifier evalsuite.mini.classifier.train_attribute_classifier.
 Then manifest.json: sha256 of every file, the command, git commit, seed, size, wall times.
 
-Every stage seeds torch from (seed, stage), so a build is a function of (seed, size) and the
-torch thread count.
+Every stage seeds torch from (seed, stage), and every random draw is made on the CPU and moved
+to the device, so a build is a function of (seed, size, device) and the torch thread count (on a
+GPU, up to the nondeterminism of its kernels). `--device cuda` trains the networks on a GPU;
+rendering and the gold judge always run on the CPU, in `size.workers` processes.
 """
 from __future__ import annotations
 
@@ -104,8 +106,7 @@ def _batches(n: int, batch: int, steps: int, gen: torch.Generator):
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p, 1 - decay)
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
 
 
 def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
@@ -133,6 +134,41 @@ def drop_fast_tokenizers(folder: Path) -> None:
         write_clip_vocab(f.parent)
 
 
+def _pool_map(fn, items: list, workers: int) -> list:
+    """[fn(x) for x in items], in `workers` forked processes when workers > 1 (fn must be pure:
+    the result does not depend on the worker count). Forked children only render and judge
+    images with numpy/PIL; they never touch torch or CUDA."""
+    if workers <= 1 or len(items) < 2 * workers:
+        return [fn(x) for x in items]
+    import multiprocessing as mp
+    with mp.get_context("fork").Pool(workers) as pool:
+        return pool.map(fn, items, chunksize=max(1, len(items) // (8 * workers)))
+
+
+def _pair_pixels(job: tuple[int, int]) -> tuple[np.ndarray, str]:
+    im, cap = world.training_pair(*job)
+    return np.asarray(im.convert("RGB"), dtype=np.uint8), cap
+
+
+def render_pairs(n: int, seed: int, workers: int = 1) -> tuple[Tensor, list[str]]:
+    """world.training_pairs(n, seed) as VAE pixels [n, 3, 64, 64] in [-1, 1] and captions."""
+    out = _pool_map(_pair_pixels, [(seed, i) for i in range(n)], workers)
+    arr = torch.from_numpy(np.stack([a for a, _ in out]))
+    return arr.permute(0, 3, 1, 2).float() / 127.5 - 1.0, [c for _, c in out]
+
+
+def _gold_chunk(job: tuple[list, list]) -> np.ndarray:
+    from evalsuite.mini.gold import gold_score
+    return gold_score(*job)
+
+
+def gold_scores(images: list, prompts: list[str], workers: int = 1) -> np.ndarray:
+    """evalsuite.mini.gold.gold_score, in chunks across `workers` processes."""
+    step = 256
+    jobs = [(images[i:i + step], prompts[i:i + step]) for i in range(0, len(images), step)]
+    return np.concatenate(_pool_map(_gold_chunk, jobs, workers)) if jobs else np.zeros(0)
+
+
 class Log:
     def __init__(self, quiet: bool = False):
         self.quiet = quiet
@@ -144,19 +180,31 @@ class Log:
 
 
 # 1. VAE --------------------------------------------------------------------------------------------
-def train_vae(pixels: Tensor, size: BuildSize, seed: int, log: Log):
+def object_weights(x: Tensor, extra: float) -> Tensor:
+    """[N, 1, H, W] per-pixel loss weights, 1 + extra on objects. Every background of the world
+    is neutral (white, black, grey, a pale grey-blue gradient: max - min channel <= 20/255) and
+    every object colour saturated (>= 140/255), so saturation finds the objects; they cover ~5%
+    of the pixels, and an unweighted loss let the VAE trade them away for smooth backgrounds."""
+    sat = x.amax(dim=1, keepdim=True) - x.amin(dim=1, keepdim=True)  # in [-1, 1] units: 2 = full
+    return 1.0 + extra * (sat / 0.6).clamp(0, 1)
+
+
+def train_vae(pixels: Tensor, size: BuildSize, seed: int, log: Log, device=torch.device("cpu")):
     from diffusers import AutoencoderKL
     torch.manual_seed(_seed(seed, "vae"))
-    vae = AutoencoderKL(**VAE, scaling_factor=1.0)
+    vae = AutoencoderKL(**VAE, scaling_factor=1.0).to(device)
     opt, sched = _optimizer(vae.parameters(), 2e-3, size.vae_steps)
     gen = torch.Generator().manual_seed(_seed(seed, "vae-data"))
     vae.train()
     for step, idx in enumerate(_batches(len(pixels), size.vae_batch, size.vae_steps, gen)):
-        x = pixels[idx]
+        x = pixels[idx].to(device)
         post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample(generator=gen)).sample
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(device)
+        rec = vae.decode(z).sample
+        w = object_weights(x, size.vae_object_weight)
         # L1 keeps the flat colours' edges sharp; the KL only keeps the latent scale in check.
-        loss = (rec - x).abs().mean() + (rec - x).pow(2).mean() + 1e-6 * post.kl().mean()
+        err = rec - x
+        loss = (w * (err.abs() + err.pow(2))).mean() / w.mean() + 1e-6 * post.kl().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -165,19 +213,19 @@ def train_vae(pixels: Tensor, size: BuildSize, seed: int, log: Log):
             log(f"vae step {step + 1}/{size.vae_steps}: loss {loss.item():.4f}")
     vae.eval()
     fp16_round(vae)
-    with torch.no_grad():
-        lat = torch.cat([vae.encode(pixels[i:i + 256]).latent_dist.mean
-                         for i in range(0, len(pixels), 256)])
+    lat = encode_latents(vae, pixels, scale=1.0)
     # SD's recipe: scale latents to unit variance for the diffusion model.
     vae.register_to_config(scaling_factor=float(1.0 / lat.std()))
     return vae
 
 
-def encode_latents(vae, pixels: Tensor) -> Tensor:
+def encode_latents(vae, pixels: Tensor, scale: float | None = None) -> Tensor:
+    """Posterior means of CPU `pixels`, times the VAE's scaling factor; on the VAE's device."""
+    dev = next(vae.parameters()).device
     with torch.no_grad():
-        lat = torch.cat([vae.encode(pixels[i:i + 256]).latent_dist.mean
-                         for i in range(0, len(pixels), 256)])
-    return lat * vae.config.scaling_factor
+        lat = torch.cat([vae.encode(pixels[i:i + 1024].to(dev)).latent_dist.mean
+                         for i in range(0, len(pixels), 1024)])
+    return lat * (vae.config.scaling_factor if scale is None else scale)
 
 
 # 2. CLIP -------------------------------------------------------------------------------------------
@@ -206,11 +254,12 @@ def _features(out) -> Tensor:
     return out if isinstance(out, Tensor) else out.pooler_output
 
 
-def train_clip(pixels: Tensor, captions: list[str], size: BuildSize, seed: int, log: Log):
+def train_clip(pixels: Tensor, captions: list[str], size: BuildSize, seed: int, log: Log,
+               device=torch.device("cpu")):
     from transformers import CLIPConfig, CLIPModel
     torch.manual_seed(_seed(seed, "clip"))
     model = CLIPModel(CLIPConfig(text_config=CLIP_TEXT, vision_config=CLIP_VISION,
-                                 projection_dim=PROJECTION_DIM))
+                                 projection_dim=PROJECTION_DIM)).to(device)
     tok = clip_tokenizer()
     # Causal attention + pooling at the first end token: 32 tokens give exactly the 77-token
     # features for these short captions, at less than half the cost.
@@ -220,7 +269,8 @@ def train_clip(pixels: Tensor, captions: list[str], size: BuildSize, seed: int, 
     gen = torch.Generator().manual_seed(_seed(seed, "clip-data"))
     model.train()
     for step, idx in enumerate(_batches(len(px), size.clip_batch, size.clip_steps, gen)):
-        loss = _clip_loss(model, px[idx], enc["input_ids"][idx], enc["attention_mask"][idx])
+        loss = _clip_loss(model, px[idx].to(device), enc["input_ids"][idx].to(device),
+                          enc["attention_mask"][idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -228,7 +278,7 @@ def train_clip(pixels: Tensor, captions: list[str], size: BuildSize, seed: int, 
         if step % 100 == 0 or step == size.clip_steps - 1:
             log(f"clip step {step + 1}/{size.clip_steps}: loss {loss.item():.4f}")
     model.eval()
-    return fp16_round(model)
+    return fp16_round(model).cpu()
 
 
 def clip_processor():
@@ -279,9 +329,22 @@ def build_pipeline(vae, clip, unet):
 
 
 def condition(pipe, prompts: list[str]):
-    """TextCond exactly as the pipeline (and the DI* trainer) computes it."""
-    from di_star.sdxl.models import encode_prompts
-    return encode_prompts(pipe, "sdxl", prompts, world.IMAGE_SIZE, torch.device("cpu"))
+    """TextCond exactly as the pipeline (and the DI* trainer) computes it, on the pipeline's
+    device; computed once for all prompts (1024 at a time), then indexed per batch."""
+    from di_star.sdxl.models import TextCond, encode_prompts
+    dev = pipe.text_encoder.device
+    parts = [encode_prompts(pipe, "sdxl", prompts[i:i + 1024], world.IMAGE_SIZE, dev)
+             for i in range(0, len(prompts), 1024)]
+    return TextCond(tuple(prompts), torch.cat([c.embeds for c in parts]),
+                    torch.cat([c.pooled for c in parts]), torch.cat([c.time_ids for c in parts]))
+
+
+def rows(cond, idx: Tensor):
+    """The batch `idx` of a precomputed TextCond."""
+    from di_star.sdxl.models import TextCond
+    i = idx.to(cond.embeds.device)
+    return TextCond(tuple(cond.prompts[int(k)] for k in idx), cond.embeds[i], cond.pooled[i],
+                    cond.time_ids[i])
 
 
 def _schedule():
@@ -313,20 +376,22 @@ def _drop_captions(cond, keep: Tensor):
 def train_reference(pipe, latents: Tensor, captions: list[str], size: BuildSize, seed: int,
                     log: Log):
     from diffusers import UNet2DConditionModel
+    dev = latents.device
     torch.manual_seed(_seed(seed, "reference"))
-    unet = UNet2DConditionModel(**UNET)
+    unet = UNet2DConditionModel(**UNET).to(dev)
     pipe.unet = unet
     ema = copy.deepcopy(unet).requires_grad_(False)
-    abar = _schedule().alphas_cumprod.float()
+    abar = _schedule().alphas_cumprod.float().to(dev)
     opt, sched = _optimizer(unet.parameters(), 1e-3, size.unet_steps, warmup=100)
     gen = torch.Generator().manual_seed(_seed(seed, "reference-data"))
+    conds = condition(pipe, captions)
     unet.train()
     for step, idx in enumerate(_batches(len(latents), size.unet_batch, size.unet_steps, gen)):
-        cond = condition(pipe, [captions[i] for i in idx])
-        keep = torch.rand(len(idx), generator=gen) >= CAPTION_DROPOUT
-        t = torch.randint(0, abar.shape[0], (len(idx),), generator=gen)
-        eps = torch.randn(latents[idx].shape, generator=gen)
-        loss = dsm_loss(unet, latents[idx], _drop_captions(cond, keep), t, eps, abar).mean()
+        keep = (torch.rand(len(idx), generator=gen) >= CAPTION_DROPOUT).to(dev)
+        t = torch.randint(0, abar.shape[0], (len(idx),), generator=gen).to(dev)
+        eps = torch.randn(latents[idx].shape, generator=gen).to(dev)
+        x0 = latents[idx.to(dev)]
+        loss = dsm_loss(unet, x0, _drop_captions(rows(conds, idx), keep), t, eps, abar).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -370,17 +435,19 @@ def sample_reference(pipe, prompts: list[str], z: Tensor, batch: int) -> Tensor:
     r = mw.REFERENCE_RECIPE
     out = []
     for i in range(0, len(prompts), batch):
-        out.append(pipe(prompts[i:i + batch], latents=z[i:i + batch],
+        out.append(pipe(prompts[i:i + batch], latents=z[i:i + batch].to(pipe.device),
                         num_inference_steps=r["steps"], guidance_scale=r["guidance"],
                         height=r["resolution"], width=r["resolution"],
-                        output_type="latent").images)
+                        output_type="latent").images.cpu())
     return torch.cat(out)
 
 
 @torch.no_grad()
 def decode(vae, latents: Tensor) -> Tensor:
-    return torch.cat([vae.decode(latents[i:i + 256] / vae.config.scaling_factor).sample
-                      for i in range(0, len(latents), 256)]).clamp(-1, 1)
+    """CPU pixels in [-1, 1] of CPU latents, decoded on the VAE's device."""
+    dev = vae.device
+    return torch.cat([vae.decode(latents[i:i + 256].to(dev) / vae.config.scaling_factor
+                                 ).sample.cpu() for i in range(0, len(latents), 256)]).clamp(-1, 1)
 
 
 # 5. One-step init --------------------------------------------------------------------------------
@@ -393,16 +460,19 @@ def train_onestep(pipe, z: Tensor, x_ref: Tensor, prompts: list[str], size: Buil
     cheap starting point that is independent of the methods compared on top of it: a DMD/DI*
     distillation would already be one of those methods."""
     from di_star.sdxl.models import OneStepGenerator
+    dev = pipe.device
     torch.manual_seed(_seed(seed, "onestep"))
     gen_net = OneStepGenerator(copy.deepcopy(pipe.unet).requires_grad_(True).train(), _schedule(),
-                               mw.ONESTEP_TIMESTEP)
+                               mw.ONESTEP_TIMESTEP).to(dev)
     opt, sched = _optimizer(gen_net.parameters(), 3e-4, size.onestep_steps)
     gen = torch.Generator().manual_seed(_seed(seed, "onestep-data"))
+    conds = condition(pipe, prompts)
+    z, x_ref = z.to(dev), x_ref.to(dev)
     for step, idx in enumerate(_batches(len(z), size.onestep_batch, size.onestep_steps, gen)):
-        cond = condition(pipe, [prompts[i] for i in idx])
-        x0 = gen_net(z[idx], cond)
+        i = idx.to(dev)
+        x0 = gen_net(z[i], rows(conds, idx))
         # pseudo-Huber (c = 0.03 per latent unit, as in improved consistency training)
-        loss = ((x0 - x_ref[idx]).pow(2) + 0.03 ** 2).sqrt().sub(0.03).mean()
+        loss = ((x0 - x_ref[i]).pow(2) + 0.03 ** 2).sqrt().sub(0.03).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(gen_net.parameters(), 1.0)
@@ -410,7 +480,7 @@ def train_onestep(pipe, z: Tensor, x_ref: Tensor, prompts: list[str], size: Buil
         sched.step()
         if step % 100 == 0 or step == size.onestep_steps - 1:
             log(f"onestep step {step + 1}/{size.onestep_steps}: loss {loss.item():.4f}")
-    return fp16_round(gen_net.unet.eval().requires_grad_(False))
+    return fp16_round(gen_net.unet.eval().requires_grad_(False)).cpu()
 
 
 def save_onestep(unet, target: Path) -> None:
@@ -502,9 +572,10 @@ def pickscore_loss(model, pixels: Tensor, ids: Tensor, mask: Tensor, a: Tensor, 
 def train_proxy(clip, images: Tensor, owner: list[int], prompts: list[str], pairs, size: BuildSize,
                 seed: int, log: Log):
     torch.manual_seed(_seed(seed, "proxy"))
+    dev = clip.device
     model = copy.deepcopy(clip).train().requires_grad_(True)
-    enc = tokenize(clip_tokenizer(), prompts, max_length=32)
-    px = clip_pixels(images)
+    enc = {k: v.to(dev) for k, v in tokenize(clip_tokenizer(), prompts, max_length=32).items()}
+    px = clip_pixels(images).to(dev)
     a_all = torch.tensor([p[0] for p in pairs])
     b_all = torch.tensor([p[1] for p in pairs])
     y_all = torch.tensor([p[2] for p in pairs], dtype=torch.float32)
@@ -517,24 +588,25 @@ def train_proxy(clip, images: Tensor, owner: list[int], prompts: list[str], pair
         remap = {int(k): j for j, k in enumerate(used)}
         ra = torch.tensor([remap[int(k)] for k in a])
         rb = torch.tensor([remap[int(k)] for k in b])
-        tid = owner_t[a]
-        loss = pickscore_loss(model, px[used], enc["input_ids"][tid], enc["attention_mask"][tid],
-                              ra, rb, y_all[idx]).mean()
+        tid = owner_t[a].to(dev)
+        loss = pickscore_loss(model, px[used.to(dev)], enc["input_ids"][tid],
+                              enc["attention_mask"][tid], ra.to(dev), rb.to(dev),
+                              y_all[idx].to(dev)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         if step % 100 == 0 or step == size.proxy_steps - 1:
             log(f"proxy step {step + 1}/{size.proxy_steps}: loss {loss.item():.4f}")
-    return fp16_round(model.eval().requires_grad_(False))
+    return fp16_round(model.eval().requires_grad_(False)).cpu()
 
 
 @torch.no_grad()
 def pair_accuracy(model, images: Tensor, owner: list[int], prompts: list[str], pairs) -> float:
     """Share of non-tied pairs the model orders as the gold judge does."""
-    enc = tokenize(clip_tokenizer(), prompts, max_length=32)
-    img = F.normalize(_features(model.get_image_features(pixel_values=clip_pixels(images))), dim=-1)
-    txt = F.normalize(_features(model.get_text_features(**enc)), dim=-1)
+    enc = {k: v.to(model.device) for k, v in tokenize(clip_tokenizer(), prompts, max_length=32).items()}
+    img = image_embeddings(model, images)
+    txt = F.normalize(_features(model.get_text_features(**enc)), dim=-1).cpu()
     s = (img * txt[torch.tensor(owner)]).sum(-1)
     hits = [(s[a] > s[b]) == (y > 0.5) for a, b, y in pairs if y != 0.5]
     return float(np.mean(hits)) if hits else float("nan")
@@ -543,7 +615,11 @@ def pair_accuracy(model, images: Tensor, owner: list[int], prompts: list[str], p
 # 7. Aesthetic MLP ----------------------------------------------------------------------------------
 @torch.no_grad()
 def image_embeddings(clip, images: Tensor) -> Tensor:
-    return F.normalize(_features(clip.get_image_features(pixel_values=clip_pixels(images))), dim=-1)
+    """L2-normalised CLIP image embeddings of CPU images [-1, 1], computed on the model's device."""
+    dev = clip.device
+    return torch.cat([F.normalize(_features(clip.get_image_features(
+        pixel_values=clip_pixels(images[i:i + 1024]).to(dev))), dim=-1).cpu()
+        for i in range(0, len(images), 1024)])
 
 
 def train_aesthetic(emb: Tensor, ratings: Tensor, size: BuildSize, seed: int, log: Log):
@@ -575,6 +651,10 @@ def save_aesthetic(mlp, target: Path, meta: dict) -> None:
 
 # Manifest --------------------------------------------------------------------------------------------
 def git_commit() -> str:
+    """HEAD of the checkout, or $DISTAR_BUILD_COMMIT where the code travelled without its .git
+    (a copy of the tree sent to a GPU machine)."""
+    if os.environ.get("DISTAR_BUILD_COMMIT"):
+        return os.environ["DISTAR_BUILD_COMMIT"]
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                               cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
@@ -601,7 +681,7 @@ def write_manifest(out: Path, meta: dict) -> dict:
 # key is built from these only, so a change to one stage's size reruns it and what depends on
 # it, and nothing else.
 STAGE_INPUTS = {
-    "vae": (("n_train", "vae_steps", "vae_batch"), ()),
+    "vae": (("n_train", "vae_steps", "vae_batch", "vae_object_weight"), ()),
     "clip": (("n_train", "clip_steps", "clip_batch"), ()),
     "reference": (("n_train", "unet_steps", "unet_batch"), ("vae", "clip")),
     "samples": (("ode_pairs", "sample_batch"), ("reference",)),
@@ -641,7 +721,7 @@ def _mark_done(out: Path, stage: str, key: dict, wall: float, extra: dict | None
 
 def build_world(out: Path, seed: int = 0, size: str = "full", command: str | None = None,
                 quiet: bool = False, threads: int | None = None,
-                stages: tuple[str, ...] | None = None) -> dict | None:
+                stages: tuple[str, ...] | None = None, device: str = "cpu") -> dict | None:
     """Build (or resume building) the mini world into `out`; returns the manifest.
 
     `stages` runs only those stages (their inputs must be built): independent stages (vae,
@@ -655,8 +735,13 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DistarError(f"--out {out} exists and is not a folder; choose a folder path.")
+    from evalsuite.models import resolve_device
+    dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
+    if dev.type == "cuda":  # fp32 networks; TF32 matmuls are the GPU's fast fp32 path
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     sz = SIZES[size]
     keys = stage_keys(seed, size, sz)
     log = Log(quiet)
@@ -681,11 +766,9 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     def training_data():
         if "pixels" not in cache:
             t0 = time.time()
-            pairs = world.training_pairs(sz.n_train, seed)
-            cache["pixels"] = to_pixels([im for im, _ in pairs])
-            cache["captions"] = [c for _, c in pairs]
+            cache["pixels"], cache["captions"] = render_pairs(sz.n_train, seed, sz.workers)
             walls["render"] = round(time.time() - t0, 1)
-            log(f"rendered {len(pairs)} training pairs")
+            log(f"rendered {sz.n_train} training pairs in {walls['render']} s")
         return cache["pixels"], cache["captions"]
 
     def need(name: str) -> None:
@@ -714,39 +797,41 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     def vae():
         if "vae" not in cache:
             need("vae")
-            cache["vae"] = AutoencoderKL.from_pretrained(work / "vae", torch_dtype=torch.float32).eval()
+            cache["vae"] = AutoencoderKL.from_pretrained(work / "vae", torch_dtype=torch.float32
+                                                         ).eval().to(dev)
         return cache["vae"]
 
     def clip():
         if "clip" not in cache:
             need("clip")
-            cache["clip"] = CLIPModel.from_pretrained(out / "clip", dtype=torch.float32).eval()
+            cache["clip"] = CLIPModel.from_pretrained(out / "clip", dtype=torch.float32).eval().to(dev)
         return cache["clip"]
 
     def pipe():
         if "pipe" not in cache:
             need("reference")
-            cache["pipe"] = load_pipeline(out / "pipeline")
+            cache["pipe"] = load_pipeline(out / "pipeline").to(dev)
         return cache["pipe"]
 
     def run_vae():
         pixels, _ = training_data()
-        model = train_vae(pixels, sz, seed, log)
+        model = train_vae(pixels, sz, seed, log, dev).cpu()
         write_dir(work / "vae", lambda tmp: model.half().save_pretrained(tmp))
         return {"scaling_factor": model.config.scaling_factor}
     stage("vae", run_vae)
 
     def run_clip():
         pixels, captions = training_data()
-        save_clip(train_clip(pixels, captions, sz, seed, log), out / "clip")
+        save_clip(train_clip(pixels, captions, sz, seed, log, dev), out / "clip")
     stage("clip", run_clip)
 
     def run_reference():
         from diffusers import UNet2DConditionModel
         pixels, captions = training_data()
         latents = encode_latents(vae(), pixels)
-        p = build_pipeline(vae(), clip(), UNet2DConditionModel(**UNET))
-        save_pipeline(train_reference(p, latents, captions, sz, seed, log), out / "pipeline")
+        p = build_pipeline(vae(), clip(), UNet2DConditionModel(**UNET)).to(dev)
+        save_pipeline(train_reference(p, latents, captions, sz, seed, log).to("cpu"),
+                      out / "pipeline")
     stage("reference", run_reference)
 
     # Prompts for the ODE pairs and the preference data: fresh captions (not the training ones).
@@ -774,13 +859,12 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     def judged():
         """Preference candidates for the first n_p sample prompts and their gold scores."""
         if "cand" not in cache:
-            from evalsuite.mini.gold import gold_score
             ref_pixels = decode(pipe().vae, x_ref()[:n_p])
             cand, owner = candidates(sample_prompts[:n_p], ref_pixels, seed)
             cand_pil = to_pil(cand)
             cache["cand"] = (cand, owner, cand_pil,
-                             gold_score(cand_pil, [sample_prompts[i] for i in owner]),
-                             gold_score(cand_pil, [""] * len(cand_pil)))
+                             gold_scores(cand_pil, [sample_prompts[i] for i in owner], sz.workers),
+                             gold_scores(cand_pil, [""] * len(cand_pil), sz.workers))
         return cache["cand"]
 
     def run_proxy():
@@ -791,7 +875,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
         held_p = [p for p in pref if owner[p[0]] >= split]
         model = train_proxy(clip(), cand, owner, sample_prompts[:n_p], train_p, sz, seed, log)
         save_clip(model, out / "proxy_reward")
-        reloaded = CLIPModel.from_pretrained(out / "proxy_reward", dtype=torch.float32).eval()
+        reloaded = CLIPModel.from_pretrained(out / "proxy_reward", dtype=torch.float32).eval().to(dev)
         return {"pairs": len(train_p), "held_out_pairs": len(held_p),
                 "held_out_pair_accuracy": round(pair_accuracy(reloaded, cand, owner,
                                                               sample_prompts[:n_p], held_p), 4),
@@ -805,7 +889,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
         ratings = 1 + 9 * torch.from_numpy(gold_free).float()
         emb = image_embeddings(clip(), cand)
         n_train = max(1, len(emb) * 4 // 5)
-        mlp = train_aesthetic(emb[:n_train], ratings[:n_train], sz, seed, log)
+        mlp = train_aesthetic(emb[:n_train], ratings[:n_train], sz, seed, log)  # CPU: tiny
         with torch.no_grad():
             pred = mlp(emb[n_train:]).squeeze(-1)
         corr = float(np.corrcoef(pred.numpy(), ratings[n_train:].numpy())[0, 1]) \
@@ -831,7 +915,9 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
             # The build's command (without --stages: a stage split changes no output); the
             # command of the process that happened to finish it is kept beside it.
             "command": f"distar lab build mini --out {out} --seed {seed} --size {size}"
-                       + (f" --threads {threads}" if threads else ""),
+                       + (f" --threads {threads}" if threads else "")
+                       + (f" --device {dev.type}" if dev.type != "cpu" else ""),
+            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
             "finished_by": command,
             "git_commit": git_commit(), "torch": torch.__version__,
             "diffusers": diffusers.__version__, "transformers": transformers.__version__,

@@ -28,7 +28,9 @@ CLIP_VISION = dict(image_size=IMAGE_SIZE, patch_size=8, num_channels=3, hidden_s
 # No mid-block attention: the encoder is then fully convolutional and cheap at 64 px.
 VAE = dict(in_channels=3, out_channels=3, latent_channels=LATENT_CHANNELS,
            down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-           block_out_channels=(16, 32, 32), layers_per_block=1, norm_num_groups=8,
+           # 32-64 channels: at 16-32 the decoder could not keep the small saturated objects
+           # (a 200-step build reconstructed them as grey blobs; docs/mini_build.md)
+           block_out_channels=(32, 64, 64), layers_per_block=1, norm_num_groups=16,
            sample_size=IMAGE_SIZE, mid_block_add_attention=False, force_upcast=False)
 
 # SDXL's UNet structure (DownBlock2D then cross-attention blocks, linear projections,
@@ -71,6 +73,8 @@ class BuildSize:
     classifier_n: int
     classifier_epochs: int
     sample_batch: int = 64
+    vae_object_weight: float = 10.0   # extra reconstruction weight on object (saturated) pixels
+    workers: int = 1         # processes rendering / judging (outputs do not depend on it)
 
 
 SIZES = {
@@ -86,4 +90,11 @@ SIZES = {
                       unet_steps=450, unet_batch=32, ode_pairs=256, onestep_steps=150,
                       onestep_batch=16, proxy_prompts=256, proxy_steps=120, proxy_batch=32,
                       aesthetic_steps=1500, classifier_n=4000, classifier_epochs=4),
+    # The shipped world: sized for one GPU in ~5 minutes (`--device cuda`); the same command
+    # on a CPU takes hours. ~100x the samples of 'full' for the VAE, CLIP and the reference.
+    "large": BuildSize(n_train=30000, vae_steps=3000, vae_batch=64, clip_steps=2500,
+                       clip_batch=256, unet_steps=4000, unet_batch=256, ode_pairs=4096,
+                       onestep_steps=2500, onestep_batch=128, proxy_prompts=2048,
+                       proxy_steps=1500, proxy_batch=128, aesthetic_steps=3000,
+                       classifier_n=4000, classifier_epochs=4, sample_batch=512, workers=12),
 }
