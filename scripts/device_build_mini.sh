@@ -25,12 +25,16 @@ phase() {  # phase LIMIT_S STAGE...: the stages in parallel, each under LIMIT_S
   echo "== phase $* done rc=$rc at +$(( $(date +%s) - t0 ))s" | tee -a "$LOG"
   return $rc
 }
-phase 170 vae clip classifier && phase 230 reference,samples && phase 170 onestep proxy aesthetic \
-  && timeout 60 $B >>"$LOG" 2>&1
+snap() {  # the build folder so far, as tar pieces in RESULTDIR (a later phase may be cut off)
+  [ -n "$R" ] || return 0
+  rm -f "$R"/mini.tar.*; tar -C "$W" -cf - . | split -b 15m - "$R/mini.tar."
+}
+# The classifier trains on the CPU (torch threads): on a shared GPU box it ran as a last phase
+# on another machine (CPU_PHASE=0 here, then the same command there without CPU_PHASE).
+phase 110 vae clip && snap && phase 170 reference,samples && snap \
+  && phase 110 onestep proxy aesthetic && snap \
+  && { [ "${CPU_PHASE:-1}" = 0 ] || { phase 400 classifier && timeout 60 $B >>"$LOG" 2>&1 && snap; }; }
 rc=$?
 echo "== build rc=$rc at +$(( $(date +%s) - t0 ))s" | tee -a "$LOG"
-if [ -n "$R" ]; then
-  tar -C "$W" -cf - . | split -b 15m - "$R/mini.tar."
-  ls -la "$R" | tee -a "$LOG"
-fi
+[ -n "$R" ] && ls -la "$R" | tee -a "$LOG"
 exit $rc
