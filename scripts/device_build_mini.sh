@@ -31,8 +31,8 @@ snap() {  # the build folder so far, as tar pieces in RESULTDIR (a later phase m
 }
 # The classifier trains on the CPU (torch threads): on a shared GPU box it ran as a last phase
 # on another machine (CPU_PHASE=0 here, then the same command there without CPU_PHASE).
-phase 110 vae clip && snap && phase 170 reference,samples && snap \
-  && phase 110 onestep proxy aesthetic && snap \
+phase 130 vae clip && snap && phase 180 reference,samples && snap \
+  && phase 95 onestep proxy aesthetic && snap \
   && { [ "${CPU_PHASE:-1}" = 0 ] || { phase 400 classifier && timeout 60 $B >>"$LOG" 2>&1 && snap; }; }
 rc=$?
 echo "== build rc=$rc at +$(( $(date +%s) - t0 ))s" | tee -a "$LOG"

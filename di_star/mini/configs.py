@@ -91,10 +91,10 @@ SIZES = {
                       onestep_batch=16, proxy_prompts=256, proxy_steps=120, proxy_batch=32,
                       aesthetic_steps=1500, classifier_n=4000, classifier_epochs=4),
     # The shipped world: sized for one GPU in ~5 minutes (`--device cuda`); the same command
-    # on a CPU takes hours. 40-45x the samples of 'full' for the VAE, CLIP and the reference.
-    "large": BuildSize(n_train=30000, vae_steps=2000, vae_batch=64, clip_steps=1500,
-                       clip_batch=256, unet_steps=2500, unet_batch=256, ode_pairs=2048,
-                       onestep_steps=1500, onestep_batch=128, proxy_prompts=2048,
-                       proxy_steps=800, proxy_batch=128, aesthetic_steps=3000,
+    # on a CPU takes hours. 30-36x the samples of 'full' for the VAE, CLIP and the reference.
+    "large": BuildSize(n_train=30000, vae_steps=1800, vae_batch=64, clip_steps=1200,
+                       clip_batch=256, unet_steps=2000, unet_batch=256, ode_pairs=2048,
+                       onestep_steps=1000, onestep_batch=128, proxy_prompts=2048,
+                       proxy_steps=600, proxy_batch=128, aesthetic_steps=3000,
                        classifier_n=4000, classifier_epochs=4, sample_batch=512, workers=12),
 }
