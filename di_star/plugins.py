@@ -29,4 +29,4 @@ def register() -> None:
     BENCHMARKS.add("digits", "di_star.toy.harness:digits_bench",
                    "toy lab: 'a handwritten digit k', 50 prompts per digit")
     for name, (cls, description) in _TOY_METRICS.items():
-        METRICS.add(name, f"di_star.toy.metrics:{cls}", description)
+        METRICS.add(name, f"di_star.toy.metrics:{cls}.from_pretrained", description)

@@ -101,8 +101,8 @@ def bench(config: str = "small", n_images: int = 64, n_prompts: int = 8, batch: 
     reference.device = device
     state_dict = reference.state_dict()
     model_config = BlipRewardConfig.from_checkpoint(state_dict, med)
-    ours = ImageReward.from_state_dict(state_dict, model_config, load_tokenizer(vocab_dir),
-                                       device=device, dtype=dtype, batch_size=batch)
+    ours = ImageReward(state_dict, model_config, load_tokenizer(vocab_dir),
+                       device=device, dtype=dtype, batch_size=batch)
     build_s = time.perf_counter() - start
 
     prompt_list = read_prompts(n_prompts)

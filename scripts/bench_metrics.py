@@ -102,23 +102,14 @@ def setup_pickscore(arch, images, prompts, device, batch, tmp):
         model = rc.tiny_hf_clip(seed=0)
     processor = rc.clip_processor(str(tmp / "bpe"), backend="pil")
     model.to(device)
-    ours = PickScore.from_modules(model, processor.image_processor, processor.tokenizer,
-                                  device=str(device), batch_size=batch)
+    ours = PickScore(model, processor.image_processor, processor.tokenizer,
+                     device=str(device), batch_size=batch)
 
-    def calc(prompt, imgs):  # the model card's calc_probs up to the scores
-        image_inputs = processor(images=imgs, padding=True, truncation=True, max_length=77,
-                                 return_tensors="pt").to(device)
-        text_inputs = processor(text=prompt, padding=True, truncation=True, max_length=77,
-                                return_tensors="pt").to(device)
-        with torch.no_grad():
-            image_embs = model.get_image_features(**image_inputs).pooler_output
-            image_embs = image_embs / torch.norm(image_embs, dim=-1, keepdim=True)
-            text_embs = model.get_text_features(**text_inputs).pooler_output
-            text_embs = text_embs / torch.norm(text_embs, dim=-1, keepdim=True)
-            return (text_embs @ image_embs.T)[0].cpu().numpy()
+    def card(ims, ps):  # the model card's calc_probs up to the scores, one image per call
+        return np.concatenate([rc.pickscore_card_scores(p, [im], processor, model, device)[0]
+                               for im, p in zip(ims, ps)])
 
-    return (ours.score, lambda ims, ps: np.concatenate([calc(p, [im]) for im, p in zip(ims, ps)]),
-            None, None)
+    return ours.score, card, None, None
 
 
 def setup_aesthetic(arch, images, prompts, device, batch, tmp):
@@ -136,7 +127,7 @@ def setup_aesthetic(arch, images, prompts, device, batch, tmp):
         name = rc.register_open_clip_config(rc.TINY_OPENAI_CLIP_NAME, rc.TINY_OPENAI_CLIP)
     torch.manual_seed(1)
     mlp = AestheticMLP(768).eval()
-    ours = AestheticScore.from_modules(
+    ours = AestheticScore(
         build_open_clip(name, ref_clip.state_dict(), quick_gelu=True), mlp, device=str(device),
         batch_size=batch)
     ref_clip.to(device)
@@ -164,8 +155,8 @@ def setup_clip(arch, images, prompts, device, batch, tmp):
     torch.manual_seed(0)
     model, _, preprocess = open_clip.create_model_and_transforms(name)
     model = model.eval().to(device)
-    ours = ClipScore.from_modules(model, open_clip.get_tokenizer(name), name, device=str(device),
-                                  batch_size=batch)
+    ours = ClipScore(model, open_clip.get_tokenizer(name), name, device=str(device),
+                     batch_size=batch)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from test_metric_clip_score import dmd2_cosines  # the transcribed DMD2 loop
     arrays = [np.array(im.convert("RGB")) for im in images]
@@ -205,8 +196,8 @@ def setup_fid(arch, images, prompts, device, batch, tmp):
         for i, im in enumerate(bench_images(len(images), seed)):
             im.save(d / f"{i:04d}.png")
     workers = 2
-    ours = FID(reference_dir=str(ref_dir), extractor=ext, device=str(device), batch_size=batch,
-               num_workers=workers, cache_dir=str(tmp / "cache"), protocol="clean")
+    ours = FID.from_pretrained(reference_dir=str(ref_dir), extractor=ext, device=str(device), batch_size=batch,
+                               num_workers=workers, cache_dir=str(tmp / "cache"), protocol="clean")
     files = list_images(gen)
 
     def ref(ims, ps):  # whole folders: clean-fid's unit of work

@@ -19,3 +19,15 @@ def _distar_cache(tmp_path_factory):
     os.environ["DISTAR_CACHE"] = os.environ.get("DISTAR_TEST_CACHE") or str(
         tmp_path_factory.mktemp("distar-cache"))
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module of tiny models (`pytestmark =
+    pytest.mark.usefixtures("one_thread")`): they gain nothing from threads, and on a shared
+    2-core machine OpenMP contention made each small op 10-20x slower. Restored afterwards."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -1,6 +1,7 @@
 """Test-only: reference packages made importable offline, and small random-weight builds of the
 real architectures, for the parity tests and scripts/bench_metrics.py (which puts tests/ on its
-path). Nothing in evalsuite imports this module. No score is computed here.
+path), plus the pieces of reference recipes both of them run (PickScore's model card, a stand-in
+feature extractor for FID). Nothing in evalsuite imports this module.
 
 The one compatibility fix: hpsv2 1.2.0's wheel lacks `hpsv2/src/open_clip/bpe_simple_vocab_16e6.txt.gz`,
 and its tokenizer module reads that file at import (`_tokenizer = SimpleTokenizer()`), so
@@ -205,3 +206,59 @@ def sample_images(n: int = 10, seed: int = 0, modes: bool = True) -> list:
 
 def sample_prompts(n: int) -> list[str]:
     return [SAMPLE_PROMPTS[i % len(SAMPLE_PROMPTS)] for i in range(n)]
+
+
+def pickscore_card_scores(prompt, images, processor, model, device="cpu"):
+    """PickScore_v1's model card `calc_probs`, transcribed, stopping before the softmax:
+    (cosines, logit_scale.exp() * cosines) of `images` against one `prompt`, as numpy. One
+    change for transformers 5: get_*_features return an output object whose pooler_output holds
+    the projected embedding (transformers 4 returned that tensor directly)."""
+    image_inputs = processor(images=images, padding=True, truncation=True, max_length=77,
+                             return_tensors="pt").to(device)
+    text_inputs = processor(text=prompt, padding=True, truncation=True, max_length=77,
+                            return_tensors="pt").to(device)
+    with torch.no_grad():
+        image_embs = model.get_image_features(**image_inputs).pooler_output
+        image_embs = image_embs / torch.norm(image_embs, dim=-1, keepdim=True)
+        text_embs = model.get_text_features(**text_inputs).pooler_output
+        text_embs = text_embs / torch.norm(text_embs, dim=-1, keepdim=True)
+        cos = (text_embs @ image_embs.T)[0]
+        scores = model.logit_scale.exp() * cos
+    return cos.cpu().numpy(), scores.cpu().numpy()
+
+
+class TinyExtractor(torch.nn.Module):
+    """A stand-in for Inception in FID tests: [N, 3, 299, 299] in [0, 255] -> [N, 6]; counts
+    the images it sees."""
+
+    name = "tiny-test-extractor-v1"
+
+    def __init__(self, seed=0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 9, stride=8), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
+            torch.nn.Flatten(), torch.nn.Linear(32, 6))
+        self.seen = 0
+
+    @torch.no_grad()
+    def forward(self, x):
+        self.seen += len(x)
+        return 50.0 * self.net(x / 255.0)  # FID of order 1
+
+
+def score_tensor_gaps(metric, images, prompts=None) -> list[float]:
+    """|score_tensor - score| per image: the differentiable path on each image alone (a float
+    tensor at its own size) against the PIL path on the batch, asserting on the way that every
+    image's gradient reaches its pixels."""
+    import torchvision.transforms.functional as TF
+    prompts = list(prompts) if prompts is not None else [""] * len(images)
+    pil = metric.score(images, prompts)
+    gaps = []
+    for im, p, s in zip(images, prompts, pil):
+        x = TF.to_tensor(im.convert("RGB"))[None].requires_grad_(True)
+        t = metric.score_tensor(x, [p])
+        t.sum().backward()
+        assert x.grad is not None and x.grad.abs().sum() > 0
+        gaps.append(abs(t.item() - s))
+    return gaps

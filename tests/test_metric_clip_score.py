@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms as transforms
-import torchvision.transforms.functional as TF
 from PIL import Image
 
 import metric_refs as rc
@@ -20,12 +19,7 @@ from evalsuite.metrics.clip_score import ClipScore
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; avoids OpenMP contention on a shared machine
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class CenterCropLongEdge(object):
@@ -73,8 +67,8 @@ def setup(tmp_path_factory):
     clip = rc.perturb_(clip, 7).eval().float()
     path = tmp_path_factory.mktemp("clip") / "clip.pt"
     torch.save(clip.state_dict(), path)
-    ours = ClipScore(backbone=rc.TINY_OPEN_CLIP_NAME, pretrained="random", weights_path=str(path),
-                     device="cpu", batch_size=4)
+    ours = ClipScore.from_pretrained(backbone=rc.TINY_OPEN_CLIP_NAME, pretrained="random", weights_path=str(path),
+                                     device="cpu", batch_size=4)
     return clip, preprocess, ours, path
 
 
@@ -99,10 +93,10 @@ def test_prefix_splice_equals_prefixed_string():
 def test_options_change_the_key_and_the_number(setup):
     clip, _, ours, path = setup
     images, prompts = rc.sample_images(4), rc.sample_prompts(4)
-    plain = ClipScore(backbone=rc.TINY_OPEN_CLIP_NAME, pretrained="random",
-                      weights_path=str(path), device="cpu", prefix="", pre_resize=None)
-    clamped = ClipScore(backbone=rc.TINY_OPEN_CLIP_NAME, pretrained="random",
-                        weights_path=str(path), device="cpu", clamp_zero=True)
+    plain = ClipScore.from_pretrained(backbone=rc.TINY_OPEN_CLIP_NAME, pretrained="random",
+                                      weights_path=str(path), device="cpu", prefix="", pre_resize=None)
+    clamped = ClipScore.from_pretrained(backbone=rc.TINY_OPEN_CLIP_NAME, pretrained="random",
+                                        weights_path=str(path), device="cpu", clamp_zero=True)
     keys = {ours.info.key, plain.info.key, clamped.info.key}
     assert len(keys) == 3
     a, b, c = ours.score(images, prompts), plain.score(images, prompts), clamped.score(images,
@@ -125,11 +119,5 @@ def test_score_tensor_close_to_pil_path_with_gradients(setup):
     each resize (0.4 grey levels on average). Through this random model: < 0.3 on the 100 x cos
     scale, where the images differ by > 5."""
     _, _, ours, _ = setup
-    images, prompts = rc.sample_images(6), rc.sample_prompts(6)
-    pil = ours.score(images, prompts)
-    for im, p, s in zip(images, prompts, pil):
-        x = TF.to_tensor(im.convert("RGB"))[None].requires_grad_(True)
-        t = ours.score_tensor(x, [p])
-        t.sum().backward()
-        assert x.grad.abs().sum() > 0
-        assert abs(t.item() - s) < 0.3, (im.size, t.item(), s)
+    gaps = rc.score_tensor_gaps(ours, rc.sample_images(6), rc.sample_prompts(6))
+    assert max(gaps) < 0.3, gaps

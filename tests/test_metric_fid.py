@@ -27,31 +27,7 @@ from evalsuite.metrics.fid import (FID, KID, InceptionV3Features, extract_featur
 TOL = 1e-4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-class TinyExtractor(torch.nn.Module):
-    """[N, 3, 299, 299] in [0, 255] -> [N, 6]; counts the images it sees."""
-
-    name = "tiny-test-extractor-v1"
-
-    def __init__(self, seed=0):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.net = torch.nn.Sequential(
-            torch.nn.Conv2d(3, 8, 9, stride=8), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(2),
-            torch.nn.Flatten(), torch.nn.Linear(32, 6))
-        self.seen = 0
-
-    @torch.no_grad()
-    def forward(self, x):
-        self.seen += len(x)
-        return 50.0 * self.net(x / 255.0)  # FID of order 1
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def dmd2_transform(image_np, resize_size=256):
@@ -91,10 +67,10 @@ def clean_fid_value(gen, ref, ext, transform):
 @pytest.mark.parametrize("protocol,transform", [("dmd2-256", dmd2_transform), ("clean", None)])
 def test_fid_matches_clean_fid(folders, tmp_path, protocol, transform):
     gen, ref = folders
-    ext = TinyExtractor()
+    ext = rc.TinyExtractor()
     expected = clean_fid_value(gen, ref, ext, transform)
-    ours = FID(reference_dir=str(ref), protocol=protocol, extractor=ext, device="cpu",
-               num_workers=0, batch_size=5, cache_dir=str(tmp_path))
+    ours = FID.from_pretrained(reference_dir=str(ref), protocol=protocol, extractor=ext, device="cpu",
+                               num_workers=0, batch_size=5, cache_dir=str(tmp_path))
     got = ours.compute(list_images(gen))
     assert expected > 0.01
     assert abs(got - expected) < TOL * max(1.0, abs(expected)), (got, expected)
@@ -105,13 +81,13 @@ def test_fid_matches_clean_fid(folders, tmp_path, protocol, transform):
 def test_kid_matches_clean_fid(folders, tmp_path, monkeypatch):
     from cleanfid import fid
     gen, ref = folders
-    ext = TinyExtractor()
+    ext = rc.TinyExtractor()
     monkeypatch.setattr(fid, "build_feature_extractor", lambda *a, **k: ext)
     np.random.seed(3)
     expected = fid.compute_kid(str(ref), str(gen), mode="clean", num_workers=0, batch_size=8,
                                device=torch.device("cpu"), verbose=False)
-    ours = KID(reference_dir=str(ref), protocol="clean", extractor=ext, device="cpu",
-               num_workers=0, cache_dir=str(tmp_path), seed=3)
+    ours = KID.from_pretrained(reference_dir=str(ref), protocol="clean", extractor=ext, device="cpu",
+                               num_workers=0, cache_dir=str(tmp_path), seed=3)
     got = ours.compute(list_images(gen))
     assert abs(got - expected) < 1e-6 * max(1.0, abs(expected)) and abs(expected) > 1e-4
 
@@ -124,10 +100,10 @@ def test_kid_subset_order_is_clean_fids_reference_statistics_call(folders, tmp_p
     draws the other way round (same expectation, another value)."""
     from cleanfid import fid
     gen, ref = folders
-    ext = TinyExtractor()
+    ext = rc.TinyExtractor()
     monkeypatch.setattr(fid, "build_feature_extractor", lambda *a, **k: ext)
-    ours = KID(reference_dir=str(ref), protocol="clean", extractor=ext, device="cpu",
-               num_workers=0, cache_dir=str(tmp_path), seed=5)
+    ours = KID.from_pretrained(reference_dir=str(ref), protocol="clean", extractor=ext, device="cpu",
+                               num_workers=0, cache_dir=str(tmp_path), seed=5)
     ref_feats = ours.reference.feats
     monkeypatch.setattr(fid, "get_reference_statistics",
                         lambda *a, **k: ref_feats)  # what make_custom_stats would have stored
@@ -160,27 +136,27 @@ def test_statistics_and_distance_are_clean_fids(folders):
 
 def test_reference_statistics_are_cached_under_a_key_naming_their_inputs(folders, tmp_path):
     gen, ref = folders
-    ext = TinyExtractor()
-    first = FID(reference_dir=str(ref), extractor=ext, device="cpu", num_workers=0,
-                cache_dir=str(tmp_path))
+    ext = rc.TinyExtractor()
+    first = FID.from_pretrained(reference_dir=str(ref), extractor=ext, device="cpu", num_workers=0,
+                                cache_dir=str(tmp_path))
     assert ext.seen == 24
-    again = FID(reference_dir=str(ref), extractor=ext, device="cpu", num_workers=0,
-                cache_dir=str(tmp_path))
+    again = FID.from_pretrained(reference_dir=str(ref), extractor=ext, device="cpu", num_workers=0,
+                                cache_dir=str(tmp_path))
     assert ext.seen == 24  # loaded from the .npz, not recomputed
     np.testing.assert_array_equal(first.reference.sigma, again.reference.sigma)
     files = list((tmp_path / "fid_refs").iterdir())
     assert [f.suffix for f in files] == [".npz"]  # no temp file left behind
-    other = FID(reference_dir=str(ref), protocol="clean", extractor=ext, device="cpu",
-                num_workers=0, cache_dir=str(tmp_path))
-    subset = FID(reference_dir=str(ref), max_reference_images=10, extractor=ext, device="cpu",
-                 num_workers=0, cache_dir=str(tmp_path))
+    other = FID.from_pretrained(reference_dir=str(ref), protocol="clean", extractor=ext, device="cpu",
+                                num_workers=0, cache_dir=str(tmp_path))
+    subset = FID.from_pretrained(reference_dir=str(ref), max_reference_images=10, extractor=ext, device="cpu",
+                                 num_workers=0, cache_dir=str(tmp_path))
     assert len({first.reference.key, other.reference.key, subset.reference.key}) == 3
     assert first.reference.key in first.info.key
 
 
 def test_features_accept_paths_pil_and_arrays_in_order(folders):
     gen, _ = folders
-    ext = TinyExtractor()
+    ext = rc.TinyExtractor()
     paths = list_images(gen)[:4]
     pils = [Image.open(p) for p in paths]
     arrays = [np.array(Image.open(p).convert("RGB")) for p in paths]
@@ -249,4 +225,4 @@ def test_missing_inception_offline_is_a_clear_error(monkeypatch):
 def test_fid_without_reference_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("DISTAR_FID_REFERENCE_DIR", raising=False)
     with pytest.raises(DistarError, match="reference_dir"):
-        FID(extractor=TinyExtractor(), device="cpu")
+        FID.from_pretrained(extractor=rc.TinyExtractor(), device="cpu")

@@ -48,14 +48,7 @@ def _image(rs: np.random.RandomState, w: int, h: int, mode: str = "RGB") -> Imag
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).convert(mode)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These matrices are tiny: with 2 intra-op threads on a shared 2-core machine the threads
-    mostly wait on each other (measured 20x slower under load). Restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +88,8 @@ def ours(reference, vocab_dir):
     config = BlipRewardConfig(image_size=VIT["img_size"], patch_size=VIT["patch_size"],
                               vision_width=VIT["embed_dim"], vision_depth=VIT["depth"],
                               vision_heads=VIT["num_heads"]).with_med_config(med)
-    return ImageReward.from_state_dict(model.state_dict(), config, load_tokenizer(vocab_dir),
-                                       batch_size=4)
+    return ImageReward(model.state_dict(), config, load_tokenizer(vocab_dir),
+                       batch_size=4)
 
 
 def _pairs(images):
@@ -194,7 +187,7 @@ def test_loads_checkpoint_files_like_the_real_one(reference, ours, images, vocab
         read_state_dict(tmp_path / "pickled.pt")
     truncated = {k: v for k, v in state_dict.items() if "blocks.1." not in k}
     with pytest.raises(DistarError, match="lacks"):
-        ImageReward.from_state_dict(truncated, ours.config, ours.tokenizer)
+        ImageReward(truncated, ours.config, ours.tokenizer)
 
 
 def test_missing_weights_offline(monkeypatch, tmp_path, vocab_dir):
@@ -208,18 +201,18 @@ def test_missing_weights_offline(monkeypatch, tmp_path, vocab_dir):
     hub.hub_reachable.cache_clear()
     start = time.monotonic()
     with pytest.raises(WeightsMissingError) as err:
-        ImageReward(tokenizer_path=str(vocab_dir))
+        ImageReward.from_pretrained(tokenizer_path=str(vocab_dir))
     assert time.monotonic() - start < 10  # no hub retries
     message = str(err.value)
     for needed in ("ImageReward-v1.0", "ImageReward.pt", "weights_path=", "DISTAR_IMAGEREWARD_PATH"):
         assert needed in message, (needed, message)
     # A local copy that is not there, or lacks its med_config.json.
     with pytest.raises(WeightsMissingError, match="nowhere"):
-        ImageReward(weights_path=str(tmp_path / "nowhere"))
+        ImageReward.from_pretrained(weights_path=str(tmp_path / "nowhere"))
     torch.save({}, tmp_path / "ImageReward.pt")
     monkeypatch.setenv("DISTAR_IMAGEREWARD_PATH", str(tmp_path / "ImageReward.pt"))
     with pytest.raises(WeightsMissingError, match="med_config.json"):
-        ImageReward()
+        ImageReward.from_pretrained()
     # The real tokenizer is not in the (empty) cache: say so instead of mapping words to [UNK].
     with pytest.raises(WeightsMissingError, match="tokenizer_path="):
         load_tokenizer("bert-base-uncased")
@@ -237,8 +230,8 @@ def test_half_precision_path(reference, ours, images):
     """bf16 (for GPUs; runs on CPU too): the head stays fp32, scores move by bf16 rounding only,
     and the results-store key changes with the dtype."""
     model, _ = reference
-    half = ImageReward.from_state_dict({k: v.clone() for k, v in model.state_dict().items()},
-                                       ours.config, ours.tokenizer, dtype=torch.bfloat16)
+    half = ImageReward({k: v.clone() for k, v in model.state_dict().items()},
+                       ours.config, ours.tokenizer, dtype=torch.bfloat16)
     assert half.model.mlp.layers[0].weight.dtype == torch.float32
     assert half.model.blip.visual_encoder.pos_embed.dtype == torch.bfloat16
     full, low = ours.score(images[:3], PROMPTS[:3]), half.score(images[:3], PROMPTS[:3])
@@ -267,14 +260,14 @@ def test_options_and_provenance_like_every_metric(reference, ours, images, vocab
     assert prov["file"] == str(tmp_path / "ImageReward.pt")
     assert len(metric.provenance["med_config"]["sha256"]) == 64
     with pytest.raises(DistarError, match="Unknown dtype 'fp8'"):
-        ImageReward.from_state_dict(model.state_dict(), ours.config, ours.tokenizer, dtype="fp8")
+        ImageReward(model.state_dict(), ours.config, ours.tokenizer, dtype="fp8")
 
     state = dict(model.state_dict())
     state["blip.text_encoder.extra.weight"] = torch.zeros(1)
     torch.save(state, tmp_path / "ImageReward.pt")
     with pytest.raises(DistarError, match="blip.text_encoder.extra.weight"):
-        ImageReward(weights_path=str(tmp_path), tokenizer_path=str(vocab_dir), device="cpu")
+        ImageReward.from_pretrained(weights_path=str(tmp_path), tokenizer_path=str(vocab_dir), device="cpu")
     del state["blip.text_encoder.extra.weight"], state["blip.visual_encoder.cls_token"]
     torch.save(state, tmp_path / "ImageReward.pt")
     with pytest.raises(DistarError, match="blip.visual_encoder.cls_token"):
-        ImageReward(weights_path=str(tmp_path), tokenizer_path=str(vocab_dir), device="cpu")
+        ImageReward.from_pretrained(weights_path=str(tmp_path), tokenizer_path=str(vocab_dir), device="cpu")

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from distar.core.errors import DistarError
 from evalsuite.generate import EvalRun
@@ -16,26 +15,7 @@ from evalsuite.metrics.runner import score_run, split_options
 from evalsuite.store import ResultsStore
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-class TinyExtractor(torch.nn.Module):
-    name = "tiny-runner-extractor"
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 15, stride=15),
-                                       torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-
-    @torch.no_grad()
-    def forward(self, x):
-        return 10 * self.net(x / 255.0)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture()
@@ -68,7 +48,7 @@ def test_scores_every_image_once_and_resumes(run, hps_ckpt):
     assert (out[0].scored, out[0].skipped) == (7, 0)
     scores = run.store.table("scores")
     assert len(scores) == 7 and set(scores.metric) == {"hpsv21"}
-    direct = HPSv21(device="cpu", **_hps_opts(hps_ckpt))
+    direct = HPSv21.from_pretrained(device="cpu", **_hps_opts(hps_ckpt))
     assert scores.metric_version.iloc[0] == direct.info.key
     images = [run.store.root / p for p in run.images.path]
     from PIL import Image
@@ -110,7 +90,7 @@ def test_set_metric_goes_to_set_scores(run, tmp_path):
     ref.mkdir()
     for i, im in enumerate(rc.sample_images(9, seed=8)):
         im.save(ref / f"{i}.png")
-    opts = {"reference_dir": str(ref), "extractor": TinyExtractor(), "num_workers": 0,
+    opts = {"reference_dir": str(ref), "extractor": rc.TinyExtractor(), "num_workers": 0,
             "cache_dir": str(tmp_path / "cache")}
     out = score_run(run, ["fid"], progress=False, fid=opts)
     rows = run.store.table("set_scores")

@@ -64,8 +64,8 @@ def test_aesthetic_head_is_checked_against_the_published_digest(tmp_path, monkey
     torch.save(AestheticMLP(768).state_dict(), tmp_path / "sac+logos+ava1-l14-linearMSE.pth")
     (tmp_path / "never-read.pt").write_bytes(b"junk: refused before anything is read")
     with pytest.raises(WeightsMismatchError) as e:
-        AestheticScore(device="cpu", weights_path=str(tmp_path),
-                       clip_weights_path=str(tmp_path / "never-read.pt"))
+        AestheticScore.from_pretrained(device="cpu", weights_path=str(tmp_path),
+                                       clip_weights_path=str(tmp_path / "never-read.pt"))
     msg = str(e.value)
     assert KNOWN_SHA256["aesthetic_mlp"] in msg and ALLOW_MISMATCH_ENV in msg
     assert "sac+logos+ava1-l14-linearMSE.pth" in msg and "published" in msg
@@ -105,21 +105,21 @@ def test_pickscore_refuses_a_checkpoint_missing_a_tensor(tmp_path):
     del state["visual_projection.weight"]
     save_file(state, weights, metadata={"format": "pt"})
     with pytest.raises(DistarError, match="visual_projection.weight"):
-        PickScore(device="cpu", weights_path=str(tmp_path / "model"),
-                  processor_path=str(tmp_path / "processor"))
+        PickScore.from_pretrained(device="cpu", weights_path=str(tmp_path / "model"),
+                                  processor_path=str(tmp_path / "processor"))
     # An unknown tensor is refused as well.
     state = load_file(weights)
     state["visual_projection.weight"] = model.visual_projection.weight.detach().clone()
     state["extra_head.weight"] = torch.zeros(2)
     save_file(state, weights, metadata={"format": "pt"})
     with pytest.raises(DistarError, match="extra_head.weight"):
-        PickScore(device="cpu", weights_path=str(tmp_path / "model"),
-                  processor_path=str(tmp_path / "processor"))
+        PickScore.from_pretrained(device="cpu", weights_path=str(tmp_path / "model"),
+                                  processor_path=str(tmp_path / "processor"))
     # The complete checkpoint loads, and every weight file's full sha256 is recorded.
     del state["extra_head.weight"]
     save_file(state, weights, metadata={"format": "pt"})
-    metric = PickScore(device="cpu", weights_path=str(tmp_path / "model"),
-                       processor_path=str(tmp_path / "processor"))
+    metric = PickScore.from_pretrained(device="cpu", weights_path=str(tmp_path / "model"),
+                                       processor_path=str(tmp_path / "processor"))
     prov = metric.provenance["model"]["model.safetensors"]
     assert prov["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
 
@@ -134,17 +134,17 @@ def test_hps_and_clip_record_the_full_sha256_and_load_strictly(tmp_path):
     rc.register_open_clip_config()
     model = open_clip.create_model(rc.TINY_OPEN_CLIP_NAME, pretrained=None)
     ckpt = rc.save_tiny_open_clip_checkpoint(model, tmp_path / "HPS_v2.1_compressed.pt")
-    hps = HPSv21(weights_path=str(ckpt), arch=rc.TINY_OPEN_CLIP_NAME, device="cpu")
+    hps = HPSv21.from_pretrained(weights_path=str(ckpt), arch=rc.TINY_OPEN_CLIP_NAME, device="cpu")
     assert hps.provenance["hps"]["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     torch.save(model.state_dict(), tmp_path / "clip.pt")
-    clip = ClipScore(backbone=rc.TINY_OPEN_CLIP_NAME, pretrained="random",
-                     weights_path=str(tmp_path / "clip.pt"), device="cpu")
+    clip = ClipScore.from_pretrained(backbone=rc.TINY_OPEN_CLIP_NAME, pretrained="random",
+                                     weights_path=str(tmp_path / "clip.pt"), device="cpu")
     assert len(clip.provenance["clip"]["sha256"]) == 64
     state = model.state_dict()
     del state["text_projection"]
     torch.save({"state_dict": state}, tmp_path / "short.pt")
     with pytest.raises(DistarError, match="text_projection"):
-        HPSv21(weights_path=str(tmp_path / "short.pt"), arch=rc.TINY_OPEN_CLIP_NAME, device="cpu")
+        HPSv21.from_pretrained(weights_path=str(tmp_path / "short.pt"), arch=rc.TINY_OPEN_CLIP_NAME, device="cpu")
 
 
 class _Bomb:
@@ -170,7 +170,7 @@ def test_planted_pickles_and_garbage_are_refused_with_one_clear_error(tmp_path):
     (d / "config.json").write_text(json.dumps({"model_type": "clip"}))
     (d / "pytorch_model.bin").write_bytes(pickle.dumps(_Bomb(marker)))
     with pytest.raises(DistarError) as e:
-        PickScore(device="cpu", weights_path=str(d), processor_path=str(d))
+        PickScore.from_pretrained(device="cpu", weights_path=str(d), processor_path=str(d))
     assert str(d) in str(e.value) and "weights_path=" in str(e.value)
     garbage = tmp_path / "inception-2015-12-05.pt"
     garbage.write_bytes(pickle.dumps(_Bomb(marker)))

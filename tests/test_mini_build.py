@@ -85,7 +85,7 @@ def test_reduced_build_end_to_end(reduced_world, monkeypatch):
     # The registry's mini models and metrics load it through DISTAR_MINI_DIR, as a user would.
     monkeypatch.setenv(mw.ENV_VAR, str(out))
     from evalsuite.models import specs
-    from evalsuite.models.loading import load_pipeline
+    from evalsuite.models import fresh_pipeline
     specs.MODELS._entries.pop("mini_ref")
     specs.MODELS._entries.pop("mini_onestep")
     try:
@@ -93,7 +93,7 @@ def test_reduced_build_end_to_end(reduced_world, monkeypatch):
         for name in ("mini_ref", "mini_onestep"):
             spec = specs.resolve_model(name)
             assert spec.revision == f"world-{mw.manifest_digest(out)}"
-            pipe = load_pipeline.__wrapped__(spec, torch.device("cpu"))
+            pipe = fresh_pipeline(spec, torch.device("cpu"))
             kw = {"timesteps": list(spec.timesteps)} if spec.timesteps else \
                 {"num_inference_steps": 2}
             img = pipe(["a red circle"], guidance_scale=spec.guidance, height=64, width=64,

@@ -2,7 +2,6 @@
 (`score_tensor(images[N,3,H,W] in [0,1], prompts) -> Tensor[N]`) behind the VAE decoder."""
 from __future__ import annotations
 
-import importlib
 import inspect
 from pathlib import Path
 
@@ -50,18 +49,19 @@ def random_pickscore(device: torch.device, size: str = "tiny", dtype: torch.dtyp
     model = CLIPModel(CLIPConfig(**(_TINY if size == "tiny" else _VIT_H14))).eval()
     torch.random.set_rng_state(cpu_rng)  # building the reward must not move the caller's stream
     text = dtype_name(dtype, short=True)
-    return PickScore.from_modules(model, CLIPImageProcessorPil(), build_clip_tokenizer(),
-                                  device=str(device), dtype=text if device.type == "cuda" else "fp32")
+    return PickScore(model, CLIPImageProcessorPil(), build_clip_tokenizer(), device=str(device),
+                     dtype=text if device.type == "cuda" else "fp32")
 
 
 def _metric_factory(metric: str):
-    """The class (or factory) a metric name is registered to, imported but not built."""
+    """What a metric name is registered to (a class's from_pretrained), imported, not built."""
     from evalsuite.metrics import METRICS
-    entry = METRICS.get(metric)
-    if not isinstance(entry, str):
-        return entry
-    module, _, attr = entry.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return METRICS.load(metric)
+
+
+def _metric_class(factory):
+    """The class behind a registered `Class.from_pretrained` (or the factory itself)."""
+    return getattr(factory, "__self__", factory)
 
 
 def split_reward(name: str) -> tuple[str, str | None]:
@@ -84,7 +84,7 @@ def check_reward(name: str) -> None:
                           f"differentiable path ({', '.join(_DIFFERENTIABLE)}, or a registered metric "
                           f"with score_tensor), optionally NAME@DIR for local weights, or one of "
                           f"{', '.join(RANDOM_REWARDS)}.")
-    factory = _metric_factory(metric)
+    factory = _metric_class(_metric_factory(metric))
     if isinstance(factory, type) and not callable(getattr(factory, "score_tensor", None)):
         raise DistarError(f"Reward '{metric}' has no differentiable path (score_tensor). Choose one of: "
                           f"{', '.join(list(_DIFFERENTIABLE) + list(RANDOM_REWARDS))}.")

@@ -27,34 +27,38 @@ def _unit(paths_or_images) -> np.ndarray:
     return pil_to_unit(images)
 
 
-class DigitAccuracy:
+class _DigitsMetric:
+    """Built from the digits classifier (`DigitsMetrics`); `from_pretrained` trains it once
+    and caches it."""
+
+    def __init__(self, metrics):
+        self.m = metrics
+
+    @classmethod
+    def from_pretrained(cls, recipe_scale: float = 1.0, **_shared_options):
+        """Options: recipe_scale (< 1 only for tests); shared ones (device, ...) are ignored."""
+        return cls(_digits_metrics(recipe_scale))
+
+
+class DigitAccuracy(_DigitsMetric):
     """1 when the classifier reads the prompt's digit (per image)."""
     info = MetricInfo("digit_acc", "digit-acc-v1", _BACKBONE, "8x8 greyscale in [0,1]")
-
-    def __init__(self, recipe_scale: float = 1.0, **_shared_options):
-        self.m = _digits_metrics(recipe_scale)
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
         return self.m.prompt_accuracy(_unit(images), prompts)
 
 
-class DigitInk:
+class DigitInk(_DigitsMetric):
     """The toy's explicit reward, mean brightness (per image)."""
     info = MetricInfo("digit_ink", "ink-v1", "none", "8x8 greyscale in [0,1]")
-
-    def __init__(self, recipe_scale: float = 1.0, **_shared_options):
-        self.m = _digits_metrics(recipe_scale)
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
         return self.m.reward(_unit(images), prompts)
 
 
-class _SetMetric:
+class _SetMetric(_DigitsMetric):
     needs_prompts = True
     _fn: Callable
-
-    def __init__(self, recipe_scale: float = 1.0, **_shared_options):
-        self.m = _digits_metrics(recipe_scale)
 
     def compute(self, paths: Sequence[str], on_batch=None, prompts: Sequence[str] = ()) -> float:
         images = _unit(paths)

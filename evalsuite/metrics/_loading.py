@@ -23,24 +23,23 @@ from pathlib import Path
 
 import torch
 
-from distar.core.dtypes import dtype_name, to_dtype
+from distar.core.dtypes import DTYPES, dtype_name, to_dtype
 from distar.core.errors import DistarError, WeightsMissingError
 
 
 def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
-    """fp32 unless asked otherwise ('fp32', 'bf16', 'fp16' or the torch dtype); fp16 only on GPU
-    (CPUs lack many fp16 kernels; bf16 runs there, slowly)."""
-    names = ("fp32", "fp16", "bf16")
-    if isinstance(dtype, torch.dtype):
-        try:
-            dtype = dtype_name(dtype, short=True)
-        except ValueError:
-            raise DistarError(f"Unknown dtype {dtype}. Choose one of: {', '.join(names)}")
-    if dtype not in names:
-        raise DistarError(f"Unknown dtype '{dtype}'. Choose one of: {', '.join(names)}")
-    if dtype == "fp16" and device.type != "cuda":
-        raise DistarError(f"dtype 'fp16' is only supported on a GPU; use 'fp32' on {device}.")
-    return to_dtype(dtype)
+    """fp32 unless asked otherwise: any name in distar.core.dtypes ('float32'/'fp32',
+    'bfloat16'/'bf16', 'float16'/'fp16') or the torch dtype; fp16 only on GPU (CPUs lack many
+    fp16 kernels; bf16 runs there, slowly)."""
+    try:
+        out = to_dtype(dtype)
+    except ValueError:
+        shown = f"'{dtype}'" if isinstance(dtype, str) else str(dtype)
+        raise DistarError(f"Unknown dtype {shown}. Choose one of: {', '.join(DTYPES)}") from None
+    if out == torch.float16 and device.type != "cuda":
+        raise DistarError(f"dtype '{dtype_name(out, short=True)}' is only supported on a GPU; "
+                          f"use 'fp32' on {device}.")
+    return out
 
 
 def _fix_text(option: str, env_var: str | None, filename: str) -> str:

@@ -24,8 +24,8 @@ from torch import nn
 from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics._loading import (build_open_clip, freeze, load_strict, open_clip_weights,
                                         provenance, resolve_dtype, resolve_file)
-from evalsuite.metrics.base import MetricInfo, iter_batches
-from evalsuite.models.loading import read_state_dict, resolve_device
+from evalsuite.metrics.base import EmbeddingMetric, MetricInfo
+from evalsuite.models import read_state_dict, resolve_device
 
 MLP_REPO, MLP_FILE = "camenduru/improved-aesthetic-predictor", "sac+logos+ava1-l14-linearMSE.pth"
 
@@ -49,15 +49,15 @@ class AestheticMLP(nn.Module):
         return self.layers(x)
 
 
-class AestheticScore:
+class AestheticScore(EmbeddingMetric):
     """`score(images) -> np.ndarray[N]` on the 1-10 scale; `score_tensor` is differentiable.
 
-    Options: device ('auto'), dtype ('fp32'; 'fp16'/'bf16' on GPU only), batch_size (32),
-    weights_path (the MLP .pth; env DISTAR_AESTHETIC_PATH), clip_weights_path (open_clip
-    ViT-L-14 OpenAI weights; env DISTAR_AESTHETIC_CLIP_PATH), revision (of the MLP hub repo),
-    clip_arch (open_clip config of the backbone; 'ViT-L-14', other values only for tests).
+    `AestheticScore.from_pretrained(...)` loads the published files; the constructor wraps an
+    already built open_clip model (or anything with `encode_image` and `visual.image_size`) and
+    head (tests, benchmarks, the trainer, the mini world).
     """
 
+    needs_prompts = False
     info = MetricInfo(
         name="aesthetic",
         version="LAION-aesthetic-v2 (sac+logos+ava1-l14-linearMSE)",
@@ -65,9 +65,26 @@ class AestheticScore:
         preprocessing="PIL bicubic short side->224, centre crop 224, RGB, CLIP mean/std; "
                       "L2-normalised embedding")
 
-    def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
-                 weights_path: str | None = None, clip_weights_path: str | None = None,
-                 revision: str | None = None, clip_arch: str = "ViT-L-14"):
+    def __init__(self, clip_model: nn.Module, mlp: AestheticMLP, device: str = "cpu",
+                 dtype: str = "fp32", batch_size: int = 32, provenance: dict | None = None):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.clip = freeze(clip_model).to(self.device, self.dtype)
+        self.mlp = freeze(mlp).to(self.device)  # the head stays fp32: 5 small matmuls
+        self.batch_size = batch_size
+        self.image_size = int(np.atleast_1d(self.clip.visual.image_size)[0])
+        self.provenance = provenance or {"injected": True}
+
+    @classmethod
+    def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
+                        weights_path: str | None = None, clip_weights_path: str | None = None,
+                        revision: str | None = None, clip_arch: str = "ViT-L-14"
+                        ) -> "AestheticScore":
+        """Options: device ('auto'), dtype ('fp32'; 'fp16'/'bf16' on GPU only), batch_size (32),
+        weights_path (the MLP .pth; env DISTAR_AESTHETIC_PATH), clip_weights_path (open_clip
+        ViT-L-14 OpenAI weights; env DISTAR_AESTHETIC_CLIP_PATH), revision (of the MLP hub
+        repo), clip_arch (open_clip config of the backbone; 'ViT-L-14', other values only for
+        tests)."""
         mlp_file = resolve_file("aesthetic predictor MLP", repo_id=MLP_REPO, filename=MLP_FILE,
                                 path=weights_path, env_var="DISTAR_AESTHETIC_PATH",
                                 revision=revision)
@@ -80,39 +97,16 @@ class AestheticScore:
         mlp = AestheticMLP(768)
         load_strict(mlp, read_state_dict(mlp_file), f"aesthetic predictor MLP {mlp_file}")
         clip = build_open_clip(clip_arch, read_state_dict(clip_file), quick_gelu=True)
-        self._setup(clip, mlp, device, dtype, batch_size, prov)
+        return cls(clip, mlp, device, dtype, batch_size, prov)
 
-    @classmethod
-    def from_modules(cls, clip_model: nn.Module, mlp: AestheticMLP, device: str = "cpu",
-                     dtype: str = "fp32", batch_size: int = 32) -> "AestheticScore":
-        """Wrap an already built open_clip model and head (tests, benchmarks, the trainer)."""
-        self = cls.__new__(cls)
-        self._setup(clip_model, mlp, device, dtype, batch_size, {"injected": True})
-        return self
-
-    def _setup(self, clip, mlp, device, dtype, batch_size, prov):
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.clip = freeze(clip).to(self.device, self.dtype)
-        self.mlp = freeze(mlp).to(self.device)  # the head stays fp32: 5 small matmuls
-        self.batch_size = batch_size
-        self.image_size = int(np.atleast_1d(self.clip.visual.image_size)[0])
-        self.provenance = prov
-
-    def _head(self, pixels: torch.Tensor) -> torch.Tensor:
+    def _score(self, pixels: torch.Tensor, prompts: list[str] | None = None) -> torch.Tensor:
         emb = self.clip.encode_image(pixels.to(self.device, self.dtype)).float()
         return self.mlp(F.normalize(emb, dim=-1)).squeeze(-1)
 
-    @torch.inference_mode()
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str] | None = None
-              ) -> np.ndarray:
-        out = []
-        for sl in iter_batches(len(images), self.batch_size):
-            pixels = torch.stack([pp.clip_pil(im, self.image_size) for im in images[sl]])
-            out.append(self._head(pixels).cpu())
-        return torch.cat(out).double().numpy() if out else np.zeros(0)
+    def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return torch.stack([pp.clip_pil(im, self.image_size) for im in images])
 
     def score_tensor(self, images: torch.Tensor, prompts: Sequence[str] | None = None
                      ) -> torch.Tensor:
         """images: [N, 3, H, W] in [0, 1]; gradients flow to them."""
-        return self._head(pp.clip_tensor(images.float(), self.image_size))
+        return self._score(pp.clip_tensor(images.float(), self.image_size))

@@ -5,11 +5,19 @@ ones the trainer uses as rewards, `score_tensor(images, prompts) -> Tensor[N]` d
 with images as float tensors in [0, 1], shape [N, 3, H, W].
 Set metrics (FID, KID): features -> statistics -> distance, each a separate function.
 Every number carries `info`: name, version, backbone and preprocessing.
+
+Every metric is built one way: `Class.from_pretrained(**options)` finds and checks the weights
+(device names through evalsuite.models.resolve_device, dtype names through distar.core.dtypes)
+and calls the constructor, which takes the built modules (what tests and the trainer call with
+random or in-memory weights). The registry names `module:Class.from_pretrained`.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,35 @@ def iter_batches(n: int, batch_size: int):
         yield slice(start, min(start + batch_size, n))
 
 
+def run_batches(n: int, batch_size: int, fn: Callable[[slice], torch.Tensor]) -> torch.Tensor:
+    """`fn(batch)` for each slice of iter_batches(n, batch_size), concatenated on the CPU
+    (an empty float32 tensor when n == 0): the one batch loop of the metrics."""
+    out = [fn(sl).cpu() for sl in iter_batches(n, batch_size)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+class EmbeddingMetric:
+    """The shared `score` of the per-image embedding metrics (CLIP score, PickScore, aesthetic,
+    HPS and the mini world's learned ones): images in batches of `batch_size`, each batch turned
+    into pixels by `_pixels(images)` and scored by `_score(pixels, prompts) -> Tensor[b]`."""
+
+    needs_prompts = True
+    batch_size: int
+
+    def _pixels(self, images: Sequence) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _score(self, pixels: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def score(self, images: Sequence, prompts: Sequence[str] | None = None) -> np.ndarray:
+        prompts = check_prompts(images, prompts, needed=self.needs_prompts)
+        return run_batches(len(images), self.batch_size,
+                           lambda sl: self._score(self._pixels(images[sl]), prompts[sl])
+                           ).double().numpy()
+
+
 def check_prompts(images: Sequence, prompts: Sequence[str] | None, needed: bool = True) -> list:
     """Prompts as a list aligned with images (one prompt per image)."""
     if prompts is None:
@@ -49,7 +86,3 @@ def check_prompts(images: Sequence, prompts: Sequence[str] | None, needed: bool 
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
     return list(prompts)
 
-
-# Torch CLIP preprocessing, for differentiable paths of any metric (see _preprocess for details).
-from evalsuite.metrics._preprocess import (  # noqa: E402
-    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, clip_tensor, resize_shortest)

@@ -19,6 +19,7 @@ network; `prefix=''` and `pre_resize=None` turn the DMD2 specifics off. All of i
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import numpy as np
@@ -29,49 +30,24 @@ from PIL import Image
 from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics._loading import (build_open_clip, freeze, open_clip_weights, provenance,
                                         resolve_dtype)
-from evalsuite.metrics.base import MetricInfo, check_prompts, iter_batches
-from evalsuite.models.loading import read_state_dict, resolve_device
+from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts
+from evalsuite.models import read_state_dict, resolve_device
 
 DMD2_PREFIX = "A photo depicts "
 
 
-class ClipScore:
+class ClipScore(EmbeddingMetric):
     """`score(images, prompts) -> np.ndarray[N]` (100 x cos); `score_tensor` is differentiable.
 
-    Options: backbone ('ViT-g-14'), pretrained ('laion2b_s12b_b42k'), prefix ('A photo depicts '),
-    pre_resize (256; None = no crop/LANCZOS step), clamp_zero (False), device, dtype ('fp32'),
-    batch_size (32), weights_path (open_clip weights file; env DISTAR_CLIP_PATH), revision.
+    `ClipScore.from_pretrained(...)` loads open_clip weights; the constructor wraps an already
+    built open_clip model (or anything with `encode_image`, `encode_text`, `visual.image_size`)
+    and its tokenizer.
     """
 
-    def __init__(self, backbone: str = "ViT-g-14", pretrained: str = "laion2b_s12b_b42k",
+    def __init__(self, model, tokenizer, backbone_name: str, mean=None, std=None,
                  prefix: str = DMD2_PREFIX, pre_resize: int | None = 256,
-                 clamp_zero: bool = False, device: str = "auto", dtype: str = "fp32",
-                 batch_size: int = 32, weights_path: str | None = None,
-                 revision: str | None = None):
-        import open_clip
-        cfg = open_clip.get_pretrained_cfg(backbone, pretrained) or {}
-        path = open_clip_weights(f"CLIP score {backbone}/{pretrained}", backbone, pretrained,
-                                 path=weights_path, env_var="DISTAR_CLIP_PATH", revision=revision)
-        prov = {"clip": provenance(path, f"CLIP score {backbone}/{pretrained}")}
-        model = build_open_clip(backbone, read_state_dict(path),
-                                quick_gelu=bool(cfg.get("quick_gelu", False)))
-        self._setup(model, open_clip.get_tokenizer(backbone), f"{backbone}/{pretrained}",
-                    cfg.get("mean"), cfg.get("std"), prefix, pre_resize, clamp_zero, device,
-                    dtype, batch_size, prov)
-
-    @classmethod
-    def from_modules(cls, model, tokenizer, backbone_name: str, mean=None, std=None,
-                     prefix: str = DMD2_PREFIX, pre_resize: int | None = 256,
-                     clamp_zero: bool = False, device: str = "cpu", dtype: str = "fp32",
-                     batch_size: int = 32) -> "ClipScore":
-        """Wrap an already built open_clip model and its tokenizer."""
-        self = cls.__new__(cls)
-        self._setup(model, tokenizer, backbone_name, mean, std, prefix, pre_resize, clamp_zero,
-                    device, dtype, batch_size, {"injected": True})
-        return self
-
-    def _setup(self, model, tokenizer, backbone_name, mean, std, prefix, pre_resize, clamp_zero,
-               device, dtype, batch_size, prov):
+                 clamp_zero: bool = False, device: str = "cpu", dtype: str = "fp32",
+                 batch_size: int = 32, provenance: dict | None = None):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = freeze(model).to(self.device, self.dtype)
@@ -81,7 +57,7 @@ class ClipScore:
         self.prefix, self.pre_resize, self.clamp_zero = prefix, pre_resize, clamp_zero
         self.batch_size = batch_size
         self.image_size = int(np.atleast_1d(self.model.visual.image_size)[0])
-        self.provenance = prov
+        self.provenance = provenance or {"injected": True}
         crop = (f"centre crop long edge, PIL LANCZOS {pre_resize}x{pre_resize}; "
                 if pre_resize else "")
         self.info = MetricInfo(
@@ -91,9 +67,34 @@ class ClipScore:
             preprocessing=f"{crop}PIL bicubic short side->{self.image_size}, centre crop, "
                           f"mean/std {self.mean}/{self.std}")
 
+    @classmethod
+    def from_pretrained(cls, backbone: str = "ViT-g-14", pretrained: str = "laion2b_s12b_b42k",
+                        prefix: str = DMD2_PREFIX, pre_resize: int | None = 256,
+                        clamp_zero: bool = False, device: str = "auto", dtype: str = "fp32",
+                        batch_size: int = 32, weights_path: str | None = None,
+                        revision: str | None = None) -> "ClipScore":
+        """Options: backbone ('ViT-g-14'), pretrained ('laion2b_s12b_b42k'), prefix ('A photo
+        depicts '), pre_resize (256; None = no crop/LANCZOS step), clamp_zero (False), device,
+        dtype ('fp32'), batch_size (32), weights_path (open_clip weights file; env
+        DISTAR_CLIP_PATH), revision."""
+        import open_clip
+        cfg = open_clip.get_pretrained_cfg(backbone, pretrained) or {}
+        path = open_clip_weights(f"CLIP score {backbone}/{pretrained}", backbone, pretrained,
+                                 path=weights_path, env_var="DISTAR_CLIP_PATH", revision=revision)
+        prov = {"clip": provenance(path, f"CLIP score {backbone}/{pretrained}")}
+        model = build_open_clip(backbone, read_state_dict(path),
+                                quick_gelu=bool(cfg.get("quick_gelu", False)))
+        return cls(model, open_clip.get_tokenizer(backbone), f"{backbone}/{pretrained}",
+                   cfg.get("mean"), cfg.get("std"), prefix, pre_resize, clamp_zero, device,
+                   dtype, batch_size, prov)
+
+    def image_embeddings(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[N, D] float32 image embeddings (not normalised) of preprocessed pixels."""
+        return self.model.encode_image(pixels.to(self.device, self.dtype)).float()
+
     def _score(self, pixels: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer([self.prefix + p for p in prompts]).to(self.device)
-        img = self.model.encode_image(pixels.to(self.device, self.dtype)).float()
+        img = self.image_embeddings(pixels)
         txt = self.model.encode_text(tokens).float()
         s = 100.0 * (F.normalize(img, dim=-1) * F.normalize(txt, dim=-1)).sum(-1)
         return s.clamp(min=0) if self.clamp_zero else s
@@ -104,14 +105,8 @@ class ClipScore:
             im = pp.crop_resize_lanczos(im.convert("RGB"), self.pre_resize)
         return pp.clip_pil(im, self.image_size, self.mean, self.std)
 
-    @torch.inference_mode()
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
-        prompts = check_prompts(images, prompts)
-        out = []
-        for sl in iter_batches(len(images), self.batch_size):
-            pixels = torch.stack([self._pil(im) for im in images[sl]])
-            out.append(self._score(pixels, prompts[sl]).cpu())
-        return torch.cat(out).double().numpy() if out else np.zeros(0)
+    def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return torch.stack([self._pil(im) for im in images])
 
     def score_tensor(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """images: [N, 3, H, W] in [0, 1]; LANCZOS with PIL's weights, then bicubic, in torch."""
@@ -138,18 +133,20 @@ class TinyRandomClipScore(ClipScore):
 
     NAME = "smoke_clip"
 
-    def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
-                 seed: int = 0):
+    @classmethod
+    def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
+                        seed: int = 0) -> "TinyRandomClipScore":
+        """Nothing pretrained: built from SMOKE_CLIP with seeded random weights."""
         import open_clip
         rng = torch.random.get_rng_state()
         torch.manual_seed(seed)
         model = open_clip.CLIP(**SMOKE_CLIP)  # open_clip's own class, a two-layer config
         torch.random.set_rng_state(rng)  # building a scorer must not move the caller's stream
         # ViT-B-32's tokenizer is CLIP's BPE, bundled with open_clip (nothing downloaded).
-        self._setup(model, open_clip.get_tokenizer("ViT-B-32"),
-                    f"tiny ViT (2 layers, width 64) random seed {seed}", None, None, DMD2_PREFIX, 256,
-                    False, device, dtype, batch_size, {"random_seed": seed})
-        self.info = MetricInfo(
-            name=self.NAME, version=f"SMOKE TEST random tiny CLIP (seed {seed}), not a quality "
-                                    f"score", backbone=self.info.backbone,
-            preprocessing=self.info.preprocessing)
+        self = cls(model, open_clip.get_tokenizer("ViT-B-32"),
+                   f"tiny ViT (2 layers, width 64) random seed {seed}", None, None, DMD2_PREFIX,
+                   256, False, device, dtype, batch_size, {"random_seed": seed})
+        self.info = replace(self.info, name=self.NAME,
+                            version=f"SMOKE TEST random tiny CLIP (seed {seed}), not a quality "
+                                    f"score")
+        return self

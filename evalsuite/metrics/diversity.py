@@ -12,6 +12,7 @@ same distribution, so the same expected value).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ from PIL import Image
 
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics.base import MetricInfo, check_prompts, iter_batches
+from evalsuite.metrics.base import MetricInfo, check_prompts, run_batches
 
 MIN_K = 4
 
@@ -56,33 +57,33 @@ def intra_prompt_diversity(embeddings: np.ndarray, prompts: Sequence[str],
 class Diversity:
     """Set metric: `compute(images, prompts=...) -> float` (mean over prompts).
 
-    Options: backbone / pretrained / weights_path (as the `clip` metric; env DISTAR_CLIP_PATH),
-    min_k (4), device, dtype, batch_size, embedder (an injected images -> [N, D] callable with a
-    `name`, for tests or other spaces)."""
+    `Diversity.from_pretrained(...)` embeds with an open_clip CLIP; the constructor takes any
+    `embedder`: an images -> [N, D] callable with a `name` (tests, other spaces)."""
     needs_prompts = True
     name = "diversity"
 
-    def __init__(self, backbone: str = "ViT-g-14", pretrained: str = "laion2b_s12b_b42k",
-                 weights_path: str | None = None, min_k: int = MIN_K, device: str = "auto",
-                 dtype: str = "fp32", batch_size: int = 32,
-                 embedder: Callable[[Sequence[Image.Image]], np.ndarray] | None = None):
-        if embedder is None:
-            from evalsuite.metrics.clip_score import ClipScore
-            clip = ClipScore(backbone=backbone, pretrained=pretrained, weights_path=weights_path,
-                             device=device, dtype=dtype, batch_size=batch_size)
-            embedder = _OpenClipImages(clip, batch_size)
-            self.provenance = clip.provenance
-        else:
-            self.provenance = {"injected": True}
-        self._setup(embedder, min_k)
-
-    def _setup(self, embedder, min_k: int) -> None:
+    def __init__(self, embedder: Callable[[Sequence[Image.Image]], np.ndarray],
+                 min_k: int = MIN_K, provenance: dict | None = None):
         if min_k < 2:
             raise DistarError(f"min_k must be >= 2 (pairs of images), got {min_k}")
         self.embedder, self.min_k = embedder, min_k
+        self.provenance = provenance or {"injected": True}
         self.info = MetricInfo(self.name, f"intra-prompt mean pairwise cosine distance "
                                f"min_k={min_k}", embedder.name,
                                getattr(embedder, "preprocessing", "injected"))
+
+    @classmethod
+    def from_pretrained(cls, backbone: str = "ViT-g-14", pretrained: str = "laion2b_s12b_b42k",
+                        weights_path: str | None = None, min_k: int = MIN_K,
+                        device: str = "auto", dtype: str = "fp32", batch_size: int = 32
+                        ) -> "Diversity":
+        """Options: backbone / pretrained / weights_path (as the `clip` metric; env
+        DISTAR_CLIP_PATH), min_k (4), device, dtype, batch_size."""
+        from evalsuite.metrics.clip_score import ClipScore
+        clip = ClipScore.from_pretrained(backbone=backbone, pretrained=pretrained,
+                                         weights_path=weights_path, device=device, dtype=dtype,
+                                         batch_size=batch_size)
+        return cls(ImageEmbedder(clip), min_k, clip.provenance)
 
     def compute(self, images: Sequence, on_batch=None, prompts: Sequence[str] = ()) -> float:
         prompts = check_prompts(images, list(prompts))
@@ -100,60 +101,22 @@ def _open(item) -> Image.Image:
         return im.convert("RGB")
 
 
-class _OpenClipImages:
-    """open_clip image embeddings with the `clip` metric's model and CLIP preprocessing."""
+class ImageEmbedder:
+    """Image embeddings [N, D] (float32, not normalised) from a ClipScore's model: CLIP
+    preprocessing (PIL bicubic, centre crop, its mean/std; never CLIP score's DMD2 pre-resize)
+    and the metrics' one batch loop."""
 
-    def __init__(self, clip, batch_size: int):
-        self.clip, self.batch_size = clip, batch_size
-        self.name = clip.info.backbone
+    def __init__(self, clip, name: str | None = None):
+        self.clip = clip
+        self.name = name or clip.info.backbone
         self.preprocessing = (f"PIL bicubic short side->{clip.image_size}, centre crop, "
                               f"mean/std {clip.mean}/{clip.std}")
 
     @torch.inference_mode()
     def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
-        out = []
-        for sl in iter_batches(len(images), self.batch_size):
-            x = torch.stack([pp.clip_pil(im, self.clip.image_size, self.clip.mean, self.clip.std)
-                             for im in images[sl]]).to(self.clip.device, self.clip.dtype)
-            out.append(self.clip.model.encode_image(x).float().cpu())
-        return torch.cat(out).numpy()
-
-
-class _HFClipImages:
-    """Image embeddings (get_image_features) of a transformers CLIPModel folder."""
-
-    def __init__(self, folder: Path, device: str, batch_size: int):
-        from transformers import CLIPModel
-
-        from evalsuite.models.loading import resolve_device
-        self.device = resolve_device(device)
-        # fp32 whatever the stored dtype (the shipped world stores fp16 to fit its size budget)
-        self.model = CLIPModel.from_pretrained(str(folder), use_safetensors=True,
-                                               dtype=torch.float32).eval()
-        self.model.to(self.device)
-        self.batch_size = batch_size
-        cfg_file = folder / "preprocessor_config.json"
-        proc = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
-        self.size = int(self.model.config.vision_config.image_size)
-        self.mean = tuple(proc.get("image_mean", pp.OPENAI_CLIP_MEAN))
-        self.std = tuple(proc.get("image_std", pp.OPENAI_CLIP_STD))
-        import hashlib
-        weights = folder / "model.safetensors"
-        tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "?"
-        self.name = f"mini CLIP image tower sha256:{tag}"
-        self.preprocessing = (f"PIL bicubic short side->{self.size}, centre crop, "
-                              f"mean/std {self.mean}/{self.std}")
-
-    @torch.inference_mode()
-    def __call__(self, images: Sequence[Image.Image]) -> np.ndarray:
-        out = []
-        for sl in iter_batches(len(images), self.batch_size):
-            x = torch.stack([pp.clip_pil(im, self.size, self.mean, self.std)
-                             for im in images[sl]]).to(self.device)
-            feats = self.model.get_image_features(pixel_values=x)
-            feats = getattr(feats, "pooler_output", feats)  # a tensor, or an output object
-            out.append(feats.float().cpu())
-        return torch.cat(out).numpy()
+        c = self.clip
+        return run_batches(len(images), c.batch_size, lambda sl: c.image_embeddings(torch.stack(
+            [pp.clip_pil(im, c.image_size, c.mean, c.std) for im in images[sl]]))).numpy()
 
 
 def mini_clip_folder(path: str | None = None) -> Path:
@@ -165,18 +128,30 @@ def mini_clip_folder(path: str | None = None) -> Path:
 
 
 class MiniDiversity(Diversity):
-    """`diversity` in the mini world's CLIP image space. Options: clip_path (a CLIPModel
-    folder; default $DISTAR_MINI_DIR/clip, else evalsuite/data/mini/clip), min_k, device,
-    batch_size."""
+    """`diversity` in the mini world's CLIP image space (the image tower of a transformers
+    CLIPModel folder, run in fp32 whatever its stored dtype)."""
     name = "mini_diversity"
 
-    def __init__(self, clip_path: str | None = None, min_k: int = MIN_K, device: str = "auto",
-                 batch_size: int = 64, **_shared_options):
+    @classmethod
+    def from_pretrained(cls, clip_path: str | None = None, min_k: int = MIN_K,
+                        device: str = "auto", batch_size: int = 64, **_shared_options
+                        ) -> "MiniDiversity":
+        """Options: clip_path (a CLIPModel folder; default $DISTAR_MINI_DIR/clip, else
+        evalsuite/data/mini/clip), min_k, device, batch_size."""
+        from evalsuite.metrics.clip_score import ClipScore
+        from evalsuite.metrics.mini_learned import HFClipBackbone, load_clip_model
         folder = mini_clip_folder(clip_path)
         if not (folder / "config.json").is_file():
             raise WeightsMissingError(
                 "mini CLIP (mini_diversity)", str(folder / "config.json"),
                 "build the mini world (`distar lab build mini --out DIR`) and pass "
                 "clip_path=DIR/clip or set DISTAR_MINI_DIR=DIR")
-        self.provenance = {"clip": str(folder)}
-        self._setup(_HFClipImages(folder, device, batch_size), min_k)
+        cfg_file = folder / "preprocessor_config.json"
+        proc = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+        clip = ClipScore(HFClipBackbone(load_clip_model(folder)), None, "mini CLIP",
+                         proc.get("image_mean"), proc.get("image_std"), device=device,
+                         batch_size=batch_size)
+        weights = folder / "model.safetensors"
+        tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "?"
+        return cls(ImageEmbedder(clip, f"mini CLIP image tower sha256:{tag}"), min_k,
+                   {"clip": str(folder)})

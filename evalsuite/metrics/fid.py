@@ -39,7 +39,7 @@ from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics._loading import provenance, sha256_file
 from evalsuite.metrics._preprocess import crop_resize_lanczos
 from evalsuite.metrics.base import MetricInfo
-from evalsuite.models.loading import resolve_device
+from evalsuite.models import resolve_device
 
 CLEAN_SIZE = 299
 INCEPTION_FILE = "inception-2015-12-05.pt"
@@ -335,45 +335,59 @@ def load_reference_npz(path: str | Path) -> ReferenceStats:
 # Set metrics ----------------------------------------------------------------------------------
 class FID:
     """FID of an image set against reference statistics. `compute(images) -> float`.
-
-    Options: reference_dir (folder of real images; env DISTAR_FID_REFERENCE_DIR) or
-    reference_stats (.npz with mu, sigma[, feats]); protocol ('dmd2-256' | 'clean');
-    max_reference_images; content_hash (False); weights_path (Inception torchscript; env
-    DISTAR_INCEPTION_PATH); device ('auto'); batch_size (32); num_workers (resize processes,
-    default min(4, cpus)); cache_dir (default the distar cache); extractor (an injected
-    feature extractor with a `name`, for tests)."""
+    `FID.from_pretrained(...)` loads Inception and the reference; the constructor takes a
+    feature extractor (with a `name`) and ReferenceStats already built."""
 
     metric = "fid"
 
-    def __init__(self, reference_dir: str | None = None, reference_stats: str | None = None,
-                 protocol: str = "dmd2-256", max_reference_images: int | None = None,
-                 content_hash: bool = False, weights_path: str | None = None,
-                 device: str = "auto", batch_size: int = 32, num_workers: int | None = None,
-                 cache_dir: str | None = None, extractor=None, dtype: str = "fp32"):
+    def __init__(self, extractor, reference: ReferenceStats, protocol: str | Protocol = "dmd2-256",
+                 device: str = "cpu", batch_size: int = 32, num_workers: int | None = None):
         self.device = resolve_device(device)
-        self.protocol = get_protocol(protocol)
+        self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
         self.batch_size = batch_size
         self.num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
-        self.extractor = extractor or InceptionV3Features(weights_path, device=str(self.device))
-        reference_dir = reference_dir or os.environ.get("DISTAR_FID_REFERENCE_DIR")
-        if reference_stats:
-            self.reference = load_reference_npz(reference_stats)
-        elif reference_dir:
-            self.reference = reference_statistics(
-                reference_dir, self.extractor, protocol=self.protocol, cache_dir=cache_dir,
-                max_images=max_reference_images, content_hash=content_hash,
-                batch_size=batch_size, num_workers=self.num_workers, device=self.device)
-        else:
-            raise DistarError(f"{self.metric.upper()} needs real images to compare with: pass "
-                              "reference_dir=FOLDER (e.g. COCO val2014 images) or "
-                              "reference_stats=FILE.npz, or set DISTAR_FID_REFERENCE_DIR.")
+        self.extractor, self.reference = extractor, reference
         self.info = MetricInfo(
-            name=self.metric,
-            version=f"{self.metric.upper()} clean-fid clean ref={self.reference.key}",
+            name=self.metric, version=f"{self._version()} ref={self.reference.key}",
             backbone=self.extractor.name, preprocessing=self.protocol.describe(),
             higher_is_better=False)
         self.provenance = {"reference": self.reference.description,
                            "inception": getattr(self.extractor, "provenance", "injected")}
+
+    def _version(self) -> str:
+        return "FID clean-fid clean"
+
+    @classmethod
+    def from_pretrained(cls, reference_dir: str | None = None, reference_stats: str | None = None,
+                        protocol: str = "dmd2-256", max_reference_images: int | None = None,
+                        content_hash: bool = False, weights_path: str | None = None,
+                        device: str = "auto", batch_size: int = 32,
+                        num_workers: int | None = None, cache_dir: str | None = None,
+                        extractor=None, dtype: str = "fp32", **options) -> "FID":
+        """Options: reference_dir (folder of real images; env DISTAR_FID_REFERENCE_DIR) or
+        reference_stats (.npz with mu, sigma[, feats]); protocol ('dmd2-256' | 'clean');
+        max_reference_images; content_hash (False); weights_path (Inception torchscript; env
+        DISTAR_INCEPTION_PATH); device ('auto'); batch_size (32); num_workers (resize processes,
+        default min(4, cpus)); cache_dir (default the distar cache); extractor (an injected
+        feature extractor with a `name`, for tests); dtype (taken with the shared options;
+        Inception runs in fp32); the subclass's own options (KID's)."""
+        device = resolve_device(device)
+        protocol = get_protocol(protocol)
+        num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers
+        extractor = extractor or InceptionV3Features(weights_path, device=str(device))
+        reference_dir = reference_dir or os.environ.get("DISTAR_FID_REFERENCE_DIR")
+        if reference_stats:
+            reference = load_reference_npz(reference_stats)
+        elif reference_dir:
+            reference = reference_statistics(
+                reference_dir, extractor, protocol=protocol, cache_dir=cache_dir,
+                max_images=max_reference_images, content_hash=content_hash,
+                batch_size=batch_size, num_workers=num_workers, device=device)
+        else:
+            raise DistarError(f"{cls.metric.upper()} needs real images to compare with: pass "
+                              "reference_dir=FOLDER (e.g. COCO val2014 images) or "
+                              "reference_stats=FILE.npz, or set DISTAR_FID_REFERENCE_DIR.")
+        return cls(extractor, reference, protocol, device, batch_size, num_workers, **options)
 
     def features(self, images: Sequence, on_batch=None) -> np.ndarray:
         return extract_features(images, self.extractor, protocol=self.protocol,
@@ -395,18 +409,18 @@ class KID(FID):
 
     metric = "kid"
 
-    def __init__(self, *args, num_subsets: int = 100, max_subset_size: int = 1000,
-                 seed: int = 0, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.reference.feats is None:
+    def __init__(self, extractor, reference: ReferenceStats, protocol: str | Protocol = "dmd2-256",
+                 device: str = "cpu", batch_size: int = 32, num_workers: int | None = None,
+                 num_subsets: int = 100, max_subset_size: int = 1000, seed: int = 0):
+        if reference.feats is None:
             raise DistarError("KID needs reference features; the reference .npz has only "
                               "mu/sigma. Use reference_dir= instead.")
         self.num_subsets, self.max_subset_size, self.seed = num_subsets, max_subset_size, seed
-        self.info = MetricInfo(
-            name="kid", version=f"KID clean-fid clean subsets={num_subsets}x{max_subset_size} "
-                                f"seed={seed} ref={self.reference.key}",
-            backbone=self.info.backbone, preprocessing=self.info.preprocessing,
-            higher_is_better=False)
+        super().__init__(extractor, reference, protocol, device, batch_size, num_workers)
+
+    def _version(self) -> str:
+        return (f"KID clean-fid clean subsets={self.num_subsets}x{self.max_subset_size} "
+                f"seed={self.seed}")
 
     def from_features(self, feats: np.ndarray) -> float:
         # clean-fid's compute_kid(fdir, dataset stats) order: kernel_distance(ref, generated).

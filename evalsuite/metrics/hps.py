@@ -27,21 +27,21 @@ from evalsuite.benchmarks import HPS_CHUNK
 from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics._loading import (build_open_clip, freeze, provenance, resolve_dtype,
                                         resolve_file)
-from evalsuite.metrics.base import MetricInfo, check_prompts, iter_batches
+from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts
 from evalsuite.metrics.stats import chunked_means
-from evalsuite.models.loading import read_state_dict, resolve_device
+from evalsuite.models import read_state_dict, resolve_device
 
 HPS_REPO = "xswu/HPSv2"
 
 
-class _HPS:
+class HPS(EmbeddingMetric):
     """`score(images, prompts) -> np.ndarray[N]` (cosine); `score_tensor` is differentiable.
-
-    Options: device ('auto'), dtype ('fp32'; half only on GPU), batch_size (32),
-    weights_path (the HPS checkpoint; env DISTAR_HPSV20_PATH / DISTAR_HPSV21_PATH), revision,
-    arch ('ViT-H-14'; any open_clip config whose state dict the checkpoint matches).
+    The registered variants below fix the checkpoint and the resize; `from_pretrained(...)`
+    loads the checkpoint, the constructor wraps an already built open_clip model holding an HPS
+    state dict and its tokenizer.
     """
 
+    name: str
     version: str
     filename: str
     env_var: str
@@ -50,32 +50,15 @@ class _HPS:
     # under different names and keys: antialias=True (the default here) and the '_noaa' variants.
     antialias: bool = True
 
-    def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
-                 weights_path: str | None = None, revision: str | None = None,
-                 arch: str = "ViT-H-14"):
-        import open_clip
-        path = resolve_file(self.version, repo_id=HPS_REPO, filename=self.filename,
-                            path=weights_path, env_var=self.env_var, revision=revision)
-        prov = {"hps": provenance(path, self.version)}  # checked before it is read
-        model = build_open_clip(arch, read_state_dict(path))
-        self._setup(model, open_clip.get_tokenizer(arch), arch, device, dtype, batch_size, prov)
-
-    @classmethod
-    def from_modules(cls, model, tokenizer, arch: str = "ViT-H-14", device: str = "cpu",
-                     dtype: str = "fp32", batch_size: int = 32):
-        """Wrap an already built open_clip model holding an HPS state dict."""
-        self = cls.__new__(cls)
-        self._setup(model, tokenizer, arch, device, dtype, batch_size, {"injected": True})
-        return self
-
-    def _setup(self, model, tokenizer, arch, device, dtype, batch_size, prov):
+    def __init__(self, model, tokenizer, arch: str = "ViT-H-14", device: str = "cpu",
+                 dtype: str = "fp32", batch_size: int = 32, provenance: dict | None = None):
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model = freeze(model).to(self.device, self.dtype)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.image_size = int(np.atleast_1d(self.model.visual.image_size)[0])
-        self.provenance = prov
+        self.provenance = provenance or {"injected": True}
         resize = "bicubic antialias" if self.antialias else "bicubic without antialias"
         self.info = MetricInfo(
             name=self.name, version=self.version,
@@ -83,21 +66,30 @@ class _HPS:
             preprocessing=f"RGB float tensor, long side->{self.image_size} {resize} "
                           f"(torchvision), zero pad to square, CLIP mean/std")
 
+    @classmethod
+    def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
+                        weights_path: str | None = None, revision: str | None = None,
+                        arch: str = "ViT-H-14") -> "HPS":
+        """Options: device ('auto'), dtype ('fp32'; half only on GPU), batch_size (32),
+        weights_path (the HPS checkpoint; env DISTAR_HPSV20_PATH / DISTAR_HPSV21_PATH),
+        revision, arch ('ViT-H-14'; any open_clip config whose state dict the checkpoint
+        matches)."""
+        import open_clip
+        path = resolve_file(cls.version, repo_id=HPS_REPO, filename=cls.filename,
+                            path=weights_path, env_var=cls.env_var, revision=revision)
+        prov = {"hps": provenance(path, cls.version)}  # checked before it is read
+        model = build_open_clip(arch, read_state_dict(path))
+        return cls(model, open_clip.get_tokenizer(arch), arch, device, dtype, batch_size, prov)
+
     def _score(self, pixels: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(prompts).to(self.device)
         img = self.model.encode_image(pixels.to(self.device, self.dtype)).float()
         txt = self.model.encode_text(tokens).float()
         return (F.normalize(img, dim=-1) * F.normalize(txt, dim=-1)).sum(-1)
 
-    @torch.inference_mode()
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
-        prompts = check_prompts(images, prompts)
-        out = []
-        for sl in iter_batches(len(images), self.batch_size):
-            pixels = torch.stack([pp.hps_pil(im, self.image_size, antialias=self.antialias)
-                                  for im in images[sl]])
-            out.append(self._score(pixels, prompts[sl]).cpu())
-        return torch.cat(out).double().numpy() if out else np.zeros(0)
+    def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return torch.stack([pp.hps_pil(im, self.image_size, antialias=self.antialias)
+                            for im in images])
 
     def score_tensor(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """images: [N, 3, H, W] in [0, 1]; the same tensor ops as the PIL path."""
@@ -106,12 +98,12 @@ class _HPS:
         return self._score(pp.TF.normalize(x, pp.OPENAI_CLIP_MEAN, pp.OPENAI_CLIP_STD), prompts)
 
 
-class HPSv20(_HPS):
+class HPSv20(HPS):
     name, version, filename, env_var = "hpsv2", "HPSv2.0", "HPS_v2_compressed.pt", \
         "DISTAR_HPSV20_PATH"
 
 
-class HPSv21(_HPS):
+class HPSv21(HPS):
     name, version, filename, env_var = "hpsv21", "HPSv2.1", "HPS_v2.1_compressed.pt", \
         "DISTAR_HPSV21_PATH"
 

@@ -36,10 +36,10 @@ from distar.core.dtypes import dtype_name
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics._loading import provenance, resolve_dtype, sha256_file
-from evalsuite.metrics.base import MetricInfo
+from evalsuite.metrics.base import MetricInfo, run_batches
 from evalsuite.metrics.blip import (REWARD_MEAN, REWARD_STD, BlipRewardConfig,
                                      ImageRewardModel)
-from evalsuite.models.loading import read_state_dict, resolve_device
+from evalsuite.models import read_state_dict, resolve_device
 
 MODEL_NAME = "ImageReward-v1.0"
 HUB_REPO = "THUDM/ImageReward"
@@ -130,44 +130,18 @@ class ImageReward:
     """ImageReward v1.0, higher is better. `score` for evaluation (PIL images, the reference's
     preprocessing), `score_tensor` for training rewards (differentiable).
 
-    Options, as every metric takes them: device ('auto'), dtype ('fp32'; 'bf16', or 'fp16' on
-    GPU only), batch_size (32), weights_path (ImageReward.pt or a folder with it and
-    med_config.json; env DISTAR_IMAGEREWARD_PATH), tokenizer_path (a folder with BERT's
-    vocab.txt; env DISTAR_IMAGEREWARD_TOKENIZER)."""
+    `ImageReward.from_pretrained(...)` options, as every metric takes them: device ('auto'),
+    dtype ('fp32'; 'bf16', or 'fp16' on GPU only), batch_size (32), weights_path
+    (ImageReward.pt or a folder with it and med_config.json; env DISTAR_IMAGEREWARD_PATH),
+    tokenizer_path (a folder with BERT's vocab.txt; env DISTAR_IMAGEREWARD_TOKENIZER).
+    The constructor builds from a state dict in memory."""
 
-    def __init__(self, device: str | torch.device = "auto",
-                 weights_path: str | os.PathLike | None = None,
-                 dtype: str | torch.dtype = "fp32",
-                 tokenizer_path: str | os.PathLike | None = None,
-                 batch_size: int = 32):
-        weights_file, config_file = resolve_weights(weights_path)
-        prov = {"weights": provenance(weights_file, MODEL_NAME),  # checked before it is read
-                "med_config": {"file": str(config_file),
-                               "sha256": sha256_file(config_file)},
-                "tokenizer": str(tokenizer_path or os.environ.get(TOKENIZER_ENV)
-                                 or TOKENIZER_ID)}
-        state_dict = read_state_dict(weights_file)
-        med = json.loads(Path(config_file).read_text())
-        try:
-            config = BlipRewardConfig.from_checkpoint(state_dict, med)
-        except KeyError as e:
-            raise DistarError(f"{MODEL_NAME} checkpoint {weights_file} lacks the tensor {e}: "
-                              f"not an ImageReward state dict. Fix: point weights_path= at the "
-                              f"published {WEIGHTS_FILE}.") from None
-        self._setup(config, state_dict, load_tokenizer(tokenizer_path), device, dtype, batch_size,
-                    prov)
-
-    @classmethod
-    def from_state_dict(cls, state_dict: dict[str, torch.Tensor], config: BlipRewardConfig,
-                        tokenizer, device: str | torch.device = "cpu",
-                        dtype: str | torch.dtype = "fp32", batch_size: int = 32) -> "ImageReward":
+    def __init__(self, state_dict: dict[str, torch.Tensor], config: BlipRewardConfig,
+                 tokenizer, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = "fp32", batch_size: int = 32,
+                 provenance: dict | None = None):
         """Build from tensors in memory (tests with random weights, checkpoints already loaded).
         `state_dict` uses the reference module's names; its tensors are used in place."""
-        self = cls.__new__(cls)
-        self._setup(config, state_dict, tokenizer, device, dtype, batch_size, {"injected": True})
-        return self
-
-    def _setup(self, config, state_dict, tokenizer, device, dtype, batch_size, prov):
         if len(tokenizer) != config.vocab_size:  # one embedding row per token, as BLIP builds it
             raise DistarError(f"Tokenizer has {len(tokenizer)} tokens but the checkpoint's text "
                               f"encoder {config.vocab_size}: wrong tokenizer for {MODEL_NAME}")
@@ -175,7 +149,7 @@ class ImageReward:
         self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size
         self.tokenizer, self.config = tokenizer, config
-        self.provenance = prov
+        self.provenance = provenance or {"injected": True}
         self.model = _load_model(config, state_dict)
         self.model.requires_grad_(False).eval()
         self.model.to(device=self.device, dtype=self.dtype)
@@ -190,6 +164,30 @@ class ImageReward:
                            f"{TOKENIZER_ID} max {MAX_TOKENS} tokens; "
                            f"(r - {REWARD_MEAN:.5f}) / {REWARD_STD:.5f}"),
         )
+
+    @classmethod
+    def from_pretrained(cls, device: str | torch.device = "auto",
+                        weights_path: str | os.PathLike | None = None,
+                        dtype: str | torch.dtype = "fp32",
+                        tokenizer_path: str | os.PathLike | None = None,
+                        batch_size: int = 32) -> "ImageReward":
+        """Options: see the class docstring."""
+        weights_file, config_file = resolve_weights(weights_path)
+        prov = {"weights": provenance(weights_file, MODEL_NAME),  # checked before it is read
+                "med_config": {"file": str(config_file),
+                               "sha256": sha256_file(config_file)},
+                "tokenizer": str(tokenizer_path or os.environ.get(TOKENIZER_ENV)
+                                 or TOKENIZER_ID)}
+        state_dict = read_state_dict(weights_file)
+        med = json.loads(Path(config_file).read_text())
+        try:
+            config = BlipRewardConfig.from_checkpoint(state_dict, med)
+        except KeyError as e:
+            raise DistarError(f"{MODEL_NAME} checkpoint {weights_file} lacks the tensor {e}: "
+                              f"not an ImageReward state dict. Fix: point weights_path= at the "
+                              f"published {WEIGHTS_FILE}.") from None
+        return cls(state_dict, config, load_tokenizer(tokenizer_path), device, dtype, batch_size,
+                   prov)
 
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids and mask [N, 35], exactly as the reference tokenises one prompt."""
@@ -208,16 +206,13 @@ class ImageReward:
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
         """Reward of each (image, prompt) pair, any mix of prompts, in batches. -> float32 [N]"""
         self._check_lengths(len(images), prompts)
-        scores = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = slice(start, start + self.batch_size)
+
+        def batch(sl: slice) -> torch.Tensor:
             # The reference `_transform` is open_clip's / OpenAI's eval transform, step for step.
-            pixels = torch.stack([pp.clip_pil(im, self.config.image_size)
-                                  for im in images[chunk]])
-            ids, mask = self.tokenize(prompts[chunk])
-            pixels = pixels.to(device=self.device, dtype=self.dtype)
-            scores.append(self.model(pixels, ids, mask).cpu())
-        return torch.cat(scores).numpy() if scores else np.zeros(0, np.float32)
+            pixels = torch.stack([pp.clip_pil(im, self.config.image_size) for im in images[sl]])
+            ids, mask = self.tokenize(prompts[sl])
+            return self.model(pixels.to(device=self.device, dtype=self.dtype), ids, mask)
+        return run_batches(len(images), self.batch_size, batch).numpy()
 
     def score_tensor(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """Differentiable reward of images [N, 3, H, W] in [0, 1]. -> float32 [N]"""

@@ -2,12 +2,13 @@
 the same harness, store and leaderboard as real models."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from evalsuite.metrics.base import MetricInfo, check_prompts
+from evalsuite.metrics.base import MetricInfo, check_prompts, run_batches
 from evalsuite.mini import gold
 
 
@@ -17,8 +18,10 @@ class MiniGold:
     info = MetricInfo("mini_gold", gold.VERSION, "none (pixel rules)",
                       "RGB as given (the world draws 64 px)")
 
-    def __init__(self, **_shared_options):
-        pass
+    @classmethod
+    def from_pretrained(cls, **_shared_options) -> "MiniGold":
+        """Nothing to load; shared options (device, batch_size, ...) are ignored."""
+        return cls()
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
         return gold.gold_score(images, check_prompts(images, prompts))
@@ -41,30 +44,37 @@ def attribute_score(checks: dict[str, bool], mode: str) -> float:
 
 
 class _WithClassifier:
-    """Loads the mini attribute classifier once; `info` names its weights' sha256."""
+    """A metric reading images with the mini attribute classifier; `info` names its weights'
+    sha256. The constructor takes the loaded classifier and the folder it came from."""
     name, version_suffix = "", ""
 
-    def __init__(self, classifier_path: str | None = None, batch_size: int = 256,
-                 **_shared_options):
-        from pathlib import Path
-
-        from evalsuite.mini.classifier import default_folder, load_attribute_classifier
-        folder = Path(classifier_path) if classifier_path else default_folder()
-        self.model = load_attribute_classifier(folder)
+    def __init__(self, model, folder: Path, batch_size: int = 256):
+        self.model = model
         self.batch_size = batch_size
         self.info = MetricInfo(self.name, f"{self.model.cfg.version} {self.version_suffix}",
                                f"mini attribute classifier sha256:{_weights_tag(folder)}",
                                "RGB, bilinear to 64 px, 24 px cell crops")
         self.provenance = {"classifier": str(folder)}
 
+    @classmethod
+    def from_pretrained(cls, classifier_path: str | None = None, batch_size: int = 256,
+                        **_shared_options):
+        """Options: classifier_path (a folder with model.safetensors + config.json; default
+        $DISTAR_MINI_DIR/classifier, else the shipped evalsuite/data/mini/classifier),
+        batch_size; shared ones (device, dtype) are ignored."""
+        return cls(*_load_classifier(classifier_path), batch_size)
+
+
+def _load_classifier(classifier_path: str | None):
+    from evalsuite.mini.classifier import default_folder, load_attribute_classifier
+    folder = Path(classifier_path) if classifier_path else default_folder()
+    return load_attribute_classifier(folder), folder
+
 
 class MiniAttrAcc(_WithClassifier):
     """Attribute accuracy (GenEval-like) by the mini attribute classifier: per image, 1 when the
     classifier finds every attribute the prompt asks for (shape, colour, size, count, position,
-    relation, background; see evalsuite.mini.world.request_checks), else 0.
-
-    Options: classifier_path (a folder with model.safetensors + config.json; default
-    $DISTAR_MINI_DIR/classifier, else the shipped evalsuite/data/mini/classifier), batch_size."""
+    relation, background; see evalsuite.mini.world.request_checks), else 0."""
     mode = version_suffix = "all"
     name = "mini_attr_acc"
 
@@ -113,17 +123,21 @@ class MiniFD(_WithClassifier):
     CLIP, it is trained on exactly the world's attributes and positions (cell by cell), and it
     is not the network whose text tower conditions the generator.
     Steps: fid.feature_statistics -> fid.frechet_distance (clean-fid's). Options:
-    classifier_path, reference_seed (0), batch_size."""
+    classifier_path, reference_seed (0), batch_size (`from_pretrained`)."""
     name = "mini_fd"
     needs_prompts = True
 
-    def __init__(self, classifier_path: str | None = None, reference_seed: int = 0,
-                 batch_size: int = 256, **_shared_options):
-        super().__init__(classifier_path=classifier_path, batch_size=batch_size)
+    def __init__(self, model, folder: Path, batch_size: int = 256, reference_seed: int = 0):
+        super().__init__(model, folder, batch_size)
         self.reference_seed = reference_seed
         self.info = MetricInfo(self.name, f"{self._kind()} ground-truth renders of the same "
                                f"prompts seed={reference_seed}", self.info.backbone,
                                self.info.preprocessing, higher_is_better=False)
+
+    @classmethod
+    def from_pretrained(cls, classifier_path: str | None = None, reference_seed: int = 0,
+                        batch_size: int = 256, **_shared_options) -> "MiniFD":
+        return cls(*_load_classifier(classifier_path), batch_size, reference_seed)
 
     def _kind(self) -> str:
         return "mini-FD"
@@ -132,12 +146,10 @@ class MiniFD(_WithClassifier):
         import torch
 
         from evalsuite.mini.classifier import to_tensor
-        out = []
         with torch.no_grad():
-            for start in range(0, len(images), self.batch_size):
-                out.append(self.model.features(
-                    to_tensor(images[start:start + self.batch_size])).numpy().astype(np.float64))
-        return np.concatenate(out)
+            feats = run_batches(len(images), self.batch_size,
+                                lambda sl: self.model.features(to_tensor(images[sl])))
+        return feats.numpy().astype(np.float64)
 
     def distance(self, feats: np.ndarray, ref: np.ndarray) -> float:
         from evalsuite.metrics.fid import feature_statistics, frechet_distance

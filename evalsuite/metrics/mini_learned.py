@@ -12,6 +12,7 @@ evalsuite.mini.weights.mini_dir() ($DISTAR_MINI_DIR, else the shipped copy), or 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,7 +20,6 @@ from torch import nn
 
 from evalsuite.metrics._preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from evalsuite.metrics.aesthetic import AestheticMLP, AestheticScore
-from evalsuite.metrics.base import MetricInfo
 from evalsuite.metrics.clip_score import ClipScore
 from evalsuite.metrics.pickscore import PickScore
 from evalsuite.mini import weights as mw
@@ -70,55 +70,76 @@ class ClipTokens:
 
 
 def load_clip_model(folder: Path):
+    """A transformers CLIPModel folder in fp32 whatever its stored dtype, safetensors only."""
     from transformers import CLIPModel
-    return CLIPModel.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True).eval()
+    return CLIPModel.from_pretrained(str(folder), dtype=torch.float32, use_safetensors=True,
+                                     local_files_only=True).eval()
 
 
-class MiniPickScore(PickScore):
-    """PickScore on the mini proxy reward (cosine, PickScore's paper unit)."""
+class _MiniWorldWeights:
+    """A real metric class with the mini world's weights: `from_pretrained(world_dir=...)`
+    builds it with the subclass's `_build(root, ...)` and names the world in `info` (its own
+    name, a version carrying the manifest hash) and in `provenance`."""
+    mini_name = mini_version = mini_backbone = ""
 
-    def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 64,
-                 world_dir: str | None = None):
+    @classmethod
+    def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 64,
+                        world_dir: str | None = None):
         root = _root(world_dir)
-        folder = mw.component_dir("proxy_reward", root)
-        super().__init__(device=device, dtype=dtype, batch_size=batch_size,
-                         weights_path=str(folder), processor_path=str(folder))
-        self.info = MetricInfo(
-            name="mini_pickscore", version=_version("mini-PickScore/cos", root),
-            backbone="transformers CLIPModel, mini proxy reward (PickScore objective on "
-                     "gold-judge preference pairs)", preprocessing=_PRE)
-        self.provenance = {"world": str(root), "manifest": mw.manifest_digest(root)}
+        metric = cls._build(root, device, dtype, batch_size)
+        metric.info = replace(metric.info, name=cls.mini_name,
+                              version=_version(cls.mini_version, root),
+                              backbone=cls.mini_backbone, preprocessing=_PRE)
+        metric.provenance = {"world": str(root), "manifest": mw.manifest_digest(root)}
+        return metric
 
 
-def mini_aesthetic(device: str = "auto", dtype: str = "fp32", batch_size: int = 64,
-                   world_dir: str | None = None) -> AestheticScore:
+class MiniPickScore(_MiniWorldWeights, PickScore):
+    """PickScore on the mini proxy reward (cosine, PickScore's paper unit)."""
+    mini_name, mini_version = "mini_pickscore", "mini-PickScore/cos"
+    mini_backbone = ("transformers CLIPModel, mini proxy reward (PickScore objective on "
+                     "gold-judge preference pairs)")
+
+    @classmethod
+    def _build(cls, root: Path, device: str, dtype: str, batch_size: int) -> "MiniPickScore":
+        folder = str(mw.component_dir("proxy_reward", root))
+        # PickScore's own loader (the next from_pretrained in the MRO), building this class.
+        return super(_MiniWorldWeights, cls).from_pretrained(
+            device=device, dtype=dtype, batch_size=batch_size, weights_path=folder,
+            processor_path=folder)
+
+
+class MiniAesthetic(_MiniWorldWeights, AestheticScore):
     """AestheticScore with the mini MLP on mini-CLIP image embeddings (1-10 scale)."""
-    root = _root(world_dir)
-    folder = mw.component_dir("aesthetic", root)
+    mini_name, mini_version = "mini_aesthetic", "mini-aesthetic (gold ratings)"
+    mini_backbone = "mini CLIPModel image tower + LAION aesthetic MLP shape"
+
+    @classmethod
+    def _build(cls, root: Path, device: str, dtype: str, batch_size: int) -> "MiniAesthetic":
+        return cls(HFClipBackbone(load_clip_model(mw.component_dir("clip", root))),
+                   load_aesthetic_head(mw.component_dir("aesthetic", root)),
+                   device=device if device != "auto" else "cpu", dtype=dtype,
+                   batch_size=batch_size)
+
+
+def load_aesthetic_head(folder: Path) -> AestheticMLP:
+    """The mini world's aesthetic MLP (config.json's input_size, model.safetensors), in fp32."""
     cfg = json.loads((folder / "config.json").read_text())
     mlp = AestheticMLP(int(cfg["input_size"]))
     mlp.load_state_dict({k: v.float() for k, v in
                          read_state_dict(folder / "model.safetensors").items()}, strict=True)
-    clip = HFClipBackbone(load_clip_model(mw.component_dir("clip", root)))
-    metric = AestheticScore.from_modules(clip, mlp, device=device if device != "auto" else "cpu",
-                                         dtype=dtype, batch_size=batch_size)
-    metric.info = MetricInfo(
-        name="mini_aesthetic", version=_version("mini-aesthetic (gold ratings)", root),
-        backbone="mini CLIPModel image tower + LAION aesthetic MLP shape", preprocessing=_PRE)
-    metric.provenance = {"world": str(root), "manifest": mw.manifest_digest(root)}
-    return metric
+    return mlp
 
 
-def mini_clip(device: str = "auto", dtype: str = "fp32", batch_size: int = 64,
-              world_dir: str | None = None) -> ClipScore:
+class MiniClip(_MiniWorldWeights, ClipScore):
     """ClipScore (100 x cosine) with the mini CLIP."""
-    root = _root(world_dir)
-    folder = mw.component_dir("clip", root)
-    metric = ClipScore.from_modules(HFClipBackbone(load_clip_model(folder)), ClipTokens(folder),
-                                    "mini CLIP", OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, prefix="",
-                                    pre_resize=None, device=device if device != "auto" else "cpu",
-                                    dtype=dtype, batch_size=batch_size)
-    metric.info = MetricInfo(name="mini_clip", version=_version("mini-CLIPScore 100cos", root),
-                             backbone="transformers CLIPModel, mini CLIP", preprocessing=_PRE)
-    metric.provenance = {"world": str(root), "manifest": mw.manifest_digest(root)}
-    return metric
+    mini_name, mini_version = "mini_clip", "mini-CLIPScore 100cos"
+    mini_backbone = "transformers CLIPModel, mini CLIP"
+
+    @classmethod
+    def _build(cls, root: Path, device: str, dtype: str, batch_size: int) -> "MiniClip":
+        folder = mw.component_dir("clip", root)
+        return cls(HFClipBackbone(load_clip_model(folder)), ClipTokens(folder), "mini CLIP",
+                   OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, prefix="", pre_resize=None,
+                   device=device if device != "auto" else "cpu", dtype=dtype,
+                   batch_size=batch_size)

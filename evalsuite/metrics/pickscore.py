@@ -21,7 +21,6 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
@@ -30,8 +29,8 @@ from PIL import Image
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics._loading import freeze, provenance, resolve_dtype
-from evalsuite.metrics.base import MetricInfo, check_prompts, iter_batches
-from evalsuite.models.loading import resolve_device
+from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts
+from evalsuite.models import resolve_device
 
 MODEL_REPO = "yuvalkirstain/PickScore_v1"
 PROCESSOR_REPO = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K"
@@ -111,13 +110,11 @@ def _embeds(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-class PickScore:
+class PickScore(EmbeddingMetric):
     """`score(images, prompts) -> np.ndarray[N]`; `score_tensor` is differentiable.
 
-    Options: device ('auto'), dtype ('fp32'; half only on GPU), batch_size (32),
-    weights_path (a PickScore_v1 folder; env DISTAR_PICKSCORE_PATH), processor_path (a folder with
-    the laion ViT-H-14 tokenizer + preprocessor config; env DISTAR_PICKSCORE_PROCESSOR_PATH),
-    revision / processor_revision (hub revisions).
+    `PickScore.from_pretrained(...)` loads PickScore_v1 and its processor; the constructor wraps
+    an already built CLIPModel, image processor and tokenizer.
     """
 
     unit = "cos"
@@ -127,9 +124,27 @@ class PickScore:
         preprocessing="CLIPImageProcessorPil: PIL bicubic short side->224, centre crop 224 "
                       "(floor offsets), CLIP mean/std; text truncated to 77 tokens")
 
-    def __init__(self, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
-                 weights_path: str | None = None, processor_path: str | None = None,
-                 revision: str | None = None, processor_revision: str | None = None):
+    def __init__(self, model, image_processor, tokenizer, device: str = "cpu",
+                 dtype: str = "fp32", batch_size: int = 32, provenance: dict | None = None):
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = freeze(model).to(self.device, self.dtype)
+        self.image_processor, self.tokenizer = image_processor, tokenizer
+        self.batch_size = batch_size
+        ip = image_processor  # the tensor path reads its geometry from the processor's config
+        self.resize_to, self.crop_to = int(ip.size["shortest_edge"]), int(ip.crop_size["height"])
+        self.mean, self.std = tuple(ip.image_mean), tuple(ip.image_std)
+        self.provenance = provenance or {"injected": True}
+
+    @classmethod
+    def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
+                        weights_path: str | None = None, processor_path: str | None = None,
+                        revision: str | None = None, processor_revision: str | None = None
+                        ) -> "PickScore":
+        """Options: device ('auto'), dtype ('fp32'; half only on GPU), batch_size (32),
+        weights_path (a PickScore_v1 folder; env DISTAR_PICKSCORE_PATH), processor_path (a
+        folder with the laion ViT-H-14 tokenizer + preprocessor config; env
+        DISTAR_PICKSCORE_PROCESSOR_PATH), revision / processor_revision (hub revisions)."""
         from transformers import CLIPTokenizer
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
@@ -158,27 +173,7 @@ class PickScore:
         if processor_folder is not None and (m := re.search(r"/snapshots/([0-9a-f]{40})",
                                                              str(processor_folder))):
             prov["processor"]["hub_commit"] = m.group(1)
-        self._setup(model, image_processor, tokenizer, device, dtype, batch_size, prov)
-
-    @classmethod
-    def from_modules(cls, model, image_processor, tokenizer, device: str = "cpu",
-                     dtype: str = "fp32", batch_size: int = 32):
-        """Wrap an already built CLIPModel, image processor and tokenizer."""
-        self = cls.__new__(cls)
-        self._setup(model, image_processor, tokenizer, device, dtype, batch_size,
-                    {"injected": True})
-        return self
-
-    def _setup(self, model, image_processor, tokenizer, device, dtype, batch_size, prov):
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model = freeze(model).to(self.device, self.dtype)
-        self.image_processor, self.tokenizer = image_processor, tokenizer
-        self.batch_size = batch_size
-        ip = image_processor  # the tensor path reads its geometry from the processor's config
-        self.resize_to, self.crop_to = int(ip.size["shortest_edge"]), int(ip.crop_size["height"])
-        self.mean, self.std = tuple(ip.image_mean), tuple(ip.image_std)
-        self.provenance = prov
+        return cls(model, image_processor, tokenizer, device, dtype, batch_size, prov)
 
     def _text(self, prompts: list[str]) -> torch.Tensor:
         tok = self.tokenizer(prompts, padding=True, truncation=True, max_length=77,
@@ -191,15 +186,8 @@ class PickScore:
         cos = (F.normalize(img.float(), dim=-1) * self._text(prompts)).sum(-1)
         return cos * self.model.logit_scale.exp().float() if self.unit == "logit" else cos
 
-    @torch.inference_mode()
-    def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
-        prompts = check_prompts(images, prompts)
-        out = []
-        for sl in iter_batches(len(images), self.batch_size):
-            pixels = self.image_processor(images=list(images[sl]),
-                                          return_tensors="pt")["pixel_values"]
-            out.append(self._score(pixels, prompts[sl]).cpu())
-        return torch.cat(out).double().numpy() if out else np.zeros(0)
+    def _pixels(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        return self.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
 
     def score_tensor(self, images: torch.Tensor, prompts: Sequence[str]) -> torch.Tensor:
         """images: [N, 3, H, W] in [0, 1]; same geometry as the processor, in torch."""

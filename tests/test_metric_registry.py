@@ -1,0 +1,52 @@
+"""Metrics are built one way: every registry entry is a class's `from_pretrained`, dtype names
+come from distar.core.dtypes, and the embedding metrics share one batch loop."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import di_star  # noqa: F401  (registers the toy metrics, as the CLI does)
+from distar.core.errors import DistarError
+from evalsuite.metrics import METRICS, load_metric
+from evalsuite.metrics._loading import resolve_dtype
+from evalsuite.metrics.base import run_batches
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+def test_every_entry_is_a_class_from_pretrained():
+    for name in METRICS.names():
+        factory = METRICS.load(name)
+        assert factory.__name__ == "from_pretrained", name
+        assert isinstance(factory.__self__, type), name  # a classmethod, bound to its class
+
+
+def test_dtype_names_go_through_the_one_table():
+    cpu = torch.device("cpu")
+    assert resolve_dtype("bfloat16", cpu) is resolve_dtype("bf16", cpu) is torch.bfloat16
+    assert resolve_dtype("float32", cpu) is resolve_dtype(torch.float32, cpu) is torch.float32
+    with pytest.raises(DistarError, match="'fp16' is only supported on a GPU"):
+        resolve_dtype("float16", cpu)
+    with pytest.raises(DistarError, match="Unknown dtype 'fp8'"):
+        resolve_dtype("fp8", cpu)
+
+
+def test_shared_batch_loop_does_not_depend_on_the_batch_size():
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (40 + 8 * i, 48, 3), dtype=np.uint8))
+              for i in range(5)]
+    prompts = [f"a photo of {i} cats" for i in range(5)]
+    one = load_metric("smoke_clip", device="cpu", batch_size=1).score(images, prompts)
+    three = load_metric("smoke_clip", device="cpu", batch_size=3).score(images, prompts)
+    assert one.shape == (5,) and one.dtype == np.float64 and np.ptp(one) > 0.1
+    np.testing.assert_allclose(three, one, atol=1e-4, rtol=0)
+    low = load_metric("smoke_clip", device="cpu", dtype="bfloat16", batch_size=3)
+    assert next(low.model.parameters()).dtype == torch.bfloat16
+    np.testing.assert_allclose(low.score(images, prompts), one, atol=2.0, rtol=0)  # 100 x cos
+    assert load_metric("smoke_clip", device="cpu").score([], []).shape == (0,)
+
+
+def test_run_batches_covers_every_item_once_in_order():
+    seen = run_batches(7, 3, lambda sl: torch.arange(7)[sl] * 2)
+    assert seen.tolist() == [0, 2, 4, 6, 8, 10, 12]
+    assert run_batches(0, 3, lambda sl: torch.ones(1)).shape == (0,)
