@@ -99,6 +99,7 @@ def test_score_matches_published_recipe(setup):
     assert got.shape == (10,)
     assert np.ptp(ref) > 0.05  # different images get clearly different scores
     np.testing.assert_allclose(got, ref, atol=TOL, rtol=0)
+    assert AestheticScore.version_key() == ours.info.key  # what the runner reads before loading
 
 
 def test_prompts_are_ignored_and_batching_is_neutral(setup):

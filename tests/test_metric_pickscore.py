@@ -45,6 +45,9 @@ def test_score_matches_model_card(setup):
     np.testing.assert_allclose(logit.score(images, prompts), ref_logit, atol=TOL * 100, rtol=0)
     # The logit unit is the cosine times exp(logit_scale) (100 for an untrained scale).
     np.testing.assert_allclose(ref_logit / ref_cos, model.logit_scale.exp().item(), rtol=1e-4)
+    # What the runner may read before loading (version_key) is what loading gives.
+    assert (PickScore.version_key(), PickScoreLogit.version_key()) == (cos.info.key,
+                                                                      logit.info.key)
 
 
 def test_many_images_one_prompt_as_in_the_model_card(setup):

@@ -50,3 +50,22 @@ def test_run_batches_covers_every_item_once_in_order():
     seen = run_batches(7, 3, lambda sl: torch.arange(7)[sl] * 2)
     assert seen.tolist() == [0, 2, 4, 6, 8, 10, 12]
     assert run_batches(0, 3, lambda sl: torch.ones(1)).shape == (0,)
+
+
+def test_version_key_is_the_loaded_metrics_key_where_it_is_known():
+    """`Class.version_key(**options)` (runner: skip loading what is all scored) must equal
+    `from_pretrained(**options).info.key`, or be None."""
+    from evalsuite.metrics.aesthetic import AestheticScore
+    from evalsuite.metrics.mini_learned import MiniAesthetic, MiniPickScore
+    from evalsuite.metrics.pickscore import PickScore, PickScoreLogit
+    for options in ({}, {"seed": 3}):
+        cls = METRICS.load("smoke_clip").__self__
+        assert cls.version_key(**options) == load_metric("smoke_clip", device="cpu",
+                                                         **options).info.key
+    assert cls.version_key(seed=3) != cls.version_key()
+    gold = METRICS.load("mini_gold").__self__
+    assert gold.version_key(device="cpu") == load_metric("mini_gold").info.key
+    assert MiniAesthetic.version_key() is None and MiniPickScore.version_key() is None
+    # Class-level infos (the loaded ones are compared in test_metric_aesthetic / _pickscore).
+    assert AestheticScore.version_key() == AestheticScore.info.key
+    assert PickScoreLogit.version_key() != PickScore.version_key()

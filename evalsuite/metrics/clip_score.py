@@ -36,6 +36,17 @@ from evalsuite.models import read_state_dict, resolve_device
 DMD2_PREFIX = "A photo depicts "
 
 
+def clip_score_info(backbone_name: str, prefix: str, pre_resize: int | None, clamp_zero: bool,
+                    image_size: int, mean: tuple, std: tuple) -> MetricInfo:
+    crop = f"centre crop long edge, PIL LANCZOS {pre_resize}x{pre_resize}; " if pre_resize else ""
+    return MetricInfo(
+        name="clip",
+        version=f"CLIPScore 100cos{' clamp0' if clamp_zero else ''} prefix={prefix!r}",
+        backbone=f"open_clip {backbone_name}",
+        preprocessing=f"{crop}PIL bicubic short side->{image_size}, centre crop, "
+                      f"mean/std {mean}/{std}")
+
+
 class ClipScore(EmbeddingMetric):
     """`score(images, prompts) -> np.ndarray[N]` (100 x cos); `score_tensor` is differentiable.
 
@@ -58,14 +69,8 @@ class ClipScore(EmbeddingMetric):
         self.batch_size = batch_size
         self.image_size = int(np.atleast_1d(self.model.visual.image_size)[0])
         self.provenance = provenance or {"injected": True}
-        crop = (f"centre crop long edge, PIL LANCZOS {pre_resize}x{pre_resize}; "
-                if pre_resize else "")
-        self.info = MetricInfo(
-            name="clip",
-            version=f"CLIPScore 100cos{' clamp0' if clamp_zero else ''} prefix={prefix!r}",
-            backbone=f"open_clip {backbone_name}",
-            preprocessing=f"{crop}PIL bicubic short side->{self.image_size}, centre crop, "
-                          f"mean/std {self.mean}/{self.std}")
+        self.info = clip_score_info(backbone_name, prefix, pre_resize, clamp_zero,
+                                    self.image_size, self.mean, self.std)
 
     @classmethod
     def from_pretrained(cls, backbone: str = "ViT-g-14", pretrained: str = "laion2b_s12b_b42k",
@@ -143,10 +148,25 @@ class TinyRandomClipScore(ClipScore):
         model = open_clip.CLIP(**SMOKE_CLIP)  # open_clip's own class, a two-layer config
         torch.random.set_rng_state(rng)  # building a scorer must not move the caller's stream
         # ViT-B-32's tokenizer is CLIP's BPE, bundled with open_clip (nothing downloaded).
-        self = cls(model, open_clip.get_tokenizer("ViT-B-32"),
-                   f"tiny ViT (2 layers, width 64) random seed {seed}", None, None, DMD2_PREFIX,
-                   256, False, device, dtype, batch_size, {"random_seed": seed})
-        self.info = replace(self.info, name=self.NAME,
-                            version=f"SMOKE TEST random tiny CLIP (seed {seed}), not a quality "
-                                    f"score")
+        self = cls(model, open_clip.get_tokenizer("ViT-B-32"), cls._backbone(seed), None, None,
+                   DMD2_PREFIX, 256, False, device, dtype, batch_size, {"random_seed": seed})
+        self.info = cls._smoke_info(self.info, seed)
         return self
+
+    @classmethod
+    def version_key(cls, seed: int = 0, **_options) -> str:
+        """`from_pretrained(seed=seed).info.key`, without building the model (the config is
+        fixed: SMOKE_CLIP's image size, OpenAI's mean/std)."""
+        info = clip_score_info(cls._backbone(seed), DMD2_PREFIX, 256, False,
+                               SMOKE_CLIP["vision_cfg"]["image_size"],
+                               tuple(pp.OPENAI_CLIP_MEAN), tuple(pp.OPENAI_CLIP_STD))
+        return cls._smoke_info(info, seed).key
+
+    @staticmethod
+    def _backbone(seed: int) -> str:
+        return f"tiny ViT (2 layers, width 64) random seed {seed}"
+
+    @classmethod
+    def _smoke_info(cls, info: MetricInfo, seed: int) -> MetricInfo:
+        return replace(info, name=cls.NAME, version=f"SMOKE TEST random tiny CLIP (seed {seed}), "
+                                                    f"not a quality score")

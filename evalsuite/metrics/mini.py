@@ -19,6 +19,11 @@ class MiniGold:
                       "RGB as given (the world draws 64 px)")
 
     @classmethod
+    def version_key(cls, **_options) -> str:
+        """`from_pretrained(...).info.key`: the judge has no weights and no options."""
+        return cls.info.key
+
+    @classmethod
     def from_pretrained(cls, **_shared_options) -> "MiniGold":
         """Nothing to load; shared options (device, batch_size, ...) are ignored."""
         return cls()

@@ -83,6 +83,11 @@ class _MiniWorldWeights:
     mini_name = mini_version = mini_backbone = ""
 
     @classmethod
+    def version_key(cls, **_options) -> None:
+        """Unknown before loading (the version names the world's manifest)."""
+        return None
+
+    @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 64,
                         world_dir: str | None = None):
         root = _root(world_dir)
