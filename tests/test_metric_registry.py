@@ -69,3 +69,6 @@ def test_version_key_is_the_loaded_metrics_key_where_it_is_known():
     # Class-level infos (the loaded ones are compared in test_metric_aesthetic / _pickscore).
     assert AestheticScore.version_key() == AestheticScore.info.key
     assert PickScoreLogit.version_key() != PickScore.version_key()
+    # Keys that depend on the loaded model (its image size, the open_clip config) are not guessed.
+    assert METRICS.load("clip").__self__.version_key() is None
+    assert METRICS.load("hpsv21").__self__.version_key() is None

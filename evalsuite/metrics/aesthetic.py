@@ -76,11 +76,6 @@ class AestheticScore(EmbeddingMetric):
         self.provenance = provenance or {"injected": True}
 
     @classmethod
-    def version_key(cls, **_options) -> str | None:
-        """`from_pretrained(**options).info.key`, known without loading: no option changes it."""
-        return cls.info.key
-
-    @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
                         weights_path: str | None = None, clip_weights_path: str | None = None,
                         revision: str | None = None, clip_arch: str = "ViT-L-14"

@@ -60,6 +60,15 @@ class EmbeddingMetric:
     needs_prompts = True
     batch_size: int
 
+    @classmethod
+    def version_key(cls, **_options) -> str | None:
+        """The `info.key` that `from_pretrained(**options)` would give, when it is known without
+        loading (runner: skip a metric whose images are all scored): a class-level `info`, which
+        no option changes. None = load to know. A subclass that sets `info` per instance while
+        inheriting a class-level one must override this."""
+        info = getattr(cls, "info", None)
+        return info.key if isinstance(info, MetricInfo) else None
+
     def _pixels(self, images: Sequence) -> torch.Tensor:
         raise NotImplementedError
 

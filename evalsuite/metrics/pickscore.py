@@ -137,11 +137,6 @@ class PickScore(EmbeddingMetric):
         self.provenance = provenance or {"injected": True}
 
     @classmethod
-    def version_key(cls, **_options) -> str | None:
-        """`from_pretrained(**options).info.key`, known without loading: no option changes it."""
-        return cls.info.key
-
-    @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
                         weights_path: str | None = None, processor_path: str | None = None,
                         revision: str | None = None, processor_revision: str | None = None
