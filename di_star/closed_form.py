@@ -150,6 +150,30 @@ class GaussianWorld:
         return GaussianWorld(self.mu, self.s, self.m, self.tau, self.schedule, torch.as_tensor(t))
 
 
+def maths_world(schedule: NoiseSchedule, t: Tensor) -> GaussianWorld:
+    """The 2-D world of docs/maths.md's measured figures: generator mu = (0.6, -0.4),
+    s = (1.35, 0.7), reference m = (0, 0.2), tau = (1, 0.8). s[0] = 1.35 at VE sigma = 0.8 gives
+    its (s^2 + sigma^2) / sigma^2 = 3.85."""
+    def v(*x):
+        return torch.tensor(x, dtype=torch.float64)
+    return GaussianWorld(mu=v(0.6, -0.4), s=v(1.35, 0.7), m=v(0.0, 0.2), tau=v(1.0, 0.8),
+                         schedule=schedule, t=t)
+
+
+class DetachedGrad:
+    """A distance whose u = d'(y) is cut from the graph: the 'exact' estimator with only u
+    detached (docs/maths.md's third measurement; a diagnostic, never a training option)."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __call__(self, y):
+        return self.base(y)
+
+    def grad(self, y):
+        return self.base.grad(y).detach()
+
+
 def mean_and_se(g: Tensor) -> tuple[Tensor, Tensor]:
     """Monte-Carlo mean of per-sample values ``[n, k]`` and its standard error ``std / sqrt(n)``."""
     return g.mean(0), g.std(0) / g.shape[0] ** 0.5

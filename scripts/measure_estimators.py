@@ -20,7 +20,7 @@ import time
 import torch
 from torch import nn
 
-from di_star.closed_form import GaussianWorld, mean_and_se
+from di_star.closed_form import DetachedGrad, GaussianWorld, maths_world, mean_and_se
 from di_star.losses import PseudoHuber, SquaredL2, score_regularizer_loss
 from di_star.noise import ve_schedule
 
@@ -28,24 +28,8 @@ F64 = torch.float64
 PARAMS = ["mu[0]", "mu[1]", "s[0]", "s[1]"]
 
 
-class DetachedGrad:
-    """A distance whose d'(y) is detached: the 'exact' estimator with u cut from the graph (diagnostic only)."""
-
-    def __init__(self, base):
-        self.base = base
-
-    def __call__(self, y):
-        return self.base(y)
-
-    def grad(self, y):
-        return self.base.grad(y).detach()
-
-
 def world_at(sigma: float) -> GaussianWorld:
-    # s[0] = 1.35 at sigma = 0.8 gives docs/maths.md's (s^2 + sigma^2) / sigma^2 = 3.85.
-    t = lambda *v: torch.tensor(v, dtype=F64)  # noqa: E731
-    return GaussianWorld(mu=t(0.6, -0.4), s=t(1.35, 0.7), m=t(0.0, 0.2), tau=t(1.0, 0.8),
-                         schedule=ve_schedule(), t=torch.tensor(sigma, dtype=F64))
+    return maths_world(ve_schedule(), torch.tensor(sigma, dtype=F64))
 
 
 def fmt(mean, se=None):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from di_star.closed_form import GaussianMixtureWorld, GaussianWorld, mean_and_se
+from di_star.closed_form import DetachedGrad, GaussianMixtureWorld, maths_world, mean_and_se
 from di_star.losses import (PseudoHuber, ScaledDistance, SquaredL2, assistant_dsm_loss, implicit_cfg_reward_loss,
                             kl_regularizer_loss)
 from di_star.noise import sample_sigma_lognormal, sd_alphas_cumprod, ve_schedule, vp_schedule
@@ -30,14 +30,21 @@ def T(*v):
 
 
 def ve_world(sigma=0.8):
-    # s = 1.35 in the first coordinate reproduces docs/maths.md's 3.85x ((s^2 + sigma^2) / sigma^2 at sigma = 0.8).
-    return GaussianWorld(mu=T(0.6, -0.4), s=T(1.35, 0.7), m=T(0.0, 0.2), tau=T(1.0, 0.8),
-                         schedule=ve_schedule(), t=torch.tensor(sigma, dtype=F64))
+    return maths_world(ve_schedule(), torch.tensor(sigma, dtype=F64))
 
 
 def vp_world(t=500):
-    return GaussianWorld(mu=T(0.6, -0.4), s=T(1.35, 0.7), m=T(0.0, 0.2), tau=T(1.0, 0.8),
-                         schedule=vp_schedule(sd_alphas_cumprod()), t=torch.tensor(t))
+    return maths_world(vp_schedule(sd_alphas_cumprod()), torch.tensor(t))
+
+
+def estimate(world, dist, estimator, seed, **kw):
+    """(mean, SE) over N per-sample gradients of the score regulariser."""
+    return mean_and_se(world.regularizer_grads(dist, estimator, N, torch.Generator().manual_seed(seed), **kw))
+
+
+def against_theorem(world, dist, estimator, seed):
+    """(world, Theorem 3.1's gradient of divergence (3.2), estimate, SE)."""
+    return (world, world.divergence_grad(dist), *estimate(world, dist, estimator, seed))
 
 
 def assert_within_se(est, se, truth, what):
@@ -53,9 +60,7 @@ DISTANCES = [SquaredL2(), PseudoHuber(0.3)]
 @pytest.mark.parametrize("dist", DISTANCES, ids=repr)
 @pytest.mark.parametrize("make_world", [ve_world, vp_world], ids=["ve", "vp"])
 def test_exact_estimator_matches_divergence_gradient(dist, make_world):
-    world = make_world()
-    truth = world.divergence_grad(dist)
-    est, se = mean_and_se(world.regularizer_grads(dist, "exact", N, torch.Generator().manual_seed(0)))
+    world, truth, est, se = against_theorem(make_world(), dist, "exact", seed=0)
     assert_within_se(est, se, truth, f"exact estimator, {dist}")
     # The test can tell the right gradient from its look-alikes: the other half of the total
     # derivative (sampling path live, score stopped) is far away.
@@ -68,8 +73,7 @@ def test_exact_estimator_matches_in_x0_space():
     world = vp_world(t=300)
     k = world.sigma() ** 2 / world.alpha()
     truth = world.divergence_grad(ScaledDistance(PseudoHuber(0.05), k))
-    est, se = mean_and_se(world.regularizer_grads(PseudoHuber(0.05), "exact", N, torch.Generator().manual_seed(1),
-                                                  distance_space="x0"))
+    est, se = estimate(world, PseudoHuber(0.05), "exact", seed=1, distance_space="x0")
     assert_within_se(est, se, truth, "exact estimator, pseudo-Huber in x0 space")
 
 
@@ -92,9 +96,7 @@ def test_exact_estimator_integrated_over_lognormal_sigma(dist):
 @pytest.mark.parametrize("dist", DISTANCES, ids=repr)
 @pytest.mark.parametrize("make_world", [ve_world, vp_world], ids=["ve", "vp"])
 def test_x0_estimator_deviation_is_as_reported(dist, make_world):
-    world = make_world()
-    truth = world.divergence_grad(dist)
-    est, se = mean_and_se(world.regularizer_grads(dist, "x0", N, torch.Generator().manual_seed(3)))
+    world, truth, est, se = against_theorem(make_world(), dist, "x0", seed=3)
     v_over_s2 = (world.gen_var() / world.sigma() ** 2).reshape(-1)
     # docs/maths.md: the mean's gradient is scaled by (alpha^2 s^2 + sigma^2) / sigma^2 (3.85x in coordinate 0
     # at sigma = 0.8), the scale's by half that (1.92x). By Stein's lemma this holds for any d in this world.
@@ -109,25 +111,12 @@ def test_x0_estimator_deviation_is_as_reported(dist, make_world):
     assert (ratio[0] - ratio[1]).abs() > Z * (ratio_se[0] ** 2 + ratio_se[1] ** 2).sqrt()
 
 
-class DetachedGrad:
-    """The 'exact' estimator with only u = d'(y) cut from the graph (docs/maths.md's third measurement)."""
-
-    def __init__(self, base):
-        self.base = base
-
-    def __call__(self, y):
-        return self.base(y)
-
-    def grad(self, y):
-        return self.base.grad(y).detach()
-
-
 @pytest.mark.parametrize("dist", DISTANCES, ids=repr)
 def test_detaching_u_keeps_mean_gradient_and_halves_scale_gradient(dist):
     """Why 'exact' must also differentiate through u (hence through the frozen reference)."""
     world = ve_world()
     truth = world.divergence_grad(dist)
-    est, se = mean_and_se(world.regularizer_grads(DetachedGrad(dist), "exact", N, torch.Generator().manual_seed(9)))
+    est, se = estimate(world, DetachedGrad(dist), "exact", seed=9)
     assert_within_se(est, se, truth * T(1, 1, 0.5, 0.5), f"u detached, {dist}")
 
 
