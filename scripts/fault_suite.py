@@ -51,37 +51,29 @@ def _pickle_bomb(path: Path, marker: Path) -> None:
 class Suite:
     def __init__(self, root: Path):
         self.root = root
-        self._good_store: Path | None = None
-        self._toy_run: Path | None = None
-        self._sd_run: Path | None = None
+        self._made: set[str] = set()
 
     # Healthy artefacts, built once and copied per case -------------------------------------
+    def _made_once(self, name: str, args: list) -> Path:
+        """root/name written by `distar ARGS --out root/name`, the first time it is asked for."""
+        d = self.root / name
+        if name not in self._made:
+            r = self.invoke(args + ["--out", d])
+            assert r.exit_code == 0, r.output
+            self._made.add(name)
+        return d
+
     def invoke(self, args, env=None):
         return CliRunner().invoke(app, [str(a) for a in args], env=env, catch_exceptions=True)
 
     def good_store(self) -> Path:
-        if self._good_store is None:
-            d = self.root / "good-eval"
-            r = self.invoke(EVAL + ["--out", d])
-            assert r.exit_code == 0, r.output
-            self._good_store = d
-        return self._good_store
+        return self._made_once("good-eval", EVAL)
 
     def toy_run(self) -> Path:
-        if self._toy_run is None:
-            d = self.root / "good-toy"
-            r = self.invoke(["train", "--preset", "gmm/di_star_in", "--max-steps", "2", "--out", d])
-            assert r.exit_code == 0, r.output
-            self._toy_run = d
-        return self._toy_run
+        return self._made_once("good-toy", ["train", "--preset", "gmm/di_star_in", "--max-steps", "2"])
 
     def sd_run(self) -> Path:
-        if self._sd_run is None:
-            d = self.root / "good-sd"
-            r = self.invoke(["train", "--preset", "tiny_sdxl", "--max-steps", "2", "--out", d])
-            assert r.exit_code == 0, r.output
-            self._sd_run = d
-        return self._sd_run
+        return self._made_once("good-sd", ["train", "--preset", "tiny_sdxl", "--max-steps", "2"])
 
     def copy(self, src: Path, name: str) -> Path:
         dst = self.root / name
