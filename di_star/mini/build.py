@@ -743,6 +743,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     sz = SIZES[size]
+    device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     keys = stage_keys(seed, size, sz)
     log = Log(quiet)
     from evalsuite.models.loading import quiet_hf_logging
@@ -785,7 +786,8 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
         if name not in todo:
             return
         t = time.time()
-        info = run() or {}
+        # where it ran: a build may be resumed on another machine (GPU stages, then CPU ones)
+        info = {**(run() or {}), "device": device_name, "device_type": dev.type}
         _mark_done(out, name, keys[name], time.time() - t, info)
         walls[name] = round(time.time() - t, 1)
         extra[name] = info
@@ -911,13 +913,16 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
         return None
     import diffusers
     import transformers
+    devices = {s: extra[s].get("device", device_name) for s in STAGES}
+    # The networks' device is the one to rebuild with: a GPU if any stage trained on one.
+    net_type = "cuda" if any(extra[s].get("device_type") == "cuda" for s in STAGES) else dev.type
     meta = {"world": "mini", "seed": seed, "size": size,
             # The build's command (without --stages: a stage split changes no output); the
             # command of the process that happened to finish it is kept beside it.
             "command": f"distar lab build mini --out {out} --seed {seed} --size {size}"
                        + (f" --threads {threads}" if threads else "")
-                       + (f" --device {dev.type}" if dev.type != "cpu" else ""),
-            "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                       + (f" --device {net_type}" if net_type != "cpu" else ""),
+            "devices": devices,
             "finished_by": command,
             "git_commit": git_commit(), "torch": torch.__version__,
             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
