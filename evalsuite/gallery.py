@@ -22,6 +22,8 @@ from PIL import Image
 
 from distar.core import atomic
 from distar.core.errors import DistarError
+from evalsuite.leaderboard.entries import read_prompt_meta
+from evalsuite.leaderboard.markdown import score_text
 from evalsuite.store import STORE_FILENAME, ResultsStore
 
 THUMB = 256           # longest side of the copied thumbnails, pixels
@@ -89,12 +91,6 @@ def _columns(images: pd.DataFrame, runs: pd.DataFrame, models: list[str] | None
                               f"Models with images: {choices}")
         cols += [(rh, labels[rh]) for rh in match if (rh, labels[rh]) not in cols]
     return cols
-
-
-def _fmt_score(metric: str, value: float) -> str:
-    from evalsuite.leaderboard import METRICS_SHOWN, fmt_number
-    label, _, decimals = METRICS_SHOWN.get(metric, (metric, None, 3))
-    return f"{label} {fmt_number(value, decimals)}"
 
 
 _CSS = """
@@ -172,9 +168,8 @@ _JS = """
 
 def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_dir: Path,
                   show_failed: bool = False) -> Path:
-    """Write `<out_dir>/index.html` (+ `img/`) for `bench`; returns the page's path."""
-    from evalsuite.leaderboard import prompt_meta
-
+    """Write `<out_dir>/index.html` (+ `img/`) for `bench`; returns the page's path. Like the
+    leaderboard, a function of the store alone (prompt metadata included)."""
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not (results_dir / STORE_FILENAME).exists():
         raise DistarError(f"No results store at {results_dir / STORE_FILENAME}. Run `distar eval` "
@@ -198,9 +193,7 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
     cols = _columns(images, runs, models)
     scores = store.table("scores", "WHERE bench=? AND bench_version=?", (bench, version))
 
-    sources = [json.loads(t).get("bench_source") for t in runs[runs.bench == bench].recipe_json
-               if t]
-    pm = prompt_meta(bench, version, next((x for x in sources if x), None))
+    pm = read_prompt_meta(store, bench, version)
     keys = [k for k in pm.group_keys if any(k in m for m in pm.meta.values())]
     img_dir = out_dir / IMG_DIR
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -242,7 +235,7 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
                 continue
             used.add(Path(rel).name)
             n_imgs += 1
-            lines = [f'<span title="{e(m)} = {e(v)}">{e(_fmt_score(m, x))}</span>'
+            lines = [f'<span title="{e(m)} = {e(v)}">{e(score_text(m, x))}</span>'
                      for m, v, x in score_map.get((i, rh, int(r.k)), [])]
             if n_k[(i, rh)] > 1:
                 lines.append(f"image k={int(r.k)} of {int(n_k[(i, rh)])}")

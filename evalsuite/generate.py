@@ -43,7 +43,7 @@ from distar.core.runlock import out_lock, remove_dead_temps
 from evalsuite.benchmarks import Benchmark, image_seed, load_benchmark
 from evalsuite.models.loading import (compute_dtype, describe_recipe, load_pipeline,
                                       loaded_revision, resolve_device, with_overrides)
-from evalsuite.models.specs import ModelSpec, resolve_model
+from evalsuite.models.specs import MODELS, ModelSpec, resolve_model
 from evalsuite.store import ImageRow, ResultsStore
 
 
@@ -243,6 +243,21 @@ def adopt_images(store: ResultsStore, spec: ModelSpec, bench: Benchmark, items, 
     return len(rows)
 
 
+def record_benchmark(store: ResultsStore, bench: Benchmark) -> bool:
+    """Write the benchmark version's prompt metadata (category, challenge, style) into the
+    store, once; leaderboards and the gallery read it from there."""
+    return store.add_benchmark(bench.name, bench.version, bench.description, bench.group_keys,
+                               ((p.index, p.text, p.meta) for p in bench.prompts), bench.source)
+
+
+def registered_as(model: str, spec: ModelSpec) -> str | None:
+    """`model` when it is a registry name evaluated with exactly the registered recipe
+    (pretrained weights, no --steps / --guidance / --resolution override), else None."""
+    if model not in MODELS:
+        return None
+    return model if MODELS.get(model).recipe_hash == spec.recipe_hash else None
+
+
 def _todo(store: ResultsStore, spec: ModelSpec, bench: Benchmark, items) -> list[tuple]:
     """Items whose image is missing, corrupt, or not recorded with a matching hash."""
     recorded = store.images(spec.recipe_hash, bench.name, bench.version)
@@ -373,10 +388,13 @@ def _run_locked(req: EvalRequest, generate: bool, adopt: bool, state, spec: Mode
     mine = todo_slots[state.process_index::state.num_processes]
     n_batches = -(-len(todo_slots) // state.num_processes)  # equal on every rank for gathers
 
+    if state.is_main_process:  # what the tables group by, so reports read the store alone
+        record_benchmark(store, bench)
     prov = provenance()
     recipe = spec.describe()
-    if bench.name.startswith("file-"):  # so tables can re-read the file's prompt metadata
-        recipe["bench_source"] = bench.source
+    registered = registered_as(req.model, spec)
+    if registered:  # the registry's own recipe: the paper's numbers for it may go beside ours
+        recipe["registered_as"] = registered
     run_row = dict(run_id=run_id, model=req.model, recipe_hash=spec.recipe_hash,
                    recipe_json=json.dumps(recipe, sort_keys=True, default=str),
                    bench=bench.name, bench_version=bench.version, n_prompts_total=len(bench),

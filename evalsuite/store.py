@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
@@ -73,6 +73,22 @@ CREATE TABLE IF NOT EXISTS set_scores (  -- metrics of a whole image set (FID, K
     value REAL NOT NULL, n_images INTEGER NOT NULL, meta_json TEXT, created_at REAL,
     PRIMARY KEY (recipe_hash, bench, bench_version, metric, metric_version)
 );
+-- What reports group a benchmark's prompts by, recorded by `distar eval` (evalsuite.generate)
+-- so that tables and the gallery read the store alone, never the installed benchmarks.
+CREATE TABLE IF NOT EXISTS benchmarks (
+    bench TEXT NOT NULL, bench_version TEXT NOT NULL,
+    description TEXT,
+    n_prompts INTEGER NOT NULL,
+    group_keys_json TEXT NOT NULL,  -- metadata keys tables break scores down by, e.g. ["style"]
+    source TEXT,                    -- where the prompts came from (a file, a dataset)
+    PRIMARY KEY (bench, bench_version)
+);
+CREATE TABLE IF NOT EXISTS prompts (  -- one row per prompt of a benchmark that has group keys
+    bench TEXT NOT NULL, bench_version TEXT NOT NULL, prompt_index INTEGER NOT NULL,
+    prompt TEXT NOT NULL,
+    meta_json TEXT NOT NULL,        -- e.g. {"category": "Animals", "challenge": "Basic"}
+    PRIMARY KEY (bench, bench_version, prompt_index)
+);
 -- Per-image scores with the model that made each image (the name it was run under).
 CREATE VIEW IF NOT EXISTS model_scores AS
     SELECT i.model, i.prompt, s.*
@@ -81,6 +97,11 @@ CREATE VIEW IF NOT EXISTS model_scores AS
 
 
 _ADDED_RUN_COLUMNS = (("n_images_timed", "INTEGER"), ("error", "TEXT"))
+# Migrations: a store written by an older distar gets the new tables (CREATE TABLE IF NOT
+# EXISTS) and run columns (_ADDED_RUN_COLUMNS) the next time `distar eval` opens it for writing.
+# A read-only report on a store that was never migrated sees no `benchmarks` table: it says so
+# and names the fix (evalsuite.leaderboard.entries.read_prompt_meta).
+TABLES = ("runs", "images", "scores", "set_scores", "model_scores", "benchmarks", "prompts")
 
 
 @dataclass
@@ -252,6 +273,36 @@ class ResultsStore:
             metric_version=metric_version, value=float(value), n_images=int(n_images),
             meta_json=json.dumps(meta or {}, sort_keys=True), created_at=time.time())])
 
+    def add_benchmark(self, bench: str, bench_version: str, description: str,
+                      group_keys: Sequence[str], prompts: Iterable[tuple[int, str, dict]],
+                      source: str = "") -> bool:
+        """Record a benchmark version's prompt metadata once (the report side reads it back
+        with `benchmark_meta`). `prompts`: (index, text, metadata) for every prompt; their rows
+        are stored only when the benchmark has group keys (COCO-30K's 30k captions carry
+        nothing to group by). Returns False when this version was already recorded."""
+        with self._guard():
+            done = self._connect().execute(
+                "SELECT 1 FROM benchmarks WHERE bench=? AND bench_version=?",
+                (bench, bench_version)).fetchone()
+        if done:
+            return False
+        prompts = list(prompts)
+        keys = [str(k).lower() for k in group_keys]
+        rows = [dict(bench=bench, bench_version=bench_version, prompt_index=int(i), prompt=text,
+                     meta_json=json.dumps({str(k).lower(): v for k, v in (meta or {}).items()},
+                                          sort_keys=True))
+                for i, text, meta in prompts] if keys else []
+        bench_row = dict(bench=bench, bench_version=bench_version, description=description,
+                         n_prompts=len(prompts), group_keys_json=json.dumps(keys), source=source)
+        with self._guard(), self._connect() as con:  # one transaction: the prompts, then the
+            for table, rs in (("prompts", rows), ("benchmarks", [bench_row])):  # marker row
+                if rs:
+                    cols = list(rs[0])
+                    con.executemany(f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) VALUES "
+                                    f"({', '.join('?' for _ in cols)})",
+                                    [tuple(r[c] for c in cols) for r in rs])
+        return True
+
     def upsert_run(self, **run: Any) -> None:
         self._upsert("runs", [run])
 
@@ -266,8 +317,15 @@ class ResultsStore:
             return cur.rowcount
 
     # Reads ------------------------------------------------------------------------------
+    def has_table(self, name: str) -> bool:
+        """Whether the file has `name` (a store from an older distar, opened read-only, may
+        lack the newer tables)."""
+        with self._guard():
+            return self._connect().execute(
+                "SELECT 1 FROM sqlite_master WHERE name=?", (name,)).fetchone() is not None
+
     def table(self, name: str, where: str = "", params: tuple = ()) -> pd.DataFrame:
-        if name not in ("runs", "images", "scores", "set_scores", "model_scores"):
+        if name not in TABLES:
             raise ValueError(f"Unknown table '{name}'")
         with self._guard():
             return pd.read_sql_query(f"SELECT * FROM {name} {where}", self._connect(), params=params)

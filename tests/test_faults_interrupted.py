@@ -83,7 +83,7 @@ def test_interrupted_eval_is_marked_and_resumes_losing_nothing(tmp_path, sig):
 
 
 def test_failed_only_recipes_are_hidden_unless_asked(tmp_path):
-    from evalsuite.leaderboard import _label_entries, load_entries
+    from evalsuite.leaderboard import label_entries, load_entries
     store = ResultsStore(tmp_path)
     base = dict(recipe_json="{}", bench="tiny", bench_version="1", n_prompts_total=12,
                 n_images_expected=12, finished_at=None, git_hash=None, versions_json="{}",
@@ -99,7 +99,7 @@ def test_failed_only_recipes_are_hidden_unless_asked(tmp_path):
     ro = ResultsStore(tmp_path, readonly=True)
     assert [e.name for e in load_entries(ro)] == ["fine"]
     shown = load_entries(ro, show_failed=True)
-    _label_entries(shown)
+    label_entries(shown)
     assert sorted(e.label.split(" (partial")[0] for e in shown) == ["crashed (failed run)", "fine"]
     fine = next(e for e in shown if e.name == "fine")
     assert fine.latency().note is None  # a full timing: no 'partial timing' marker

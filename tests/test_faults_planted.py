@@ -91,10 +91,8 @@ def test_trainer_resume_cleans_dead_temps(tmp_path):
 
 
 def test_gallery_deletes_only_what_it_wrote(tmp_path, monkeypatch):
-    from evalsuite import leaderboard as lb
     from evalsuite.gallery import IMG_DIR, write_gallery
     from evalsuite.store import ImageRow, ResultsStore
-    monkeypatch.setattr(lb, "prompt_meta", lambda b, v, source=None: lb.PromptMeta({}, ()))
     res = tmp_path / "results"
     store = ResultsStore(res)
     rows = []

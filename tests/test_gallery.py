@@ -14,7 +14,6 @@ import pytest
 from PIL import Image
 
 from distar.core.errors import DistarError
-from evalsuite import leaderboard as lb
 from evalsuite.gallery import write_gallery
 from evalsuite.store import ImageRow, ResultsStore, ScoreRow
 
@@ -25,13 +24,12 @@ META = {0: {"category": "Animals", "challenge": "Basic"},
 WINDOW = (1400, 1100)
 
 
-def fake_meta(bench: str, version: str, source: str | None = None) -> lb.PromptMeta:
-    return lb.PromptMeta(META, ("category", "challenge"))
-
-
 def build_store(root: Path) -> ResultsStore:
     """Three prompts; models red / blue / green draw 64x64 images of one solid colour each."""
     store = ResultsStore(root)
+    # The prompts' metadata, as `distar eval` records it with its runs.
+    store.add_benchmark("parti", "1-test", "parti (test)", ("category", "challenge"),
+                        [(i, f"a <b>prompt</b> {i}", META[i]) for i in range(3)])
     for model, colour in (("red_model", RED), ("blue_model", BLUE), ("green_model", GREEN)):
         rh = f"{model[:4]}0000000000000"
         rows, scores = [], []
@@ -53,7 +51,6 @@ def build_store(root: Path) -> ResultsStore:
 
 @pytest.fixture
 def gallery(tmp_path, monkeypatch):
-    monkeypatch.setattr(lb, "prompt_meta", fake_meta)
     build_store(tmp_path / "results")
     page = write_gallery(tmp_path / "results", "parti", ["blue_model", "red_model"],
                          tmp_path / "gallery")
@@ -92,7 +89,6 @@ def test_gallery_rewrite_is_identical_and_prunes(gallery, monkeypatch):
 
 
 def test_gallery_errors(tmp_path, monkeypatch):
-    monkeypatch.setattr(lb, "prompt_meta", fake_meta)
     with pytest.raises(DistarError, match="No results store"):
         write_gallery(tmp_path / "nothing", "parti", None, tmp_path / "g")
     build_store(tmp_path / "results")

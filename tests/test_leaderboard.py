@@ -35,12 +35,15 @@ HPS_META = {i: {"style": s} for i, s in enumerate(
     [s for s in HPS_STYLES for _ in range(2)])}
 
 
-def fake_meta(bench: str, version: str, source: str | None = None) -> lb.PromptMeta:
-    if bench == "parti":
-        return lb.PromptMeta(PARTI_META, ("category", "challenge"))
-    if bench == "hpsv2":
-        return lb.PromptMeta(HPS_META, ("style",))
-    return lb.PromptMeta({}, ())
+BENCH_META = {"parti": (PARTI_META, ("category", "challenge")), "hpsv2": (HPS_META, ("style",))}
+
+
+def record_bench(store: ResultsStore, bench: str, n_total: int) -> None:
+    """The benchmark's prompt metadata, as `distar eval` records it with every run
+    (evalsuite.generate.record_benchmark); the tables read it from the store alone."""
+    meta, keys = BENCH_META.get(bench, ({}, ()))
+    store.add_benchmark(bench, "1-test", f"{bench} (test)", keys,
+                        [(i, f"prompt {i}", meta.get(i, {})) for i in range(n_total)])
 
 
 def add_model(store: ResultsStore, *, name: str, bench: str, n_total: int, recipe: dict,
@@ -51,6 +54,7 @@ def add_model(store: ResultsStore, *, name: str, bench: str, n_total: int, recip
     recipe = {"name": name, **recipe}
     rh = rh or hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
     n_img = max(len(v) for _, v in scores.values()) if scores else n_total
+    record_bench(store, bench, n_total)
     run_id = f"run-{name}-{bench}-{rh[:4]}"
     store.upsert_run(run_id=run_id, model=name, recipe_hash=rh,
                      recipe_json=json.dumps(recipe, sort_keys=True), bench=bench,
@@ -108,7 +112,6 @@ def build_store(root: Path) -> ResultsStore:
 
 @pytest.fixture
 def boards(tmp_path, monkeypatch):
-    monkeypatch.setattr(lb, "prompt_meta", fake_meta)
     build_store(tmp_path / "results")
     paths = lb.write_leaderboards(tmp_path / "results", tmp_path / "lb")
     return tmp_path, {p.name: p for p in paths}
@@ -226,7 +229,7 @@ def test_regeneration_is_byte_identical(boards, tmp_path):
     assert {p.name: p.read_bytes() for p in (tmp_path / "lb").iterdir()} == first
     script = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
               "import test_leaderboard as t; from evalsuite import leaderboard as lb; "
-              "from pathlib import Path; lb.prompt_meta = t.fake_meta; "
+              "from pathlib import Path; "
               f"lb.write_leaderboards(Path({str(tmp_path / 'results')!r}), "
               f"Path({str(tmp_path / 'lb2')!r}))")
     env = {**os.environ, "PYTHONHASHSEED": "12345", "MPLCONFIGDIR": str(tmp_path / "mpl")}
@@ -240,7 +243,6 @@ def test_regeneration_is_byte_identical(boards, tmp_path):
 
 def test_metric_versions_are_never_mixed(tmp_path, monkeypatch):
     """PickScore cosine and another PickScore version are two columns, never one mean."""
-    monkeypatch.setattr(lb, "prompt_meta", fake_meta)
     store = ResultsStore(tmp_path / "results")
     for name, version, values in (("a", PICK, [0.2] * 4), ("b", "PickScore-v2 cos|x|y", [0.3] * 4)):
         add_model(store, name=name, bench="parti", n_total=4, recipe={"steps": 1},
@@ -255,7 +257,6 @@ def test_metric_versions_are_never_mixed(tmp_path, monkeypatch):
 
 
 def test_empty_and_missing_store(tmp_path, monkeypatch):
-    monkeypatch.setattr(lb, "prompt_meta", fake_meta)
     with pytest.raises(DistarError, match="No results store"):
         lb.write_leaderboards(tmp_path / "nowhere", tmp_path / "lb")
     (tmp_path / "lb").mkdir()
@@ -269,34 +270,41 @@ def test_empty_and_missing_store(tmp_path, monkeypatch):
     assert "No measured results yet" in (tmp_path / "lb" / lb.TABLE1_FILE).read_text()
 
 
-def test_registry_metadata_fallback(tmp_path, monkeypatch):
-    """A recipe without params/type (ModelSpec.recipe() leaves them out) takes them from the
-    model registry; a store made elsewhere with no registry entry shows '—'."""
+def test_row_metadata_comes_from_the_store_only(tmp_path):
+    """Steps, type and params are what the runs stored (`distar eval` stores ModelSpec.describe(),
+    which has them); the model registry is never consulted, so a recipe stored without them
+    shows '—' even under a registry name (until issue 10 the registry filled them in)."""
     from evalsuite.models import MODELS
-    if "sdxl_base" not in MODELS:
-        pytest.skip("sdxl_base not in the model registry")
     spec = MODELS.get("sdxl_base")
-    monkeypatch.setattr(lb, "prompt_meta", fake_meta)
     store = ResultsStore(tmp_path / "results")
-    add_model(store, name="sdxl_base", bench="parti", n_total=4, recipe={"steps": spec.steps},
+    add_model(store, name="sdxl_base", bench="parti", n_total=4,
+              recipe={"steps": spec.steps, "arch_type": spec.arch_type, "params": spec.params},
               scores={"clip": ("CLIP|ViT-L-14|224", [30.0] * 4)})
-    add_model(store, name="elsewhere", bench="parti", n_total=4, recipe={},
+    add_model(store, name="dmd2_sdxl", bench="parti", n_total=4, recipe={"steps": 1},
               scores={"clip": ("CLIP|ViT-L-14|224", [31.0] * 4)})
     lb.write_leaderboards(tmp_path / "results", tmp_path / "lb")
     t1 = (tmp_path / "lb" / lb.TABLE1_FILE).read_text()
     assert f"| sdxl_base | {spec.steps} | {spec.arch_type} | {spec.params} |" in t1
-    assert "| elsewhere | — | — | — |" in t1
+    assert "dmd2_sdxl" in MODELS and "| dmd2_sdxl | 1 | — | — |" in t1
 
 
-def test_prompt_meta_from_benchmarks():
+def test_prompt_meta_from_the_store(tmp_path):
+    """A benchmark's metadata goes into the store with its runs (record_benchmark, as run_eval
+    does) and the report side reads it back from there; a version or benchmark the store has
+    no metadata for says so and names the fix."""
     from evalsuite.benchmarks import load_benchmark
+    from evalsuite.generate import record_benchmark
     b = load_benchmark("tiny")
-    pm = lb.prompt_meta("tiny", b.version)
+    store = ResultsStore(tmp_path)
+    assert record_benchmark(store, b) and not record_benchmark(store, b)  # recorded once
+    ro = ResultsStore(tmp_path, readonly=True)
+    pm = lb.read_prompt_meta(ro, "tiny", b.version)
     assert pm.missing is None and pm.group_keys == ("category",)
     assert len(pm.meta) == len(b.prompts) and pm.meta[1]["category"] == "Animals"
-    stale = lb.prompt_meta("tiny", "0-deadbeef")
+    stale = lb.read_prompt_meta(ro, "tiny", "0-deadbeef")
     assert stale.meta == {} and "version 0-deadbeef" in stale.missing
-    assert lb.prompt_meta("no_such_bench", "1").missing
+    assert "rerun `distar eval --bench tiny" in stale.missing
+    assert lb.read_prompt_meta(ro, "no_such_bench", "1").missing
 
 
 def test_intervals():
@@ -397,22 +405,24 @@ def test_reported_beside_measured(tmp_path, monkeypatch):
     recipe; without the flag, no paper number anywhere in the measured tables."""
     from evalsuite.models import MODELS
 
-    monkeypatch.setattr(lb, "prompt_meta", fake_meta)
     store = ResultsStore(tmp_path / "results")
     base = MODELS.get("sdxl_base")
     meta = {"steps": 50, "arch_type": "UNet", "params": "2.6B"}
     for rh, weights, ir in ((base.recipe_hash, "pretrained", 0.85), (base.with_weights("random").recipe_hash,
                                                                      "random", 0.10)):
-        add_model(store, name="sdxl_base", bench="parti", n_total=4, recipe={**meta, "weights": weights},
+        # registered_as: what run_eval records (the registry's recipe, or None for another one).
+        add_model(store, name="sdxl_base", bench="parti", n_total=4,
+                  recipe={**meta, "weights": weights, "registered_as": "sdxl_base" if weights == "pretrained" else None},
                   rh=rh, latency=95.0, scores={"imagereward": (IR, [ir] * 4), "pickscore": (PICK, [0.226] * 4)})
     add_model(store, name="david", bench="parti", n_total=4, recipe={"steps": 1}, latency=2.0,
               scores={"imagereward": (IR, [1.1] * 4)})
-    rh = add_model(store, name="sdxl_base", bench="coco30k", n_total=3, recipe={**meta, "weights": "pretrained"},
+    reg = {**meta, "weights": "pretrained", "registered_as": "sdxl_base"}
+    rh = add_model(store, name="sdxl_base", bench="coco30k", n_total=3, recipe=reg,
                    rh=base.recipe_hash, scores={"clip": ("CLIP|ViT-g-14|dmd2", [31.0] * 3)})
     store.add_set_score(recipe_hash=rh, bench="coco30k", bench_version="1-test", metric="fid",
                         metric_version="clean-fid|inception|clean", value=16.2, n_images=3)
 
-    add_model(store, name="sdxl_base", bench="hpsv2", n_total=8, recipe={**meta, "weights": "pretrained"},
+    add_model(store, name="sdxl_base", bench="hpsv2", n_total=8, recipe=reg,
               rh=base.recipe_hash, scores={"hpsv21": (HPS21, [0.30] * 8)})  # cosines, as stored
 
     plain = lb.write_leaderboards(tmp_path / "results", tmp_path / "plain")
@@ -443,3 +453,19 @@ def test_reported_beside_measured(tmp_path, monkeypatch):
     coco = section(t1, "## coco30k (version 1-test)")
     assert "| FID ↓ (paper) |" in coco and coco.splitlines()[2].rstrip().endswith("| 16.20 | 15.89 |")
     assert "Columns headed '(paper)'" in t1
+
+
+def test_store_from_an_older_distar_names_the_fix(tmp_path):
+    """A store written before prompt metadata was recorded (no `benchmarks` / `prompts` tables)
+    still gives every table, read-only; where metadata is needed they say so and name the fix."""
+    import sqlite3
+    build_store(tmp_path / "results")
+    con = sqlite3.connect(tmp_path / "results" / "results.sqlite")
+    con.executescript("DROP TABLE prompts; DROP TABLE benchmarks;")
+    con.close()
+    files = {p.name: p for p in lb.write_leaderboards(tmp_path / "results", tmp_path / "lb")}
+    br = files[lb.BREAKDOWN_FILE].read_text()
+    assert "Prompt metadata unavailable" in br and "written by an older distar" in br
+    assert "Fix: rerun `distar eval --bench parti --model MODEL --out" in br
+    assert "Prompt styles unavailable" in files[lb.TABLE3_FILE].read_text()
+    assert section(files[lb.TABLE1_FILE].read_text(), "## parti (version 1-test)") == TABLE1_PARTI

@@ -254,6 +254,14 @@ def _fmt(v: float, nd: int = 3) -> str:
     return "nan" if v is None or not np.isfinite(v) else f"{v:.{nd}f}"
 
 
+_SETTINGS_HEADER = ["model", "regulariser", "guidance", "(α_rew, α_cfg)", "estimator"]
+
+
+def _row(name: str, settings: list[str], m: dict, ms: str, cols) -> list[str]:
+    """One table row: the model, its training settings, its metrics (`cols`), ms per step."""
+    return [name, *settings, *(_fmt(m[k], nd) for k, _, nd in cols), ms]
+
+
 def _settings(cfg: TrainConfig) -> list[str]:
     o = cfg.objective
     reg = {"score": f"score ({'PH' if o.distance == 'pseudo_huber' else 'L2'})", "kl": "KL", "none": "-"}[o.regulariser]
@@ -272,6 +280,7 @@ GMM_COLS = [("reward", "reward ↑", 3), ("loglik", "log p_ref ↑", 2), ("sw", 
 def write_gmm(results, jobs, out, leaderboards, figures, scale, meta, train_s) -> Path:
     from di_star.toy.gmm import GMMWorld, reference_metrics
     from di_star.trainer import EVAL_SEED
+    from evalsuite.leaderboard.markdown import md_table  # here: training workers never need it
     cfg0 = next(j.cfg for j in jobs if j.key == "gmm/kl")
     world = GMMWorld(recipe_scale=cfg0.world.recipe_scale)
     n = cfg0.world.eval_samples
@@ -288,30 +297,20 @@ def write_gmm(results, jobs, out, leaderboards, figures, scale, meta, train_s) -
         "samples (penalises collapse; the reference row shows its sampling floor); modes hit (share >= 5%) "
         "and normalised mode entropy (diversity); prompt accuracy by the exact class posterior (the CLIP-score "
         "analogue). The initial generator regresses the reference's exact ODE map (the DMD2 role).", "",
-        "| model | regulariser | guidance | (α_rew, α_cfg) | estimator | "
-        + " | ".join(h for _, h, _ in GMM_COLS) + " | CPU ms/step ↓ |",
-        "|" + "---|" * (5 + len(GMM_COLS) + 1),
     ]
-
-    def row(name, settings, m, ms):
-        return f"| {name} | " + " | ".join(settings) + " | " + \
-            " | ".join(_fmt(m[k], nd) for k, _, nd in GMM_COLS) + f" | {ms} |"
-
-    lines.append(row("reference (exact samples)", ["-"] * 4, ref, "-"))
-    lines.append(row("initial generator (ODE regression)", ["-"] * 4, init, "-"))
+    rows = [_row("reference (exact samples)", ["-"] * 4, ref, "-", GMM_COLS),
+            _row("initial generator (ODE regression)", ["-"] * 4, init, "-", GMM_COLS)]
     for r in TABLE_ORDER:
         res = results[f"gmm/{r}"]
         cfg = next(j.cfg for j in jobs if j.key == f"gmm/{r}")
-        lines.append(row(f"`gmm/{r}`", _settings(cfg), res["metrics"], f"{res['ms_per_step']:.1f}"))
+        rows.append(_row(f"`gmm/{r}`", _settings(cfg), res["metrics"], f"{res['ms_per_step']:.1f}", GMM_COLS))
+    lines.append(md_table(_SETTINGS_HEADER + [h for _, h, _ in GMM_COLS] + ["CPU ms/step ↓"], rows, "-"))
 
     frontier = _frontier_points(results)
     lines += ["", "## alpha_rew frontier (no CFG; one regulariser each)", "",
-              "| regulariser | α_rew | " + " | ".join(h for _, h, _ in GMM_COLS) + " | CPU ms/step ↓ |",
-              "|" + "---|" * (2 + len(GMM_COLS) + 1)]
-    for reg, pts in frontier.items():
-        for a, m, ms in pts:
-            lines.append(f"| {_REG_LABEL[reg]} | {a:g} | " + " | ".join(_fmt(m[k], nd) for k, _, nd in GMM_COLS)
-                         + f" | {ms:.1f} |")
+              md_table(["regulariser", "α_rew"] + [h for _, h, _ in GMM_COLS] + ["CPU ms/step ↓"],
+                       [[_REG_LABEL[reg], f"{a:g}"] + [_fmt(m[k], nd) for k, _, nd in GMM_COLS] + [f"{ms:.1f}"]
+                        for reg, pts in frontier.items() for a, m, ms in pts], "-")]
     lines += ["", "![samples](figures/toy_gmm_samples.png)", "", "![frontier](figures/toy_gmm_frontier.png)", ""]
     lines += ["## Findings (generated from the numbers above)", ""]
     lines += [f"- {s}" for s in gmm_findings(results, frontier, ref, init)]
@@ -598,6 +597,7 @@ DIGITS_COLS = [("reward", "ink reward ↑", 3), ("fd", "FD ↓", 2), ("prompt_ac
 def write_digits(results, jobs, out, leaderboards, figures, scale, meta, train_s) -> Path:
     from di_star.toy.digits import DigitsRecipe, DigitsWorld, reference_samples
     from di_star.trainer import EVAL_SEED
+    from evalsuite.leaderboard.markdown import md_table  # here: training workers never need it
     cfg0 = next(j.cfg for j in jobs if j.key == "digits/kl")
     recipe = DigitsRecipe().scaled(cfg0.world.recipe_scale)
     world = DigitsWorld(recipe)
@@ -622,22 +622,15 @@ def write_digits(results, jobs, out, leaderboards, figures, scale, meta, train_s
         f"FD here is computed on {n} samples per row. `distar eval --bench digits` scores 500 images "
         "(50 prompts per digit), and a Fréchet distance estimated from fewer samples is biased upward, "
         "so the same checkpoint reads higher there: compare FDs only at equal sample counts.", "",
-        "| model | regulariser | guidance | (α_rew, α_cfg) | estimator | "
-        + " | ".join(h for _, h, _ in DIGITS_COLS) + " | CPU ms/step ↓ |",
-        "|" + "---|" * (5 + len(DIGITS_COLS) + 1),
     ]
-
-    def row(name, settings, m, ms):
-        return f"| {name} | " + " | ".join(settings) + " | " + \
-            " | ".join(_fmt(m[k], nd) for k, _, nd in DIGITS_COLS) + f" | {ms} |"
-
-    lines.append(row(f"reference diffusion ({recipe.ode_steps}-step Heun, no CFG)", ["-"] * 4, ref, "-"))
-    lines.append(row(f"reference diffusion (CFG {cfg_scale:g})", ["-"] * 4, refg, "-"))
-    lines.append(row("initial generator (ODE regression)", ["-"] * 4, init, "-"))
+    rows = [_row(f"reference diffusion ({recipe.ode_steps}-step Heun, no CFG)", ["-"] * 4, ref, "-", DIGITS_COLS),
+            _row(f"reference diffusion (CFG {cfg_scale:g})", ["-"] * 4, refg, "-", DIGITS_COLS),
+            _row("initial generator (ODE regression)", ["-"] * 4, init, "-", DIGITS_COLS)]
     for r in TABLE_ORDER:
         res = results[f"digits/{r}"]
         cfg = next(j.cfg for j in jobs if j.key == f"digits/{r}")
-        lines.append(row(f"`digits/{r}`", _settings(cfg), res["metrics"], f"{res['ms_per_step']:.1f}"))
+        rows.append(_row(f"`digits/{r}`", _settings(cfg), res["metrics"], f"{res['ms_per_step']:.1f}", DIGITS_COLS))
+    lines.append(md_table(_SETTINGS_HEADER + [h for _, h, _ in DIGITS_COLS] + ["CPU ms/step ↓"], rows, "-"))
     lines += ["", "![samples](figures/toy_digits_samples.png)", "",
               "## Findings (generated from the numbers above)", ""]
     lines += [f"- {s}" for s in digits_findings(results, init)]

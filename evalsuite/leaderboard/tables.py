@@ -1,65 +1,48 @@
-"""Markdown leaderboards and plots regenerated from the results store (`distar leaderboard`).
+"""The leaderboard's tables (`distar leaderboard`): the DI* paper's Tables 1-3 filled with
+measured numbers, the category breakdown, paired tests and the paper's own numbers.
 
-Every number written here was measured by `distar eval` and read back from `results.sqlite`;
-the paper's own numbers go only to `paper_reported.md` (from evalsuite.paper_numbers).
-Output is a pure function of the store: rows and columns are sorted, dates come from the stored
-runs, bootstrap resampling uses a fixed seed and PNGs carry no timestamp, so regenerating with
-no new results rewrites byte-identical files.
-
-The unit of a table row is an *entry*: one model recipe (recipe_hash) on one benchmark version.
-Several `distar eval` invocations of the same recipe (resumes, --limit growing) add up to one
-entry, exactly as their image and score rows do in the store.
+Every number written here was measured by `distar eval` and read back from `results.sqlite`
+(evalsuite.leaderboard.entries); the paper's own numbers go only to `paper_reported.md` (from
+evalsuite.paper_numbers) and, with --with-reported, to columns headed '(paper)'. Output is a pure
+function of the store: rows and columns are sorted, dates come from the stored runs, bootstrap
+resampling uses a fixed seed and PNGs carry no timestamp, so regenerating with no new results
+rewrites byte-identical files, on any machine the results folder is copied to.
 """
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
-import numpy as np
 import pandas as pd
 
 from distar.core.errors import DistarError
 from evalsuite import paper_numbers
-from evalsuite.benchmarks import HPS_CHUNK, HPS_STYLES
-from evalsuite.metrics import stats
+from evalsuite.benchmarks import HPS_STYLES
+from evalsuite.leaderboard.entries import (BOOTSTRAP_SEED, CI_LEVEL, N_BOOTSTRAP, Entry, Summary,
+                                           bench_groups, label_entries, load_entries, style_key)
+from evalsuite.leaderboard.markdown import (MISSING, arrow, fmt_number, md_table, metric_header,
+                                            metric_info)
+from evalsuite.leaderboard.plots import alphas_text, write_plots
 from evalsuite.store import STORE_FILENAME, ResultsStore
 
-# Metric presentation: label, higher_is_better (None: unknown, no arrow and no bold), decimals.
-METRICS_SHOWN: dict[str, tuple[str, bool | None, int]] = {
-    "imagereward": ("ImageReward", True, 3),
-    "aesthetic": ("Aesthetic", True, 2),
-    "pickscore": ("PickScore", True, 4),
-    "pickscore_logit": ("PickScore logit", True, 2),
-    "clip": ("CLIP", True, 2),
-    "hpsv2": ("HPSv2.0", True, 2),
-    "hpsv21": ("HPSv2.1", True, 2),
-    "hpsv2_noaa": ("HPSv2.0 noaa", True, 2),
-    "hpsv21_noaa": ("HPSv2.1 noaa", True, 2),
-    "fid": ("FID", False, 2),
-    "kid": ("KID", False, 4),
-}
+
 TABLE1_METRICS = ("imagereward", "aesthetic", "pickscore", "clip")  # the paper's column order
 TABLE1_BENCHES = ("parti", "coco30k")                               # upper part, lower part
 HPS_BENCH = "hpsv2"
 HPS_METRICS = ("hpsv21", "hpsv2")
 HPS_SCALE = 100.0           # ... of 100 x the per-image cosine the store holds (the paper's unit)
 PREFERENCE_FOR_PLOT = ("pickscore", "imagereward", "hpsv21", "aesthetic")
-N_BOOTSTRAP, BOOTSTRAP_SEED, CI_LEVEL = 1000, 0, 0.95
-MISSING = "—"
 
 TABLE1_FILE = "table1_parti_coco.md"
 TABLE2_FILE = "table2_ablation.md"
 TABLE3_FILE = "table3_hpsv21.md"
 BREAKDOWN_FILE = "category_breakdown.md"
 PAPER_FILE = "paper_reported.md"
-LATENCY_PLOT = "quality_vs_latency_{bench}.png"
-ABLATION_PLOT = "ablation_reward_vs_fidelity.png"
 PAIRED_FILE = "paired_tests.md"
 
 
@@ -93,279 +76,6 @@ def get_suite(name: str) -> Suite:
     return SUITES[name]
 
 
-# Statistics: evalsuite.metrics.stats does the resampling; these adapt it to table cells.
-def interval(values: np.ndarray, prompts: np.ndarray) -> tuple[float, float] | None:
-    """95% percentile-bootstrap interval of the mean image score, resampling prompts (a prompt's
-    images stay together). None with fewer than two prompts."""
-    if len(np.unique(prompts)) < 2:
-        return None
-    ci = stats.bootstrap_ci(values, CI_LEVEL, N_BOOTSTRAP, BOOTSTRAP_SEED, clusters=prompts)
-    return ci.low, ci.high
-
-
-def stratified_interval(groups: Sequence[tuple[np.ndarray, np.ndarray]], by_size: bool = False
-                        ) -> tuple[float, float] | None:
-    """Interval of the mean of group means: prompts resampled within each group, independently
-    across groups. `groups`: (values, prompt ids) pairs. `by_size`: weight each group by its
-    number of values, i.e. the interval of the mean of all values (HPSv2's 'Average')."""
-    if not groups or any(len(np.unique(p)) < 2 for _, p in groups):
-        return None
-    weights = np.array([len(v) for v, _ in groups] if by_size else [1] * len(groups), float)
-    boots = np.average([stats.bootstrap_means(v, N_BOOTSTRAP, BOOTSTRAP_SEED + j, clusters=p)
-                        for j, (v, p) in enumerate(groups)], axis=0, weights=weights)
-    lo, hi = np.quantile(boots, [(1 - CI_LEVEL) / 2, (1 + CI_LEVEL) / 2])
-    return float(lo), float(hi)
-
-
-def hps_style_score(values_in_prompt_order: np.ndarray) -> float:
-    """HPSv2's benchmark aggregation of one style: the mean of the means of consecutive 80-image
-    chunks (equal to the plain mean when the style is complete, 800 = 10 x 80)."""
-    return float(stats.chunked_means(values_in_prompt_order, HPS_CHUNK).mean())
-
-
-# Prompt metadata ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PromptMeta:
-    meta: dict[int, dict]               # prompt index -> metadata (keys lower-case)
-    group_keys: tuple[str, ...] = ()    # metadata keys to break scores down by
-    missing: str | None = None          # why there is no metadata
-
-
-def prompt_meta(bench: str, bench_version: str, source: str | None = None) -> PromptMeta:
-    """Per-prompt metadata (Parti: category/challenge; HPSv2: style) from evalsuite.benchmarks:
-    the single place where the leaderboard learns about prompts beyond what the store holds.
-    `source`: the prompt file of a `file:` benchmark (stored with its runs)."""
-    try:
-        from evalsuite.benchmarks import load_benchmark
-    except ImportError as e:
-        return PromptMeta({}, (), f"evalsuite.benchmarks is not importable ({e})")
-    try:
-        b = load_benchmark(f"file:{source}" if source and bench.startswith("file-") else bench)
-    except DistarError as e:
-        return PromptMeta({}, (), str(e).splitlines()[0])
-    if str(b.version) != str(bench_version):
-        return PromptMeta({}, (), f"the stored results are for {bench} version {bench_version}, "
-                                  f"the installed benchmark is version {b.version}")
-    meta = {int(p.index): {str(k).lower(): v for k, v in (p.meta or {}).items()}
-            for p in b.prompts}
-    return PromptMeta(meta, tuple(k.lower() for k in b.group_keys))
-
-
-# Reading the store -----------------------------------------------------------------------------
-@dataclass
-class Summary:
-    """One cell: a measured number and what it covers."""
-    value: float
-    ci: tuple[float, float] | None = None
-    prompts: frozenset[int] = frozenset()   # prompts scored (per-image metrics)
-    n_images: int | None = None             # images in the set (set metrics)
-    kind: str = "image"                     # 'image' | 'set' | 'time'
-    device: str | None = None               # 'time' only
-    note: str | None = None                 # shown after the value, e.g. 'partial timing: 4/12 images'
-
-
-@dataclass
-class Entry:
-    """One recipe on one benchmark version: its metadata, runs, images and scores."""
-    recipe_hash: str
-    bench: str
-    bench_version: str
-    name: str
-    recipe: dict
-    runs: pd.DataFrame
-    image_prompts: frozenset[int]
-    n_prompts_total: int | None
-    scores: pd.DataFrame            # this entry's rows of table scores
-    set_scores: pd.DataFrame
-    label: str = ""                 # unique row label within its table (set by _label_entries)
-
-    # Metadata: recipe_json first (works on stores made elsewhere), the model registry second.
-    def meta(self, key: str) -> Any:
-        value = _find_key(self.recipe, key)
-        if value in (None, ""):
-            value = getattr(_registry_spec(self.name), key, None)
-        return value if value not in (None, "") else None
-
-    @property
-    def alphas(self) -> tuple[float, float] | None:
-        a_rew, a_cfg = _find_key(self.recipe, "alpha_rew"), _find_key(self.recipe, "alpha_cfg")
-        if a_rew is None or a_cfg is None:
-            return None
-        return float(a_rew), float(a_cfg)
-
-    def metric_keys(self) -> list[tuple[str, str]]:
-        keys = set(zip(self.scores.metric, self.scores.metric_version))
-        keys |= set(zip(self.set_scores.metric, self.set_scores.metric_version))
-        return sorted(keys)
-
-    def image_scores(self, metric: str, version: str) -> pd.DataFrame:
-        """This metric version's per-image rows, in benchmark order (prompt_index, k)."""
-        s = self.scores[(self.scores.metric == metric) & (self.scores.metric_version == version)]
-        return s.sort_values(["prompt_index", "k"])[["prompt_index", "k", "value"]]
-
-    def summary(self, metric: str, version: str, prompts: Sequence[int] | None = None
-                ) -> Summary | None:
-        s = self.set_scores[(self.set_scores.metric == metric)
-                            & (self.set_scores.metric_version == version)]
-        if len(s):
-            row = s.iloc[0]
-            return Summary(float(row.value), n_images=int(row.n_images), kind="set")
-        s = self.image_scores(metric, version)
-        if prompts is not None:
-            s = s[s.prompt_index.isin(list(prompts))]
-        if s.empty:
-            return None
-        values, ids = s.value.to_numpy(np.float64), s.prompt_index.to_numpy()
-        return Summary(float(values.mean()), interval(values, ids),
-                       prompts=frozenset(int(i) for i in ids))
-
-    def latency(self) -> Summary | None:
-        """The latest complete run whose timing covered all its images; else the latest timed
-        run, marked partial (a resume times only the batches it regenerated)."""
-        r = self.runs[self.runs.latency_s_per_10.notna()]
-        if r.empty:
-            return None
-        r = r.sort_values(["started_at", "run_id"])
-        if "n_images_timed" in r:  # stores written before the column existed: no marker
-            timed = r.n_images_timed
-            full = r[(r.status == "complete") & (timed.isna() | (timed >= r.n_images_expected))]
-            if len(full):
-                last = full.iloc[-1]
-            else:
-                last = r.iloc[-1]
-                note = (f"partial timing: {int(last.n_images_timed)}/{int(last.n_images_expected)} "
-                        "images" if pd.notna(last.n_images_timed) else "partial timing")
-                return Summary(float(last.latency_s_per_10), kind="time", device=str(last.device),
-                               note=note)
-        else:
-            last = r.iloc[-1]
-        return Summary(float(last.latency_s_per_10), kind="time", device=str(last.device))
-
-    def coverage(self) -> dict[str, int]:
-        """Prompts covered by images and by each metric (per-image metrics only)."""
-        cov = {"images": len(self.image_prompts)}
-        for m, v in self.metric_keys():
-            n = self.image_scores(m, v).prompt_index.nunique()
-            if n:
-                cov[_column_id(m, v)] = n
-        return cov
-
-    @property
-    def min_prompts(self) -> int:
-        cov = self.coverage()
-        counts = [c for k, c in cov.items() if k != "images" or c > 0]
-        return min(counts) if counts else 0
-
-    @property
-    def is_partial(self) -> bool:
-        return self.n_prompts_total is not None and self.min_prompts < self.n_prompts_total
-
-
-def _find_key(d: Any, key: str, depth: int = 3) -> Any:
-    """`d[key]`, else the first match one or two nesting levels down (sorted, deterministic)."""
-    if not isinstance(d, dict) or depth == 0:
-        return None
-    if key in d:
-        return d[key]
-    for k in sorted(d):
-        found = _find_key(d[k], key, depth - 1)
-        if found is not None:
-            return found
-    return None
-
-
-def _registry_spec(name: str):
-    try:
-        from evalsuite.models import MODELS
-    except ImportError:
-        return None
-    return MODELS.get(name) if name in MODELS else None
-
-
-def load_entries(store: ResultsStore, show_failed: bool = False) -> list[Entry]:
-    """One entry per (recipe, benchmark version). Runs that ended 'failed' (an error, or a
-    process killed mid-run) are dropped, and so is an entry that has only failed runs, unless
-    `show_failed` (then its label says so)."""
-    runs, images = store.table("runs"), store.table("images")
-    failed_keys: set[tuple[str, str, str]] = set()
-    if not show_failed and len(runs):
-        failed = runs[runs.status == "failed"]
-        ok = runs[runs.status != "failed"]
-        failed_keys = set(map(tuple, failed[["recipe_hash", "bench", "bench_version"]]
-                              .itertuples(index=False, name=None))) - \
-            set(map(tuple, ok[["recipe_hash", "bench", "bench_version"]]
-                    .itertuples(index=False, name=None)))
-        runs = ok
-    scores, set_scores = store.table("scores"), store.table("set_scores")
-    key = ["recipe_hash", "bench", "bench_version"]
-    keys: set[tuple[str, str, str]] = set()
-    for df in (runs, images, scores, set_scores):
-        keys |= set(map(tuple, df[key].itertuples(index=False, name=None)))
-
-    def rows(df: pd.DataFrame, k: tuple[str, str, str]) -> pd.DataFrame:
-        return df[(df.recipe_hash == k[0]) & (df.bench == k[1]) & (df.bench_version == k[2])]
-
-    entries = []
-    for k in sorted(keys - failed_keys):
-        r = rows(runs, k).sort_values(["started_at", "run_id"])
-        recipe: dict = {}
-        for text in r.recipe_json:
-            recipe = json.loads(text) if text else {}  # the latest run's recipe
-        imgs = rows(images, k)
-        name = recipe.get("label") or recipe.get("name") or (r.model.iloc[-1] if len(r) else None) \
-            or (imgs.model.iloc[0] if len(imgs) else k[0])
-        total = r.n_prompts_total.dropna()
-        entries.append(Entry(
-            recipe_hash=k[0], bench=k[1], bench_version=k[2], name=str(name), recipe=recipe,
-            runs=r, image_prompts=frozenset(int(i) for i in imgs.prompt_index),
-            n_prompts_total=int(total.max()) if len(total) else None,
-            scores=rows(scores, k), set_scores=rows(set_scores, k)))
-    return entries
-
-
-# Formatting -------------------------------------------------------------------------------------
-def fmt_number(x: float, decimals: int) -> str:
-    """`x` to `decimals` places, never "-0.00" (a rounded negative zero prints as 0.00)."""
-    s = f"{x:.{decimals}f}"
-    return s[1:] if re.fullmatch(r"-0\.?0*", s) else s
-
-
-def _metric_info(metric: str) -> tuple[str, bool | None, int]:
-    return METRICS_SHOWN.get(metric, (metric, None, 3))
-
-
-def _arrow(higher: bool | None) -> str:
-    return "" if higher is None else (" ↑" if higher else " ↓")
-
-
-def _short_version(version: str) -> str:
-    return version.split("|", 1)[0].strip() or version
-
-
-def _column_id(metric: str, version: str) -> str:
-    return f"{metric} ({_short_version(version)})"
-
-
-def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def md_table(header: Sequence[str], rows: Sequence[Sequence[str]],
-             align: Sequence[str] | None = None) -> str:
-    align = align or ["l"] + ["r"] * (len(header) - 1)
-    rule = {"l": ":---", "r": "---:", "c": ":---:"}
-    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |",
-             "|" + "|".join(rule[a] for a in align) + "|"]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _params_billion(params: Any) -> float | None:
-    m = re.fullmatch(r"\s*([\d.]+)\s*([BMK]?)\s*", str(params or ""), flags=re.I)
-    if not m:
-        return None
-    scale = {"B": 1.0, "M": 1e-3, "K": 1e-6, "": 1e-9}[m.group(2).upper()]
-    return float(m.group(1)) * scale
 
 
 @dataclass
@@ -403,13 +113,25 @@ class ReportedColumn:
 
 
 def _reported_cell(e: Entry, key: str) -> str | None:
-    """Only for a registry model evaluated with its pretrained weights and the registered recipe
-    (a recipe the registry no longer has, or random weights, is not the paper's model)."""
-    spec = _registry_spec(e.name)
-    if spec is None or e.meta("weights") not in (None, "pretrained") or spec.recipe_hash != e.recipe_hash:
+    """Only for a registry model evaluated with the registered recipe (pretrained weights), as
+    its runs recorded (Entry.registered_as): a recipe the registry did not have, or random
+    weights, is not the paper's model."""
+    if e.registered_as is None or e.registered_as != e.name:
         return None
     row = paper_numbers.reported_row(e.name, e.bench)
     return row.values.get(key) if row is not None else None
+
+
+def _unrecorded_note(entries: Sequence[Entry]) -> tuple[str, ...]:
+    """The stated fallback for stores written before runs recorded `registered_as`: such rows of
+    a model the paper reports get no '(paper)' number, and the footer says which and why."""
+    old = sorted({e.label for e in entries if "registered_as" not in e.recipe
+                  and paper_numbers.reported_row(e.name, e.bench) is not None})
+    if not old:
+        return ()
+    return (f"- No '(paper)' number for {', '.join(old)}: their runs were recorded before "
+            "`distar eval` stored whether a run used the registered recipe (recipe_json's "
+            "`registered_as`). Fix: evaluate them again into a new --out.",)
 
 
 def _with_reported(es: list[Entry], columns: list, keys: list[str | None]) -> list:
@@ -453,30 +175,6 @@ def _best(cells: Sequence[Summary | None], decimals: int, higher: bool | None) -
     return [v is not None and v == target for v in shown]
 
 
-def _label_entries(entries: list[Entry]) -> None:
-    """Row labels: model name, recipe hash where one name has several recipes, weights other
-    than pretrained, and the partial marker with the prompts actually covered."""
-    counts = Counter(e.name for e in entries)
-    for e in entries:
-        label = e.name
-        if counts[e.name] > 1:
-            label += f" #{e.recipe_hash[:8]}"
-        weights = e.meta("weights")
-        if weights not in (None, "pretrained"):
-            label += f" (weights: {weights})"
-        if len(e.runs) and "failed" in set(e.runs.status) and "complete" not in set(e.runs.status):
-            label += " (failed run)"
-        if e.is_partial:
-            label += f" (partial: {e.min_prompts}/{e.n_prompts_total} prompts)"
-        elif e.n_prompts_total is None:
-            label += " (coverage unknown)"
-        e.label = label
-
-
-def _sort_entries(entries: list[Entry]) -> list[Entry]:
-    """The paper's order: multi-step models first (more steps first), then by name."""
-    return sorted(entries, key=lambda e: (-(e.meta("steps") or 0), e.name, e.recipe_hash))
-
 
 def _metric_columns(entries: list[Entry], fixed: Sequence[str]) -> list[tuple[str, str | None]]:
     """(metric, metric_version) columns: the fixed metrics first (one column per stored version,
@@ -490,13 +188,6 @@ def _metric_columns(entries: list[Entry], fixed: Sequence[str]) -> list[tuple[st
     return cols
 
 
-def _metric_header(metric: str, version: str | None) -> str:
-    label, higher, _ = _metric_info(metric)
-    if version is None:
-        return f"{label}{_arrow(higher)}"
-    short = _short_version(version)
-    return f"{label}{_arrow(higher)}" + ("" if short == label else f" ({short})")
-
 
 _LEAD_T1: list[tuple[str, Callable[[Entry], str]]] = [
     ("model", lambda e: e.label),
@@ -504,11 +195,6 @@ _LEAD_T1: list[tuple[str, Callable[[Entry], str]]] = [
     ("type", lambda e: str(e.meta("arch_type") or MISSING)),
     ("params ↓", lambda e: str(e.meta("params") or MISSING)),
 ]
-
-
-def _alphas_text(e: Entry) -> str:
-    a = e.alphas
-    return MISSING if a is None else f"({a[0]:g}, {a[1]:g})"
 
 
 # Provenance -------------------------------------------------------------------------------------
@@ -584,17 +270,6 @@ def provenance(entries: list[Entry], notes: Sequence[str], how: Sequence[str] = 
     return "\n".join(out) + "\n"
 
 
-# Tables -----------------------------------------------------------------------------------------
-def _bench_order(bench: str, benches: Sequence[str] = TABLE1_BENCHES) -> tuple[int, str]:
-    return (benches.index(bench) if bench in benches else len(benches), bench)
-
-
-def _groups(entries: list[Entry], suite: Suite | None = None) -> list[tuple[str, str, list[Entry]]]:
-    benches = suite.table1_benches if suite is not None else TABLE1_BENCHES
-    keys = sorted({(e.bench, e.bench_version) for e in entries},
-                  key=lambda k: (_bench_order(k[0], benches), k[1]))
-    return [(b, v, _sort_entries([e for e in entries if (e.bench, e.bench_version) == (b, v)]))
-            for b, v in keys]
 
 
 REPORTED_NOTE = ("- Columns headed '(paper)': the number the DI* paper reports for the same model "
@@ -615,17 +290,17 @@ def table1(entries: list[Entry], with_reported: bool = False, suite: Suite | Non
     notes: list[str] = []
     shown: list[Entry] = []
     suite = suite or SUITES["paper"]
-    groups = [g for g in _groups(entries, suite) if g[0] != suite.style_bench]
+    groups = [g for g in bench_groups(entries, suite.table1_benches) if g[0] != suite.style_bench]
     if not groups:
         out += [f"No measured results yet. Run `distar eval --bench {suite.table1_benches[0]} ...` first.", ""]
     for bench, version, es in groups:
-        _label_entries(es)
+        label_entries(es)
         fixed = suite.table1_metrics + (("fid",) if bench == suite.fid_bench and suite.table1_metrics else ())
         table, n = _table1_section(es, fixed, with_reported, suite.table1_metrics)
         out += [f"## {bench} (version {version})", "", table, ""]
         notes += n
         shown += es
-    how = (CELL_NOTE, TIME_NOTE) + ((REPORTED_NOTE,) if with_reported else ())
+    how = (CELL_NOTE, TIME_NOTE) + ((REPORTED_NOTE,) + _unrecorded_note(shown) if with_reported else ())
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), how)
 
 
@@ -649,14 +324,14 @@ def _table1_section(es: list[Entry], fixed: Sequence[str], with_reported: bool =
 def _columns(es: list[Entry], cols: Sequence[tuple[str, str | None]]) -> list[Column]:
     out = []
     for m, v in cols:
-        _, higher, dec = _metric_info(m)
-        out.append(Column(_metric_header(m, v), [e.summary(m, v) if v is not None else None
+        _, higher, dec = metric_info(m)
+        out.append(Column(metric_header(m, v), [e.summary(m, v) if v is not None else None
                                                  for e in es], dec, higher))
     return out
 
 
 def _notes(cols: Sequence[tuple[str, str | None]]) -> list[str]:
-    return [f"{_metric_header(m, v)}: `{m}` stored as `{v}`" for m, v in cols if v is not None]
+    return [f"{metric_header(m, v)}: `{m}` stored as `{v}`" for m, v in cols if v is not None]
 
 
 def table2(entries: list[Entry], suite: Suite | None = None) -> str:
@@ -672,13 +347,13 @@ def table2(entries: list[Entry], suite: Suite | None = None) -> str:
     if not abl:
         out += ["No measured ablation results yet: evaluate `distar train` checkpoints with "
                 "`distar eval --model path:RUN_DIR/export --bench parti`.", ""]
-    for bench, version, es in _groups(abl, suite):
+    for bench, version, es in bench_groups(abl, suite.table1_benches):
         es = sorted(es, key=lambda e: (e.alphas, e.name, e.recipe_hash))
-        _label_entries(es)
+        label_entries(es)
         lead = [("model", lambda e: e.label),
                 ("steps", lambda e: str(e.meta("steps") or MISSING)),
                 ("params", lambda e: str(e.meta("params") or MISSING)),
-                ("(α_rew, α_cfg)", _alphas_text)]
+                ("(α_rew, α_cfg)", alphas_text)]
         # What else tells the paper's rows apart (KL vs score, Choice 1 vs 2, the estimator).
         lead += [(h, lambda e, k=k: str(e.meta(k) or MISSING)) for h, k in
                  (("regulariser", "regulariser"), ("CFG", "guidance"), ("estimator", "estimator"))
@@ -695,31 +370,6 @@ def table2(entries: list[Entry], suite: Suite | None = None) -> str:
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)))
 
 
-def _style_summaries(e: Entry, metric: str, version: str, styles: dict[int, str]
-                     ) -> dict[str, Summary | None]:
-    scores = e.image_scores(metric, version)
-    out: dict[str, Summary | None] = {}
-    groups = []
-    for style in HPS_STYLES:
-        s = scores[[styles.get(int(i)) == style for i in scores.prompt_index]]
-        if s.empty:
-            out[style] = None
-            continue
-        values, ids = HPS_SCALE * s.value.to_numpy(np.float64), s.prompt_index.to_numpy()
-        out[style] = Summary(hps_style_score(values), interval(values, ids),
-                             prompts=frozenset(int(i) for i in ids))
-        groups.append((values, ids))
-    if all(out[s] is not None for s in HPS_STYLES):
-        # HPSv2's evaluate_benchmark 'Average': the mean over every image of the four styles
-        # (evalsuite.metrics.hps.hps_benchmark_summary), not the mean of the style scores.
-        out["average"] = Summary(float(np.concatenate([v for v, _ in groups]).mean()),
-                                 stratified_interval(groups, by_size=True),
-                                 prompts=frozenset(int(i) for i in scores.prompt_index))
-    else:
-        out["average"] = None
-    return out
-
-
 def table3(entries: list[Entry], with_reported: bool = False) -> str:
     """Paper Table 3 layout: HPS per style and the average of the four styles. HPSv2.1 and
     HPSv2.0 are separate tables, never one column. `with_reported`: the paper's HPSv2.1 number
@@ -734,21 +384,20 @@ def table3(entries: list[Entry], with_reported: bool = False) -> str:
     hps = [e for e in entries if e.bench == HPS_BENCH]
     if not hps:
         out += [f"No measured results on `{HPS_BENCH}` yet.", ""]
-    for bench, version, es in _groups(hps):
-        _label_entries(es)
-        pm = prompt_meta(bench, version)
-        styles = {i: m.get("style") for i, m in pm.meta.items()}
-        n_style = Counter(styles.values())
+    for bench, version, es in bench_groups(hps):
+        label_entries(es)
+        pm = es[0].prompt_meta
+        n_style = Counter(m.get("style") for m in pm.meta.values())
         for metric in HPS_METRICS:
             for v in sorted({v for e in es for m, v in e.metric_keys() if m == metric}):
-                label, higher, dec = _metric_info(metric)
+                label, higher, dec = metric_info(metric)
                 notes += _notes([(metric, v)])
-                out += [f"## {_metric_header(metric, v)} on {bench} (version {version})", ""]
+                out += [f"## {metric_header(metric, v)} on {bench} (version {version})", ""]
                 if not pm.meta:
                     out += [f"Prompt styles unavailable: {pm.missing}.", ""]
                     continue
-                per = [_style_summaries(e, metric, v, styles) for e in es]
-                cols = [Column(f"{s}{_arrow(higher)}" + (f" (n={n_style[s]})" if s in n_style
+                per = [e.style_summaries(metric, v, HPS_STYLES, HPS_SCALE) for e in es]
+                cols = [Column(f"{s}{arrow(higher)}" + (f" (n={n_style[s]})" if s in n_style
                                                         else ""),
                                [p[s] for p in per], dec, higher)
                         for s in HPS_STYLES + ("average",)]
@@ -765,55 +414,49 @@ def table3(entries: list[Entry], with_reported: bool = False) -> str:
         f"image score, resampling prompts ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). "
         "Average: mean over all images of the four styles (HPSv2's); its interval resamples "
         "prompts within each style.",)
-        + ((REPORTED_NOTE,) if with_reported else ()))
+        + ((REPORTED_NOTE,) + _unrecorded_note(shown) if with_reported else ()))
 
 
 def style_table(entries: list[Entry], suite: Suite) -> str:
     """Table 3 for a suite whose style benchmark is not HPSv2's (the mini world's mini_hps): per
-    style, the mean of every per-image metric with its prompt-bootstrap interval; the average is
-    the mean of the styles, as HPSv2's is."""
+    style and on average, every per-image metric under HPSv2's aggregation (the one every
+    report uses, Entry.style_summaries), with prompt-bootstrap intervals."""
     out = [f"# Table 3: measured scores per style ({suite.style_bench})", "",
-           "Per style: mean over the style's images; average: mean of the styles (HPSv2's rule, so "
-           "a style's weight does not depend on its size).", ""]
+           "Per style: HPSv2's aggregation (mean of the means of consecutive 80-image chunks, "
+           "images in benchmark order); average: mean over all images of the styles, as HPSv2's "
+           "evaluate_benchmark computes it (so styles of unequal size weigh by their images).", ""]
     notes: list[str] = []
     shown: list[Entry] = []
     es_all = [e for e in entries if e.bench == suite.style_bench]
     if not es_all:
         out += [f"No measured results on `{suite.style_bench}` yet.", ""]
-    for bench, version, es in _groups(es_all, suite):
-        _label_entries(es)
-        pm = prompt_meta(bench, version)
-        key = "style" if "style" in pm.group_keys else (pm.group_keys[0] if pm.group_keys else None)
+    for bench, version, es in bench_groups(es_all, suite.table1_benches):
+        label_entries(es)
+        pm = es[0].prompt_meta
+        key = style_key(pm)
         if key is None:
             out += [f"## {bench} (version {version})", "", f"Prompt styles unavailable: {pm.missing}.", ""]
             continue
-        styles = sorted({str(md[key]) for md in pm.meta.values() if md.get(key)})
-        members = {g: [i for i, md in pm.meta.items() if str(md.get(key)) == g] for g in styles}
+        members = Counter(str(md[key]) for md in pm.meta.values() if md.get(key))
+        styles = sorted(members)
         keys = sorted({(m, v) for e in es for m, v in zip(e.scores.metric, e.scores.metric_version)})
         notes += _notes(keys)
         for m, v in keys:
-            _, higher, dec = _metric_info(m)
-            per = []
-            for e in es:
-                cells = {g: e.summary(m, v, members[g]) for g in styles}
-                groups = []
-                for g in styles:
-                    sc = e.image_scores(m, v)
-                    sc = sc[sc.prompt_index.isin(members[g])]
-                    if len(sc):
-                        groups.append((sc.value.to_numpy(np.float64), sc.prompt_index.to_numpy()))
-                cells["average"] = (Summary(float(np.mean([cells[g].value for g in styles])),
-                                            stratified_interval(groups))
-                                    if all(cells[g] is not None for g in styles) else None)
-                per.append(cells)
-            cols = [Column(f"{g}{_arrow(higher)} (n={len(members[g])})" if g != "average" else f"average{_arrow(higher)}",
+            _, higher, dec = metric_info(m)
+            per = [e.style_summaries(m, v, styles) for e in es]
+            cols = [Column(f"{g}{arrow(higher)} (n={members[g]})" if g != "average" else f"average{arrow(higher)}",
                            [p_[g] for p_ in per], dec, higher) for g in styles + ["average"]]
             header = ["model", "steps"] + [c.header for c in cols]
             rows = [[e.label, str(e.meta("steps") or MISSING)] + [c.render(i) for c in cols]
                     for i, e in enumerate(es)]
-            out += [f"## {_metric_header(m, v)} by {key}, {bench} (version {version})", "", md_table(header, rows), ""]
+            out += [f"## {metric_header(m, v)} by {key}, {bench} (version {version})", "", md_table(header, rows), ""]
         shown += es
-    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)))
+    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
+        "- Per style: HPSv2's chunked mean over the style's images in benchmark order; in "
+        f"brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval of the style's mean "
+        f"image score, resampling prompts ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). "
+        "Average: mean over all images of the styles; its interval resamples prompts within "
+        "each style.",))
 
 
 def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None) -> str:
@@ -829,12 +472,12 @@ def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None
            "with prompts as units. Set metrics (FID) have no pairs and are not here.", ""]
     shown: list[Entry] = []
     found = False
-    for bench, version, es in _groups(entries, suite):
+    for bench, version, es in bench_groups(entries, (suite or SUITES["paper"]).table1_benches):
         base = [e for e in es if e.name == baseline]
         if not base:
             continue
         found = True
-        _label_entries(es)
+        label_entries(es)
         b = base[0]
         keys = sorted({(m, v) for m, v in zip(b.scores.metric, b.scores.metric_version)})
         rows = []
@@ -843,7 +486,7 @@ def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None
                 continue
             row = [e.label]
             for m, v in keys:
-                _, _, dec = _metric_info(m)
+                _, _, dec = metric_info(m)
                 x = e.image_scores(m, v).merge(b.image_scores(m, v), on=["prompt_index", "k"])
                 if len(x) < 2 or x.prompt_index.nunique() < 2:
                     row.append(MISSING)
@@ -853,7 +496,7 @@ def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None
                 row.append(f"{r.mean_diff:+.{dec + 1}f} [{r.low:+.{dec + 1}f}, {r.high:+.{dec + 1}f}] "
                            f"p={r.p_value:.2g}")
             rows.append(row)
-        header = ["model"] + [_metric_header(m, v) for m, v in keys]
+        header = ["model"] + [metric_header(m, v) for m, v in keys]
         out += [f"## {bench} (version {version})", "", md_table(header, rows), ""]
         shown += es
     if not found:
@@ -869,14 +512,14 @@ def category_breakdown(entries: list[Entry], suite: Suite | None = None) -> str:
            "Means over the prompts of each group; n = prompts of the benchmark in that group.", ""]
     notes: list[str] = []
     shown: list[Entry] = []
-    style_bench = (suite or SUITES["paper"]).style_bench
-    groups = [g for g in _groups(entries, suite) if g[0] != style_bench]
+    suite = suite or SUITES["paper"]
+    groups = [g for g in bench_groups(entries, suite.table1_benches) if g[0] != suite.style_bench]
     written = False
     for bench, version, es in groups:
-        pm = prompt_meta(bench, version, bench_source(es))
+        pm = es[0].prompt_meta
         if not pm.group_keys and not pm.missing:
             continue  # a benchmark without categories (COCO)
-        _label_entries(es)
+        label_entries(es)
         written = True
         shown += es
         if not pm.meta:
@@ -888,7 +531,7 @@ def category_breakdown(entries: list[Entry], suite: Suite | None = None) -> str:
         if not keys:
             out += [f"## {bench} (version {version})", "", "No per-image scores yet.", ""]
         for m, v in keys:
-            label, higher, dec = _metric_info(m)
+            label, higher, dec = metric_info(m)
             rows_m = [e for e in es if len(e.image_scores(m, v))]
             for key in pm.group_keys:
                 names = sorted({str(md[key]) for md in pm.meta.values() if md.get(key)})
@@ -902,18 +545,13 @@ def category_breakdown(entries: list[Entry], suite: Suite | None = None) -> str:
                          for g in names]
                 header = ["model"] + [c.header for c in cols]
                 rows = [[e.label] + [c.render(i) for c in cols] for i, e in enumerate(rows_m)]
-                out += [f"## {_metric_header(m, v)} by {key}, "
+                out += [f"## {metric_header(m, v)} by {key}, "
                         f"{bench} (version {version})", "", md_table(header, rows), ""]
     if not written:
         out += ["No measured results on a benchmark with prompt categories (e.g. parti) yet.", ""]
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
         "- Cells: mean over the group's images scored; no intervals in this file (Table 1 has "
         "the overall ones).",))
-
-
-def bench_source(entries: Sequence[Entry]) -> str | None:
-    """The prompt file of a `file:` benchmark, as its runs recorded it."""
-    return next((e.recipe["bench_source"] for e in entries if e.recipe.get("bench_source")), None)
 
 
 def _no_ci(s: Summary | None) -> Summary | None:
@@ -956,70 +594,6 @@ def paper_reported() -> str:
             "## Notes on the paper's tables", ""]
     out += [f"- {n}" for n in P.NOTES]
     return "\n".join(out) + "\n"
-
-
-# Plots ------------------------------------------------------------------------------------------
-def _latency_points(es: list[Entry], metrics: Sequence[str] = PREFERENCE_FOR_PLOT):
-    from evalsuite.plots import Point
-    for metric in metrics:
-        versions = sorted({v for e in es for m, v in e.metric_keys() if m == metric})
-        for v in versions:
-            pts = []
-            for e in es:
-                s, t = e.summary(metric, v), e.latency()
-                if s is None or t is None:
-                    continue
-                pts.append(Point(label=f"{e.label}\n{t.device}", x=t.value, y=s.value,
-                                 yerr=s.ci, size=_params_billion(e.meta("params"))))
-            if len(pts) >= 1:
-                label, _, _ = _metric_info(metric)
-                return pts, f"{label} ({_short_version(v)}) ↑"
-    return [], ""
-
-
-def write_plots(entries: list[Entry], out_dir: Path, suite: Suite | None = None) -> list[Path]:
-    """Quality vs latency per benchmark (the paper's David-vs-Goliath picture) and, for the
-    ablation, reward vs fidelity. A plot with no measured point is not written (and a stale
-    one from an earlier store is removed)."""
-    from evalsuite import plots
-    suite = suite or SUITES["paper"]
-    written = []
-    for bench in suite.table1_benches:
-        path = out_dir / (suite.prefix + LATENCY_PLOT.format(bench=bench))
-        es = [e for e in entries if e.bench == bench]
-        for _, _, group in _groups(es)[-1:]:  # the newest benchmark version if several
-            _label_entries(group)
-            pts, ylabel = _latency_points(group, suite.plot_metrics)
-            if pts:
-                plots.quality_vs_latency(pts, ylabel, f"{bench}: quality vs latency", path)
-                written.append(path)
-        if path not in written and path.exists():
-            path.unlink()
-    path = out_dir / (suite.prefix + ABLATION_PLOT)
-    abl = [e for e in entries if e.alphas is not None and e.bench == suite.ablation_bench]
-    pts, xlabel, ylabel = [], "", ""
-    for _, _, group in _groups(abl)[-1:]:
-        _label_entries(group)
-        x_metric = next((x for x in suite.fidelity_metrics if any(m == x for e in group for m, _ in e.metric_keys())),
-                        suite.fidelity_metrics[0])
-        xs = sorted({(m, v) for e in group for m, v in e.metric_keys() if m == x_metric})
-        for y_metric in suite.plot_metrics:
-            ys = sorted({(m, v) for e in group for m, v in e.metric_keys() if m == y_metric})
-            if xs and ys:
-                for e in group:
-                    sx, sy = e.summary(*xs[0]), e.summary(*ys[0])
-                    if sx is not None and sy is not None:
-                        pts.append(plots.Point(label=f"{e.label} {_alphas_text(e)}", x=sx.value,
-                                               y=sy.value, xerr=sx.ci, yerr=sy.ci))
-                xlabel = f"{_metric_info(x_metric)[0]} ({_short_version(xs[0][1])}) ↑  (fidelity to the prompt)"
-                ylabel = f"{_metric_info(y_metric)[0]} ({_short_version(ys[0][1])}) ↑"
-                break
-    if pts:
-        plots.reward_vs_fidelity(pts, xlabel, ylabel, f"{suite.ablation_bench} ablation: reward vs fidelity", path)
-        written.append(path)
-    elif path.exists():
-        path.unlink()
-    return written
 
 
 # Entry point ------------------------------------------------------------------------------------
