@@ -3,7 +3,8 @@
 Per-image metrics write one `scores` row per image, a batch at a time, keyed by the metric's
 `info.key`; images already scored under that exact key are skipped, so to resume, run the same
 command again. Set metrics (FID, KID) write one `set_scores` row for the whole image set and are
-skipped when a row for the same key and image count exists.
+skipped when a row for the same key and image count exists. A metric whose class gives its key
+without weights (`version_key`, see `known_key`) is not even loaded when all its work is stored.
 
 Options: `score_run(run, ["pickscore", "fid"], device="cuda", fid={"reference_dir": "coco/"})`:
 a keyword named after a selected metric carries a dict of options for that metric only; every
@@ -48,6 +49,36 @@ def split_options(metric_names: Sequence[str], options: dict[str, Any]) -> dict[
     return out
 
 
+def known_key(name: str, options: dict) -> str | None:
+    """The metric's store key (`info.key`) without loading its weights, when its class can
+    tell: a classmethod `version_key(**options)` on the class the registry entry names
+    (`module:Class` or `module:Class.from_pretrained`). None: only loading tells."""
+    factory = METRICS.load(name)
+    owner = factory if isinstance(factory, type) else getattr(factory, "__self__", None)
+    version_key = getattr(owner, "version_key", None)
+    if version_key is None:
+        return None
+    try:
+        return version_key(**options)
+    except TypeError:  # an option it does not take: loading reports it clearly
+        return None
+
+
+def _already_scored(run, name: str, key: str) -> MetricOutcome | None:
+    """The outcome of a metric whose work is all in the store under `key` (every image, or the
+    set with this many images), else None."""
+    n = len(run.images)
+    sets = run.store.table("set_scores", "WHERE recipe_hash=? AND bench=? AND bench_version=? "
+                           "AND metric=? AND metric_version=?",
+                           (run.recipe_hash, run.bench, run.bench_version, name, key))
+    if len(sets) and int(sets.n_images.iloc[0]) == n:
+        return MetricOutcome(name, key, 0, n, float(sets.value.iloc[0]))
+    done = run.store.scored_keys(run.recipe_hash, run.bench, run.bench_version, name, key)
+    if n and all((int(p), int(k)) in done for p, k in zip(run.images.prompt_index, run.images.k)):
+        return MetricOutcome(name, key, 0, n)
+    return None
+
+
 def _load(name: str, options: dict):
     try:
         return load_metric(name, **options)
@@ -82,9 +113,19 @@ def score_run(run, metric_names: list[str], batch_size: int = 32, progress: bool
     outcomes = []
     for name in metric_names:
         opts = {"device": run.device, "batch_size": batch_size, **per_metric[name]}
+        # A finished rerun: when the key is known without the weights and every score is
+        # stored under it, there is nothing to load.
+        key = known_key(name, opts)
+        done = _already_scored(run, name, key) if key is not None else None
+        if done is not None:
+            outcomes.append(done)
+            continue
         if progress:  # loading a metric's weights can take a while: say so
             print(f"{name}: loading ...", file=sys.stderr, flush=True)
         metric = _load(name, opts)
+        if key is not None and metric.info.key != key:  # a wrong version_key would skip wrongly
+            raise RuntimeError(f"{name}: version_key gave {key!r} but the loaded metric's key is "
+                               f"{metric.info.key!r}; fix the class's version_key")
         key = metric.info.key
         meta = json.dumps({"info": metric.info.as_dict(),
                            "provenance": getattr(metric, "provenance", {})}, sort_keys=True,
