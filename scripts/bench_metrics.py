@@ -72,7 +72,8 @@ def setup_hpsv2(arch, images, prompts, device, batch, tmp, version="v2.0"):
     _, img_score, _ = rc.import_hpsv2()
     img_score.model_dict.update(model=ref_model, preprocess_val=preprocess_val)
     img_score.device = str(device)
-    ours = cls(weights_path=str(cp), arch=name, device=str(device), batch_size=batch)
+    ours = cls.from_pretrained(weights_path=str(cp), arch=name, device=str(device),
+                               batch_size=batch)
 
     def ref(ims, ps):
         return np.array([img_score.score([im], p, cp=str(cp), hps_version=version)[0]
