@@ -59,6 +59,7 @@ import evalsuite  # noqa: E402,F401  (torchvision fix before anything imports to
 import torch  # noqa: E402
 
 # Imported here, not when first freeing memory: an import cut by a budget's alarm is lost.
+from evalsuite.leaderboard.markdown import md_table  # noqa: E402
 from evalsuite.models.loading import load_pipeline  # noqa: E402
 
 SCHEMA_VERSION = 1
@@ -376,6 +377,10 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
+def _status(r: dict) -> str:
+    return f"{r.get('status')}{': ' + r['reason'] if r.get('reason') else ''}"
+
+
 def render_md(report: dict) -> str:
     h = report["header"]
     lines = [f"# GPU suite ({h['mode']})", "",
@@ -392,45 +397,42 @@ def render_md(report: dict) -> str:
         rows = sec["rows"]
         if sec["name"] == "table1" and rows:
             kind = next((r["peak_memory_kind"] for r in rows if r.get("peak_memory_kind")), "")
-            lines += ["| model | recipe | dtype | batch | images timed | s / 10 images | paper's s / 10 images | "
-                      f"peak memory GiB ({kind}) | build s | status |", "|---|---|---|---|---|---|---|---|---|---|"]
-            for r in rows:
-                lines.append(f"| {r['model']} | {r['recipe']} | {r.get('dtype', '-')} | {r.get('batch', '-')} | "
-                             f"{r.get('images_timed', '-')} | {_fmt(r.get('s_per_10_images'))} | "
-                             f"{_fmt(r.get('paper_s_per_10_images'))} | {_fmt(r.get('peak_memory_gib'))} | "
-                             f"{_fmt(r.get('build_s'), 1)} | {r.get('status')}{': ' + r['reason'] if r.get('reason') else ''} |")
+            lines.append(md_table(
+                ["model", "recipe", "dtype", "batch", "images timed", "s / 10 images", "paper's s / 10 images",
+                 f"peak memory GiB ({kind})", "build s", "status"],
+                [[r['model'], r['recipe'], r.get('dtype', '-'), r.get('batch', '-'), r.get('images_timed', '-'),
+                  _fmt(r.get('s_per_10_images')), _fmt(r.get('paper_s_per_10_images')),
+                  _fmt(r.get('peak_memory_gib')), _fmt(r.get('build_s'), 1), _status(r)] for r in rows], "-"))
             q = sec["extra"].get("sdxl_1step_vs_flux_dev", {})
-            lines += ["", "| SDXL 1-step / FLUX-dev 50-step | measured | the paper's |", "|---|---|---|",
-                      f"| time | {_pct(q.get('time_fraction'))} | {q.get('paper_time_fraction')} |",
-                      f"| memory | {_pct(q.get('memory_fraction'))} | {q.get('paper_memory_fraction')} |"]
+            lines += ["", md_table(["SDXL 1-step / FLUX-dev 50-step", "measured", "the paper's"],
+                                   [["time", _pct(q.get('time_fraction')), q.get('paper_time_fraction')],
+                                    ["memory", _pct(q.get('memory_fraction')), q.get('paper_memory_fraction')]], "-")]
         elif sec["name"] == "harness" and rows:
-            lines += ["| model | images | batch | bare loop img/s | harness img/s | harness / bare | per pair |",
-                      "|---|---|---|---|---|---|---|"]
-            for r in rows:
-                lines.append(f"| {r['model']} ({r['weights']}) | {r['images']} | {r['batch']} | "
-                             f"{_fmt(r['bare_median_img_s'])} | {_fmt(r['harness_median_img_s'])} | "
-                             f"{_fmt(r['ratio_of_medians'], 3)} | {', '.join(f'{x:.3f}' for x in r['ratio_per_pair'])} |")
+            lines.append(md_table(
+                ["model", "images", "batch", "bare loop img/s", "harness img/s", "harness / bare", "per pair"],
+                [[f"{r['model']} ({r['weights']})", r['images'], r['batch'], _fmt(r['bare_median_img_s']),
+                  _fmt(r['harness_median_img_s']), _fmt(r['ratio_of_medians'], 3),
+                  ', '.join(f'{x:.3f}' for x in r['ratio_per_pair'])] for r in rows], "-"))
         elif sec["name"] == "scorers" and rows:
-            lines += ["| metric | backbone | batch | images (ref) | ours img/s | reference img/s | ours / ref | "
-                      "max abs diff | status |", "|---|---|---|---|---|---|---|---|---|"]
-            for r in rows:
-                lines.append(f"| {r['metric']} | {r.get('arch', '-')} | {r.get('batch', '-')} | "
-                             f"{r.get('images', '-')} ({r.get('ref_images', '-')}) | {_fmt(r.get('ours_img_s'))} | "
-                             f"{_fmt(r.get('ref_img_s'))} | {_fmt(r.get('speedup'))}x | "
-                             f"{_fmt(r.get('max_abs_diff'), 1) if r.get('max_abs_diff') is None else format(r['max_abs_diff'], '.1e')} | "
-                             f"{r.get('status')}{': ' + r['reason'] if r.get('reason') else ''} |")
+            lines.append(md_table(
+                ["metric", "backbone", "batch", "images (ref)", "ours img/s", "reference img/s", "ours / ref",
+                 "max abs diff", "status"],
+                [[r['metric'], r.get('arch', '-'), r.get('batch', '-'),
+                  f"{r.get('images', '-')} ({r.get('ref_images', '-')})", _fmt(r.get('ours_img_s')),
+                  _fmt(r.get('ref_img_s')), f"{_fmt(r.get('speedup'))}x",
+                  _fmt(r.get('max_abs_diff'), 1) if r.get('max_abs_diff') is None else format(r['max_abs_diff'], '.1e'),
+                  _status(r)] for r in rows], "-"))
         elif sec["name"] == "di_star_step" and rows:
             x = sec["extra"]
             lines += [f"SDXL UNets of {x.get('unet_params', 0) / 1e6:,.1f}M parameters, {x.get('resolution')} px, batch "
                       f"{x.get('batch')}, mixed precision {x.get('mixed_precision')}, gradient checkpointing "
                       f"{x.get('gradient_checkpointing')} (frozen nets too: {x.get('checkpoint_frozen')}), "
                       f"build {x.get('build_s')} s.", "",
-                      "| step | median ms | min ms | ratio to KL (median of rounds) | target | peak memory GiB | rounds |",
-                      "|---|---|---|---|---|---|---|"]
-            for r in rows:
-                lines.append(f"| {r['step']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
-                             f"{r['ratio_to_kl_median_of_rounds']:.2f}x | {r['target']} | "
-                             f"{_fmt(r['peak_memory_gib'])} | {r['rounds']} |")
+                      md_table(["step", "median ms", "min ms", "ratio to KL (median of rounds)", "target",
+                                "peak memory GiB", "rounds"],
+                               [[r['step'], f"{r['median_ms']:.1f}", f"{r['min_ms']:.1f}",
+                                 f"{r['ratio_to_kl_median_of_rounds']:.2f}x", r['target'], _fmt(r['peak_memory_gib']),
+                                 r['rounds']] for r in rows], "-")]
         for n in sec["notes"]:
             lines += ["", n]
         lines.append("")
