@@ -370,6 +370,14 @@ def table2(entries: list[Entry], suite: Suite | None = None) -> str:
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)))
 
 
+def _style_md(es: list[Entry], cols: list) -> str:
+    """A per-style table: model, steps, then one column per style and the average."""
+    header = ["model", "steps"] + [c.header for c in cols]
+    rows = [[e.label, str(e.meta("steps") or MISSING)] + [c.render(i) for c in cols]
+            for i, e in enumerate(es)]
+    return md_table(header, rows)
+
+
 def table3(entries: list[Entry], with_reported: bool = False) -> str:
     """Paper Table 3 layout: HPS per style and the average of the four styles. HPSv2.1 and
     HPSv2.0 are separate tables, never one column. `with_reported`: the paper's HPSv2.1 number
@@ -394,7 +402,7 @@ def table3(entries: list[Entry], with_reported: bool = False) -> str:
                 notes += _notes([(metric, v)])
                 out += [f"## {metric_header(metric, v)} on {bench} (version {version})", ""]
                 if not pm.meta:
-                    out += [f"Prompt styles unavailable: {pm.missing}.", ""]
+                    out += [f"Prompt styles unavailable: {pm.missing or 'the stored prompts carry no style'}.", ""]
                     continue
                 per = [e.style_summaries(metric, v, HPS_STYLES, HPS_SCALE) for e in es]
                 cols = [Column(f"{s}{arrow(higher)}" + (f" (n={n_style[s]})" if s in n_style
@@ -403,10 +411,7 @@ def table3(entries: list[Entry], with_reported: bool = False) -> str:
                         for s in HPS_STYLES + ("average",)]
                 if with_reported and metric == "hpsv21":  # the paper's Table 3 is HPSv2.1
                     cols = _with_reported(es, cols, list(HPS_STYLES + ("average",)))
-                header = ["model", "steps"] + [c.header for c in cols]
-                rows = [[e.label, str(e.meta("steps") or MISSING)] + [c.render(i) for c in cols]
-                        for i, e in enumerate(es)]
-                out += [md_table(header, rows), ""]
+                out += [_style_md(es, cols), ""]
         shown += es
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
         "- Per style: HPSv2's chunked mean over the style's images in benchmark order; in "
@@ -435,7 +440,7 @@ def style_table(entries: list[Entry], suite: Suite) -> str:
         pm = es[0].prompt_meta
         key = style_key(pm)
         if key is None:
-            out += [f"## {bench} (version {version})", "", f"Prompt styles unavailable: {pm.missing}.", ""]
+            out += [f"## {bench} (version {version})", "", f"Prompt styles unavailable: {pm.missing or 'the stored prompts carry no style'}.", ""]
             continue
         members = Counter(str(md[key]) for md in pm.meta.values() if md.get(key))
         styles = sorted(members)
@@ -446,10 +451,7 @@ def style_table(entries: list[Entry], suite: Suite) -> str:
             per = [e.style_summaries(m, v, styles) for e in es]
             cols = [Column(f"{g}{arrow(higher)} (n={members[g]})" if g != "average" else f"average{arrow(higher)}",
                            [p_[g] for p_ in per], dec, higher) for g in styles + ["average"]]
-            header = ["model", "steps"] + [c.header for c in cols]
-            rows = [[e.label, str(e.meta("steps") or MISSING)] + [c.render(i) for c in cols]
-                    for i, e in enumerate(es)]
-            out += [f"## {metric_header(m, v)} by {key}, {bench} (version {version})", "", md_table(header, rows), ""]
+            out += [f"## {metric_header(m, v)} by {key}, {bench} (version {version})", "", _style_md(es, cols), ""]
         shown += es
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
         "- Per style: HPSv2's chunked mean over the style's images in benchmark order; in "
@@ -524,7 +526,7 @@ def category_breakdown(entries: list[Entry], suite: Suite | None = None) -> str:
         shown += es
         if not pm.meta:
             out += [f"## {bench} (version {version})", "",
-                    f"Prompt metadata unavailable: {pm.missing}.", ""]
+                    f"Prompt metadata unavailable: {pm.missing or 'the stored prompts carry none'}.", ""]
             continue
         keys = sorted({(m, v) for e in es for m, v in zip(e.scores.metric, e.scores.metric_version)})
         notes += _notes(keys)
