@@ -469,3 +469,17 @@ def test_store_from_an_older_distar_names_the_fix(tmp_path):
     assert "Fix: rerun `distar eval --bench parti --model MODEL --out" in br
     assert "Prompt styles unavailable" in files[lb.TABLE3_FILE].read_text()
     assert section(files[lb.TABLE1_FILE].read_text(), "## parti (version 1-test)") == TABLE1_PARTI
+
+
+def test_reported_fallback_for_runs_without_registered_as(tmp_path):
+    """Runs recorded before `registered_as` existed: no paper number beside them (the registry
+    is not consulted), and the footer names those rows and the fix."""
+    from evalsuite.models import MODELS
+    base = MODELS.get("sdxl_base")
+    store = ResultsStore(tmp_path / "results")
+    add_model(store, name="sdxl_base", bench="parti", n_total=4, rh=base.recipe_hash,
+              recipe={"steps": 50, "weights": "pretrained"}, scores={"imagereward": (IR, [0.85] * 4)})
+    files = {p.name: p for p in lb.write_leaderboards(tmp_path / "results", tmp_path / "lb", with_reported=True)}
+    t1 = files[lb.TABLE1_FILE].read_text()
+    assert "(paper)" not in section(t1, "## parti (version 1-test)")
+    assert "No '(paper)' number for sdxl_base: their runs were recorded before" in t1

@@ -370,6 +370,15 @@ def table2(entries: list[Entry], suite: Suite | None = None) -> str:
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)))
 
 
+def _style_note(styles: str) -> str:
+    """The footer line of a per-style table (`styles`: how the average's styles are named)."""
+    return ("- Per style: HPSv2's chunked mean over the style's images in benchmark order; in "
+            f"brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval of the style's mean "
+            f"image score, resampling prompts ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). "
+            f"Average: mean over all images of {styles}; its interval resamples prompts within "
+            "each style.")
+
+
 def _style_md(es: list[Entry], cols: list) -> str:
     """A per-style table: model, steps, then one column per style and the average."""
     header = ["model", "steps"] + [c.header for c in cols]
@@ -414,11 +423,7 @@ def table3(entries: list[Entry], with_reported: bool = False) -> str:
                 out += [_style_md(es, cols), ""]
         shown += es
     return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
-        "- Per style: HPSv2's chunked mean over the style's images in benchmark order; in "
-        f"brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval of the style's mean "
-        f"image score, resampling prompts ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). "
-        "Average: mean over all images of the four styles (HPSv2's); its interval resamples "
-        "prompts within each style.",)
+        _style_note("the four styles (HPSv2's)"),)
         + ((REPORTED_NOTE,) + _unrecorded_note(shown) if with_reported else ()))
 
 
@@ -453,12 +458,7 @@ def style_table(entries: list[Entry], suite: Suite) -> str:
                            [p_[g] for p_ in per], dec, higher) for g in styles + ["average"]]
             out += [f"## {metric_header(m, v)} by {key}, {bench} (version {version})", "", _style_md(es, cols), ""]
         shown += es
-    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
-        "- Per style: HPSv2's chunked mean over the style's images in benchmark order; in "
-        f"brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval of the style's mean "
-        f"image score, resampling prompts ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). "
-        "Average: mean over all images of the styles; its interval resamples prompts within "
-        "each style.",))
+    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (_style_note("the styles"),))
 
 
 def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None) -> str:
