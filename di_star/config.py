@@ -22,11 +22,15 @@ DISTANCES = ("l2", "pseudo_huber")
 ESTIMATORS = ("exact", "x0")
 DISTANCE_SPACES = ("score", "x0")
 GUIDANCES = ("none", "out", "in")   # 'out' = Choice 1 (implicit CFG reward), 'in' = Choice 2 (CFG reference)
+SD_WORLDS = ("sdxl", "sd15")        # the worlds that read the [sd] section (di_star.sdxl.world)
+MIXED = ("no", "bf16", "fp16")
+OPTIMIZERS = ("adamw", "adamw8bit")
+LOGGERS = ("tensorboard", "wandb", "none")
 
 
 @dataclass
 class WorldConfig:
-    name: str = "gmm"                 # a registered World (di_star.trainer.WORLDS): 'gmm', 'digits', ...
+    name: str = "gmm"                 # a registered world (di_star.world.WORLDS): gmm, digits, sdxl, sd15
     eval_samples: int = 2000          # samples drawn for the final metrics
     recipe_scale: float = 1.0         # fraction of the once-trained (cached) networks' steps; < 1 only for tests
 
@@ -344,3 +348,52 @@ def validate(cfg: TrainConfig) -> None:
         raise DistarError(f"world.recipe_scale must be in (0, 1], got {cfg.world.recipe_scale}.")
     if run.ckpt_every < 1 or run.log_every < 1:
         raise DistarError("run.ckpt_every and run.log_every must be >= 1.")
+
+
+def validate_sd(cfg: TrainConfig) -> None:
+    """The [sd] section's choices and what this machine must have for them, each with its fix."""
+    sd = cfg.sd
+    if cfg.world.name not in SD_WORLDS:
+        raise DistarError(f"world.name '{cfg.world.name}' is not a Stable Diffusion world; "
+                          f"choose one of: {', '.join(SD_WORLDS)}.")
+    for key, value, choices in (("sd.mixed_precision", sd.mixed_precision, MIXED),
+                                ("sd.optimizer", sd.optimizer, OPTIMIZERS),
+                                ("sd.log_with", sd.log_with, LOGGERS)):
+        _choice(value, choices, key)
+    if not 0 <= sd.t_min < sd.t_max <= 1000:
+        raise DistarError(f"sd.t_min, sd.t_max = {sd.t_min}, {sd.t_max}: need 0 <= t_min < t_max <= 1000.")
+    if not 0 <= sd.generator_timestep < 1000:
+        raise DistarError(f"sd.generator_timestep = {sd.generator_timestep} must be in [0, 1000).")
+    for key in ("grad_accum", "sample_images", "eval_limit"):
+        if getattr(sd, key) < 1:
+            raise DistarError(f"sd.{key} must be >= 1, got {getattr(sd, key)}.")
+    for key in ("sample_every", "eval_every", "assistant_lora_rank", "resolution"):
+        if getattr(sd, key) < 0:
+            raise DistarError(f"sd.{key} must be >= 0, got {getattr(sd, key)}.")
+    if sd.max_grad_norm < 0 or sd.weight_decay < 0:
+        raise DistarError("sd.max_grad_norm and sd.weight_decay must be >= 0.")
+    import torch
+    if sd.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise DistarError("sd.mixed_precision = 'fp16' needs a CUDA GPU. Fix: use 'bf16' or 'no' on a CPU.")
+    if sd.fsdp and sd.optimizer == "adamw8bit":
+        raise DistarError("sd.fsdp = true with sd.optimizer = 'adamw8bit': bitsandbytes' 8-bit AdamW does "
+                          "not step sharded (DTensor) parameters. Fix: sd.optimizer = 'adamw' (FSDP already "
+                          "splits the fp32 Adam state over the GPUs), or sd.fsdp = false.")
+    if sd.fsdp and sd.mixed_precision == "fp16":
+        raise DistarError("sd.fsdp = true with sd.mixed_precision = 'fp16': the fp16 gradient scaler is not "
+                          "wired for sharded gradients here. Fix: sd.mixed_precision = 'bf16'.")
+    from di_star.sdxl.reward import check_reward
+    check_reward(sd.reward)
+    if sd.log_with == "wandb":
+        import importlib.util
+        if importlib.util.find_spec("wandb") is None:
+            raise DistarError("sd.log_with = 'wandb' but wandb is not installed. Fix: `pip install "
+                              "wandb`, or use 'tensorboard' (installed) or 'none'.")
+
+
+def check_trainable(cfg: TrainConfig) -> None:
+    """Everything the training loop checks of a config before it starts: `validate`, and the
+    [sd] section (with what this machine must have for it) for the Stable Diffusion worlds."""
+    validate(cfg)
+    if cfg.world.name in SD_WORLDS:
+        validate_sd(cfg)

@@ -14,7 +14,7 @@ The maths, and the paper's slips these functions correct, are in docs/maths.md.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -221,15 +221,19 @@ def implicit_cfg_reward_loss(x_t: Tensor, t: Tensor, s_ref: ScoreModel, cond: An
     return -alpha_cfg * _per_sample(w, x_t) * _sum(direction * _f32(x_t))
 
 
-def check_finite(terms: dict[str, Tensor]) -> None:
-    """Raise ``NonFiniteLossError`` naming every term that holds a NaN or Inf (one device sync)."""
+def check_finite(terms: dict[str, Tensor], reduce: Callable[[Tensor], Tensor] | None = None) -> None:
+    """Raise ``NonFiniteLossError`` naming every term that holds a NaN or Inf (one device sync).
+    `reduce` sums the per-term flags over processes (the training loop's NaN guard), so every
+    process stops at the same step."""
     if not terms:
         return
     names = list(terms)
-    ok = torch.stack([torch.isfinite(terms[n].detach()).all().cpu() for n in names]).tolist()
-    bad = [n for n, good in zip(names, ok) if not good]
-    if bad:
-        raise NonFiniteLossError(bad)
+    bad = torch.stack([(~torch.isfinite(terms[n].detach())).any() for n in names]).float()
+    if reduce is not None:
+        bad = reduce(bad)
+    flags = bad.tolist()
+    if any(flags):
+        raise NonFiniteLossError([n for n, b in zip(names, flags) if b])
 
 
 __all__ = [

@@ -1,93 +1,62 @@
-"""The DI* training loop (Algorithm 1): K assistant DSM steps on detached generator samples, then
-one generator step on L = L_rew + L_cfg + L_reg. Baselines (Diff-Instruct, DI++, SIM) are the
-same loop with other `objective` settings (di_star.presets).
+"""The one DI* training loop (Algorithm 1, docs/maths.md), for every world: K_TA assistant DSM
+steps on detached generator samples, then one generator step on L = L_rew + L_cfg + L_reg.
+Baselines (Diff-Instruct, DI++, SIM) are the same loop with other `objective` settings
+(di_star.presets).
 
-The loop knows nothing about backbones: a `World` adapter hands it the three networks behind the
-score interface (di_star.scores), a prompt/noise sampler and a differentiable reward. The toy
-worlds live in di_star.toy; an SDXL world plugs in the same way.
+The loop knows nothing about backbones: a world (di_star.world; toy worlds in di_star.toy, the
+Stable Diffusion ones in di_star.sdxl) hands it the three networks behind the score interface
+(di_star.scores), its samplers, a differentiable reward, the loop's settings (`LoopOptions`:
+mixed precision, optimizer, gradient accumulation and clipping, FSDP) and its per-step and
+export hooks. Everything else is here, once: accelerate (DDP, or FSDP over processes of
+`accelerate launch`), the EMA, the NaN guard, stats.jsonl, checkpoints (di_star.checkpoint),
+the resume check, the progress bar and SIGINT / SIGTERM.
 
 Run directory (to resume, rerun the same command):
   config.json        the TrainConfig; a resumed run must match it (max_steps may grow)
-  stats.jsonl        one line per `log_every` generator steps
-  ckpt-XXXXXXX.*     safetensors (weights, Adam state, EMA, RNG) + json (step, config)
-  latest.json        points at the newest complete checkpoint; written last, atomically
+  stats.jsonl        one line per `log_every` generator steps (cut back to the checkpoint on resume)
+  ckpt-XXXXXXX/      the newest complete checkpoint (di_star.checkpoint); latest.json -> it
   metrics.json       final evaluation of the generator (EMA weights when ema > 0)
-  generator.safetensors  the final generator weights, for evaluation harnesses
+  + the world's export: generator.safetensors (toy worlds), export/ (a diffusers pipeline), and
+    the SD worlds' tb/, samples/, eval/ (di_star.sdxl.world)
+
+Batch sizes: `optim.batch_size` samples per process per micro-batch; one optimizer step sees
+batch_size x grad_accum x processes samples (both networks).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
-from di_star.config import TrainConfig, from_dict
+from di_star import checkpoint as ck
+from di_star.config import TrainConfig, check_trainable, from_dict
 from di_star.errors import DistarError, NonFiniteLossError
-from di_star.losses import (assistant_dsm_loss, check_finite, distance, explicit_reward_loss,
-                            implicit_cfg_reward_loss, kl_regularizer_loss, score_regularizer_loss)
-from di_star.noise import NoiseSchedule, weight_fn
+from di_star.losses import (assistant_dsm_loss, check_finite, distance, explicit_reward_loss, implicit_cfg_reward_loss,
+                            kl_regularizer_loss, score_regularizer_loss)
+from di_star.noise import weight_fn
 from di_star.scores import CFGScore, ScoreModel
+from di_star.world import LoopOptions, RunContext, World, WorldModels, load_worlds
 from distar.core import atomic
-from distar.core.progress import ProgressBar
 from distar.core.errors import read_json_file
-from distar.core.registry import Registry
+from distar.core.progress import ProgressBar
 from distar.core.runlock import remove_dead_temps
 
-
-# The World protocol: what a backbone adapter gives the loop.
-
-@dataclass
-class WorldModels:
-    generator: nn.Module                          # g_theta(z, cond) -> x0; trained
-    assistant: nn.Module                          # the parameters psi behind s_psi; trained
-    make_assistant_score: Callable[[nn.Module], ScoreModel]   # module -> s_psi(x_t, t, cond)
-    reference_score: ScoreModel                   # frozen s_ref(x_t, t, cond); cond=null_cond -> unconditional
-    frozen: list[nn.Module] = field(default_factory=list)     # modules behind s_ref / the reward
-
-
-class World(Protocol):
-    name: str
-    schedule: NoiseSchedule          # x_t = alpha(t) x0 + sigma(t) eps
-    null_cond: Any                   # the "empty prompt" condition for CFG
-
-    def build(self) -> WorldModels: ...
-    # Samplers draw on the CPU from the loop's one torch.Generator (so a run is a function of
-    # its seed, and a resumed run continues the same stream); the loop moves them to the device.
-    def sample_cond(self, batch: int, generator: torch.Generator) -> Any: ...
-    def sample_z(self, batch: int, generator: torch.Generator) -> Tensor: ...
-    def sample_t(self, batch: int, generator: torch.Generator) -> Tensor: ...
-    def sample_eps(self, like: Tensor, generator: torch.Generator) -> Tensor: ...
-    def reward(self, x0: Tensor, cond: Any) -> Tensor: ...            # differentiable, [B]
-    def evaluate(self, generator: nn.Module, n: int, seed: int) -> dict[str, float]: ...
-
-
-def _gmm_world(cfg: TrainConfig) -> World:
-    from di_star.toy.gmm import GMMWorld
-    return GMMWorld(sigma_mean=cfg.objective.sigma_mean, sigma_std=cfg.objective.sigma_std,
-                    recipe_scale=cfg.world.recipe_scale)
-
-
-def _digits_world(cfg: TrainConfig) -> World:
-    from di_star.toy.digits import DigitsRecipe, DigitsWorld
-    return DigitsWorld(DigitsRecipe().scaled(cfg.world.recipe_scale),
-                       sigma_mean=cfg.objective.sigma_mean, sigma_std=cfg.objective.sigma_std)
-
-
-WORLDS: Registry[Callable[[TrainConfig], World]] = Registry("world")
-WORLDS.add("gmm", _gmm_world, "2-D class-conditional Gaussian mixtures, exact scores")
-WORLDS.add("digits", _digits_world, "sklearn 8x8 digits, small cached reference diffusion")
-
-
-# Stable Diffusion worlds ('sdxl', 'sd15') train in di_star.sdxl.train (DDP, autocast, EMA,
-# export), which builds its SDWorld itself; train() dispatches there before WORLDS is asked.
+__all__ = ["train", "TrainResult", "WORLDS", "World", "WorldModels", "EVAL_SEED", "assistant_step",
+           "generator_terms", "make_world", "make_accelerator", "make_optimizer", "check_same_run",
+           "make_run_dir", "truncate_stats"]
 
 EVAL_SEED = 2024  # every method is evaluated on the same z, so differences are the methods'
+WORLDS = load_worlds()  # every world module imported: each registers itself (di_star.world)
 
 
 @dataclass
@@ -100,6 +69,11 @@ class TrainResult:
     cpu_ms_per_step: float = math.nan   # process CPU time per step: robust to a shared machine
 
 
+def make_world(cfg: TrainConfig, device=None) -> World:
+    """The registered world `cfg.world.name`, built from the config."""
+    return WORLDS.get(cfg.world.name)(cfg, device)
+
+
 def to_device(obj: Any, device) -> Any:
     if isinstance(obj, Tensor):
         return obj.to(device)
@@ -110,96 +84,7 @@ def to_device(obj: Any, device) -> Any:
     return obj
 
 
-# Checkpoints: tensors in safetensors, everything else in json, both atomic.
-
-def optimizer_tensors(prefix: str, sd: dict) -> tuple[dict[str, Tensor], dict]:
-    """Split an optimizer state dict (`opt.state_dict()`) into tensors (safetensors) and plain
-    data (json)."""
-    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
-    for idx, st in sd["state"].items():
-        meta["state"][str(idx)] = {}
-        for k, v in st.items():
-            if isinstance(v, Tensor):
-                tensors[f"{prefix}.{idx}.{k}"] = v
-            else:
-                meta["state"][str(idx)][k] = v
-    return tensors, meta
-
-
-def optimizer_state(prefix: str, tensors: dict[str, Tensor], meta: dict) -> dict:
-    """Inverse of optimizer_tensors: the state dict for `opt.load_state_dict`."""
-    state = {}
-    for idx, extra in meta["state"].items():
-        st = dict(extra)
-        head = f"{prefix}.{idx}."
-        st.update({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)})
-        state[int(idx)] = st
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def save_checkpoint(run_dir: Path, step: int, cfg: TrainConfig, gen: nn.Module, assistant: nn.Module,
-                    opt_g, opt_psi, ema: dict[str, Tensor] | None, rng: torch.Generator) -> Path:
-    tensors = {f"generator.{k}": v for k, v in gen.state_dict().items()}
-    tensors.update({f"assistant.{k}": v for k, v in assistant.state_dict().items()})
-    t_g, m_g = optimizer_tensors("opt_g", opt_g.state_dict())
-    t_p, m_p = optimizer_tensors("opt_psi", opt_psi.state_dict())
-    tensors.update(t_g)
-    tensors.update(t_p)
-    if ema is not None:
-        tensors.update({f"ema.{k}": v for k, v in ema.items()})
-    tensors["rng"] = rng.get_state()
-    name = f"ckpt-{step:07d}"
-    atomic.save_tensors(tensors, run_dir / f"{name}.safetensors")
-    meta = {"step": step, "config": cfg.to_dict(), "opt_g": m_g, "opt_psi": m_p}
-    atomic.write_bytes(run_dir / f"{name}.json", json.dumps(meta).encode())
-    # The pointer is written last: a kill at any moment leaves the previous checkpoint in force.
-    atomic.write_bytes(run_dir / "latest.json", json.dumps({"step": step, "name": name}).encode())
-    for old in run_dir.glob("ckpt-*"):
-        if not old.name.startswith(name):
-            old.unlink(missing_ok=True)
-    return run_dir / f"{name}.safetensors"
-
-
-def load_checkpoint(run_dir: Path, gen: nn.Module, assistant: nn.Module, opt_g, opt_psi,
-                    ema: dict[str, Tensor] | None, rng: torch.Generator) -> int:
-    """Restore everything a run's future depends on; returns the step, 0 when there is none.
-    A damaged pointer or checkpoint raises one DistarError naming the file and the fix."""
-    latest = run_dir / "latest.json"
-    if not latest.exists():
-        return 0
-    found = sorted(p.stem for p in run_dir.glob("ckpt-*.safetensors") if p.with_suffix(".json").exists())
-    fix = f"delete {latest} to start over" + (
-        f", or point it at {found[-1]}: {{\"step\": {int(found[-1][5:])}, \"name\": \"{found[-1]}\"}}"
-        if found else "")
-    name = read_json_file(latest, fix).get("name")
-    if not isinstance(name, str) or "/" in name or not name.startswith("ckpt-"):
-        raise DistarError(f"{latest} is damaged (name = {name!r}). Fix: {fix}.")
-    for f in (run_dir / f"{name}.safetensors", run_dir / f"{name}.json"):
-        if not f.exists():
-            raise DistarError(f"{latest} points at {f.name}, which is missing. Fix: {fix}.")
-    try:
-        tensors = load_file(str(run_dir / f"{name}.safetensors"))
-        meta = json.loads((run_dir / f"{name}.json").read_text())
-        return _restore(tensors, meta, gen, assistant, opt_g, opt_psi, ema, rng)
-    except Exception as e:  # noqa: BLE001 - truncated safetensors, bad json, wrong shapes, ...
-        raise DistarError(
-            f"Checkpoint {run_dir / name}.safetensors/.json is damaged ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200] if str(e) else ''}). Fix: delete {latest} and "
-            f"{name}.* to start this run over, or restore them from a copy.") from None
-
-
-def _restore(tensors: dict[str, Tensor], meta: dict, gen: nn.Module, assistant: nn.Module, opt_g, opt_psi,
-             ema: dict[str, Tensor] | None, rng: torch.Generator) -> int:
-    gen.load_state_dict({k[len("generator."):]: v for k, v in tensors.items() if k.startswith("generator.")})
-    assistant.load_state_dict({k[len("assistant."):]: v for k, v in tensors.items() if k.startswith("assistant.")})
-    opt_g.load_state_dict(optimizer_state("opt_g", tensors, meta["opt_g"]))
-    opt_psi.load_state_dict(optimizer_state("opt_psi", tensors, meta["opt_psi"]))
-    if ema is not None:
-        for k in ema:
-            ema[k].copy_(tensors[f"ema.{k}"])
-    rng.set_state(tensors["rng"])
-    return int(meta["step"])
-
+# The run directory: one config per run, dead processes' temp files removed, stats cut back.
 
 _FREE_ON_RESUME = (("run", "max_steps"), ("run", "log_every"), ("run", "ckpt_every"), ("world", "eval_samples"))
 
@@ -224,7 +109,8 @@ def check_same_run(run_dir: Path, cfg: TrainConfig) -> None:
 
 
 def make_run_dir(out: Path) -> Path:
-    """The run directory, created; temp files of dead processes in it removed (pid-checked)."""
+    """The run directory, created; temp files and folders of dead processes in it removed
+    (pid-checked: an unfinished checkpoint, export or pointer)."""
     run_dir = Path(out)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -247,6 +133,121 @@ def truncate_stats(path: Path, step: int) -> None:
         except (ValueError, KeyError, TypeError):  # blank, or cut short by a kill mid-append
             continue
     atomic.write_bytes(path, ("\n".join(keep) + ("\n" if keep else "")).encode())
+
+
+class StatsWriter:
+    """Running means of the logged scalars, one stats.jsonl line per `log_every` steps (main
+    process), also sent to the accelerate trackers when there are any."""
+
+    def __init__(self, path: Path, accelerator, trackers: bool):
+        self.path, self.accelerator, self.trackers = path, accelerator, trackers
+        self.window: dict[str, list[float]] = {}
+
+    def add(self, key: str, value: float) -> None:
+        self.window.setdefault(key, []).append(value)
+
+    def write(self, step: int, **extra: float) -> None:
+        line = {"step": step, **{k: sum(v) / len(v) for k, v in self.window.items()}, **extra,
+                "time": time.time()}
+        self.window = {}
+        if self.accelerator.is_main_process:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(line) + "\n")
+        if self.trackers:
+            self.accelerator.log({f"train/{k}": v for k, v in line.items() if k not in ("step", "time")}, step=step)
+
+
+class EMA:
+    """Exponential moving average of the generator's weights (fp32), the weights evaluated and
+    exported at the end. Non-float buffers are copied."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.state = {k: v.detach().clone().float() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: nn.Module) -> None:
+        for k, v in module.state_dict().items():
+            self.state[k].lerp_(v.detach().float(), 1 - self.decay) if v.is_floating_point() \
+                else self.state[k].copy_(v)
+
+
+def stopped_error(err: NonFiniteLossError, step: int, run_dir: Path) -> NonFiniteLossError:
+    latest = run_dir / ck.LATEST
+    where = (f"the last good checkpoint is step {json.loads(latest.read_text())['step']} in {run_dir} "
+             "(rerunning the same command resumes from it)") if latest.exists() else \
+        "no checkpoint had been written yet"
+    err.args = (f"Training stopped at generator step {step + 1}: {err.args[0]}\nNothing was saved after "
+                f"the blow-up; {where}.",)
+    return err
+
+
+def nan_guard(accelerator, terms: dict[str, Tensor], step: int, run_dir: Path) -> None:
+    """Stop on every process if any process has a non-finite term, naming the terms and the last
+    good checkpoint. Runs before the backward, so nothing non-finite is applied or saved."""
+    reduce = (lambda bad: accelerator.reduce(bad.to(accelerator.device), "sum")) \
+        if accelerator.num_processes > 1 else None
+    try:
+        check_finite(terms, reduce)
+    except NonFiniteLossError as e:
+        raise stopped_error(e, step, run_dir) from None
+
+
+# accelerate and the optimizers.
+
+def make_accelerator(options: LoopOptions, run_dir: Path):
+    from accelerate import Accelerator, PartialState
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+
+    # accelerate keeps one state per process and refuses a second mixed-precision setting; a single
+    # process that trains several runs (a notebook, the tests) starts each from a fresh state.
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != options.mixed_precision and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+    # Without CUDA, processes from `accelerate launch --multi_gpu` only form a (gloo) group when
+    # told to use the CPU.
+    acc = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=options.mixed_precision,
+                      log_with=options.log_with, project_dir=str(run_dir),
+                      kwargs_handlers=[DistributedDataParallelKwargs(gradient_as_bucket_view=True)])
+    if acc.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
+        raise DistarError(
+            f"accelerate launched with distributed_type {acc.distributed_type}. The trainer is launched "
+            "as plain multi-GPU processes and shards its two trained UNets itself when the training "
+            "config says sd.fsdp = true (preset di_star_sdxl_fsdp): accelerate's FSDP / DeepSpeed "
+            "plugins wrap one model per optimizer and cannot run DI*'s frozen-assistant generator step. "
+            "Fix: `accelerate launch --config_file configs/accelerate/fsdp_1node_8gpu.yaml` (or "
+            "ddp_1node_8gpu.yaml) with --preset di_star_sdxl_fsdp (docs/training.md).")
+    return acc
+
+
+def make_optimizer(params, lr: float, betas: tuple[float, float], weight_decay: float, kind: str):
+    """Adam (the toy worlds'), AdamW, or bitsandbytes' 8-bit AdamW."""
+    params = list(params)
+    if kind == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    if kind == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise DistarError("sd.optimizer = 'adamw8bit' needs bitsandbytes, which is not installed. "
+                          "Fix: `pip install bitsandbytes` (CUDA machines), or use sd.optimizer = 'adamw'.") from None
+    return bnb.optim.AdamW8bit(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+
+def grad_step(accelerator, opt, params: list[Tensor], max_norm: float, name: str, step: int,
+              run_dir: Path) -> float:
+    """Clip (when asked; x1.0 otherwise, bit-exact), check the gradient is finite, step, clear.
+    Returns the gradient norm."""
+    from di_star.sdxl.sharding import is_sharded
+    norm = accelerator.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf)
+    norm = float(norm.full_tensor() if is_sharded(norm) else norm)
+    if not math.isfinite(norm) and accelerator.scaler is None:  # fp16's scaler skips such steps itself
+        raise stopped_error(NonFiniteLossError([f"{name} gradient"]), step, run_dir)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return norm
 
 
 # The two half-steps of Algorithm 1.
@@ -293,130 +294,241 @@ def generator_terms(world: World, gen: nn.Module, s_psi: ScoreModel, s_ref: Scor
     return terms
 
 
-def stopped_error(err: NonFiniteLossError, step: int, run_dir: Path) -> NonFiniteLossError:
-    latest = run_dir / "latest.json"
-    where = (f"the last good checkpoint is step {json.loads(latest.read_text())['step']} in {run_dir} "
-             "(rerunning the same command resumes from it)") if latest.exists() else \
-        "no checkpoint had been written yet"
-    err.args = (f"Training stopped at generator step {step + 1}: {err.args[0]}\nNothing was saved after "
-                f"the blow-up; {where}.",)
-    return err
+# SIGINT / SIGTERM: finish the step, write a checkpoint, stop as the signal would have.
 
+class StopSignal:
+    """While active (main thread only), the first SIGINT or SIGTERM is recorded instead of
+    killing the run: the loop checkpoints at the end of the step and then raises
+    KeyboardInterrupt (SIGINT; the CLI exits 130) or SystemExit(143) (SIGTERM). A second signal
+    acts at once, as it would without the loop."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.received: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.received = signum
+        self._restore()  # the next one stops at once
+
+    def _restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+    def __exit__(self, *exc):
+        self._restore()
+
+    def agreed(self, accelerator) -> int | None:
+        """The signal any process received (every process must stop at the same step: the
+        checkpoint is collective)."""
+        if accelerator.num_processes == 1:
+            return self.received
+        got = torch.tensor([float(self.received or 0)], device=accelerator.device)
+        return int(accelerator.gather(got).max().item()) or None
+
+    @staticmethod
+    def stop(signum: int, step: int, run_dir: Path, talk: bool):
+        message = (f"{signal.Signals(signum).name}: stopped after step {step}, checkpoint written in "
+                   f"{run_dir}; rerun the same command to resume")
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt(message)
+        if talk:
+            sys.stderr.write(message + "\n")
+        raise SystemExit(128 + signum)
+
+
+# The loop.
 
 def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: bool = True,
           on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
-    """Run (or resume) one DI* training run in `out` and evaluate the final generator.
+    """Run (or resume) one DI* training run in `out`, evaluate and export the final generator.
     `on_step(step, stats)` is called after every generator step (tests use it to interrupt)."""
-    if cfg.world.name in ("sdxl", "sd15"):  # the same algorithm, with what 2.6B UNets need around it
-        from di_star.sdxl.train import train as train_sd
-        return train_sd(cfg, out, world=world, progress=progress, on_step=on_step)
-    from accelerate import Accelerator
-
+    check_trainable(cfg)
     o, opt_cfg, run = cfg.objective, cfg.optim, cfg.run
     run_dir = make_run_dir(out)
-    check_same_run(run_dir, cfg)
-    atomic.write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
+    if world is None:
+        factory = WORLDS.get(cfg.world.name)   # an unknown world: one error, before anything starts
+    options = world.options if world is not None else factory.options(cfg)
+    accelerator = make_accelerator(options, run_dir)
+    if accelerator.is_main_process:
+        check_same_run(run_dir, cfg)
+        atomic.write_bytes(run_dir / "config.json", json.dumps(cfg.to_dict(), indent=1).encode())
+    accelerator.wait_for_everyone()
 
-    accelerator = Accelerator()
     device = accelerator.device
-    world = world or WORLDS.get(cfg.world.name)(cfg)
-    torch.manual_seed(run.seed)
+    world = world or factory(cfg, device)
+    built_for = getattr(world, "device", None)  # a world that places its own networks (the SD ones)
+    if built_for is not None and (built_for.type, built_for.index or 0) != (device.type, device.index or 0):
+        raise DistarError(f"The world was built for {built_for} but this process trains on {device}. "
+                          f"Fix: build it with the accelerator's device, or pass no world.")
+    torch.manual_seed(run.seed)  # module initialisations (a LoRA's) are a function of the seed
     models = world.build()
     for m in models.frozen:  # the reference never trains; `exact` still backprops through its inputs
         m.requires_grad_(False).eval().to(device)
     gen, assistant = models.generator.to(device), models.assistant.to(device)
+    # The assistant's trainable parameters (all of them, or a LoRA's adapters), named once here:
+    # the half-steps toggle requires_grad.
+    psi_names = {n for n, p in assistant.named_parameters() if p.requires_grad}
+    if len(psi_names) == len(list(assistant.parameters())):
+        psi_names = None
+    # FSDP shards the generator and a fully trained assistant; a LoRA assistant (small, over a
+    # frozen base) stays data-parallel. With one process there is nothing to shard over.
+    if options.shard is not None and accelerator.num_processes > 1:
+        gen = options.shard(gen, device.type, options.shard_dtype)
+        if psi_names is None:
+            assistant = options.shard(assistant, device.type, options.shard_dtype)
+    elif options.shard is not None:
+        accelerator.print("sd.fsdp = true with one process: training unsharded")
+    psi_params = [p for p in assistant.parameters() if p.requires_grad]
     betas = (opt_cfg.beta1, opt_cfg.beta2)
-    opt_g = torch.optim.Adam(gen.parameters(), lr=opt_cfg.lr_g, betas=betas)
-    opt_psi = torch.optim.Adam(assistant.parameters(), lr=opt_cfg.lr_psi, betas=betas)
-    gen, assistant, opt_g, opt_psi = accelerator.prepare(gen, assistant, opt_g, opt_psi)
-    # DSM goes through the prepared (possibly DDP-wrapped) assistant so its gradients sync; the
-    # generator step uses the bare module, whose parameters are frozen then.
+    opt_g = make_optimizer(gen.parameters(), opt_cfg.lr_g, betas, options.weight_decay, options.optimizer)
+    opt_psi = make_optimizer(psi_params, opt_cfg.lr_psi, betas, options.weight_decay, options.optimizer)
+    opt_g, opt_psi = accelerator.prepare(opt_g, opt_psi)
+    if not _sharded(gen):
+        gen = accelerator.prepare(gen)  # DDP (or nothing, in one process)
+    if not _sharded(assistant):
+        assistant = accelerator.prepare(assistant)
+    gen_bare, psi_bare = accelerator.unwrap_model(gen), accelerator.unwrap_model(assistant)
+    # DSM goes through the prepared (DDP / FSDP) assistant so its gradients sync; the generator
+    # step uses the bare module (the sharded one under FSDP), whose parameters are frozen then.
     s_psi_train = models.make_assistant_score(assistant)
-    s_psi_frozen = models.make_assistant_score(accelerator.unwrap_model(assistant))
+    s_psi_frozen = models.make_assistant_score(psi_bare)
     s_ref = models.reference_score
-    ema = {k: v.detach().clone() for k, v in accelerator.unwrap_model(gen).state_dict().items()} \
-        if run.ema > 0 else None
+    theta_params = [p for p in gen_bare.parameters() if p.requires_grad]
+    ema = EMA(gen_bare, run.ema) if run.ema > 0 else None
+    optimizers = {"opt_g": opt_g, "opt_psi": opt_psi}
+    for opt in optimizers.values():  # a world's networks may come with gradients of their own training
+        opt.zero_grad(set_to_none=True)
 
-    # One RNG for every random draw: a run is a function of its seed, per process.
+    # One CPU generator per process for every random draw: a run is a function of its seed.
     rng = torch.Generator().manual_seed(run.seed * 1000 + accelerator.process_index)
-    step = load_checkpoint(run_dir, accelerator.unwrap_model(gen), accelerator.unwrap_model(assistant),
-                           opt_g, opt_psi, ema, rng)
-    stats_path = run_dir / "stats.jsonl"
-    truncate_stats(stats_path, step)
+    step = ck.restore_run_state(accelerator, run_dir, run.seed, gen_bare, psi_bare, psi_names,
+                                ema.state if ema else None, optimizers, rng)
+    stats = StatsWriter(run_dir / "stats.jsonl", accelerator, trackers=options.log_with is not None)
+    if accelerator.is_main_process:
+        truncate_stats(stats.path, step)
+    if options.log_with is not None:
+        accelerator.init_trackers("tb", config=_flat(cfg.to_dict()),
+                                  init_kwargs={"tensorboard": {"purge_step": step + 1}} if step else {})
     lam, w = weight_fn(o.lam, world.schedule), weight_fn(o.w, world.schedule)
+    k_ta = opt_cfg.assistant_steps_per_g_step if o.regulariser != "none" else 0
+    accum = options.grad_accum
+    ctx = RunContext(cfg, run_dir, accelerator, gen_bare)
+
+    def no_sync(model, micro: int):
+        return accelerator.no_sync(model) if micro < accum - 1 else contextlib.nullcontext()
+
+    def save(at: int) -> None:
+        ck.save_run_state(accelerator, run_dir, at, cfg.to_dict(), gen_bare, psi_bare, psi_names,
+                          ema.state if ema else None, optimizers, rng)
 
     t_start, steps_timed, loop_s, loop_cpu = time.time(), 0, 0.0, 0.0
-    window: dict[str, list[float]] = {}
-    bar = ProgressBar(f"{cfg.preset or cfg.world.name}", run.max_steps, unit="steps", completed=step,
+    bar = ProgressBar(cfg.preset or world.name, run.max_steps, unit="steps", completed=step,
                       disable=not (progress and accelerator.is_main_process))
     try:
-        while step < run.max_steps:
-            t0, c0 = time.perf_counter(), time.process_time()
-            # Assistant: K_TA DSM steps with the generator frozen.
-            assistant.requires_grad_(True)
-            for _ in range(opt_cfg.assistant_steps_per_g_step if o.regulariser != "none" else 0):
-                terms = assistant_step(world, s_psi_train, gen, cfg, rng, device, lam)
-                try:
-                    check_finite(terms)
-                except NonFiniteLossError as e:
-                    raise stopped_error(e, step, run_dir) from None
-                opt_psi.zero_grad(set_to_none=True)
-                accelerator.backward(terms["assistant_dsm"].mean())
-                opt_psi.step()
-                window.setdefault("assistant_dsm", []).append(terms["assistant_dsm"].mean().item())
-            # Generator: one step on L_rew + L_cfg + L_reg with the assistant frozen.
-            assistant.requires_grad_(False)
-            terms = generator_terms(world, gen, s_psi_frozen, s_ref, cfg, rng, device, w)
-            try:
-                check_finite(terms)
-            except NonFiniteLossError as e:
-                raise stopped_error(e, step, run_dir) from None
-            loss = sum(v.mean() for v in terms.values())
-            opt_g.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            opt_g.step()
-            if ema is not None:  # Update EMA.
-                with torch.no_grad():
-                    for k, v in accelerator.unwrap_model(gen).state_dict().items():
-                        ema[k].lerp_(v.detach(), 1 - run.ema) if v.is_floating_point() else ema[k].copy_(v)
-            step += 1
-            loop_s += time.perf_counter() - t0
-            loop_cpu += time.process_time() - c0
-            steps_timed += 1
-            for k, v in terms.items():
-                window.setdefault(k, []).append(v.mean().item())
-            bar.update(step)
-            if step % run.log_every == 0 or step == run.max_steps:
-                line = {"step": step, **{k: sum(v) / len(v) for k, v in window.items()},
-                        "ms_per_step": 1000 * loop_s / max(steps_timed, 1),
-                        "cpu_ms_per_step": 1000 * loop_cpu / max(steps_timed, 1), "time": time.time()}
-                window = {}
-                if accelerator.is_main_process:
-                    with open(stats_path, "a") as f:
-                        f.write(json.dumps(line) + "\n")
-            if (step % run.ckpt_every == 0 or step == run.max_steps) and accelerator.is_main_process:
-                save_checkpoint(run_dir, step, cfg, accelerator.unwrap_model(gen),
-                                accelerator.unwrap_model(assistant), opt_g, opt_psi, ema, rng)
-            if on_step is not None:
-                on_step(step, {k: v.mean().item() for k, v in terms.items()})
+        with StopSignal() as stop:
+            while step < run.max_steps:
+                t0, c0 = time.perf_counter(), time.process_time()
+                # Assistant: K_TA DSM steps on detached generator samples, generator frozen.
+                for p in psi_params:
+                    p.requires_grad_(True)
+                for _ in range(k_ta):
+                    for micro in range(accum):
+                        with no_sync(assistant, micro):
+                            with accelerator.autocast():
+                                terms = assistant_step(world, s_psi_train, gen, cfg, rng, device, lam)
+                            nan_guard(accelerator, terms, step, run_dir)
+                            accelerator.backward(terms["assistant_dsm"].mean() / accum)
+                        stats.add("assistant_dsm", terms["assistant_dsm"].mean().item())
+                    stats.add("grad_norm_psi", grad_step(accelerator, opt_psi, psi_params, options.max_grad_norm,
+                                                         "assistant", step, run_dir))
+                # Generator: one step on L_rew + L_cfg + L_reg, assistant frozen.
+                for p in psi_params:
+                    p.requires_grad_(False)
+                for micro in range(accum):
+                    with no_sync(gen, micro):
+                        with accelerator.autocast():
+                            terms = generator_terms(world, gen, s_psi_frozen, s_ref, cfg, rng, device, w)
+                        nan_guard(accelerator, terms, step, run_dir)
+                        accelerator.backward(sum(v.mean() for v in terms.values()) / accum)
+                    for k, v in terms.items():
+                        stats.add(k, v.mean().item())
+                    if "L_rew" in terms:
+                        stats.add("reward", -terms["L_rew"].mean().item() / o.alpha_rew)
+                stats.add("grad_norm_g", grad_step(accelerator, opt_g, theta_params, options.max_grad_norm,
+                                                   "generator", step, run_dir))
+                if ema is not None:  # Update EMA.
+                    ema.update(gen_bare)
+                step += 1
+                loop_s += time.perf_counter() - t0
+                loop_cpu += time.process_time() - c0
+                steps_timed += 1
+                bar.update(step)
+
+                if step % run.log_every == 0 or step == run.max_steps:
+                    extra = {"ms_per_step": 1000 * loop_s / steps_timed, "cpu_ms_per_step": 1000 * loop_cpu / steps_timed,
+                             "world_size": accelerator.num_processes}
+                    if device.type == "cuda":
+                        extra["peak_mem_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+                    stats.write(step, **extra)
+                signum = stop.agreed(accelerator)
+                checkpoint = step % run.ckpt_every == 0 or step == run.max_steps
+                if checkpoint or signum:
+                    save(step)
+                scores = world.after_step(ctx, step)
+                if scores and options.log_with is not None:
+                    accelerator.log(scores, step=step)
+                if signum:
+                    stop.stop(signum, step, run_dir, accelerator.is_main_process)
+                if on_step is not None:
+                    on_step(step, {k: v.mean().item() for k, v in terms.items()})
+    except BaseException:
+        for tracker in accelerator.trackers:  # flush what was logged up to the stop
+            tracker.finish()
+        raise
     finally:
         bar.close()
 
-    # Evaluate the final generator (EMA weights when on) on fixed eval seeds.
-    final = accelerator.unwrap_model(gen)
+    # The final generator (EMA weights when on): evaluated on fixed seeds, exported.
     if ema is not None:
-        final.load_state_dict(ema)
-    final.eval()
-    metrics = world.evaluate(final, cfg.world.eval_samples, EVAL_SEED)
+        gen_bare.load_state_dict(ema.state)
+    gen_bare.eval()
     ms = 1000 * loop_s / steps_timed if steps_timed else _recorded(run_dir, "ms_per_step")
     cpu_ms = 1000 * loop_cpu / steps_timed if steps_timed else _recorded(run_dir, "cpu_ms_per_step")
-    result = TrainResult(run_dir, step, metrics, ms, time.time() - t_start, cpu_ms)
+    metrics = world.evaluate(gen_bare, cfg.world.eval_samples, EVAL_SEED)  # every process: may be collective
+    exported = world.export(ctx, step)
     if accelerator.is_main_process:
-        atomic.save_tensors(final.state_dict(), run_dir / "generator.safetensors")
         atomic.write_bytes(run_dir / "metrics.json", json.dumps(
-            {"step": step, "ms_per_step": ms, "cpu_ms_per_step": cpu_ms, "metrics": metrics, "preset": cfg.preset},
-            indent=1).encode())
-    return result
+            {"step": step, "ms_per_step": ms, "cpu_ms_per_step": cpu_ms, "metrics": metrics,
+             "preset": cfg.preset, **exported}, indent=1).encode())
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes the trackers and (accelerate >= 1.x) the process group
+    return TrainResult(run_dir, step, metrics, ms, time.time() - t_start, cpu_ms)
+
+
+def _sharded(module: nn.Module) -> bool:
+    from di_star.sdxl.sharding import is_sharded
+    return any(is_sharded(p) for p in module.parameters())
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """A nested config as flat 'section.key' scalars (tracker hyperparameters)."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
 
 
 def _recorded(run_dir: Path, key: str) -> float:

@@ -126,7 +126,7 @@ def time_variants(world, models, base, reps: int, warmup: int, assistant: bool =
 def peak_memory(world, models, base, optimizer: str) -> float:
     """GiB allocated at peak over one assistant step and one generator step (exact estimator),
     both optimizers' states allocated: what one GPU holds in steady-state training."""
-    from di_star.sdxl.train import make_optimizer
+    from di_star.trainer import make_optimizer
     device = world.device
     gen, assistant = models.generator, models.assistant
     cfg = base.replace(objective=VARIANTS["exact"])

@@ -102,22 +102,22 @@ def test_damaged_toy_run_dir(toy_run, tmp_path, damage, file, needle):
     elif damage == "latest_dangling":
         (d / "latest.json").write_text(json.dumps({"step": 9, "name": "ckpt-0000009"}))
     elif damage == "ckpt_truncated":
-        f = d / "ckpt-0000002.safetensors"
+        f = d / "ckpt-0000002" / "generator.safetensors"
         f.write_bytes(f.read_bytes()[:100])
     else:
         (d / "config.json").write_text("[1, 2")
     # config.json is rewritten (max_steps grew) before the checkpoint is read; all else must stay
-    kept = {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and p.name not in (".distar.lock", "config.json")}
+    kept = {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name not in (".distar.lock", "config.json")}
     line = one_clear_error(invoke("train", "--preset", "gmm/di_star_in", "--max-steps", "3",
                                   "--out", d), str(d), file, needle, "Fix:")
     assert "ckpt-0000002" in line or damage == "config_garbage"
-    assert {p.name: p.read_bytes() for p in d.iterdir() if p.is_file() and p.name not in (".distar.lock", "config.json")} == kept, \
+    assert {p.relative_to(d): p.read_bytes() for p in d.rglob("*") if p.is_file() and p.name not in (".distar.lock", "config.json")} == kept, \
         "nothing may be deleted or rewritten by a refused resume"
 
 
 def test_damaged_sd_checkpoint_names_the_file(tmp_path):
-    """The SD trainer's checkpoint folder: a corrupt pointer, a dangling one, a truncated file."""
-    from di_star.sdxl import checkpoint as ck
+    """The checkpoint folder (every world's): a corrupt pointer, a dangling one, a truncated file."""
+    from di_star import checkpoint as ck
     gen, psi = nn.Linear(2, 2), nn.Linear(2, 2)
     opts = {"opt_g": torch.optim.Adam(gen.parameters()), "opt_psi": torch.optim.Adam(psi.parameters())}
     ck.save_checkpoint(tmp_path, 2, generator=gen.state_dict(), assistant=psi.state_dict(), ema=None,

@@ -120,7 +120,7 @@ def test_kl_and_score_paths_move_the_generator(mini_folder, preset):
 
 
 def test_mini_reward_and_timestep_errors_are_clear(mini_folder, tmp_path):
-    from di_star.sdxl.train import validate_sd
+    from di_star.config import validate_sd
     from di_star.sdxl.world import SDWorld
 
     root, gen = mini_folder

@@ -99,29 +99,7 @@ def test_export_loads_with_distar_eval_and_samples_the_trained_generator(trained
         assert np.abs(theirs - ours[i]).max() <= 1.0
 
 
-def test_kill_and_resume_gives_the_uninterrupted_state(tmp_path):
-    # Gradient accumulation (2 micro-batches of 1) and the EMA ride along.
-    cfg = tiny(run={"max_steps": 4, "ckpt_every": 2}, optim={"batch_size": 1}, sd={"grad_accum": 2})
-    train(cfg, tmp_path / "straight", progress=False)
-
-    class Killed(Exception):
-        pass
-
-    def kill_at_3(step, _):
-        if step == 3:  # after checkpoint 2, before checkpoint 4: step 3 is lost
-            raise Killed
-
-    with pytest.raises(Killed):
-        train(cfg, tmp_path / "resumed", progress=False, on_step=kill_at_3)
-    assert json.loads((tmp_path / "resumed" / "latest.json").read_text())["step"] == 2
-    train(cfg, tmp_path / "resumed", progress=False)  # the same command again
-    a, b = ckpt_tensors(tmp_path / "straight"), ckpt_tensors(tmp_path / "resumed")
-    assert a.keys() == b.keys() and any(k.startswith("ema/") for k in a)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    strip = lambda p: [{k: v for k, v in json.loads(ln).items() if k not in ("time", "ms_per_step")}
-                       for ln in p.read_text().splitlines()]
-    assert strip(tmp_path / "straight" / "stats.jsonl") == strip(tmp_path / "resumed" / "stats.jsonl")
+# Kill-and-resume of the SD world: tests/test_trainer_resume.py, with every world's.
 
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
@@ -218,7 +196,8 @@ def test_config_file_on_top_of_a_preset(tmp_path):
 
 
 def test_bad_sd_options_are_clear_errors(tmp_path):
-    from di_star.sdxl.train import make_optimizer, validate_sd
+    from di_star.config import validate_sd
+    from di_star.trainer import make_optimizer
     with pytest.raises(DistarError, match="mixed_precision 'bf8'"):
         validate_sd(tiny(sd={"mixed_precision": "bf8"}))
     with pytest.raises(DistarError, match="t_min < t_max"):
@@ -241,7 +220,8 @@ def test_accelerate_fsdp_or_deepspeed_launch_points_at_sd_fsdp(tmp_path, monkeyp
     import accelerate
     from accelerate.utils import DistributedType
 
-    from di_star.sdxl import train as sd_train
+    from di_star.sdxl.hooks import loop_options
+    from di_star.trainer import make_accelerator
 
     class FakeAccelerator:
         def __init__(self, **kwargs):
@@ -249,7 +229,7 @@ def test_accelerate_fsdp_or_deepspeed_launch_points_at_sd_fsdp(tmp_path, monkeyp
 
     monkeypatch.setattr(accelerate, "Accelerator", FakeAccelerator)
     with pytest.raises(DistarError, match="fsdp_1node_8gpu.yaml.*di_star_sdxl_fsdp"):
-        sd_train._accelerator(tiny(), tmp_path)
+        make_accelerator(loop_options(tiny()), tmp_path)
 
 
 def test_accelerate_configs_load(tmp_path):

@@ -199,7 +199,7 @@ def preflight(jobs: list[Job], models: list[str], metrics: list[str], benches: t
     """Every model, weights folder, metric, benchmark and training config checked before the first
     run; all problems reported at once."""
     from di_star.sdxl.reward import check_reward
-    from di_star.sdxl.train import validate_sd
+    from di_star.config import validate_sd
     from evalsuite.benchmarks import load_benchmark
     from distar.core.errors import DistarError
     from evalsuite.metrics import METRICS

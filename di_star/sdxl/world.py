@@ -24,14 +24,15 @@ from di_star.scores import VPEpsScore
 from di_star.sdxl.models import (EpsModel, OneStepGenerator, TextCond, encode_prompts, family_of,
                                  load_reference_pipeline, load_unet, null_condition, resolve_spec)
 from di_star.sdxl.prompts import load_prompts
+from di_star.sdxl import hooks
 from di_star.sdxl.reward import build_reward, reward_modules
-from di_star.trainer import WorldModels
+from di_star.world import WORLDS, RunContext, WorldEntry, WorldModels
 from distar.core.dtypes import to_dtype
 from distar.core.errors import DistarError
 
 
 class SDWorld:
-    """`di_star.trainer.World` for SDXL / SD1.5 (`name` is the family)."""
+    """`di_star.world.World` for SDXL / SD1.5 (`name` is the family)."""
 
     def __init__(self, cfg: TrainConfig, device: torch.device | str | None = None):
         sd = cfg.sd
@@ -58,7 +59,9 @@ class SDWorld:
         # mixed_precision uses accelerate's names: 'no' (fp32), 'bf16', 'fp16'
         self.frozen_dtype = to_dtype("fp32" if sd.mixed_precision == "no" else sd.mixed_precision)
         self.prompts = load_prompts(sd.prompts)
+        self.options = hooks.loop_options(cfg)
         self._models: WorldModels | None = None
+        self._quick_eval: hooks.QuickEval | None = None
         self.schedule: NoiseSchedule | None = None
         self.null_cond: Any = None
 
@@ -179,6 +182,20 @@ class SDWorld:
                     scores.append(self.reward(generator(z, cond), cond).float().cpu())
         s = torch.cat(scores)
         return {"reward": s.mean().item(), "reward_std": s.std().item() if len(s) > 1 else 0.0}
+
+    # The loop's hooks (di_star.sdxl.hooks) ------------------------------------------------------
+    def after_step(self, run: RunContext, step: int) -> dict[str, float]:
+        if self.cfg.sd.eval_every and (self._quick_eval is None or self._quick_eval.run_dir != run.run_dir):
+            self._quick_eval = hooks.QuickEval(self.cfg, run.run_dir, self)
+        return hooks.after_step(self, run, step, self._quick_eval if self.cfg.sd.eval_every else None)
+
+    def export(self, run: RunContext, step: int) -> dict:
+        return hooks.export(self, run, step)
+
+
+WORLDS.add("sdxl", WorldEntry(SDWorld, hooks.loop_options), "Stable Diffusion XL UNets (generator, "
+           "reference, assistant) and a reward through the VAE; tiny_sdxl and the mini world run on it")
+WORLDS.add("sd15", WorldEntry(SDWorld, hooks.loop_options), "Stable Diffusion 1.5 UNets, as sdxl")
 
 
 def _add_lora(unet: nn.Module, rank: int, base_dtype: torch.dtype, seed: int) -> nn.Module:

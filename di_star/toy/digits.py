@@ -28,6 +28,7 @@ from di_star.noise import sample_sigma_lognormal, ve_schedule, weight_fn
 from di_star.scores import VEDenoiserScore
 from di_star.toy.cache import cached_module
 from di_star.toy.nets import MLPDenoiser, MLPGenerator, edm_sigmas, heun_pf_ode
+from di_star.world import WORLDS, PlainWorld, WorldEntry, WorldModels
 from evalsuite.metrics.fid import frechet_distance  # the one Frechet distance (also FID's)
 
 _VERSION = 2
@@ -240,8 +241,8 @@ def within_class_spread(f: np.ndarray, c: np.ndarray) -> float:
     return float(np.mean(out))
 
 
-class DigitsWorld:
-    """World adapter for the trainer (see di_star.trainer.World)."""
+class DigitsWorld(PlainWorld):
+    """World adapter for the training loop (see di_star.world.World)."""
 
     name = "digits"
 
@@ -264,7 +265,6 @@ class DigitsWorld:
         return gen.eval()
 
     def build(self):
-        from di_star.trainer import WorldModels
         ref = reference_denoiser(self.recipe)
         assistant = MLPDenoiser(DIM, N_CLASSES, sigma_data=SIGMA_DATA, **REF_NET)
         assistant.load_state_dict(ref.state_dict())   # the paper: assistant := copy of the reference
@@ -325,3 +325,11 @@ def reference_samples(n: int, seed: int, guidance: float = 1.0, recipe: DigitsRe
     score = CFGScore(VEDenoiserScore(reference_denoiser(recipe)), guidance, None)
     x = heun_pf_ode(score, recipe.sigma_max * z, cond, edm_sigmas(recipe.ode_steps, 0.002, recipe.sigma_max).float())
     return to_unit(x), [prompts()[c] for c in cond.tolist()]
+
+
+def _from_config(cfg, device=None) -> DigitsWorld:
+    return DigitsWorld(DigitsRecipe().scaled(cfg.world.recipe_scale),
+                       sigma_mean=cfg.objective.sigma_mean, sigma_std=cfg.objective.sigma_std)
+
+
+WORLDS.add("digits", WorldEntry(_from_config), "sklearn 8x8 digits, small cached reference diffusion")

@@ -22,6 +22,7 @@ from di_star.toy.cache import cached_module
 from di_star.toy.gmm_math import (GMMDensity, GMMSpec, mode_coverage, mode_entropy, mode_histogram,
                                   preference_reward, sliced_wasserstein)
 from di_star.toy.nets import MLPDenoiser, MLPGenerator, edm_sigmas, heun_pf_ode
+from di_star.world import WORLDS, PlainWorld, WorldEntry, WorldModels
 
 _VERSION = 2            # bump when the recipe below changes the cached weights
 SIGMA_DATA = 2.5        # ~ per-coordinate std of the ring (EDM preconditioning)
@@ -97,8 +98,8 @@ def train_assistant_init(den: MLPDenoiser, gen: nn.Module, spec: GMMSpec, steps:
         sched.step()
 
 
-class GMMWorld:
-    """World adapter for the trainer (see di_star.trainer.World)."""
+class GMMWorld(PlainWorld):
+    """World adapter for the training loop (see di_star.world.World)."""
 
     name = "gmm"
 
@@ -133,7 +134,6 @@ class GMMWorld:
         return gen.eval()
 
     def build(self):
-        from di_star.trainer import WorldModels
         gen = self.initial_generator()
         assistant = self.initial_assistant(gen)
         return WorldModels(generator=gen.train(), assistant=assistant.train(),
@@ -215,3 +215,11 @@ def reference_metrics(density: GMMDensity, n: int, seed: int) -> dict[str, float
     c = torch.arange(n) % density.spec.n_classes
     x = density.sample(c, torch.Generator().manual_seed(seed)).numpy()
     return gmm_metrics(x, [f"class {k}" for k in c.tolist()], density)
+
+
+def _from_config(cfg, device=None) -> GMMWorld:
+    return GMMWorld(sigma_mean=cfg.objective.sigma_mean, sigma_std=cfg.objective.sigma_std,
+                    recipe_scale=cfg.world.recipe_scale)
+
+
+WORLDS.add("gmm", WorldEntry(_from_config), "2-D class-conditional Gaussian mixtures, exact scores")

@@ -1,6 +1,7 @@
-"""Checkpoints of the SD trainer: one folder per step, safetensors for every tensor, written to
-a temp folder and renamed into place, then `latest.json` (the pointer) rewritten atomically.
-A kill at any moment leaves the previous checkpoint in force; a NaN never reaches a checkpoint.
+"""The one checkpoint format of the training loop (every world): one folder per step,
+safetensors for every tensor, written to a temp folder and renamed into place, then
+`latest.json` (the pointer) rewritten atomically. A kill at any moment leaves the previous
+checkpoint in force; a NaN never reaches a checkpoint.
 
   ckpt-0000250/
     generator.safetensors   generator weights (fp32 master copy)
@@ -27,13 +28,37 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from di_star.sdxl.sharding import is_sharded, local_part
-from di_star.trainer import optimizer_state, optimizer_tensors  # one format for both loops
+from di_star.sdxl.sharding import full_optimizer_state, gather_full, is_sharded, local_part
 from distar.core import atomic
 from distar.core.errors import DistarError, read_json_file
 from distar.core.runlock import remove_dead_temps
 
 LATEST = "latest.json"
+
+
+def optimizer_tensors(prefix: str, sd: dict) -> tuple[dict[str, Tensor], dict]:
+    """Split an optimizer state dict (`opt.state_dict()`) into tensors (safetensors) and plain
+    data (json)."""
+    tensors, meta = {}, {"param_groups": sd["param_groups"], "state": {}}
+    for idx, st in sd["state"].items():
+        meta["state"][str(idx)] = {}
+        for k, v in st.items():
+            if isinstance(v, Tensor):
+                tensors[f"{prefix}.{idx}.{k}"] = v
+            else:
+                meta["state"][str(idx)][k] = v
+    return tensors, meta
+
+
+def optimizer_state(prefix: str, tensors: dict[str, Tensor], meta: dict) -> dict:
+    """Inverse of optimizer_tensors: the state dict for `opt.load_state_dict`."""
+    state = {}
+    for idx, extra in meta["state"].items():
+        st = dict(extra)
+        head = f"{prefix}.{idx}."
+        st.update({k[len(head):]: v for k, v in tensors.items() if k.startswith(head)})
+        state[int(idx)] = st
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def trainable_state(module: nn.Module, names: set[str] | None) -> dict[str, Tensor]:
@@ -89,9 +114,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     if not isinstance(name, str) or "/" in name or not name.startswith("ckpt-"):
         raise DistarError(f"{pointer} is damaged (name = {name!r}). Fix: {fix}.")
     path = run_dir / name
+    if not path.is_dir() and (run_dir / f"{name}.safetensors").is_file():
+        # Before one loop served every world, the toy worlds wrote ckpt-N.safetensors + .json.
+        raise DistarError(
+            f"{run_dir} holds a checkpoint in the old toy-trainer format ({name}.safetensors + "
+            f"{name}.json), which this version of distar does not resume from. Fix: train again "
+            f"in a new --out (or delete {run_dir} to start it over); the old run's "
+            f"generator.safetensors and metrics.json stay usable as they are.")
     if not (path / "state.json").exists():
         raise DistarError(f"{pointer} points at {path.name}, which is missing or incomplete. "
-                          f"Fix: delete {pointer} to start over, or restore that folder.")
+                          f"Fix: {fix}; or restore that folder.")
     return path
 
 
@@ -164,3 +196,58 @@ def _load_checkpoint(path: Path, *, generator: nn.Module, assistant: nn.Module, 
     rng = dict(_tensors(path / "rng.safetensors"))
     state["rng"] = [rng[f"rng.{r}"] for r in range(len(rng))]
     return state
+
+
+def save_run_state(accelerator, run_dir: Path, step: int, cfg_dict: dict, generator: nn.Module,
+                   assistant: nn.Module, assistant_names: set[str] | None, ema: dict[str, Tensor] | None,
+                   optimizers: dict[str, torch.optim.Optimizer], rng: torch.Generator) -> None:
+    """Checkpoint `step` of a run (every process calls it: gathering shards and RNG states is
+    collective; the main process writes). DDP replicas are checked to agree first."""
+    states = rng.get_state()
+    if accelerator.num_processes > 1:
+        states = list(accelerator.gather(states.to(accelerator.device)[None]).cpu())
+    else:
+        states = [states]
+    sharded = any(is_sharded(p) for p in generator.parameters())
+    if accelerator.num_processes > 1 and not sharded:  # DDP replicas must agree
+        checksum = torch.stack([p.detach().double().sum() for p in generator.parameters()]).sum().reshape(1)
+        sums = accelerator.gather(checksum.to(accelerator.device)).cpu()
+        if not torch.all(sums == sums[0]):
+            raise DistarError(f"Generator replicas differ across processes at step {step} "
+                              f"(checksums {sums.tolist()}); DDP lost synchronisation.")
+    # Full tensors on the main process (collective gathers when sharded), then one writer.
+    main = accelerator.is_main_process
+    gen_full = gather_full(generator.state_dict(), main)
+    psi_full = gather_full(trainable_state(assistant, assistant_names), main)
+    ema_full = gather_full(ema, main) if ema is not None else None
+    opt_states = {k: full_optimizer_state(opt, main) for k, opt in optimizers.items()}
+    if main:
+        state = {"config": cfg_dict, "world_size": accelerator.num_processes, "fsdp": sharded,
+                 "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None}
+        save_checkpoint(run_dir, step, generator=gen_full, assistant=psi_full, ema=ema_full,
+                        optimizers=opt_states, rng_states=states, state=state)
+    accelerator.wait_for_everyone()
+
+
+def restore_run_state(accelerator, run_dir: Path, seed: int, generator: nn.Module, assistant: nn.Module,
+                      assistant_names: set[str] | None, ema: dict[str, Tensor] | None,
+                      optimizers: dict[str, torch.optim.Optimizer], rng: torch.Generator) -> int:
+    """Restore the newest checkpoint of `run_dir` in place; the step it was written at (0: none).
+    This process's RNG continues its stream; resumed on another number of processes, the
+    streams are reseeded from (seed, step, rank), still a function of the seed."""
+    last = latest_checkpoint(run_dir)
+    if last is None:
+        return 0
+    state = load_checkpoint(last, generator=generator, assistant=assistant, assistant_names=assistant_names,
+                            ema=ema, optimizers=optimizers)
+    step = int(state["step"])
+    rank, world_size = accelerator.process_index, accelerator.num_processes
+    if len(state["rng"]) == world_size:
+        rng.set_state(state["rng"][rank])
+    else:
+        accelerator.print(f"checkpoint written by {len(state['rng'])} processes, resuming on "
+                          f"{world_size}: data streams reseeded from (seed, step, rank)")
+        rng.manual_seed(seed * 1000 + rank + 7919 * step)
+    if accelerator.scaler is not None and state.get("scaler"):
+        accelerator.scaler.load_state_dict(state["scaler"])
+    return step
