@@ -137,11 +137,14 @@ def truncate_stats(path: Path, step: int) -> None:
 
 class StatsWriter:
     """Running means of the logged scalars, one stats.jsonl line per `log_every` steps (main
-    process), also sent to the accelerate trackers when there are any."""
+    process), also sent to the accelerate trackers when there are any. Lines after the step a
+    run resumes from are dropped first."""
 
-    def __init__(self, path: Path, accelerator, trackers: bool):
+    def __init__(self, path: Path, accelerator, trackers: bool, resume_step: int):
         self.path, self.accelerator, self.trackers = path, accelerator, trackers
         self.window: dict[str, list[float]] = {}
+        if accelerator.is_main_process:
+            truncate_stats(path, resume_step)
 
     def add(self, key: str, value: float) -> None:
         self.window.setdefault(key, []).append(value)
@@ -412,9 +415,7 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
     rng = torch.Generator().manual_seed(run.seed * 1000 + accelerator.process_index)
     step = ck.restore_run_state(accelerator, run_dir, run.seed, gen_bare, psi_bare, psi_names,
                                 ema.state if ema else None, optimizers, rng)
-    stats = StatsWriter(run_dir / "stats.jsonl", accelerator, trackers=options.log_with is not None)
-    if accelerator.is_main_process:
-        truncate_stats(stats.path, step)
+    stats = StatsWriter(run_dir / "stats.jsonl", accelerator, options.log_with is not None, resume_step=step)
     if options.log_with is not None:
         accelerator.init_trackers("tb", config=_flat(cfg.to_dict()),
                                   init_kwargs={"tensorboard": {"purge_step": step + 1}} if step else {})
