@@ -431,7 +431,7 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
         ck.save_run_state(accelerator, run_dir, at, cfg.to_dict(), gen_bare, psi_bare, psi_names,
                           ema.state if ema else None, optimizers, rng)
 
-    t_start, steps_timed, loop_s, loop_cpu = time.time(), 0, 0.0, 0.0
+    t_start, steps_timed, loop_s, loop_cpu, signum = time.time(), 0, 0.0, 0.0, None
     bar = ProgressBar(cfg.preset or world.name, run.max_steps, unit="steps", completed=step,
                       disable=not (progress and accelerator.is_main_process))
     try:
@@ -488,7 +488,7 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
                 if scores and options.log_with is not None:
                     accelerator.log(scores, step=step)
                 if signum:
-                    stop.stop(signum, step, run_dir, accelerator.is_main_process)
+                    break
                 if on_step is not None:
                     on_step(step, {k: v.mean().item() for k, v in terms.items()})
     except BaseException:
@@ -497,6 +497,10 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
         raise
     finally:
         bar.close()
+    if signum:  # after the bar's last line, so the resume hint is the last thing printed
+        for tracker in accelerator.trackers:
+            tracker.finish()
+        StopSignal.stop(signum, step, run_dir, accelerator.is_main_process)
 
     # The final generator (EMA weights when on): evaluated on fixed seeds, exported.
     if ema is not None:
