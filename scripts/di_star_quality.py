@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=None, help="generator steps (default: the preset's)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--prompts", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=None, help="generator and assistant lr (default: the preset's)")
+    ap.add_argument("--k-ta", type=int, default=None, help="assistant steps per generator step (default: the preset's)")
+    ap.add_argument("--alpha-rew", type=float, default=None, help="reward scale (default: the preset's)")
     ap.add_argument("--out", type=Path, default=Path("runs/mini_quality"))
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -52,7 +55,11 @@ def main() -> None:
     rows = {}
     t0 = time.time()
     for seed in a.seeds:
+        optim = {**({"lr_g": a.lr, "lr_psi": a.lr} if a.lr else {}),
+                 **({"assistant_steps_per_g_step": a.k_ta} if a.k_ta else {})}
         cfg = get_preset(a.preset).replace(run={"seed": seed, **({"max_steps": a.steps} if a.steps else {})},
+                                           optim=optim,
+                                           **({"objective": {"alpha_rew": a.alpha_rew}} if a.alpha_rew is not None else {}),
                                            sd={"sample_every": 0}, world={"eval_samples": 8})
         world = SDWorld(cfg)
         models = world.build()
@@ -64,10 +71,16 @@ def main() -> None:
     means = np.array([rows[f"s{s}"][0].mean() for s in a.seeds])
     golds = np.array([rows[f"s{s}"][1].mean() for s in a.seeds])
     sd = means.std(ddof=1) if len(means) > 1 else float("nan")
-    report = {"preset": a.preset, "steps": a.steps, "seeds": a.seeds, "prompts": len(prompts),
+    report = {"preset": a.preset, "steps": a.steps, "lr": a.lr, "k_ta": a.k_ta, "alpha_rew": a.alpha_rew, "seeds": a.seeds, "prompts": len(prompts),
               "init_proxy": float(p0.mean()), "proxy_per_seed": means.tolist(), "seed_sd": float(sd),
               "z_over_init": float((means.mean() - p0.mean()) / sd), "init_gold": float(g0.mean()),
-              "gold_per_seed": golds.tolist(), "wall_s": time.time() - t0}
+              "gold_per_seed": golds.tolist(),
+              # per seed, paired over prompts (same noise): mean change and its standard error
+              "proxy_delta_se": [[float((rows[f"s{s}"][0] - p0).mean()),
+                                  float((rows[f"s{s}"][0] - p0).std(ddof=1) / len(p0) ** 0.5)] for s in a.seeds],
+              "gold_delta_se": [[float((rows[f"s{s}"][1] - g0).mean()),
+                                 float((rows[f"s{s}"][1] - g0).std(ddof=1) / len(g0) ** 0.5)] for s in a.seeds],
+              "wall_s": time.time() - t0}
     print(json.dumps(report, indent=1))
 
 
