@@ -20,12 +20,7 @@ from toy_helpers import Spy, tiny, tiny_cache  # noqa: F401 (autouse fixture)
 from distar.core.errors import DistarError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: 2 threads on a shared 2-core machine are much slower
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _sd(**run):
