@@ -109,6 +109,20 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
 
 
+def _train_step(opt, sched, loss: Tensor, step: int, total: int, log, name: str, clip=None,
+                every: int = 100, what: str = "loss") -> None:
+    """One optimiser step of a build stage (gradient norm clipped to 1 over `clip` when given),
+    logged every `every` steps and at the last."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(clip, 1.0)
+    opt.step()
+    sched.step()
+    if step % every == 0 or step == total - 1:
+        log(f"{name} step {step + 1}/{total}: {what} {loss.item():.4f}")
+
+
 def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     """Linear warm-up, then cosine to 10%."""
     def f(step: int) -> float:
@@ -205,12 +219,7 @@ def train_vae(pixels: Tensor, size: BuildSize, seed: int, log: Log, device=torch
         # L1 keeps the flat colours' edges sharp; the KL only keeps the latent scale in check.
         err = rec - x
         loss = (w * (err.abs() + err.pow(2))).mean() / w.mean() + 1e-6 * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == size.vae_steps - 1:
-            log(f"vae step {step + 1}/{size.vae_steps}: loss {loss.item():.4f}")
+        _train_step(opt, sched, loss, step, size.vae_steps, log, "vae")
     vae.eval()
     fp16_round(vae)
     lat = encode_latents(vae, pixels, scale=1.0)
@@ -271,12 +280,7 @@ def train_clip(pixels: Tensor, captions: list[str], size: BuildSize, seed: int, 
     for step, idx in enumerate(_batches(len(px), size.clip_batch, size.clip_steps, gen)):
         loss = _clip_loss(model, px[idx].to(device), enc["input_ids"][idx].to(device),
                           enc["attention_mask"][idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == size.clip_steps - 1:
-            log(f"clip step {step + 1}/{size.clip_steps}: loss {loss.item():.4f}")
+        _train_step(opt, sched, loss, step, size.clip_steps, log, "clip")
     model.eval()
     return fp16_round(model).cpu()
 
@@ -392,15 +396,9 @@ def train_reference(pipe, latents: Tensor, captions: list[str], size: BuildSize,
         eps = torch.randn(latents[idx].shape, generator=gen).to(dev)
         x0 = latents[idx.to(dev)]
         loss = dsm_loss(unet, x0, _drop_captions(rows(conds, idx), keep), t, eps, abar).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        opt.step()
-        sched.step()
+        _train_step(opt, sched, loss, step, size.unet_steps, log, "reference", clip=unet.parameters())
         # EMA with a warm-up (decay grows to 0.999) so a short build still averages.
         _ema_update(ema, unet, min(0.999, (1 + step) / (10 + step)))
-        if step % 100 == 0 or step == size.unet_steps - 1:
-            log(f"reference step {step + 1}/{size.unet_steps}: loss {loss.item():.4f}")
     ema.eval()
     pipe.unet = fp16_round(ema)
     return pipe
@@ -473,13 +471,7 @@ def train_onestep(pipe, z: Tensor, x_ref: Tensor, prompts: list[str], size: Buil
         x0 = gen_net(z[i], rows(conds, idx))
         # pseudo-Huber (c = 0.03 per latent unit, as in improved consistency training)
         loss = ((x0 - x_ref[i]).pow(2) + 0.03 ** 2).sqrt().sub(0.03).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(gen_net.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == size.onestep_steps - 1:
-            log(f"onestep step {step + 1}/{size.onestep_steps}: loss {loss.item():.4f}")
+        _train_step(opt, sched, loss, step, size.onestep_steps, log, "onestep", clip=gen_net.parameters())
     return fp16_round(gen_net.unet.eval().requires_grad_(False)).cpu()
 
 
@@ -592,12 +584,7 @@ def train_proxy(clip, images: Tensor, owner: list[int], prompts: list[str], pair
         loss = pickscore_loss(model, px[used.to(dev)], enc["input_ids"][tid],
                               enc["attention_mask"][tid], ra.to(dev), rb.to(dev),
                               y_all[idx].to(dev)).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 100 == 0 or step == size.proxy_steps - 1:
-            log(f"proxy step {step + 1}/{size.proxy_steps}: loss {loss.item():.4f}")
+        _train_step(opt, sched, loss, step, size.proxy_steps, log, "proxy")
     return fp16_round(model.eval().requires_grad_(False)).cpu()
 
 
@@ -629,12 +616,7 @@ def train_aesthetic(emb: Tensor, ratings: Tensor, size: BuildSize, seed: int, lo
     opt, sched = _optimizer(mlp.parameters(), 1e-3, size.aesthetic_steps)
     for step in range(size.aesthetic_steps):  # full batch: a few thousand 48-d rows
         loss = (mlp(emb).squeeze(-1) - ratings).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if step % 500 == 0 or step == size.aesthetic_steps - 1:
-            log(f"aesthetic step {step + 1}/{size.aesthetic_steps}: mse {loss.item():.4f}")
+        _train_step(opt, sched, loss, step, size.aesthetic_steps, log, "aesthetic", every=500, what="mse")
     return fp16_round(mlp.eval().requires_grad_(False))
 
 
