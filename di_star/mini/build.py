@@ -63,8 +63,9 @@ def _seed(seed: int, stage: str) -> int:
 
 
 def to_pixels(images) -> Tensor:
-    """PIL list -> [N, 3, 64, 64] float in [-1, 1] (the VAE's range)."""
-    arr = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
+    """PIL images or [H, W, 3] uint8 arrays -> [N, 3, 64, 64] float in [-1, 1] (the VAE's range)."""
+    arr = np.stack([np.asarray(im.convert("RGB") if hasattr(im, "convert") else im, dtype=np.uint8)
+                    for im in images])
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
 
 
@@ -167,8 +168,7 @@ def _pair_pixels(job: tuple[int, int]) -> tuple[np.ndarray, str]:
 def render_pairs(n: int, seed: int, workers: int = 1) -> tuple[Tensor, list[str]]:
     """world.training_pairs(n, seed) as VAE pixels [n, 3, 64, 64] in [-1, 1] and captions."""
     out = _pool_map(_pair_pixels, [(seed, i) for i in range(n)], workers)
-    arr = torch.from_numpy(np.stack([a for a, _ in out]))
-    return arr.permute(0, 3, 1, 2).float() / 127.5 - 1.0, [c for _, c in out]
+    return to_pixels([a for a, _ in out]), [c for _, c in out]
 
 
 def _gold_chunk(job: tuple[list, list]) -> np.ndarray:
