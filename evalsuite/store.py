@@ -341,3 +341,74 @@ class ResultsStore:
                         "AND metric=? AND metric_version=?",
                         (recipe_hash, bench, bench_version, metric, metric_version))
         return set(zip(df.prompt_index.tolist(), df.k.tolist()))
+
+
+# Row-level merge: parts of one evaluation made by separate processes or machines -------------
+_PRIMARY_KEYS = {
+    "runs": ("run_id",),
+    "images": ("recipe_hash", "bench", "bench_version", "prompt_index", "k"),
+    "scores": ("recipe_hash", "bench", "bench_version", "prompt_index", "k", "metric", "metric_version"),
+    "set_scores": ("recipe_hash", "bench", "bench_version", "metric", "metric_version"),
+    "benchmarks": ("bench", "bench_version"),
+    "prompts": ("bench", "bench_version", "prompt_index"),
+}
+
+
+def merge_store(src: str | Path, dst: str | Path) -> dict[str, int]:
+    """Copy the store at `src` into the one at `dst` (created if needed): its image files, then
+    its rows, so a row never points at a missing file. Rows `dst` already has are kept, except
+    scores and set scores, where the more recently computed row wins (a rescored part replaces
+    the old value). Idempotent: merging the same part again changes nothing, so a merge killed
+    half-way is finished by running it again. An image whose file does not match its row's
+    sha256 is not merged (its row is dropped and counted). Hold both folders' locks
+    (distar.core.runlock.out_lock) or otherwise know that nothing writes them.
+    Returns {table: rows merged, 'files': image files copied, 'damaged': images skipped}."""
+    import hashlib
+
+    from distar.core.atomic import write_bytes
+
+    source = ResultsStore(src, readonly=True)
+    target = ResultsStore(dst)
+    have = target.table("images")[["recipe_hash", "bench", "bench_version", "prompt_index", "k"]]
+    have = set(map(tuple, have.itertuples(index=False)))
+    counts = {"files": 0, "damaged": 0}
+    images = source.table("images")
+    keep = []
+    for row in images.itertuples(index=False):
+        key = (row.recipe_hash, row.bench, row.bench_version, row.prompt_index, row.k)
+        path = target.root / row.path
+        if key in have and path.exists():
+            keep.append(False)  # already merged (or made in dst): the dst row stays
+            continue
+        try:
+            data = (source.root / row.path).read_bytes()
+        except OSError:
+            data = b""
+        if hashlib.sha256(data).hexdigest() != row.sha256:
+            counts["damaged"] += 1
+            keep.append(False)
+            continue
+        write_bytes(path, data, fsync=False)  # rows are committed after their files
+        counts["files"] += 1
+        keep.append(True)
+    new_images = images[keep] if len(images) else images
+    newer = "WHERE excluded.created_at > {t}.created_at"
+    with target._guard(), target._connect() as con:  # every row in one transaction
+        for table, cols in _PRIMARY_KEYS.items():
+            df = new_images if table == "images" else source.table(table)
+            if not len(df):
+                counts[table] = 0
+                continue
+            names = list(df.columns)
+            sql = f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)}) "
+            if table in ("scores", "set_scores"):
+                sets = ", ".join(f"{c}=excluded.{c}" for c in names if c not in cols)
+                sql += f"ON CONFLICT ({', '.join(cols)}) DO UPDATE SET {sets} {newer.format(t=table)}"
+            else:
+                sql += f"ON CONFLICT ({', '.join(cols)}) DO NOTHING"
+            rows = [tuple(None if pd.isna(v) else (v.item() if hasattr(v, "item") else v) for v in r)
+                    for r in df.itertuples(index=False)]
+            counts[table] = con.executemany(sql, rows).rowcount
+    source.close()
+    target.close()
+    return counts

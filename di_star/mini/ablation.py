@@ -18,7 +18,7 @@ import json
 import os
 import subprocess
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -114,23 +114,79 @@ def _train_job(key: str, cfg_dict: dict, run_dir: str, threads: int) -> dict:
             "ms_per_step": r.ms_per_step, "wall_s": time.time() - t0, "train_reward": r.metrics.get("reward")}
 
 
-def train_all(jobs: list[Job], workers: int, console=None) -> dict[str, dict]:
-    results: dict[str, dict] = {}
+def _eval_job(model: str, part: str, scale: Scale, metrics: list[str], benches: tuple[str, ...],
+              threads: int) -> dict:
+    """Worker: `distar eval` of one model on every benchmark, into its own store folder `part`
+    (one writer per store; the parts are merged when every job is done)."""
+    import torch
+    torch.set_num_threads(threads)
+    t0 = time.time()
+    evaluate_all([model], scale, Path(part), metrics, benches)
+    return {"model": model, "part": part, "wall_s": time.time() - t0}
+
+
+def _part_name(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+
+
+def train_and_evaluate(jobs: list[Job], first: list[str], scale: Scale, parts: Path, metrics: list[str],
+                       benches: tuple[str, ...], workers: int, console=None) -> tuple[dict, dict]:
+    """Every training run, and the evaluation of the `first` models (reference, init) and of each
+    run's export as soon as it exists, on one pool of `workers` processes (one torch thread each
+    on 2 cores: the tiny networks gain little from a second thread). Evaluation overlaps training,
+    so no core idles while the slowest runs finish. Each evaluation writes its own store,
+    `parts/<name>` (a store has one writer). Returns ({job key: training record},
+    {part name: evaluation record}), the records of evaluations holding 'model' and 'part'."""
+    trained: dict[str, dict] = {}
+    evaluated: dict[str, dict] = {}
     threads = max(1, (os.cpu_count() or 1) // workers)
-    if workers == 1:
+    evals = list(zip(first, ("reference", "init")))            # (model, part name)
+
+    def exported(key: str) -> tuple[str, str]:
+        return f"path:{trained[key]['export']}", _part_name(f"run-{key}")
+
+    def say(text: str) -> None:
+        if console:
+            console.print(text, highlight=False)
+
+    if workers == 1:  # in-process (tests register benchmarks a spawned process would not see)
         for j in jobs:
-            results[j.key] = _train_job(j.key, j.cfg.to_dict(), str(j.run_dir), threads)
-            if console:
-                console.print(f"  trained {j.key} ({results[j.key]['wall_s']:.0f} s)", highlight=False)
-        return results
+            trained[j.key] = r = _train_job(j.key, j.cfg.to_dict(), str(j.run_dir), threads)
+            say(f"  trained {j.key} ({r['wall_s']:.0f} s)")
+        for model, name in evals + [exported(j.key) for j in jobs]:
+            evaluated[name] = r = _eval_job(model, str(parts / name), scale, metrics, benches, threads)
+            say(f"  evaluated {name} ({r['wall_s']:.0f} s)")
+        return trained, evaluated
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futs = [pool.submit(_train_job, j.key, j.cfg.to_dict(), str(j.run_dir), threads) for j in jobs]
-        for f in as_completed(futs):
-            r = f.result()
-            results[r["key"]] = r
-            if console:
-                console.print(f"  trained {r['key']} ({r['wall_s']:.0f} s)", highlight=False)
-    return results
+        # FIFO: the reference's evaluation (the longest job: multi-step CFG sampling) first.
+        futs = {pool.submit(_eval_job, m, str(parts / name), scale, metrics, benches, threads): ("eval", name)
+                for m, name in evals}
+        futs.update({pool.submit(_train_job, j.key, j.cfg.to_dict(), str(j.run_dir), threads): ("train", j.key)
+                     for j in jobs})
+        while futs:
+            done, _ = wait(futs, return_when=FIRST_COMPLETED)
+            for f in done:
+                kind, key = futs.pop(f)
+                r = f.result()
+                if kind == "train":
+                    trained[key] = r
+                    say(f"  trained {key} ({r['wall_s']:.0f} s)")
+                    model, name = exported(key)
+                    futs[pool.submit(_eval_job, model, str(parts / name), scale, metrics, benches,
+                                     threads)] = ("eval", name)
+                else:
+                    evaluated[key] = r
+                    say(f"  evaluated {key} ({r['wall_s']:.0f} s)")
+    return trained, evaluated
+
+
+def merge_parts(parts: Path, names: list[str], results: Path) -> None:
+    """The evaluation parts, in a fixed order, into the one store the tables read."""
+    from distar.core.runlock import out_lock
+    from evalsuite.store import merge_store
+    with out_lock(results, "the mini ablation's merge of its evaluation parts"):
+        for name in names:
+            merge_store(parts / name, results)
 
 
 def mini_metrics() -> list[str]:
@@ -143,6 +199,8 @@ def evaluate_all(models: list[str], scale: Scale, results: Path, metrics: list[s
                  benches: tuple[str, ...] = BENCHES, console=None) -> None:
     """`distar eval --model M --bench B --limit L --images-per-prompt k --metrics ...` for each
     model and benchmark, through the same library calls."""
+    import gc
+
     from evalsuite.generate import EvalRequest, run_eval
     from evalsuite.metrics.runner import score_run
 
@@ -152,6 +210,10 @@ def evaluate_all(models: list[str], scale: Scale, results: Path, metrics: list[s
             run = run_eval(EvalRequest(model=model, bench=bench, limit=scale.limits.get(bench),
                                        out=results, images_per_prompt=scale.images_per_prompt, device="cpu"))
             score_run(run, metrics, progress=False, device="cpu")
+            # What is alive now (modules, classes) lives to the end: frozen, the runner's
+            # gc.collect() after each metric skips it (0.25 s a call otherwise, ~15% of a
+            # one-step model's evaluation on a benchmark).
+            gc.freeze()
             if console:
                 console.print(f"  evaluated {model} on {bench} ({time.time() - t0:.0f} s)", highlight=False)
 
@@ -164,6 +226,7 @@ def run_ablation(out: Path, leaderboards: Path, scale: str | Scale = "full", wor
 
     from di_star.mini.findings import write_findings
     from evalsuite.leaderboard import write_leaderboards
+    from evalsuite.models.specs import resolve_model
 
     console = Console(stderr=True)
     sc = SCALES[scale] if isinstance(scale, str) else scale
@@ -174,25 +237,21 @@ def run_ablation(out: Path, leaderboards: Path, scale: str | Scale = "full", wor
     jobs = plan(out, sc, sd)
     preflight(jobs, [reference, init], metrics, benches)
     console.print(f"[bold]mini ablation[/] ({sc.name}): {len(jobs)} training runs on {workers} worker(s), "
-                  f"then {len(jobs) + 2} models x {len(benches)} benchmarks; in {out}", highlight=False)
-    trained = train_all(jobs, workers, console)
-    t_train = time.time() - t0
-    import torch
-    torch.set_num_threads(1)  # tiny networks: a second thread on a busy 2-core machine is much slower
-    models = [reference, init] + [f"path:{trained[j.key]['export']}" for j in jobs]
-    evaluate_all(models, sc, out / "results", metrics, benches, console)
-    t_eval = time.time() - t0 - t_train
-    from evalsuite.models.specs import resolve_model
+                  f"each evaluated on {len(benches)} benchmarks as it finishes, with the reference and the init; in {out}", highlight=False)
+    trained, evaluated = train_and_evaluate(jobs, [reference, init], sc, out / "parts", metrics, benches,
+                                            workers, console)
+    merge_parts(out / "parts", ["reference", "init"] + [_part_name(f"run-{j.key}") for j in jobs], out / "results")
     files = write_leaderboards(out / "results", leaderboards, suite="mini", baseline=resolve_model(init).name)
-    timing = {"train_s": t_train, "eval_s": t_eval, "workers": workers, "scale": sc.name,
+    # Worker seconds: training and evaluation overlap on the pool, so they do not add to the wall.
+    timing = {"train_s": sum(r["wall_s"] for r in trained.values()),
+              "eval_s": sum(r["wall_s"] for r in evaluated.values()), "workers": workers, "scale": sc.name,
               "git": _git_commit(), "jobs": {k: {kk: v[kk] for kk in ("steps", "ms_per_step", "wall_s")}
-                                             for k, v in trained.items()}}
-    from evalsuite.models.specs import resolve_model
+                                             for k, v in trained.items()},
+              "wall_s": time.time() - t0}  # to the tables; the findings add a second
     names = {m: resolve_model(m).name for m in (reference, init)}  # as the store names them (path: too)
     files += write_findings(out / "results", leaderboards, reference=names[reference], init=names[init],
                             timing=timing, main_bench=benches[0], set_bench=benches[min(1, len(benches) - 1)])
-    wall = time.time() - t0
-    timing["wall_s"] = wall
+    wall = timing["wall_s"] = time.time() - t0
     (out / "timing.json").write_text(json.dumps(timing, indent=1))
     console.print(f"tables and figures: {', '.join(str(f) for f in files)}\nwall time {wall:.0f} s", highlight=False)
     return {"files": files, "timing": timing}

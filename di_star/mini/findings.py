@@ -311,8 +311,10 @@ def write_findings(results: Path, leaderboards: Path, reference: str = "mini_ref
              f"'higher'/'lower' at p < {ALPHA}.", ""]
     lines += [f"- {f}" for f in findings(entries, reference, init, timing, main_bench, set_bench)]
     if timing:
-        lines += ["", f"Run: scale `{timing.get('scale')}`, git {timing.get('git')}, {timing.get('workers')} training "
-                      f"worker(s); training {timing.get('train_s', 0):.0f} s, evaluation {timing.get('eval_s', 0):.0f} s."]
+        lines += ["", f"Run: scale `{timing.get('scale')}`, git {timing.get('git')}, {timing.get('workers')} worker "
+                      f"process(es); {timing.get('wall_s', 0):.0f} s wall to the tables; worker time "
+                      f"{timing.get('train_s', 0):.0f} s training and {timing.get('eval_s', 0):.0f} s evaluating "
+                      "(overlapped: each run is evaluated as soon as it is trained)."]
     lines += ["", f"Figures: `figures/{FRONTIER_FIG}` (frontiers), `figures/{SAMPLES_FIG}` (first image of the first "
                   f"{main_bench} prompts; rows: reference, init, Table 2 rows)."]
     path = leaderboards / FINDINGS_FILE
