@@ -69,7 +69,12 @@ def summarize(run, outcomes: Sequence = ()) -> EvalSummary:
         peak_memory_kind=None if last is None else last["peak_memory_kind"])
     wanted = {(int(p), int(k)) for p, k in zip(run.images.prompt_index, run.images.k)}
     for o in outcomes:
-        if o.value is not None:  # a set metric (FID, KID)
+        df = store.table("scores", "WHERE recipe_hash=? AND bench=? AND bench_version=? "
+                         "AND metric=? AND metric_version=?", (*key, o.metric, o.metric_version))
+        df = df[[(int(p), int(k)) in wanted for p, k in zip(df.prompt_index, df.k)]]
+        # A set metric (FID, KID) shows its one number; one that also stored per-image values
+        # (intra-prompt diversity) is shown per image, with an interval, as the tables show it.
+        if o.value is not None and not len(df):
             sets = store.table("set_scores", "WHERE recipe_hash=? AND bench=? AND bench_version=? "
                                "AND metric=? AND metric_version=?", (*key, o.metric, o.metric_version))
             if len(sets):
@@ -77,9 +82,6 @@ def summarize(run, outcomes: Sequence = ()) -> EvalSummary:
                                                  float(sets.value.iloc[0]), None, None,
                                                  int(sets.n_images.iloc[0]), "set"))
             continue
-        df = store.table("scores", "WHERE recipe_hash=? AND bench=? AND bench_version=? "
-                         "AND metric=? AND metric_version=?", (*key, o.metric, o.metric_version))
-        df = df[[(int(p), int(k)) in wanted for p, k in zip(df.prompt_index, df.k)]]
         if not len(df):
             continue
         values, prompts = df.value.to_numpy(float), df.prompt_index.to_numpy()

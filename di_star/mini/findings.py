@@ -158,14 +158,21 @@ def findings(entries: list[Entry], reference: str, init: str, timing: dict | Non
         out.append("**KL vs score at equal proxy reward** (alpha_rew sweeps, no CFG, points interpolated over the "
                    "proxy range both cover): " + "; ".join(parts) + ".")
 
-    # 4. Diversity.
+    # 4. Diversity: paired per prompt through the metric's per-image values (each image's mean
+    # cosine distance to the other images of its prompt; their prompt mean is the prompt's
+    # diversity, evalsuite.metrics.diversity), prompts as units like every comparison here.
     if div is not None:
         rows = {r: b.run(r) for r in ("di_star_in", "di_pp")}
         c_in, c_pp = compare(rows["di_star_in"], b.init, div), compare(rows["di_pp"], b.init, div)
         c_x = compare(rows["di_star_in"], rows["di_pp"], div)
         claim = verdict(c_x)
-        out.append(f"**Diversity** ({div[0]}): DI*-In vs init {said(c_in, '')}; DI++ (KL) vs init {said(c_pp, '')}; "
-                   f"DI*-In vs DI++ {said(c_x, '')}. "
+        why = ("" if len(b.init.image_scores(*div)) else
+               f" ({div[0]} of the init has no per-image values, only a set value: it was scored "
+               f"before they were stored; rerun `distar eval ... --metrics {div[0]}` on the same "
+               "--out to add them)")
+        out.append(f"**Diversity** ({div[0]}, intra-prompt mean cosine distance, paired by prompt): "
+                   f"{said(c_in, 'DI*-In vs init')}; {said(c_pp, 'DI++ (KL) vs init')}; "
+                   f"{said(c_x, 'DI*-In vs DI++')}{why}. "
                    + {"higher": "The score regulariser keeps more diversity than KL at the same scales, as the paper says.",
                       "lower": "KL keeps MORE diversity than the score regulariser here: the paper's claim is contradicted.",
                       "same": "No significant diversity difference between KL and score at the same scales: the paper's "

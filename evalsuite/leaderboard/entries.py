@@ -154,12 +154,18 @@ class Entry:
 
     def summary(self, metric: str, version: str, prompts: Sequence[int] | None = None
                 ) -> Summary | None:
-        s = self.set_scores[(self.set_scores.metric == metric)
-                            & (self.set_scores.metric_version == version)]
-        if len(s):
-            row = s.iloc[0]
-            return Summary(float(row.value), n_images=int(row.n_images), kind="set")
+        """The metric's cell: the mean of its per-image values with a prompt-bootstrap interval
+        (of `prompts` only, when given), else its set value. A set metric that also stored
+        per-image values (intra-prompt diversity, evalsuite.metrics.runner) is shown per image:
+        their mean is its set value when every prompt has as many images, and only per-image
+        values give an interval and restrict to the prompts other rows share."""
         s = self.image_scores(metric, version)
+        if s.empty:
+            sets = self.set_scores[(self.set_scores.metric == metric)
+                                   & (self.set_scores.metric_version == version)]
+            if len(sets):
+                row = sets.iloc[0]
+                return Summary(float(row.value), n_images=int(row.n_images), kind="set")
         if prompts is not None:
             s = s[s.prompt_index.isin(list(prompts))]
         if s.empty:

@@ -223,7 +223,10 @@ def _distinct(values: pd.Series) -> str:
 CELL_NOTE = ("- Per-image metrics: mean over the images scored; in brackets a "
              f"{int(CI_LEVEL * 100)}% percentile-bootstrap interval resampling prompts "
              f"(a prompt's images together; {N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}, "
-             "evalsuite.metrics.stats). FID/KID: one number per image set, no interval.")
+             "evalsuite.metrics.stats). FID/KID: one number per image set, no interval. "
+             "Intra-prompt diversity is per image too: each image's mean cosine distance to the "
+             "other images of its prompt, whose mean over a prompt's images is that prompt's mean "
+             "pairwise distance.")
 TIME_NOTE = ("- time / 10 images: seconds per 10 images after warm-up, from the run's full "
              "batches, on the device listed below (not comparable across devices).")
 
@@ -471,7 +474,9 @@ def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None
     out = [f"# Paired tests against `{baseline}`", "",
            f"Cells: mean of (model - {baseline}) over the images both have, same prompt and seed; "
            f"[{int(CI_LEVEL * 100)}% bootstrap interval, prompts resampled]; p = two-sided paired test "
-           "with prompts as units. Set metrics (FID) have no pairs and are not here.", ""]
+           "with prompts as units. Set metrics (FID) have no pairs and are not here; intra-prompt "
+           "diversity is paired through its per-image values (the mean over a prompt's images is "
+           "the prompt's diversity, so prompts as units compare per-prompt diversity).", ""]
     shown: list[Entry] = []
     found = False
     for bench, version, es in bench_groups(entries, (suite or SUITES["paper"]).table1_benches):

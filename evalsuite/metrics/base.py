@@ -3,7 +3,10 @@
 Per-image metrics: `score(images, prompts) -> np.ndarray[N]` (batched internally) and, for the
 ones the trainer uses as rewards, `score_tensor(images, prompts) -> Tensor[N]` differentiable,
 with images as float tensors in [0, 1], shape [N, 3, H, W].
-Set metrics (FID, KID): features -> statistics -> distance, each a separate function.
+Set metrics (FID, KID): features -> statistics -> distance, each a separate function,
+`compute(images) -> float`. A set metric whose number is a mean over prompts of per-image terms
+(intra-prompt diversity) also has `compute_with_images(...) -> (float, array[N])`, so reports can
+give it intervals and paired tests like a per-image metric.
 Every number carries `info`: name, version, backbone and preprocessing.
 
 Every metric is built one way: `Class.from_pretrained(**options)` finds and checks the weights

@@ -3,12 +3,19 @@
 embeddings in a CLIP image space; the metric is the mean over prompts. 0 when every image of a
 prompt embeds identically (mode collapse); 1 for mutually orthogonal embeddings; at most 2.
 
+Per image too, so models can be compared paired, prompt by prompt, like every per-image metric:
+image i of a prompt scores d_i, its mean cosine distance to the prompt's other images. The mean of
+the d_i over a prompt's images IS the prompt's mean pairwise distance (`per_image_cosine_distance`
+says why), so the set value is the mean over prompts of the per-prompt means of the per-image
+values, and the mean of all per-image values equals it whenever every prompt has the same number
+of images (any run of a benchmark without repeated captions).
+
 General: `diversity` embeds with a real open_clip CLIP (by default the `clip` metric's backbone,
 so one weight file serves both); `mini_diversity` with the mini world's CLIP image tower
 (transformers CLIPModel in the built world's clip/ folder). Steps as pure functions:
-embeddings -> per-prompt `mean_pairwise_cosine_distance` -> mean over prompts. Images of the
-same prompt TEXT are pooled (a benchmark listing a caption twice gives one larger group: the
-same distribution, so the same expected value).
+embeddings -> `per_image_diversity` -> per-prompt means (`intra_prompt_diversity`) -> mean over
+prompts. Images of the same prompt TEXT are pooled (a benchmark listing a caption twice gives one
+larger group: the same distribution, so the same expected value).
 """
 from __future__ import annotations
 
@@ -29,19 +36,28 @@ from evalsuite.metrics.base import MetricInfo, check_prompts, run_batches
 MIN_K = 4
 
 
-def mean_pairwise_cosine_distance(emb: np.ndarray) -> float:
-    """Mean of 1 - cos(e_i, e_j) over the k(k-1)/2 pairs i < j of [k, D] embeddings."""
+def per_image_cosine_distance(emb: np.ndarray) -> np.ndarray:
+    """d_i = (1 / (k-1)) sum_{j != i} (1 - cos(e_i, e_j)) for each of k embeddings [k, D] -> [k].
+
+    Their mean is the mean pairwise distance over the k(k-1)/2 pairs i < j: the double sum
+    sum_i sum_{j != i} counts each unordered pair twice (cos is symmetric), so
+    (1/k) sum_i d_i = 2 / (k(k-1)) * sum_{i<j} (1 - cos(e_i, e_j))."""
     k = len(emb)
     if k < 2:
         raise ValueError("pairwise distances need at least 2 embeddings")
     e = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    cos = e @ e.T
-    return float((1.0 - cos)[np.triu_indices(k, 1)].mean())
+    dist = 1.0 - e @ e.T
+    # The diagonal is no pair (and is 1, not 0, for a zero embedding): leave it out.
+    return (dist.sum(axis=1) - np.diag(dist)) / (k - 1)
 
 
-def intra_prompt_diversity(embeddings: np.ndarray, prompts: Sequence[str],
-                           min_k: int = MIN_K) -> dict[str, float]:
-    """{prompt: mean pairwise cosine distance of its images' embeddings}."""
+def mean_pairwise_cosine_distance(emb: np.ndarray) -> float:
+    """Mean of 1 - cos(e_i, e_j) over the k(k-1)/2 pairs i < j of [k, D] embeddings."""
+    return float(per_image_cosine_distance(emb).mean())
+
+
+def _prompt_groups(prompts: Sequence[str], min_k: int) -> dict[str, list[int]]:
+    """{prompt text: indices of its images}; one clear error when a prompt has < min_k."""
     groups: dict[str, list[int]] = {}
     for i, p in enumerate(prompts):
         groups.setdefault(p, []).append(i)
@@ -51,11 +67,33 @@ def intra_prompt_diversity(embeddings: np.ndarray, prompts: Sequence[str],
         raise DistarError(f"intra-prompt diversity needs >= {min_k} images per prompt; "
                           f"{len(short)} prompts have fewer (e.g. {p!r}: {n}). Generate with "
                           f"`distar eval ... --images-per-prompt {min_k}`.")
-    return {p: mean_pairwise_cosine_distance(embeddings[ix]) for p, ix in groups.items()}
+    return groups
+
+
+def per_image_diversity(embeddings: np.ndarray, prompts: Sequence[str],
+                        min_k: int = MIN_K) -> np.ndarray:
+    """[N]: each image's mean cosine distance to the other images of its prompt (text)."""
+    out = np.empty(len(prompts), np.float64)
+    for ix in _prompt_groups(prompts, min_k).values():
+        out[ix] = per_image_cosine_distance(embeddings[ix])
+    return out
+
+
+def intra_prompt_diversity(embeddings: np.ndarray, prompts: Sequence[str],
+                           min_k: int = MIN_K) -> dict[str, float]:
+    """{prompt: mean pairwise cosine distance of its images' embeddings}."""
+    return prompt_means(per_image_diversity(embeddings, prompts, min_k), prompts)
+
+
+def prompt_means(per_image: np.ndarray, prompts: Sequence[str]) -> dict[str, float]:
+    """{prompt text: mean of its images' values}."""
+    return {p: float(per_image[ix].mean()) for p, ix in _prompt_groups(prompts, 1).items()}
 
 
 class Diversity:
-    """Set metric: `compute(images, prompts=...) -> float` (mean over prompts).
+    """Set metric: `compute(images, prompts=...) -> float` (mean over prompts), and per image:
+    `compute_with_images(...) -> (that float, [N] per-image values)`, which the runner stores
+    in `scores` beside the set row (evalsuite.metrics.runner).
 
     `Diversity.from_pretrained(...)` embeds with an open_clip CLIP; the constructor takes any
     `embedder`: an images -> [N, D] callable with a `name` (tests, other spaces)."""
@@ -85,13 +123,19 @@ class Diversity:
                                          batch_size=batch_size)
         return cls(ImageEmbedder(clip), min_k, clip.provenance)
 
-    def compute(self, images: Sequence, on_batch=None, prompts: Sequence[str] = ()) -> float:
+    def compute_with_images(self, images: Sequence, on_batch=None, prompts: Sequence[str] = ()
+                            ) -> tuple[float, np.ndarray]:
+        """(mean over prompts of their diversity, per-image values aligned with `images`)."""
         prompts = check_prompts(images, list(prompts))
         opened = [_open(im) for im in images]
         emb = np.asarray(self.embedder(opened), np.float64)
         if on_batch is not None:
             on_batch(len(images))
-        return float(np.mean(list(intra_prompt_diversity(emb, prompts, self.min_k).values())))
+        per_image = per_image_diversity(emb, prompts, self.min_k)
+        return float(np.mean(list(prompt_means(per_image, prompts).values()))), per_image
+
+    def compute(self, images: Sequence, on_batch=None, prompts: Sequence[str] = ()) -> float:
+        return self.compute_with_images(images, on_batch, prompts)[0]
 
 
 def _open(item) -> Image.Image:

@@ -3,8 +3,14 @@
 Per-image metrics write one `scores` row per image, a batch at a time, keyed by the metric's
 `info.key`; images already scored under that exact key are skipped, so to resume, run the same
 command again. Set metrics (FID, KID) write one `set_scores` row for the whole image set and are
-skipped when a row for the same key and image count exists. A metric whose class gives its key
-without weights (`version_key`, see `known_key`) is not even loaded when all its work is stored.
+skipped when a row for the same key and image count exists. A set metric may also give a value
+per image (`compute_with_images(...) -> (value, [N] values)`: intra-prompt diversity), so that
+tables and paired tests treat it like a per-image metric: those values go to `scores` under the
+same name and key, written before the set row, which marks the whole as done. It is skipped only
+when both are stored; a run killed between the two writes (or a store from before a metric had
+per-image values) computes it again, and the upserts leave one row per image. A metric whose
+class gives its key without weights (`version_key`, see `known_key`) is not even loaded when all
+its work is stored.
 
 Options: `score_run(run, ["pickscore", "fid"], device="cuda", fid={"reference_dir": "coco/"})`:
 a keyword named after a selected metric carries a dict of options for that metric only; every
@@ -49,13 +55,23 @@ def split_options(metric_names: Sequence[str], options: dict[str, Any]) -> dict[
     return out
 
 
+def metric_class(name: str) -> type | None:
+    """The class the registry entry names (`module:Class` or `module:Class.from_pretrained`),
+    without building it; None for a plain function."""
+    factory = METRICS.load(name)
+    return factory if isinstance(factory, type) else getattr(factory, "__self__", None)
+
+
+def has_image_values(metric_or_class) -> bool:
+    """Whether a set metric also gives per-image values (`compute_with_images`)."""
+    return callable(getattr(metric_or_class, "compute_with_images", None))
+
+
 def known_key(name: str, options: dict) -> str | None:
     """The metric's store key (`info.key`) without loading its weights, when its class can
-    tell: a classmethod `version_key(**options)` on the class the registry entry names
-    (`module:Class` or `module:Class.from_pretrained`). None: only loading tells."""
-    factory = METRICS.load(name)
-    owner = factory if isinstance(factory, type) else getattr(factory, "__self__", None)
-    version_key = getattr(owner, "version_key", None)
+    tell: a classmethod `version_key(**options)` on its class (`metric_class`). None: only
+    loading tells."""
+    version_key = getattr(metric_class(name), "version_key", None)
     if version_key is None:
         return None
     try:
@@ -64,17 +80,21 @@ def known_key(name: str, options: dict) -> str | None:
         return None
 
 
-def _already_scored(run, name: str, key: str) -> MetricOutcome | None:
+def _already_scored(run, name: str, key: str, image_values: bool = False
+                    ) -> MetricOutcome | None:
     """The outcome of a metric whose work is all in the store under `key` (every image, or the
-    set with this many images), else None."""
+    set with this many images and, when the set metric has `image_values`, every image's
+    value too), else None."""
     n = len(run.images)
     sets = run.store.table("set_scores", "WHERE recipe_hash=? AND bench=? AND bench_version=? "
                            "AND metric=? AND metric_version=?",
                            (run.recipe_hash, run.bench, run.bench_version, name, key))
-    if len(sets) and int(sets.n_images.iloc[0]) == n:
-        return MetricOutcome(name, key, 0, n, float(sets.value.iloc[0]))
     done = run.store.scored_keys(run.recipe_hash, run.bench, run.bench_version, name, key)
-    if n and all((int(p), int(k)) in done for p, k in zip(run.images.prompt_index, run.images.k)):
+    every_image = bool(n) and all((int(p), int(k)) in done
+                                  for p, k in zip(run.images.prompt_index, run.images.k))
+    if len(sets) and int(sets.n_images.iloc[0]) == n and (every_image or not image_values):
+        return MetricOutcome(name, key, 0, n, float(sets.value.iloc[0]))
+    if every_image and not image_values:
         return MetricOutcome(name, key, 0, n)
     return None
 
@@ -116,7 +136,8 @@ def score_run(run, metric_names: list[str], batch_size: int = 32, progress: bool
         # A finished rerun: when the key is known without the weights and every score is
         # stored under it, there is nothing to load.
         key = known_key(name, opts)
-        done = _already_scored(run, name, key) if key is not None else None
+        done = (_already_scored(run, name, key, has_image_values(metric_class(name)))
+                if key is not None else None)
         if done is not None:
             outcomes.append(done)
             continue
@@ -134,7 +155,7 @@ def score_run(run, metric_names: list[str], batch_size: int = 32, progress: bool
             outcomes.append(_score_images(run, name, metric, key, meta, batch_size, progress,
                                           progress_bar))
         else:
-            outcomes.append(_score_set(run, name, metric, key, progress, progress_bar))
+            outcomes.append(_score_set(run, name, metric, key, meta, progress, progress_bar))
         del metric  # one model in memory at a time
         gc.collect()
         _empty_cuda_cache()
@@ -152,22 +173,26 @@ def _score_images(run, name, metric, key, meta, batch_size, progress, progress_b
         for sl in iter_batches(len(todo), batch_size):
             rows = todo.iloc[sl]
             values = metric.score(_open_images(root, rows.path.tolist()), rows.prompt.tolist())
-            run.store.add_scores([
-                ScoreRow(recipe_hash=run.recipe_hash, bench=run.bench,
-                         bench_version=run.bench_version, prompt_index=int(p), k=int(k),
-                         metric=name, metric_version=key, value=float(v), meta_json=meta)
-                for p, k, v in zip(rows.prompt_index, rows.k, values)])
+            _add_image_values(run, name, key, meta, rows, values)
             bar.advance(len(rows))
     return MetricOutcome(name, key, len(todo), len(images) - len(todo))
 
 
-def _score_set(run, name, metric, key, progress, progress_bar):
+def _add_image_values(run, name, key, meta, rows: pd.DataFrame, values) -> None:
+    """One `scores` row per image of `rows` (one transaction)."""
+    run.store.add_scores([
+        ScoreRow(recipe_hash=run.recipe_hash, bench=run.bench, bench_version=run.bench_version,
+                 prompt_index=int(p), k=int(k), metric=name, metric_version=key,
+                 value=float(v), meta_json=meta)
+        for p, k, v in zip(rows.prompt_index, rows.k, values)])
+
+
+def _score_set(run, name, metric, key, meta, progress, progress_bar):
     images: pd.DataFrame = run.images
-    existing = run.store.table(
-        "set_scores", "WHERE recipe_hash=? AND bench=? AND bench_version=? AND metric=? "
-        "AND metric_version=?", (run.recipe_hash, run.bench, run.bench_version, name, key))
-    if len(existing) and int(existing.n_images.iloc[0]) == len(images):
-        return MetricOutcome(name, key, 0, len(images), float(existing.value.iloc[0]))
+    image_values = has_image_values(metric)
+    done = _already_scored(run, name, key, image_values)
+    if done is not None:
+        return done
     root = Path(run.store.root)
     paths = [str(root / p) for p in images.path]
     missing = [p for p in paths if not Path(p).is_file()]
@@ -177,7 +202,15 @@ def _score_set(run, name, metric, key, progress, progress_bar):
     with progress_bar(f"{name} {run.model}", total=len(paths), disable=not progress) as bar:
         extra = {"prompts": images.prompt.tolist()} if getattr(metric, "needs_prompts", False) \
             else {}
-        value = metric.compute(paths, on_batch=bar.advance, **extra)
+        if image_values:
+            value, per_image = metric.compute_with_images(paths, on_batch=bar.advance, **extra)
+        else:
+            value = metric.compute(paths, on_batch=bar.advance, **extra)
+    if image_values:  # first: the set row below marks the metric done (see the module doc)
+        if len(per_image) != len(images):
+            raise RuntimeError(f"{name}: compute_with_images gave {len(per_image)} values for "
+                               f"{len(images)} images")
+        _add_image_values(run, name, key, meta, images, per_image)
     run.store.add_set_score(recipe_hash=run.recipe_hash, bench=run.bench,
                             bench_version=run.bench_version, metric=name, metric_version=key,
                             value=value, n_images=len(paths),
