@@ -182,6 +182,10 @@ def test_from_the_store_through_the_runner(tmp_path, clip):
     for p, v in per.items():
         assert by_prompt[p] == pytest.approx(v, abs=1e-4)
     assert rows.value.mean() == pytest.approx(out.value, abs=1e-12)
+    from evalsuite.summary import summarize  # `distar eval`'s summary: the same mean, an interval
+    (s,) = summarize(run, [out]).metrics
+    assert s.kind == "per-image" and s.mean == pytest.approx(out.value, abs=1e-12)
+    assert s.ci_low <= s.mean <= s.ci_high and s.n == 8
 
 
 def test_resume_between_the_per_image_rows_and_the_set_row(tmp_path, clip, monkeypatch):
