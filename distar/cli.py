@@ -211,11 +211,10 @@ def demo_cmd(
     update_leaderboards: bool = typer.Option(False, "--update-leaderboards", metavar="", help="Write the "
                                              "tables and figures into ./leaderboards (the "
                                              "repository's tracked copies) instead."),
-    # The toy labs stay the default: the mini world's shipped weights are below their quality bar
-    # (docs/mini_build.md) and the mini ablation's CPU wall time is not yet measured.
-    world: str = typer.Option("toy", help="'toy': the gmm and digits labs (toy_*.md; 'gmm' / 'digits' "
-                              "run both too); 'mini' (experimental): DI* on the mini text-to-image world "
-                              "through the SD trainer and the eval suite (paper Tables 1-3, reduced; mini_*.md)."),
+    world: str = typer.Option("mini", help="'mini': DI* on the mini text-to-image world through the SD "
+                              "trainer and the eval suite (paper Tables 1-3 in miniature, mini_*.md; ~7 "
+                              "minutes on 2 cores); 'toy': the gmm and digits labs (toy_*.md; 'gmm' / "
+                              "'digits' run both too)."),
 ) -> None:
     """Run an ablation of the paper's Table 2 in miniature on CPU and write its tables."""
     leaderboards = Path("leaderboards") if update_leaderboards else out / "leaderboards"

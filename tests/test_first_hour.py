@@ -131,14 +131,21 @@ def test_every_metric_needing_weights_has_a_preflight_check(empty_hf_cache):
 
 
 def test_demo_writes_to_out_unless_asked(tmp_path, monkeypatch):
+    import di_star.mini.ablation as ablation
     import di_star.toy.demo as demo
     calls = []
-    monkeypatch.setattr(demo, "run_demo", lambda out, leaderboards: calls.append((out, leaderboards)))
-    assert _invoke(["demo", "--out", str(tmp_path / "d")]).exit_code == 0
+    monkeypatch.setattr(demo, "run_demo", lambda out, leaderboards: calls.append(("toy", out, leaderboards)))
+    monkeypatch.setattr(ablation, "run_ablation",
+                        lambda out, leaderboards, scale: calls.append(("mini", out, leaderboards, scale)))
+    assert _invoke(["demo", "--out", str(tmp_path / "d")]).exit_code == 0  # the mini world by default
     assert _invoke(["demo", "--out", str(tmp_path / "d"), "--update-leaderboards"]).exit_code == 0
+    assert _invoke(["demo", "--out", str(tmp_path / "d"), "--world", "toy"]).exit_code == 0
+    r = _invoke(["demo", "--world", "moon"])
+    assert r.exit_code == 2 and "Unknown demo world 'moon'" in r.output and "Traceback" not in r.output
     from pathlib import Path
-    assert calls == [(tmp_path / "d", tmp_path / "d" / "leaderboards"),
-                     (tmp_path / "d", Path("leaderboards"))]
+    assert calls == [("mini", tmp_path / "d" / "mini", tmp_path / "d" / "leaderboards", "demo"),
+                     ("mini", tmp_path / "d" / "mini", Path("leaderboards"), "demo"),
+                     ("toy", tmp_path / "d", tmp_path / "d" / "leaderboards")]
 
 
 def test_version_and_flags_shown_as_flags():

@@ -122,8 +122,29 @@ def _eval_job(model: str, part: str, scale: Scale, metrics: list[str], benches: 
     import torch
     torch.set_num_threads(threads)
     t0 = time.time()
-    evaluate_all([model], scale, Path(part), metrics, benches)
+    Path(part).mkdir(parents=True, exist_ok=True)
+    with _stderr_to(Path(part) / "eval.log"):  # two workers' progress bars would interleave
+        evaluate_all([model], scale, Path(part), metrics, benches)
     return {"model": model, "part": part, "wall_s": time.time() - t0}
+
+
+@contextmanager
+def _stderr_to(log: Path):
+    """Everything written to stderr (file descriptor 2: Python and C alike) goes to `log`
+    (appended) while inside; restored on the way out, also on an exception."""
+    import sys
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(log, "ab") as f:
+            os.dup2(f.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def _part_name(key: str) -> str:

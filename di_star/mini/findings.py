@@ -322,8 +322,12 @@ def write_findings(results: Path, leaderboards: Path, reference: str = "mini_ref
                       f"process(es); {timing.get('wall_s', 0):.0f} s wall to the tables; worker time "
                       f"{timing.get('train_s', 0):.0f} s training and {timing.get('eval_s', 0):.0f} s evaluating "
                       "(overlapped: each run is evaluated as soon as it is trained)."]
-    lines += ["", f"Figures: `figures/{FRONTIER_FIG}` (frontiers), `figures/{SAMPLES_FIG}` (first image of the first "
-                  f"{main_bench} prompts; rows: reference, init, Table 2 rows)."]
+    shown = {p.name for p in written}
+    figs = ([f"`figures/{FRONTIER_FIG}` (frontiers)"] if FRONTIER_FIG in shown else []) + \
+        ([f"`figures/{SAMPLES_FIG}` (first image of the first {main_bench} prompts; rows: reference, init, "
+          "Table 2 rows)"] if SAMPLES_FIG in shown else [])
+    if figs:  # only the figures this run drew (no alpha_rew sweeps: no frontier figure)
+        lines += ["", "Figures: " + ", ".join(figs) + "."]
     path = leaderboards / FINDINGS_FILE
     write_text(path, "\n".join(lines) + "\n")
     return [path] + written
