@@ -179,23 +179,27 @@ def train_and_evaluate(jobs: list[Job], first: list[str], scale: Scale, parts: P
             evaluated[name] = r = _eval_job(model, str(parts / name), scale, metrics, benches, threads)
             say(f"  evaluated {name} ({r['wall_s']:.0f} s)")
         return trained, evaluated
+    # Jobs wait here, not in the pool's queue: at most `workers` are ever handed over, so after
+    # Ctrl-C (which reaches the workers too: a training run checkpoints its step and stops, an
+    # evaluation marks itself interrupted) nothing new starts and the command ends in seconds.
+    todo: list[tuple] = [(_eval_job, (m, str(parts / name)), ("eval", name)) for m, name in evals] + \
+        [(_train_job, (j.key, j.cfg.to_dict(), str(j.run_dir)), ("train", j.key)) for j in jobs]
     with _blas_threads(threads), ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        # FIFO: the reference's evaluation (the longest job: multi-step CFG sampling) first.
-        futs = {pool.submit(_eval_job, m, str(parts / name), scale, metrics, benches, threads): ("eval", name)
-                for m, name in evals}
-        futs.update({pool.submit(_train_job, j.key, j.cfg.to_dict(), str(j.run_dir), threads): ("train", j.key)
-                     for j in jobs})
-        while futs:
-            done, _ = wait(futs, return_when=FIRST_COMPLETED)
+        running: dict = {}
+        while todo or running:
+            while todo and len(running) < workers:  # FIFO: the reference's evaluation (the
+                fn, args, what = todo.pop(0)        # longest job, multi-step CFG) first
+                extra = (scale, metrics, benches, threads) if fn is _eval_job else (threads,)
+                running[pool.submit(fn, *args, *extra)] = what
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
             for f in done:
-                kind, key = futs.pop(f)
-                r = f.result()
+                kind, key = running.pop(f)
+                r = f.result()  # a job's error (or its Ctrl-C) ends the ablation; reruns resume
                 if kind == "train":
                     trained[key] = r
                     say(f"  trained {key} ({r['wall_s']:.0f} s)")
                     model, name = exported(key)
-                    futs[pool.submit(_eval_job, model, str(parts / name), scale, metrics, benches,
-                                     threads)] = ("eval", name)
+                    todo.append((_eval_job, (model, str(parts / name)), ("eval", name)))
                 else:
                     evaluated[key] = r
                     say(f"  evaluated {key} ({r['wall_s']:.0f} s)")
