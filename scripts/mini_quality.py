@@ -16,6 +16,11 @@ truth, gold judge and proxy reward of the reference (`mini_ref`) and the one-ste
   the floor the numbers should be read against.
 - VAE round trip: ground-truth renders encoded and decoded by the pipeline's VAE, scored by the
   gold judge and read by the classifier (the reference cannot draw better than its decoder).
+- `--conditioning`: why the reference's shapes are soft, in OUT/conditioning.json: per attribute,
+  how often the reference draws the asked colour / shape; the mini CLIP's zero-shot colour and
+  shape accuracy on ground-truth renders (the text encoders' and the proxy's backbone); and how
+  far apart the pipeline's text conditions are for prompts differing only in shape vs only in
+  colour (cosine of the pooled embedding and of the shape token's hidden state).
 Noise: image k of prompt i from torch.Generator seed i + 100000 k, as the harness draws it.
 Writes OUT/quality.json and OUT/grid.png (rows: prompts; columns: ground truth, 4 reference
 samples, 4 one-step samples).
@@ -100,6 +105,76 @@ def vae_round_trip(root: Path, captions: list[str], clf) -> dict:
             "classifier_objects_agree": float(np.mean(agree))}
 
 
+def per_attribute(scenes, prompts: list[str]) -> dict:
+    """How often some detected object has the asked colour / the asked shape, and how often
+    exactly one object is seen (single-object prompts)."""
+    from evalsuite.mini.world import parse_caption
+    asked = [parse_caption(p).groups[0] for p in prompts]
+    return {"colour_present": float(np.mean([any(o.colour == g.colour for o in sc.objects)
+                                             for sc, g in zip(scenes, asked)])),
+            "shape_present": float(np.mean([any(o.shape == g.shape for o in sc.objects)
+                                            for sc, g in zip(scenes, asked)])),
+            "one_object": float(np.mean([len(sc.objects) == 1 for sc in scenes]))}
+
+
+def pair_cosines(vectors: torch.Tensor, prompts: list[str]) -> dict:
+    """Mean cosine between the rows of prompts that differ only in shape, and only in colour
+    (single-object prompts)."""
+    from evalsuite.mini.world import parse_caption
+    v = torch.nn.functional.normalize(vectors.float(), dim=-1)
+    sim = (v @ v.T).numpy()
+    g = [parse_caption(p).groups[0] for p in prompts]
+    shape_only, colour_only = [], []
+    for i in range(len(g)):
+        for j in range(i + 1, len(g)):
+            if g[i].colour == g[j].colour and g[i].shape != g[j].shape:
+                shape_only.append(sim[i, j])
+            elif g[i].shape == g[j].shape and g[i].colour != g[j].colour:
+                colour_only.append(sim[i, j])
+    return {"differ_in_shape_only": float(np.mean(shape_only)),
+            "differ_in_colour_only": float(np.mean(colour_only))}
+
+
+def zero_shot(scores: np.ndarray, prompts: list[str], candidates: list[str]) -> dict:
+    """Accuracy of picking the highest-scoring candidate prompt for each image: whole prompt,
+    colour, shape (scores: [images, candidates])."""
+    from evalsuite.mini.world import parse_caption
+    pick = [parse_caption(candidates[j]).groups[0] for j in scores.argmax(1)]
+    true = [parse_caption(p).groups[0] for p in prompts]
+    return {"prompt": float(np.mean([a == b for a, b in zip(pick, true)])),
+            "colour": float(np.mean([a.colour == b.colour for a, b in zip(pick, true)])),
+            "shape": float(np.mean([a.shape == b.shape for a, b in zip(pick, true)]))}
+
+
+@torch.no_grad()
+def conditioning_report(single: list[str], k: int, clf) -> dict:
+    from di_star.mini.build import condition
+    from evalsuite.metrics import load_metric
+    from evalsuite.mini.classifier import detect
+    from evalsuite.mini.world import render_for_caption
+    from evalsuite.models.loading import load_pipeline
+    from evalsuite.models.specs import resolve_model
+    spec = resolve_model("mini_ref")
+    pipe = load_pipeline(spec, torch.device("cpu"))
+    prompts = single * k
+    samples = generate(spec, pipe, prompts, noise_for(spec, len(single), k))
+    cond = condition(pipe, single)
+    ids = pipe.tokenizer(single, padding="max_length", max_length=77, return_tensors="pt").input_ids
+    # '<bos> a red circle <eos> <pad>...' (pad = eos): the shape is the last word. CLIP's text
+    # attention is causal, so only states from the shape token on can carry the shape.
+    last = (ids != pipe.tokenizer.pad_token_id).sum(1) - 1
+    shape_state = cond.embeds[torch.arange(len(single)), last]
+    clip = load_metric("mini_clip", device="cpu")
+    gt = [render_for_caption(p, np.random.default_rng([5, i])) for i, p in enumerate(prompts)]
+    scores = np.stack([clip.score(gt, [q] * len(gt)) for q in single], 1)
+    return {"prompts": len(single), "per_prompt": k,
+            "reference_samples": per_attribute(detect(clf, samples), prompts),
+            "ground_truth": per_attribute(detect(clf, gt), prompts),
+            "mini_clip_zero_shot_on_ground_truth": zero_shot(scores, prompts, single),
+            "text_condition_cosine": {"pooled": pair_cosines(cond.pooled, single),
+                                      "shape_token_state": pair_cosines(shape_state, single)}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", default=None, help="built world folder (default: the shipped one)")
@@ -108,6 +183,8 @@ def main() -> None:
     ap.add_argument("--out", default="runs/mini_quality")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--vae-only", action="store_true", help="only the VAE round trip")
+    ap.add_argument("--conditioning", action="store_true", help="only the shape diagnostics "
+                    "(OUT/conditioning.json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.world:
@@ -132,6 +209,12 @@ def main() -> None:
 
     single = single_object_prompts()
     k = args.per_combo
+    if args.conditioning:
+        report = {"world": str(root), "manifest": mw.manifest_digest(root),
+                  **conditioning_report(single, k, clf)}
+        (out / "conditioning.json").write_text(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2))
+        return
     single_all = single * k
     # held-out captions (seed 7: the build renders seeds 0 and 1)
     captions = [c for _, c in training_pairs(args.captions, 7)]
