@@ -212,7 +212,7 @@ def demo_cmd(
                                              "tables and figures into ./leaderboards (the "
                                              "repository's tracked copies) instead."),
     world: str = typer.Option("mini", help="'mini': DI* on the mini text-to-image world through the SD "
-                              "trainer and the eval suite (paper Tables 1-3 in miniature, mini_*.md; ~7 "
+                              "trainer and the eval suite (paper Tables 1-3 in miniature, mini_*.md; ~8 "
                               "minutes on 2 cores); 'toy': the gmm and digits labs (toy_*.md; 'gmm' / "
                               "'digits' run both too)."),
 ) -> None:
