@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from distar.core.errors import DistarError
+from distar.core.paths import safe_name
 from distar.core.registry import Registry
 
 DATA = Path(__file__).parent / "data"
@@ -234,7 +235,7 @@ def load_benchmark(name: str) -> Benchmark:
         if not path.is_file():
             raise DistarError(f"Prompt file {path} does not exist.")
         prompts = read_tsv_prompts(path) if path.suffix == ".tsv" else read_txt_prompts(path)
-        stem = "".join(c if c.isalnum() or c in "-_" else "_" for c in path.stem)
+        stem = safe_name(path.stem, keep="-_")
         # Two files with one stem (a/prompts.tsv, b/prompts.tsv) get distinct names.
         where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:6]
         groups = [k for k in FILE_GROUP_KEYS if prompts and k in prompts[0].meta]

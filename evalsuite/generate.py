@@ -38,6 +38,7 @@ import torch
 
 from distar.core import atomic
 from distar.core.errors import DistarError
+from distar.core.paths import safe_name
 from distar.core.progress import ProgressBar
 from distar.core.runlock import out_lock, remove_dead_temps
 from evalsuite.benchmarks import Benchmark, image_seed, load_benchmark
@@ -86,7 +87,7 @@ def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def image_relpath(spec: ModelSpec, bench: Benchmark, prompt_index: int, k: int) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in spec.name)
+    safe = safe_name(spec.name)
     return f"images/{safe}-{spec.recipe_hash}/{bench.name}-v{bench.version}/{prompt_index:05d}_{k}.png"
 
 

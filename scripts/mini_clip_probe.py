@@ -21,30 +21,31 @@ import evalsuite  # noqa: F401  (environment fixes before torch / transformers)
 import numpy as np
 import torch
 import torch.nn.functional as F
+from mini_quality import single_object_prompts, zero_shot  # scripts/ is on sys.path
 
 
 def single_object_pairs(n: int, seed: int) -> list:
     """n ground-truth renders of single-object captions ('a red circle'), cycling the 30 prompts."""
-    from evalsuite.mini.world import COLOURS, SHAPES, render_for_caption
-    prompts = [f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}" for s in SHAPES for c in COLOURS]
+    from evalsuite.mini.world import render_for_caption
+    prompts = single_object_prompts()
     return [(render_for_caption(prompts[i % len(prompts)], np.random.default_rng([seed, i])),
-             prompts[i % len(prompts)]) for i in range(n)], prompts
+             prompts[i % len(prompts)]) for i in range(n)]
 
 
 @torch.no_grad()
-def zero_shot(model, prompts: list[str], per_prompt: int = 4) -> dict:
+def probe(model, per_prompt: int = 4) -> dict:
+    """mini_quality.zero_shot of `model` on fresh single-object renders (a seed no run trains on)."""
     from di_star.mini.build import clip_pixels, clip_tokenizer, to_pixels, tokenize
-    from evalsuite.mini.world import parse_caption
-    pairs, _ = single_object_pairs(len(prompts) * per_prompt, seed=777)   # not a training seed
+    prompts = single_object_prompts()
+    pairs = single_object_pairs(len(prompts) * per_prompt, seed=777)
+
     def unit(out) -> torch.Tensor:  # transformers 5 returns an output object, 4 a tensor
         return F.normalize(out if isinstance(out, torch.Tensor) else out.pooler_output, dim=-1)
     img = unit(model.get_image_features(pixel_values=clip_pixels(to_pixels([p[0] for p in pairs]))))
     enc = tokenize(clip_tokenizer(), prompts, max_length=32)
     txt = unit(model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]))
-    pick = [parse_caption(prompts[j]).groups[0] for j in (img @ txt.T).argmax(1).tolist()]
-    true = [parse_caption(c).groups[0] for _, c in pairs]
-    return {"colour": float(np.mean([a.colour == b.colour for a, b in zip(pick, true)])),
-            "shape": float(np.mean([a.shape == b.shape for a, b in zip(pick, true)]))}
+    scores = zero_shot((img @ txt.T).numpy(), [c for _, c in pairs], prompts)
+    return {"colour": scores["colour"], "shape": scores["shape"]}
 
 
 def main() -> None:
@@ -63,7 +64,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     scenes = training_pairs(a.n_train, seed=0)
-    singles, prompts = single_object_pairs(a.n_train // 2, seed=1)
+    singles = single_object_pairs(a.n_train // 2, seed=1)
     size = replace(SIZES["full"], clip_steps=a.steps, clip_batch=a.batch)
     base_vision = dict(build.CLIP_VISION)
     report = {"steps": a.steps, "batch": a.batch, "n_train": a.n_train, "chance": {"colour": 1 / 6, "shape": 1 / 5},
@@ -75,7 +76,7 @@ def main() -> None:
         t0 = time.time()
         model = build.train_clip(build.to_pixels([p[0] for p in pairs]), [p[1] for p in pairs], size, seed=0,
                                  log=build.Log(quiet=True))
-        report["variants"][v] = {**zero_shot(model, prompts), "train_s": round(time.time() - t0, 1)}
+        report["variants"][v] = {**probe(model), "train_s": round(time.time() - t0, 1)}
         print(v, report["variants"][v], flush=True)
     build.CLIP_VISION = base_vision
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from di_star.config import TrainConfig
 from di_star.presets import TABLE_ORDER, get_preset, world_scales
 
 REFERENCE, INIT = "mini_ref", "mini_onestep"
+FIRST_PARTS = ("reference", "init")   # evaluation parts of the reference and the init
 BENCHES = ("mini_parti", "mini_coco", "mini_hps")
 
 
@@ -147,8 +148,10 @@ def _stderr_to(log: Path):
         os.close(saved)
 
 
-def _part_name(key: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in key)
+def _run_part(key: str) -> str:
+    """The evaluation part (store folder name) of training job `key`'s export."""
+    from distar.core.paths import safe_name
+    return safe_name(f"run-{key}")
 
 
 def train_and_evaluate(jobs: list[Job], first: list[str], scale: Scale, parts: Path, metrics: list[str],
@@ -162,10 +165,10 @@ def train_and_evaluate(jobs: list[Job], first: list[str], scale: Scale, parts: P
     trained: dict[str, dict] = {}
     evaluated: dict[str, dict] = {}
     threads = max(1, (os.cpu_count() or 1) // workers)
-    evals = list(zip(first, ("reference", "init")))            # (model, part name)
+    evals = list(zip(first, FIRST_PARTS))            # (model, part name)
 
     def exported(key: str) -> tuple[str, str]:
-        return f"path:{trained[key]['export']}", _part_name(f"run-{key}")
+        return f"path:{trained[key]['export']}", _run_part(key)
 
     def say(text: str) -> None:
         if console:
@@ -284,7 +287,7 @@ def run_ablation(out: Path, leaderboards: Path, scale: str | Scale = "full", wor
                   f"each evaluated on {len(benches)} benchmarks as it finishes, with the reference and the init; in {out}", highlight=False)
     trained, evaluated = train_and_evaluate(jobs, [reference, init], sc, out / "parts", metrics, benches,
                                             workers, console)
-    merge_parts(out / "parts", ["reference", "init"] + [_part_name(f"run-{j.key}") for j in jobs], out / "results")
+    merge_parts(out / "parts", [*FIRST_PARTS, *(_run_part(j.key) for j in jobs)], out / "results")
     files = write_leaderboards(out / "results", leaderboards, suite="mini", baseline=resolve_model(init).name)
     # Worker seconds: training and evaluation overlap on the pool, so they do not add to the wall.
     timing = {"train_s": sum(r["wall_s"] for r in trained.values()),
