@@ -38,14 +38,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-
-def article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def single_object_prompts() -> list[str]:
-    from evalsuite.mini.world import COLOURS, SHAPES
-    return [f"{article(c)} {c} {s}" for s in SHAPES for c in COLOURS]
+from di_star.mini.build import zero_shot
+from evalsuite.mini.world import single_object_prompts
 
 
 def noise_for(spec, n_prompts: int, k: int) -> torch.Tensor:
@@ -133,17 +127,6 @@ def pair_cosines(vectors: torch.Tensor, prompts: list[str]) -> dict:
                 colour_only.append(sim[i, j])
     return {"differ_in_shape_only": float(np.mean(shape_only)),
             "differ_in_colour_only": float(np.mean(colour_only))}
-
-
-def zero_shot(scores: np.ndarray, prompts: list[str], candidates: list[str]) -> dict:
-    """Accuracy of picking the highest-scoring candidate prompt for each image: whole prompt,
-    colour, shape (scores: [images, candidates])."""
-    from evalsuite.mini.world import parse_caption
-    pick = [parse_caption(candidates[j]).groups[0] for j in scores.argmax(1)]
-    true = [parse_caption(p).groups[0] for p in prompts]
-    return {"prompt": float(np.mean([a == b for a, b in zip(pick, true)])),
-            "colour": float(np.mean([a.colour == b.colour for a, b in zip(pick, true)])),
-            "shape": float(np.mean([a.shape == b.shape for a, b in zip(pick, true)]))}
 
 
 @torch.no_grad()

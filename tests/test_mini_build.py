@@ -38,8 +38,14 @@ def test_shipped_world_matches_its_manifest():
     for field in ("command", "git_commit", "seed", "size", "wall_s"):
         assert field in m, field
     assert m["command"].startswith("distar lab build mini")
-    from di_star.mini.configs import SIZES
-    assert m["sizes"] == SIZES[m["size"]].__dict__  # the recorded command rebuilds it as shipped
+    from dataclasses import fields
+
+    from di_star.mini.configs import SIZES, BuildSize
+    # The recorded command rebuilds it as shipped: every recorded field as in the code, and every
+    # field added since at its default (a default is what builds did before the field existed).
+    size = SIZES[m["size"]].__dict__
+    assert {k: size[k] for k in m["sizes"]} == m["sizes"]
+    assert all(size[f.name] == f.default for f in fields(BuildSize) if f.name not in m["sizes"])
     sizes = [v["bytes"] for k, v in m["files"].items() if k.endswith(".safetensors")]
     assert sum(sizes) == m["safetensors_bytes"] <= 40_000_000
     for rel in LAYOUT:
@@ -75,6 +81,8 @@ def test_reduced_build_end_to_end(reduced_world, monkeypatch):
     assert not (out / ".work").exists()
     assert set(manifest["wall_s"]) >= {"vae", "clip", "reference", "samples", "onestep", "proxy",
                                        "aesthetic", "classifier"}
+    zs = manifest["stages"]["clip"]["zero_shot"]  # the CLIP's shape check, recorded
+    assert set(zs) == {"prompt", "colour", "shape"} and all(0 <= v <= 1 for v in zs.values())
     vae = json.loads((out / "pipeline/vae/config.json").read_text())
     assert vae["scaling_factor"] > 0 and vae["scaling_factor"] != 1.0  # set from the latent std
 
@@ -155,3 +163,66 @@ def test_bad_input_is_one_clear_error(tmp_path):
     r = runner.invoke(app, ["lab", "build", "mini", "--out", str(tmp_path / "b"), "--size",
                             "reduced", "--stages", "onestep"])
     assert r.exit_code == 2 and "stage 'reference'" in " ".join(r.output.split()), r.output
+
+
+def test_shape_swapped_changes_one_shape_and_nothing_else():
+    from dataclasses import replace
+
+    from di_star.mini.build import shape_swapped
+    from evalsuite.mini.world import parse_caption, training_pairs
+    rng = np.random.default_rng(0)
+    swapped = 0
+    for _, caption in training_pairs(200, seed=3):
+        neg = shape_swapped(caption, rng)
+        req = parse_caption(caption)
+        if all(g.shape is None for g in req.groups):
+            assert neg is None
+            continue
+        wrong = parse_caption(neg)
+        assert len(wrong.groups) == len(req.groups) and wrong.relation == req.relation
+        diff = [(a, b) for a, b in zip(req.groups, wrong.groups) if a != b]
+        assert len(diff) == 1, (caption, neg)
+        a, b = diff[0]
+        assert a.shape != b.shape and replace(b, shape=a.shape) == a, (caption, neg)
+        swapped += 1
+    assert swapped > 150
+    assert shape_swapped("a big shape on white", rng) is None
+
+
+def test_clip_loss_with_no_valid_negative_is_plain_infonce():
+    """Masked-out hard negatives leave CLIP's loss exactly as without them; valid ones raise it
+    (more competitors for each image)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    from di_star.mini.build import _clip_loss, clip_tokenizer, tokenize
+    from di_star.mini.configs import CLIP_TEXT, CLIP_VISION, PROJECTION_DIM
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(text_config=CLIP_TEXT, vision_config=CLIP_VISION, projection_dim=PROJECTION_DIM))
+    caps = ["a red circle", "a blue star", "a red circle", "two green squares"]
+    negs = ["a red cross", "a blue disc", "a red box", "two green stars"]
+    tok = clip_tokenizer()
+    enc, neg = tokenize(tok, caps, 32), tokenize(tok, negs, 32)
+    px = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        plain = _clip_loss(model, px, enc["input_ids"], enc["attention_mask"])
+        masked = _clip_loss(model, px, enc["input_ids"], enc["attention_mask"], neg["input_ids"],
+                            neg["attention_mask"], torch.zeros(4, dtype=torch.bool))
+        hard = _clip_loss(model, px, enc["input_ids"], enc["attention_mask"], neg["input_ids"],
+                          neg["attention_mask"], torch.ones(4, dtype=torch.bool))
+    assert torch.allclose(plain, masked, atol=1e-6)
+    assert hard > plain
+
+
+def test_reference_stage_refuses_a_clip_that_cannot_tell_shapes(tmp_path, monkeypatch):
+    """The gate before the most expensive stage: a CLIP below the size's zero-shot shape floor
+    stops the build with one clear error, and the built CLIP is kept."""
+    from dataclasses import replace
+
+    from distar.core.errors import DistarError
+    import di_star.mini.build as build
+    out = tmp_path / "w"
+    build.build_world(out, seed=3, size="reduced", quiet=True, stages=("vae", "clip"))
+    monkeypatch.setitem(build.SIZES, "reduced", replace(build.SIZES["reduced"], clip_min_shape=1.01))
+    with pytest.raises(DistarError, match="right shape for only .* needs 101%"):
+        build.build_world(out, seed=3, size="reduced", quiet=True, stages=("reference",))
+    assert (out / "clip" / "model.safetensors").is_file() and not (out / "pipeline").exists()

@@ -30,6 +30,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -248,15 +249,49 @@ def tokenize(tok, texts: list[str], max_length: int = 77) -> dict:
                return_tensors="pt")
 
 
-def _clip_loss(model, pixels: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
-    """CLIP's symmetric InfoNCE; duplicate captions in a batch are counted as positives."""
+_SHAPE_FORMS = {form: (shape, number) for shape, pairs in world.SHAPE_WORDS.items()
+                for pair in pairs for number, form in enumerate(pair)}
+_SHAPE_RE = re.compile(r"\b(?:(a|an) )?(" + "|".join(sorted(map(re.escape, _SHAPE_FORMS), key=len,
+                                                              reverse=True)) + r")\b")
+
+
+def shape_swapped(caption: str, rng: np.random.Generator) -> str | None:
+    """The caption with one of its shape words replaced by a word for another shape (same number,
+    article mended), or None when it names no shape. A hard negative: it differs from the truth
+    only in a shape, which in-batch negatives almost never do (their colours already differ)."""
+    hits = list(_SHAPE_RE.finditer(caption))
+    if not hits:
+        return None
+    m = hits[int(rng.integers(len(hits)))]
+    shape, number = _SHAPE_FORMS[m.group(2)]
+    other = world.SHAPES[int(rng.integers(len(world.SHAPES) - 1))]
+    other = other if other != shape else world.SHAPES[-1]
+    pairs = world.SHAPE_WORDS[other]
+    word = pairs[int(rng.integers(len(pairs)))][number]
+    text = f"{world.article(word)} {word}" if m.group(1) else word
+    return caption[:m.start()] + text + caption[m.end():]
+
+
+def _clip_loss(model, pixels: Tensor, ids: Tensor, mask: Tensor, neg_ids: Tensor | None = None,
+               neg_mask: Tensor | None = None, neg_valid: Tensor | None = None) -> Tensor:
+    """CLIP's symmetric InfoNCE; duplicate captions in a batch are counted as positives. With
+    hard-negative captions (`neg_*`, NegCLIP's recipe), each image must also pick its caption
+    over every shape-swapped caption of the batch (the image-to-text direction only)."""
     img = F.normalize(_features(model.get_image_features(pixel_values=pixels)), dim=-1)
-    txt = F.normalize(_features(model.get_text_features(input_ids=ids, attention_mask=mask)), dim=-1)
-    logits = model.logit_scale.exp().clamp(max=100) * txt @ img.T
-    same = (ids[:, None, :] == ids[None, :, :]).all(-1).float()
-    target = same / same.sum(1, keepdim=True)
-    return 0.5 * (-(target * logits.log_softmax(1)).sum(1).mean()
-                  - (target * logits.log_softmax(0)).sum(0).mean())
+    texts, text_mask = (ids, mask) if neg_ids is None else (torch.cat([ids, neg_ids]),
+                                                           torch.cat([mask, neg_mask]))
+    txt = F.normalize(_features(model.get_text_features(input_ids=texts, attention_mask=text_mask)),
+                      dim=-1)
+    logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T          # [images, texts]
+    same = (ids[:, None, :] == texts[None, :, :]).all(-1).float()
+    if neg_valid is not None:  # captions naming no shape have no negative
+        valid = torch.cat([torch.ones_like(neg_valid), neg_valid])
+        logits = logits.masked_fill(~valid[None, :], float("-inf"))
+        same = same * valid[None, :]
+    n = len(ids)
+    i2t = -((same / same.sum(1, keepdim=True)) * logits.log_softmax(1).nan_to_num(neginf=0.0)).sum(1)
+    t2i = -((same[:, :n] / same[:, :n].sum(0, keepdim=True)) * logits[:, :n].log_softmax(0)).sum(0)
+    return 0.5 * (i2t.mean() + t2i.mean())
 
 
 def _features(out) -> Tensor:
@@ -267,22 +302,59 @@ def train_clip(pixels: Tensor, captions: list[str], size: BuildSize, seed: int, 
                device=torch.device("cpu")):
     from transformers import CLIPConfig, CLIPModel
     torch.manual_seed(_seed(seed, "clip"))
-    model = CLIPModel(CLIPConfig(text_config=CLIP_TEXT, vision_config=CLIP_VISION,
+    vision = {**CLIP_VISION, "patch_size": size.clip_patch}
+    model = CLIPModel(CLIPConfig(text_config=CLIP_TEXT, vision_config=vision,
                                  projection_dim=PROJECTION_DIM)).to(device)
     tok = clip_tokenizer()
     # Causal attention + pooling at the first end token: 32 tokens give exactly the 77-token
     # features for these short captions, at less than half the cost.
     enc = tokenize(tok, captions, max_length=32)
+    neg = None
+    if size.clip_hard_negatives:
+        rng = np.random.default_rng(_seed(seed, "clip-negatives"))
+        swapped = [shape_swapped(c, rng) for c in captions]
+        neg = tokenize(tok, [s or c for s, c in zip(swapped, captions)], max_length=32)
+        neg["valid"] = torch.tensor([s is not None for s in swapped])
     px = clip_pixels(pixels)
     opt, sched = _optimizer(model.parameters(), 1e-3, size.clip_steps, wd=0.05)
     gen = torch.Generator().manual_seed(_seed(seed, "clip-data"))
     model.train()
     for step, idx in enumerate(_batches(len(px), size.clip_batch, size.clip_steps, gen)):
+        extra = {} if neg is None else dict(neg_ids=neg["input_ids"][idx].to(device),
+                                            neg_mask=neg["attention_mask"][idx].to(device),
+                                            neg_valid=neg["valid"][idx].to(device))
         loss = _clip_loss(model, px[idx].to(device), enc["input_ids"][idx].to(device),
-                          enc["attention_mask"][idx].to(device))
+                          enc["attention_mask"][idx].to(device), **extra)
         _train_step(opt, sched, loss, step, size.clip_steps, log, "clip")
     model.eval()
     return fp16_round(model).cpu()
+
+
+def zero_shot(scores: np.ndarray, prompts: list[str], candidates: list[str]) -> dict:
+    """Accuracy of picking the highest-scoring candidate prompt for each image: whole prompt,
+    colour, shape (scores: [images, candidates]; prompts: each image's true prompt)."""
+    pick = [world.parse_caption(candidates[j]).groups[0] for j in scores.argmax(1)]
+    true = [world.parse_caption(p).groups[0] for p in prompts]
+    return {"prompt": float(np.mean([a == b for a, b in zip(pick, true)])),
+            "colour": float(np.mean([a.colour == b.colour for a, b in zip(pick, true)])),
+            "shape": float(np.mean([a.shape == b.shape for a, b in zip(pick, true)]))}
+
+
+@torch.no_grad()
+def clip_zero_shot(model, per_prompt: int = 4, seed: int = 777) -> dict:
+    """A CLIP's zero-shot accuracy on fresh ground-truth renders of the 30 single-object prompts
+    (chance: colour 1/6, shape 1/5). Its text tower is the pipeline's text encoders, so a shape it
+    cannot tell apart is a shape the reference is not asked for (docs/mini_build.md)."""
+    prompts = world.single_object_prompts()
+    truth = [prompts[i % len(prompts)] for i in range(len(prompts) * per_prompt)]
+    images = [world.render_for_caption(p, np.random.default_rng([seed, i])) for i, p in enumerate(truth)]
+    dev = next(model.parameters()).device
+    img = F.normalize(_features(model.get_image_features(
+        pixel_values=clip_pixels(to_pixels(images)).to(dev))), dim=-1)
+    enc = tokenize(clip_tokenizer(), prompts, max_length=32)
+    txt = F.normalize(_features(model.get_text_features(input_ids=enc["input_ids"].to(dev),
+                                                        attention_mask=enc["attention_mask"].to(dev))), dim=-1)
+    return {k: round(v, 4) for k, v in zero_shot((img @ txt.T).cpu().numpy(), truth, prompts).items()}
 
 
 def clip_processor():
@@ -664,7 +736,7 @@ def write_manifest(out: Path, meta: dict) -> dict:
 # it, and nothing else.
 STAGE_INPUTS = {
     "vae": (("n_train", "vae_steps", "vae_batch", "vae_object_weight"), ()),
-    "clip": (("n_train", "clip_steps", "clip_batch"), ()),
+    "clip": (("n_train", "clip_steps", "clip_batch", "clip_patch", "clip_hard_negatives"), ()),
     "reference": (("n_train", "unet_steps", "unet_batch"), ("vae", "clip")),
     "samples": (("ode_pairs", "sample_batch"), ("reference",)),
     "onestep": (("onestep_steps", "onestep_batch"), ("samples",)),
@@ -806,11 +878,21 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
 
     def run_clip():
         pixels, captions = training_data()
-        save_clip(train_clip(pixels, captions, sz, seed, log, dev), out / "clip")
+        model = train_clip(pixels, captions, sz, seed, log, dev)
+        save_clip(model, out / "clip")
+        return {"zero_shot": clip_zero_shot(model)}
     stage("clip", run_clip)
 
     def run_reference():
         from diffusers import UNet2DConditionModel
+        shape = (_stage_done(out, "clip", keys["clip"]) or {}).get("zero_shot", {}).get("shape", 0.0)
+        if shape < sz.clip_min_shape:
+            raise DistarError(
+                f"the CLIP in {out / 'clip'} picks the right shape for only {shape:.0%} of ground-truth "
+                f"renders (zero-shot; this size needs {sz.clip_min_shape:.0%}), so the reference would "
+                f"not be told which shape to draw. Train the CLIP longer (raise clip_steps of this size "
+                f"in di_star/mini/configs.py) and rerun the build: the clip stage and every stage after "
+                f"it are rebuilt.")
         pixels, captions = training_data()
         latents = encode_latents(vae(), pixels)
         p = build_pipeline(vae(), clip(), UNet2DConditionModel(**UNET)).to(dev)

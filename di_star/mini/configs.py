@@ -73,6 +73,10 @@ class BuildSize:
     classifier_n: int
     classifier_epochs: int
     sample_batch: int = 64
+    clip_patch: int = 8                 # the CLIP vision tower's patch size (px)
+    clip_hard_negatives: bool = False   # shape-swapped captions as extra negatives (NegCLIP)
+    clip_min_shape: float = 0.0         # the reference stage refuses a CLIP whose zero-shot shape
+                                        # accuracy on ground truth is lower (docs/mini_build.md)
     vae_object_weight: float = 10.0   # extra reconstruction weight on object (saturated) pixels
     workers: int = 1         # processes rendering / judging (outputs do not depend on it)
 

@@ -343,8 +343,14 @@ BACKGROUND_PHRASES = {"white": ["on a white background", "on white"],
 PREFIXES = ["", "", "", "a picture of ", "an image of ", "a drawing of "]
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
+
+
+def single_object_prompts() -> list[str]:
+    """The 30 colour x shape prompts ('a red circle', ...): the probes of prompt faithfulness
+    (attribute accuracy of a model's samples, a CLIP's zero-shot shape and colour)."""
+    return [f"{article(c)} {c} {s}" for s in SHAPES for c in COLOURS]
 
 
 def _regions_containing(cells: list[str]) -> list[str]:
@@ -363,7 +369,7 @@ def describe_group(g: Group, rng: np.random.Generator) -> str:
     words.append(singular if g.count == 1 else plural)
     count = _choice(rng, COUNT_WORDS[g.count])
     if count == "a":
-        count = _article(words[0])
+        count = article(words[0])
     text = f"{count} {' '.join(words)}"
     if g.position:
         text += " " + _choice(rng, REGION_PHRASES[g.position])
