@@ -49,10 +49,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/mini_clip_probe.json"))
     ap.add_argument("--save", type=Path, default=None,
                     help="also save each variant's CLIP as a transformers folder under this one")
+    ap.add_argument("--load", type=Path, default=None,
+                    help="score the CLIPs an earlier run saved under this folder (one per variant) "
+                         "instead of training them")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    scenes = training_pairs(a.n_train, seed=0)
-    singles = single_object_pairs(a.n_train // 2, seed=1)
+    scenes = [] if a.load else training_pairs(a.n_train, seed=0)
+    singles = [] if a.load else single_object_pairs(a.n_train // 2, seed=1)
     report = {"steps": a.steps, "batch": a.batch, "n_train": a.n_train, "chance": {"colour": 1 / 6, "shape": 1 / 5},
               "variants": {}}
     for v in a.variants:
@@ -62,12 +65,17 @@ def main() -> None:
         size = replace(SIZES["full"], clip_steps=a.steps, clip_batch=a.batch,
                        clip_patch=int(parts[0].removeprefix("patch")), clip_hard_negatives="neg" in parts)
         pairs = scenes[: a.n_train // 2] + singles if "single" in parts else scenes
-        t0 = time.time()
-        model = build.train_clip(build.to_pixels([p[0] for p in pairs]), [p[1] for p in pairs], size, seed=0,
-                                 log=build.Log(quiet=True))
-        scores = build.clip_zero_shot(model)  # the build's own check, on renders no run trains on
-        report["variants"][v] = {"colour": scores["colour"], "shape": scores["shape"],
-                                 "train_s": round(time.time() - t0, 1)}
+        if a.load:
+            from transformers import CLIPModel
+            model = CLIPModel.from_pretrained(a.load / v, dtype=torch.float32).eval()
+            how = {"loaded_from": str(a.load / v)}
+        else:
+            t0 = time.time()
+            model = build.train_clip(build.to_pixels([p[0] for p in pairs]), [p[1] for p in pairs], size,
+                                     seed=0, log=build.Log(quiet=True))
+            how = {"train_s": round(time.time() - t0, 1)}
+        # the build's own check, on renders no run trains on, plain and paraphrased prompts
+        report["variants"][v] = {**build.clip_zero_shot(model), **how}
         print(v, report["variants"][v], flush=True)
         if a.save:
             build.save_clip(model, a.save / v)

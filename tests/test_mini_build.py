@@ -82,7 +82,8 @@ def test_reduced_build_end_to_end(reduced_world, monkeypatch):
     assert set(manifest["wall_s"]) >= {"vae", "clip", "reference", "samples", "onestep", "proxy",
                                        "aesthetic", "classifier"}
     zs = manifest["stages"]["clip"]["zero_shot"]  # the CLIP's shape check, recorded
-    assert set(zs) == {"prompt", "colour", "shape"} and all(0 <= v <= 1 for v in zs.values())
+    assert set(zs) == {"prompt", "colour", "shape", "prompt_paraphrased", "colour_paraphrased",
+                       "shape_paraphrased"} and all(0 <= v <= 1 for v in zs.values())
     vae = json.loads((out / "pipeline/vae/config.json").read_text())
     assert vae["scaling_factor"] > 0 and vae["scaling_factor"] != 1.0  # set from the latent std
 

@@ -347,10 +347,15 @@ def article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def single_object_prompts() -> list[str]:
+def single_object_prompts(paraphrased: bool = False) -> list[str]:
     """The 30 colour x shape prompts ('a red circle', ...): the probes of prompt faithfulness
-    (attribute accuracy of a model's samples, a CLIP's zero-shot shape and colour)."""
-    return [f"{article(c)} {c} {s}" for s in SHAPES for c in COLOURS]
+    (attribute accuracy of a model's samples, a CLIP's zero-shot shape and colour). Paraphrased:
+    the same 30 asked with each word's last synonym and a prefix ('an image of a crimson round
+    dot'), to tell a model that learned the attributes from one that learned these 30 texts."""
+    if not paraphrased:
+        return [f"{article(c)} {c} {s}" for s in SHAPES for c in COLOURS]
+    words = [(COLOUR_WORDS[c][-1], SHAPE_WORDS[s][-1][0]) for s in SHAPES for c in COLOURS]
+    return [f"an image of {article(c)} {c} {s}" for c, s in words]
 
 
 def _regions_containing(cells: list[str]) -> list[str]:
