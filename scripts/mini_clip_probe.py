@@ -38,7 +38,6 @@ def main() -> None:
     import di_star.mini.build as build
     from di_star.mini.configs import SIZES
     from dataclasses import replace
-    from evalsuite.mini.world import training_pairs
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=300)
@@ -46,6 +45,9 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=6000)
     ap.add_argument("--variants", nargs="+", default=["patch8", "patch4", "patch8+single"])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="where the CLIPs train: cpu, cuda, cuda:1 (rendering and "
+                    "scoring data stay on the CPU)")
+    ap.add_argument("--workers", type=int, default=1, help="processes rendering the training pairs")
     ap.add_argument("--out", type=Path, default=Path("runs/mini_clip_probe.json"))
     ap.add_argument("--save", type=Path, default=None,
                     help="also save each variant's CLIP as a transformers folder under this one")
@@ -54,25 +56,30 @@ def main() -> None:
                          "instead of training them")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    scenes = [] if a.load else training_pairs(a.n_train, seed=0)
-    singles = [] if a.load else single_object_pairs(a.n_train // 2, seed=1)
-    report = {"steps": a.steps, "batch": a.batch, "n_train": a.n_train, "chance": {"colour": 1 / 6, "shape": 1 / 5},
-              "variants": {}}
+    from evalsuite.models import resolve_device
+    device = resolve_device(a.device)
+    if not a.load:  # the build's own rendering: world.training_pairs(n_train, seed 0) as pixels
+        px_world, cap_world = build.render_pairs(a.n_train, seed=0, workers=a.workers)
+        single = single_object_pairs(a.n_train // 2, seed=1)
+        px_single, cap_single = build.to_pixels([im for im, _ in single]), [c for _, c in single]
+    report = {"steps": a.steps, "batch": a.batch, "n_train": a.n_train, "device": str(device),
+              "chance": {"colour": 1 / 6, "shape": 1 / 5}, "variants": {}}
     for v in a.variants:
         if v.split("+")[0][:5] != "patch" or not set(v.split("+")[1:]) <= {"single", "neg"}:
             ap.error(f"unknown variant {v!r}: patchP[+single][+neg]")
         parts = v.split("+")
         size = replace(SIZES["full"], clip_steps=a.steps, clip_batch=a.batch,
                        clip_patch=int(parts[0].removeprefix("patch")), clip_hard_negatives="neg" in parts)
-        pairs = scenes[: a.n_train // 2] + singles if "single" in parts else scenes
         if a.load:
             from transformers import CLIPModel
             model = CLIPModel.from_pretrained(a.load / v, dtype=torch.float32).eval()
             how = {"loaded_from": str(a.load / v)}
         else:
             t0 = time.time()
-            model = build.train_clip(build.to_pixels([p[0] for p in pairs]), [p[1] for p in pairs], size,
-                                     seed=0, log=build.Log(quiet=True))
+            half = a.n_train // 2
+            px, caps = (torch.cat([px_world[:half], px_single]), cap_world[:half] + cap_single) \
+                if "single" in parts else (px_world, cap_world)
+            model = build.train_clip(px, caps, size, seed=0, log=build.Log(quiet=True), device=device)
             how = {"train_s": round(time.time() - t0, 1)}
         # the build's own check, on renders no run trains on, plain and paraphrased prompts
         report["variants"][v] = {**build.clip_zero_shot(model), **how}

@@ -1,17 +1,19 @@
 """Is the text encoder what keeps the mini reference from drawing the asked shape? A controlled
 A/B on the CPU (docs/mini_build.md, "Why the shapes are soft"):
 
-    .venv/bin/python scripts/mini_reference_probe.py --clip runs/clip_models/patch4 --steps 300
+    .venv/bin/python scripts/mini_reference_probe.py --clip runs/clip_models/patch4 --steps 400 --per-combo 8
 
 Both arms start from the shipped reference UNet and fine-tune it with the build's own reference
 stage (`di_star.mini.build.train_reference`: DSM, min-SNR, caption dropout, EMA) for the same
 steps on the same training pairs and seed; they differ only in the CLIP whose text towers are the
-pipeline's two text encoders: (a) the shipped CLIP, (b) the CLIP in --clip (one trained to tell
+pipeline's two text encoders: (a) the shipped CLIP, (b) each CLIP in --clip (one trained to tell
 shapes apart, e.g. by `scripts/mini_clip_probe.py --save`). Each arm, and the shipped reference
 untouched, then samples the 30 single-object prompts x --per-combo noises with the reference's
-recipe (DPM-Solver++ 15 steps, CFG 4; the same noises for every arm), and the world's attribute
-classifier reads them: strict accuracy (one object, asked colour and shape), and how often the
-asked colour / shape is drawn. If (b) draws the asked shape far more often than (a), the text
+recipe (DPM-Solver++ 15 steps, CFG 4; for every arm the noises of scripts/mini_quality.py, so the
+untouched arm at --per-combo 4 reproduces its figure), and the world's attribute classifier reads
+them: strict accuracy (one object, asked colour and shape), and how often the asked colour /
+shape is drawn. Each fine-tuned arm is compared with the fine-tuned control image by image
+(same prompt, same noise): the mean paired difference in 'asked shape drawn' with a 95% interval. If (b) draws the asked shape far more often than (a), the text
 encoder was the bottleneck, and a rebuild must train the CLIP first.
 Writes --out (JSON) and a sample grid beside it (rows: prompts; columns: arms).
 """
@@ -26,12 +28,13 @@ from pathlib import Path
 import evalsuite  # noqa: F401  (environment fixes before torch / diffusers)
 import numpy as np
 import torch
-from mini_quality import attribute_accuracy, per_attribute  # scripts/ is on sys.path
+from mini_quality import attribute_accuracy, noise_for, per_attribute  # scripts/ is on sys.path
 
 import di_star.mini.build as build
 from di_star.mini.configs import SIZES
 from evalsuite.mini import weights as mw
 from evalsuite.mini.classifier import detect, load_attribute_classifier
+from evalsuite.mini import world
 from evalsuite.mini.world import single_object_prompts
 
 
@@ -42,7 +45,8 @@ def sample(pipe, prompts: list[str], z: torch.Tensor) -> list:
 def main() -> None:
     from transformers import CLIPModel
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--clip", type=Path, required=True, help="the candidate CLIP folder (transformers)")
+    ap.add_argument("--clip", type=Path, nargs="+", required=True,
+                    help="candidate CLIP folders (transformers), one fine-tuned arm each")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--n-train", type=int, default=12000)
@@ -59,24 +63,37 @@ def main() -> None:
     latents = build.encode_latents(shipped.vae, pixels)
     single = single_object_prompts()
     prompts = single * a.per_combo
-    z = build.noise(len(prompts), seed=4242)
+    from evalsuite.models.specs import resolve_model
+    z = noise_for(resolve_model("mini_ref"), len(single), a.per_combo)
     size = replace(SIZES["large"], unet_steps=a.steps, unet_batch=a.batch)
     report = {"steps": a.steps, "batch": a.batch, "n_train": a.n_train, "per_combo": a.per_combo,
               "world": mw.manifest_digest(root), "render_s": round(time.time() - t0, 1), "arms": {}}
     grid = {}
 
+    asked = [world.parse_caption(p).groups[0].shape for p in prompts]
+    hits = {}
+
     def score(name: str, pipe, clip, train_s: float | None) -> None:
         images = sample(pipe, prompts, z)
         scenes = detect(clf, images)
+        hits[name] = np.array([any(o.shape == s for o in sc.objects) for sc, s in zip(scenes, asked)], float)
         report["arms"][name] = {"clip_zero_shot": build.clip_zero_shot(clip),
                                 "attr_acc": attribute_accuracy(scenes, prompts),
                                 **per_attribute(scenes, prompts), "train_s": train_s}
+        control = "fine-tuned, shipped CLIP"
+        if name != control and control in hits:
+            d = hits[name] - hits[control]
+            half = 1.96 * d.std(ddof=1) / len(d) ** 0.5
+            report["arms"][name]["shape_present_vs_control"] = {
+                "mean": round(float(d.mean()), 4), "ci95": [round(float(d.mean() - half), 4),
+                                                            round(float(d.mean() + half), 4)]}
         grid[name] = images
         print(name, json.dumps(report["arms"][name]), flush=True)
 
     shipped_clip = CLIPModel.from_pretrained(root / "clip", dtype=torch.float32).eval()
     score("shipped reference", shipped, shipped_clip, None)
-    for name, folder in (("fine-tuned, shipped CLIP", root / "clip"), ("fine-tuned, candidate CLIP", a.clip)):
+    arms = [("fine-tuned, shipped CLIP", root / "clip")] + [(f"fine-tuned, CLIP {c.name}", c) for c in a.clip]
+    for name, folder in arms:
         clip = CLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
         pipe = build.build_pipeline(shipped.vae, clip, shipped.unet)
         t = time.time()
