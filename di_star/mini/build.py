@@ -96,7 +96,7 @@ def fp16_round(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
-def _batches(n: int, batch: int, steps: int, gen: torch.Generator):
+def index_batches(n: int, batch: int, steps: int, gen: torch.Generator):
     """`steps` index batches of size `batch` from epochs of permutations of range(n)."""
     order, pos = torch.randperm(n, generator=gen), 0
     for _ in range(steps):
@@ -111,7 +111,7 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
 
 
-def _train_step(opt, sched, loss: Tensor, step: int, total: int, log, name: str, clip=None,
+def stage_step(opt, sched, loss: Tensor, step: int, total: int, log, name: str, clip=None,
                 every: int = 100, what: str = "loss") -> None:
     """One optimiser step of a build stage (gradient norm clipped to 1 over `clip` when given),
     logged every `every` steps and at the last."""
@@ -135,7 +135,7 @@ def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     return f
 
 
-def _optimizer(params, lr: float, steps: int, warmup: int = 50, wd: float = 0.0):
+def stage_optimizer(params, lr: float, steps: int, warmup: int = 50, wd: float = 0.0):
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(min(warmup, max(1, steps // 5)), steps))
     return opt, sched
@@ -208,10 +208,10 @@ def train_vae(pixels: Tensor, size: BuildSize, seed: int, log: Log, device=torch
     from diffusers import AutoencoderKL
     torch.manual_seed(_seed(seed, "vae"))
     vae = AutoencoderKL(**VAE, scaling_factor=1.0).to(device)
-    opt, sched = _optimizer(vae.parameters(), 2e-3, size.vae_steps)
+    opt, sched = stage_optimizer(vae.parameters(), 2e-3, size.vae_steps)
     gen = torch.Generator().manual_seed(_seed(seed, "vae-data"))
     vae.train()
-    for step, idx in enumerate(_batches(len(pixels), size.vae_batch, size.vae_steps, gen)):
+    for step, idx in enumerate(index_batches(len(pixels), size.vae_batch, size.vae_steps, gen)):
         x = pixels[idx].to(device)
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen).to(device)
@@ -220,7 +220,7 @@ def train_vae(pixels: Tensor, size: BuildSize, seed: int, log: Log, device=torch
         # L1 keeps the flat colours' edges sharp; the KL only keeps the latent scale in check.
         err = rec - x
         loss = (w * (err.abs() + err.pow(2))).mean() / w.mean() + 1e-6 * post.kl().mean()
-        _train_step(opt, sched, loss, step, size.vae_steps, log, "vae")
+        stage_step(opt, sched, loss, step, size.vae_steps, log, "vae")
     vae.eval()
     fp16_round(vae)
     lat = encode_latents(vae, pixels, scale=1.0)
@@ -316,16 +316,16 @@ def train_clip(pixels: Tensor, captions: list[str], size: BuildSize, seed: int, 
         neg = tokenize(tok, [s or c for s, c in zip(swapped, captions)], max_length=32)
         neg["valid"] = torch.tensor([s is not None for s in swapped])
     px = clip_pixels(pixels)
-    opt, sched = _optimizer(model.parameters(), 1e-3, size.clip_steps, wd=0.05)
+    opt, sched = stage_optimizer(model.parameters(), 1e-3, size.clip_steps, wd=0.05)
     gen = torch.Generator().manual_seed(_seed(seed, "clip-data"))
     model.train()
-    for step, idx in enumerate(_batches(len(px), size.clip_batch, size.clip_steps, gen)):
+    for step, idx in enumerate(index_batches(len(px), size.clip_batch, size.clip_steps, gen)):
         extra = {} if neg is None else dict(neg_ids=neg["input_ids"][idx].to(device),
                                             neg_mask=neg["attention_mask"][idx].to(device),
                                             neg_valid=neg["valid"][idx].to(device))
         loss = _clip_loss(model, px[idx].to(device), enc["input_ids"][idx].to(device),
                           enc["attention_mask"][idx].to(device), **extra)
-        _train_step(opt, sched, loss, step, size.clip_steps, log, "clip")
+        stage_step(opt, sched, loss, step, size.clip_steps, log, "clip")
     model.eval()
     return fp16_round(model).cpu()
 
@@ -468,17 +468,17 @@ def train_reference(pipe, latents: Tensor, captions: list[str], size: BuildSize,
     pipe.unet = unet
     ema = copy.deepcopy(unet).requires_grad_(False)
     abar = _schedule().alphas_cumprod.float().to(dev)
-    opt, sched = _optimizer(unet.parameters(), 1e-3, size.unet_steps, warmup=100)
+    opt, sched = stage_optimizer(unet.parameters(), 1e-3, size.unet_steps, warmup=100)
     gen = torch.Generator().manual_seed(_seed(seed, "reference-data"))
     conds = condition(pipe, captions)
     unet.train()
-    for step, idx in enumerate(_batches(len(latents), size.unet_batch, size.unet_steps, gen)):
+    for step, idx in enumerate(index_batches(len(latents), size.unet_batch, size.unet_steps, gen)):
         keep = (torch.rand(len(idx), generator=gen) >= CAPTION_DROPOUT).to(dev)
         t = torch.randint(0, abar.shape[0], (len(idx),), generator=gen).to(dev)
         eps = torch.randn(latents[idx].shape, generator=gen).to(dev)
         x0 = latents[idx.to(dev)]
         loss = dsm_loss(unet, x0, _drop_captions(rows(conds, idx), keep), t, eps, abar).mean()
-        _train_step(opt, sched, loss, step, size.unet_steps, log, "reference", clip=unet.parameters())
+        stage_step(opt, sched, loss, step, size.unet_steps, log, "reference", clip=unet.parameters())
         # EMA with a warm-up (decay grows to 0.999) so a short build still averages.
         _ema_update(ema, unet, min(0.999, (1 + step) / (10 + step)))
     ema.eval()
@@ -544,16 +544,16 @@ def train_onestep(pipe, z: Tensor, x_ref: Tensor, prompts: list[str], size: Buil
     torch.manual_seed(_seed(seed, "onestep"))
     gen_net = OneStepGenerator(copy.deepcopy(pipe.unet).requires_grad_(True).train(), _schedule(),
                                mw.ONESTEP_TIMESTEP).to(dev)
-    opt, sched = _optimizer(gen_net.parameters(), 3e-4, size.onestep_steps)
+    opt, sched = stage_optimizer(gen_net.parameters(), 3e-4, size.onestep_steps)
     gen = torch.Generator().manual_seed(_seed(seed, "onestep-data"))
     conds = condition(pipe, prompts)
     z, x_ref = z.to(dev), x_ref.to(dev)
-    for step, idx in enumerate(_batches(len(z), size.onestep_batch, size.onestep_steps, gen)):
+    for step, idx in enumerate(index_batches(len(z), size.onestep_batch, size.onestep_steps, gen)):
         i = idx.to(dev)
         x0 = gen_net(z[i], rows(conds, idx))
         # pseudo-Huber (c = 0.03 per latent unit, as in improved consistency training)
         loss = ((x0 - x_ref[i]).pow(2) + 0.03 ** 2).sqrt().sub(0.03).mean()
-        _train_step(opt, sched, loss, step, size.onestep_steps, log, "onestep", clip=gen_net.parameters())
+        stage_step(opt, sched, loss, step, size.onestep_steps, log, "onestep", clip=gen_net.parameters())
     return fp16_round(gen_net.unet.eval().requires_grad_(False)).cpu()
 
 
@@ -654,9 +654,9 @@ def train_proxy(clip, images: Tensor, owner: list[int], prompts: list[str], pair
     b_all = torch.tensor([p[1] for p in pairs])
     y_all = torch.tensor([p[2] for p in pairs], dtype=torch.float32)
     owner_t = torch.tensor(owner)
-    opt, sched = _optimizer(model.parameters(), 2e-4, size.proxy_steps, wd=0.05)
+    opt, sched = stage_optimizer(model.parameters(), 2e-4, size.proxy_steps, wd=0.05)
     gen = torch.Generator().manual_seed(_seed(seed, "proxy-data"))
-    for step, idx in enumerate(_batches(len(pairs), size.proxy_batch, size.proxy_steps, gen)):
+    for step, idx in enumerate(index_batches(len(pairs), size.proxy_batch, size.proxy_steps, gen)):
         a, b = a_all[idx], b_all[idx]
         used = torch.unique(torch.cat([a, b]))
         remap = {int(k): j for j, k in enumerate(used)}
@@ -666,7 +666,7 @@ def train_proxy(clip, images: Tensor, owner: list[int], prompts: list[str], pair
         loss = pickscore_loss(model, px[used.to(dev)], enc["input_ids"][tid],
                               enc["attention_mask"][tid], ra.to(dev), rb.to(dev),
                               y_all[idx].to(dev)).mean()
-        _train_step(opt, sched, loss, step, size.proxy_steps, log, "proxy")
+        stage_step(opt, sched, loss, step, size.proxy_steps, log, "proxy")
     return fp16_round(model.eval().requires_grad_(False)).cpu()
 
 
@@ -695,10 +695,10 @@ def train_aesthetic(emb: Tensor, ratings: Tensor, size: BuildSize, seed: int, lo
     from evalsuite.metrics.aesthetic import AestheticMLP
     torch.manual_seed(_seed(seed, "aesthetic"))
     mlp = AestheticMLP(emb.shape[1]).train()
-    opt, sched = _optimizer(mlp.parameters(), 1e-3, size.aesthetic_steps)
+    opt, sched = stage_optimizer(mlp.parameters(), 1e-3, size.aesthetic_steps)
     for step in range(size.aesthetic_steps):  # full batch: a few thousand 48-d rows
         loss = (mlp(emb).squeeze(-1) - ratings).pow(2).mean()
-        _train_step(opt, sched, loss, step, size.aesthetic_steps, log, "aesthetic", every=500, what="mse")
+        stage_step(opt, sched, loss, step, size.aesthetic_steps, log, "aesthetic", every=500, what="mse")
     return fp16_round(mlp.eval().requires_grad_(False))
 
 
