@@ -10,8 +10,12 @@ a GPU rebuild spends its time on it.
 Variants: `patchP` = vision patch size P (the build's `clip_patch`); `+single` = half of the
 training pairs replaced by renders of the 30 probe prompts themselves (the world's own scenes are
 already 45% single objects; this adds the probe's exact wording, on other renders); `+neg` =
-shape-swapped captions as hard negatives (the build's `clip_hard_negatives`). Every variant is
-scored by the build's own check, `di_star.mini.build.clip_zero_shot`.
+shape-swapped captions as hard negatives (the build's `clip_hard_negatives`); `+visionS` = the
+vision tower first trained S steps on the renderer's scene labels and then frozen (the build's
+`clip_vision_steps`). Every variant is scored by the build's own check,
+`di_star.mini.build.clip_zero_shot`.
+
+    .venv/bin/python scripts/mini_clip_probe.py --n-train 30000 --steps 600 --variants patch8+vision3000
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import evalsuite  # noqa: F401  (environment fixes before torch / transformers)
 import numpy as np
 import torch
 
+from evalsuite.mini import world
 from evalsuite.mini.world import render_for_caption, single_object_prompts
 
 
@@ -65,11 +70,13 @@ def main() -> None:
     report = {"steps": a.steps, "batch": a.batch, "n_train": a.n_train, "device": str(device),
               "chance": {"colour": 1 / 6, "shape": 1 / 5}, "variants": {}}
     for v in a.variants:
-        if v.split("+")[0][:5] != "patch" or not set(v.split("+")[1:]) <= {"single", "neg"}:
-            ap.error(f"unknown variant {v!r}: patchP[+single][+neg]")
         parts = v.split("+")
+        vision = [p for p in parts[1:] if p.startswith("vision") and p[6:].isdigit()]
+        if parts[0][:5] != "patch" or not set(parts[1:]) - set(vision) <= {"single", "neg"} or len(vision) > 1:
+            ap.error(f"unknown variant {v!r}: patchP[+single][+neg][+visionS]")
         size = replace(SIZES["full"], clip_steps=a.steps, clip_batch=a.batch,
-                       clip_patch=int(parts[0].removeprefix("patch")), clip_hard_negatives="neg" in parts)
+                       clip_patch=int(parts[0].removeprefix("patch")), clip_hard_negatives="neg" in parts,
+                       clip_vision_steps=int(vision[0][6:]) if vision else 0)
         if a.load:
             from transformers import CLIPModel
             model = CLIPModel.from_pretrained(a.load / v, dtype=torch.float32).eval()
@@ -79,7 +86,13 @@ def main() -> None:
             half = a.n_train // 2
             px, caps = (torch.cat([px_world[:half], px_single]), cap_world[:half] + cap_single) \
                 if "single" in parts else (px_world, cap_world)
-            model = build.train_clip(px, caps, size, seed=0, log=build.Log(quiet=True), device=device)
+            labels = None
+            if size.clip_vision_steps:  # the renderer's labels of the same images
+                if "single" in parts:
+                    ap.error("+vision needs scene labels, which +single's renders do not keep")
+                labels = build.scene_labels([world.training_scene(0, i) for i in range(a.n_train)])
+            model = build.train_clip(px, caps, size, seed=0, log=build.Log(quiet=True), device=device,
+                                     labels=labels)
             how = {"train_s": round(time.time() - t0, 1)}
         # the build's own check, on renders no run trains on, plain and paraphrased prompts
         report["variants"][v] = {**build.clip_zero_shot(model), **how}

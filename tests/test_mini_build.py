@@ -227,3 +227,57 @@ def test_reference_stage_refuses_a_clip_that_cannot_tell_shapes(tmp_path, monkey
     with pytest.raises(DistarError, match="right shape for only .* needs 101%"):
         build.build_world(out, seed=3, size="reduced", quiet=True, stages=("reference",))
     assert (out / "clip" / "model.safetensors").is_file() and not (out / "pipeline").exists()
+
+
+def test_training_scene_is_the_scene_of_the_training_pair():
+    """The labels the CLIP's vision tower learns from are the scene the image was rendered from:
+    every shape and colour its caption names is in that scene, and the scene renders to the
+    same pixels."""
+    from evalsuite.mini import world
+    from di_star.mini.build import scene_labels
+    scenes = [world.training_scene(5, i) for i in range(200)]
+    y = scene_labels(scenes).numpy()
+    ns, nc = len(world.SHAPES), len(world.COLOURS)
+    for i, scene in enumerate(scenes):
+        image, caption = world.training_pair(5, i)
+        rng = np.random.default_rng([5, i])
+        assert world.sample_scene(rng) == scene
+        assert np.array_equal(np.asarray(world.render(scene, rng)), np.asarray(image))
+        for g in world.parse_caption(caption).groups:
+            if g.shape:
+                assert y[i, world.SHAPES.index(g.shape)] == 1, caption
+            if g.colour:
+                assert y[i, ns + world.COLOURS.index(g.colour)] == 1, caption
+        kinds = {(o.shape, o.colour) for o in scene.objects}
+        assert y[i].sum() == len({o.shape for o in scene.objects}) + \
+            len({o.colour for o in scene.objects}) + len(kinds)
+        for s, c in kinds:
+            assert y[i, ns + nc + nc * world.SHAPES.index(s) + world.COLOURS.index(c)] == 1
+
+
+def test_clip_vision_steps_train_the_tower_then_freeze_it(monkeypatch):
+    """With clip_vision_steps, the vision tower moves during its labelled steps and not at all
+    during the contrastive ones (LiT's locked tower); without labels the CLIP stage refuses to
+    start."""
+    from dataclasses import replace
+    import di_star.mini.build as build
+    from evalsuite.mini import world
+    size = replace(build.SIZES["reduced"], clip_vision_steps=3, clip_steps=3, clip_batch=8)
+    px, caps = build.render_pairs(16, seed=1)
+    labels = build.scene_labels([world.training_scene(1, i) for i in range(16)])
+    seen = {}
+    real = build.pretrain_vision
+
+    def spy(tower, *args, **kw):
+        seen["before"] = {k: v.clone() for k, v in tower.state_dict().items()}
+        real(tower, *args, **kw)
+        seen["after"] = {k: v.clone() for k, v in tower.state_dict().items()}
+    monkeypatch.setattr(build, "pretrain_vision", spy)
+    model = build.train_clip(px, caps, size, seed=1, log=build.Log(quiet=True), labels=labels)
+    w = "embeddings.patch_embedding.weight"
+    assert not torch.equal(seen["before"][w], seen["after"][w])
+    final = model.vision_model.state_dict()
+    # the saved CLIP is fp16-rounded: frozen weights equal the pretrained ones up to that rounding
+    assert all(torch.equal(final[k], v.half().float()) for k, v in seen["after"].items())
+    with pytest.raises(ValueError, match="scene_labels"):
+        build.train_clip(px, caps, size, seed=1, log=build.Log(quiet=True))

@@ -298,13 +298,54 @@ def _features(out) -> Tensor:
     return out if isinstance(out, Tensor) else out.pooler_output
 
 
+def scene_labels(scenes: list) -> Tensor:
+    """[n, 41] multi-hot: which of the 5 shapes, 6 colours and 30 (shape, colour) pairs each
+    scene holds. What the renderer knows of an image, position aside; captions state only part
+    of it (a caption may leave an object's colour out)."""
+    ns, nc = len(world.SHAPES), len(world.COLOURS)
+    y = torch.zeros(len(scenes), ns + nc + ns * nc)
+    for row, scene in enumerate(scenes):
+        for o in scene.objects:
+            s, c = world.SHAPES.index(o.shape), world.COLOURS.index(o.colour)
+            y[row, [s, ns + c, ns + nc + nc * s + c]] = 1.0
+    return y
+
+
+def pretrain_vision(tower, px: Tensor, labels: Tensor, size: BuildSize, seed: int, log: Log,
+                    device=torch.device("cpu")) -> None:
+    """Train a CLIP vision tower (in place) to name what each training scene holds
+    (`scene_labels`: a linear head on its pooled output, binary cross-entropy); the head is
+    dropped. Contrastive training alone learns shape very slowly on this world (the text towers
+    then barely encode shape, and the reference draws the asked shape about a third of the
+    time); with labels the tower learns it in a few thousand steps (docs/mini_build.md)."""
+    head = torch.nn.Linear(tower.config.hidden_size, labels.shape[1]).to(device)
+    params = list(tower.parameters()) + list(head.parameters())
+    opt, sched = stage_optimizer(params, 1e-3, size.clip_vision_steps, wd=0.05)
+    gen = torch.Generator().manual_seed(_seed(seed, "clip-vision-data"))
+    tower.train()
+    for step, idx in enumerate(index_batches(len(px), size.clip_batch, size.clip_vision_steps, gen)):
+        logits = head(tower(pixel_values=px[idx].to(device)).pooler_output)
+        loss = F.binary_cross_entropy_with_logits(logits, labels[idx].to(device))
+        stage_step(opt, sched, loss, step, size.clip_vision_steps, log, "clip-vision")
+
+
 def train_clip(pixels: Tensor, captions: list[str], size: BuildSize, seed: int, log: Log,
-               device=torch.device("cpu")):
+               device=torch.device("cpu"), labels: Tensor | None = None):
+    """CLIP trained contrastively on (pixels, captions). With size.clip_vision_steps, the vision
+    tower is first trained on the scenes' `labels` and then kept frozen while the text tower and
+    both projections learn to match it (LiT's recipe: a locked image tower, a text tower tuned
+    to it)."""
     from transformers import CLIPConfig, CLIPModel
     torch.manual_seed(_seed(seed, "clip"))
     vision = {**CLIP_VISION, "patch_size": size.clip_patch}
     model = CLIPModel(CLIPConfig(text_config=CLIP_TEXT, vision_config=vision,
                                  projection_dim=PROJECTION_DIM)).to(device)
+    px = clip_pixels(pixels)
+    if size.clip_vision_steps:
+        if labels is None or len(labels) != len(pixels):
+            raise ValueError("clip_vision_steps needs one scene_labels row per training image")
+        pretrain_vision(model.vision_model, px, labels, size, seed, log, device)
+        model.vision_model.requires_grad_(False)
     tok = clip_tokenizer()
     # Causal attention + pooling at the first end token: 32 tokens give exactly the 77-token
     # features for these short captions, at less than half the cost.
@@ -315,8 +356,8 @@ def train_clip(pixels: Tensor, captions: list[str], size: BuildSize, seed: int, 
         swapped = [shape_swapped(c, rng) for c in captions]
         neg = tokenize(tok, [s or c for s, c in zip(swapped, captions)], max_length=32)
         neg["valid"] = torch.tensor([s is not None for s in swapped])
-    px = clip_pixels(pixels)
-    opt, sched = stage_optimizer(model.parameters(), 1e-3, size.clip_steps, wd=0.05)
+    opt, sched = stage_optimizer([p for p in model.parameters() if p.requires_grad], 1e-3,
+                                 size.clip_steps, wd=0.05)
     gen = torch.Generator().manual_seed(_seed(seed, "clip-data"))
     model.train()
     for step, idx in enumerate(index_batches(len(px), size.clip_batch, size.clip_steps, gen)):
@@ -746,7 +787,8 @@ def write_manifest(out: Path, meta: dict) -> dict:
 # it, and nothing else.
 STAGE_INPUTS = {
     "vae": (("n_train", "vae_steps", "vae_batch", "vae_object_weight"), ()),
-    "clip": (("n_train", "clip_steps", "clip_batch", "clip_patch", "clip_hard_negatives"), ()),
+    "clip": (("n_train", "clip_steps", "clip_batch", "clip_patch", "clip_hard_negatives",
+              "clip_vision_steps"), ()),
     "reference": (("n_train", "unet_steps", "unet_batch"), ("vae", "clip")),
     "samples": (("ode_pairs", "sample_batch"), ("reference",)),
     "onestep": (("onestep_steps", "onestep_batch"), ("samples",)),
@@ -888,7 +930,9 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
 
     def run_clip():
         pixels, captions = training_data()
-        model = train_clip(pixels, captions, sz, seed, log, dev)
+        labels = scene_labels([world.training_scene(seed, i) for i in range(sz.n_train)]) \
+            if sz.clip_vision_steps else None
+        model = train_clip(pixels, captions, sz, seed, log, dev, labels=labels)
         save_clip(model, out / "clip")
         return {"zero_shot": clip_zero_shot(model)}
     stage("clip", run_clip)

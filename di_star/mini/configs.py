@@ -75,6 +75,8 @@ class BuildSize:
     sample_batch: int = 64
     clip_patch: int = 8                 # the CLIP vision tower's patch size (px)
     clip_hard_negatives: bool = False   # shape-swapped captions as extra negatives (NegCLIP)
+    clip_vision_steps: int = 0          # steps training the vision tower on the renderer's scene
+                                        # labels before the contrastive steps, which keep it frozen
     clip_min_shape: float = 0.0         # the reference stage refuses a CLIP whose zero-shot shape
                                         # accuracy on ground truth is lower (docs/mini_build.md)
     vae_object_weight: float = 10.0   # extra reconstruction weight on object (saturated) pixels
@@ -87,7 +89,7 @@ SIZES = {
                          unet_steps=4, unet_batch=8, ode_pairs=8, onestep_steps=3,
                          onestep_batch=4, proxy_prompts=8, proxy_steps=3, proxy_batch=8,
                          aesthetic_steps=10, classifier_n=64, classifier_epochs=1,
-                         sample_batch=8),
+                         sample_batch=8, clip_vision_steps=2),
     # Sized for a 2-core machine shared with other jobs (docs/mini_build.md): the shipped
     # world was built with ~0.1-0.3 of a core.
     "full": BuildSize(n_train=4000, vae_steps=200, vae_batch=16, clip_steps=250, clip_batch=96,

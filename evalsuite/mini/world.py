@@ -619,3 +619,9 @@ def training_pair(seed: int, i: int) -> tuple[Image.Image, str]:
     rng = np.random.default_rng([seed, i])
     scene = sample_scene(rng)
     return render(scene, rng), caption(scene, rng)
+
+
+def training_scene(seed: int, i: int) -> Scene:
+    """The scene drawn in training_pair(seed, i) (its generator's first draws): the renderer's
+    own labels for that image, which its caption may only partly state."""
+    return sample_scene(np.random.default_rng([seed, i]))
