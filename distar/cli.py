@@ -287,6 +287,9 @@ def lab_build_cmd(
     threads: int = typer.Option(0, help="torch threads; 0 = torch's default."),
     stages: str = typer.Option("", help="Only these comma-separated stages (independent ones can "
                                "run as parallel processes on one --out); default all."),
+    reuse: Optional[Path] = typer.Option(None, help="A finished build (e.g. the shipped one, "
+                                         "evalsuite/data/mini) whose stages with the same inputs "
+                                         "are copied instead of retrained."),
 ) -> None:
     """Train the mini world's components (VAE, CLIP, reference, one-step init, rewards,
     classifier) and write them as diffusers / transformers folders with a manifest."""
@@ -297,5 +300,5 @@ def lab_build_cmd(
         if "build" in sys.argv else None
     only = tuple(x.strip() for x in stages.split(",") if x.strip()) or None
     build_world(out, seed=seed, size=size, command=command, threads=threads or None, stages=only,
-                device=device)
+                device=device, reuse=reuse)
 

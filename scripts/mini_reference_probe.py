@@ -3,8 +3,8 @@ A/B on the CPU (docs/mini_build.md, "Why the shapes are soft"):
 
     .venv/bin/python scripts/mini_reference_probe.py --clip runs/clip_models/patch4 --steps 400 --per-combo 8
 
-Both arms start from the shipped reference UNet and fine-tune it with the build's own reference
-stage (`di_star.mini.build.train_reference`: DSM, min-SNR, caption dropout, EMA) for the same
+Both arms start from the shipped reference UNet (or, with --from-scratch, from the build's fresh
+initialisation) and train it with the build's own reference stage (`di_star.mini.build.train_reference`: DSM, min-SNR, caption dropout, EMA) for the same
 steps on the same training pairs and seed; they differ only in the CLIP whose text towers are the
 pipeline's two text encoders: (a) the shipped CLIP, (b) each CLIP in --clip (one trained to tell
 shapes apart, e.g. by `scripts/mini_clip_probe.py --save`). Each arm, and the shipped reference
@@ -52,6 +52,10 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=12000)
     ap.add_argument("--per-combo", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--from-scratch", action="store_true",
+                    help="train each arm's UNet from a fresh initialisation, as the build does (with --steps "
+                         "2000 --n-train 30000: the shipped reference's recipe), instead of fine-tuning the "
+                         "shipped one")
     ap.add_argument("--no-control", action="store_true",
                     help="skip arm (a); arms are then compared with the untouched shipped reference (the "
                          "committed 400-step run found arm (a) equal to it: docs/mini_build.md)")
@@ -69,7 +73,7 @@ def main() -> None:
     from evalsuite.models.specs import resolve_model
     z = noise_for(resolve_model("mini_ref"), len(single), a.per_combo)
     size = replace(SIZES["large"], unet_steps=a.steps, unet_batch=a.batch)
-    report = {"steps": a.steps, "batch": a.batch, "n_train": a.n_train, "per_combo": a.per_combo,
+    report = {"from_scratch": a.from_scratch, "steps": a.steps, "batch": a.batch, "n_train": a.n_train, "per_combo": a.per_combo,
               "world": mw.manifest_digest(root), "render_s": round(time.time() - t0, 1), "arms": {}}
     grid = {}
 
@@ -101,7 +105,8 @@ def main() -> None:
         clip = CLIPModel.from_pretrained(folder, dtype=torch.float32).eval()
         pipe = build.build_pipeline(shipped.vae, clip, shipped.unet)
         t = time.time()
-        pipe = build.train_reference(pipe, latents, captions, size, seed=0, log=build.Log(), init=shipped.unet)
+        pipe = build.train_reference(pipe, latents, captions, size, seed=0, log=build.Log(),
+                                     init=None if a.from_scratch else shipped.unet)
         score(name, pipe, clip, round(time.time() - t, 1))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(report, indent=2) + "\n")

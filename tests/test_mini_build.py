@@ -160,6 +160,11 @@ def test_bad_input_is_one_clear_error(tmp_path):
         assert r.exit_code == 2, (args, r.output)
         assert message in " ".join(r.output.split()), r.output
         assert "Traceback" not in r.output
+    cases = [(["--reuse", str(tmp_path / "nothing")], "holds no finished build")]
+    for args, message in cases:
+        r = runner.invoke(app, ["lab", "build", "mini", "--out", str(tmp_path / "c"), "--size",
+                                "reduced", "--stages", "vae"] + args)
+        assert r.exit_code == 2 and message in " ".join(r.output.split()), r.output
     # A stage whose inputs are not built says which one to build first.
     r = runner.invoke(app, ["lab", "build", "mini", "--out", str(tmp_path / "b"), "--size",
                             "reduced", "--stages", "onestep"])
@@ -281,3 +286,32 @@ def test_clip_vision_steps_train_the_tower_then_freeze_it(monkeypatch):
     assert all(torch.equal(final[k], v.half().float()) for k, v in seen["after"].items())
     with pytest.raises(ValueError, match="scene_labels"):
         build.train_clip(px, caps, size, seed=1, log=build.Log(quiet=True))
+
+
+@pytest.mark.slow
+def test_rebuild_reuses_exactly_the_stages_whose_inputs_did_not_change(reduced_world, tmp_path,
+                                                                       monkeypatch):
+    """`--reuse` copies a finished build's stages whose inputs (seed, size fields, upstream
+    stages) are unchanged and retrains the rest: a new CLIP recipe keeps the VAE and the
+    classifier and retrains the CLIP and everything downstream of it."""
+    from dataclasses import replace
+    import di_star.mini.build as build
+    source, _ = reduced_world
+    monkeypatch.setitem(build.SIZES, "reduced", replace(build.SIZES["reduced"], clip_steps=5))
+    out = tmp_path / "rebuilt"
+    build.build_world(out, seed=3, size="reduced", quiet=True, threads=1, stages=("clip",),
+                      reuse=source)
+    keys = build.stage_keys(3, build.SIZES["reduced"])
+    done = {s for s in build.STAGES if build._stage_done(out, s, keys[s])}
+    assert done == {"vae", "classifier", "clip"}
+    assert build._stage_done(out, "vae", keys["vae"])["reused_from"] == str(source.resolve())
+    assert "reused_from" not in build._stage_done(out, "clip", keys["clip"])
+    vae = out / build.WORK / "vae" / "diffusion_pytorch_model.safetensors"
+    assert vae.read_bytes() == (source / "pipeline" / "vae" / vae.name).read_bytes()
+    # a failed or changed source is refused before anything is copied
+    (source / "stray.txt").write_text("x")
+    try:
+        with pytest.raises(build.DistarError, match="not in manifest: stray.txt"):
+            build.build_world(tmp_path / "other", seed=3, size="reduced", quiet=True, reuse=source)
+    finally:
+        (source / "stray.txt").unlink()

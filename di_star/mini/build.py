@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Callable
 
@@ -798,11 +799,13 @@ STAGE_INPUTS = {
 }
 
 
-def stage_keys(seed: int, size: str, sz: BuildSize) -> dict[str, dict]:
+def stage_keys(seed: int, sz: BuildSize) -> dict[str, dict]:
+    """Each stage's inputs: the seed, its size fields and its upstream stages' keys. The size's
+    name is not part of it: two sizes that agree on a stage's inputs build the same stage."""
     keys: dict[str, dict] = {}
     for stage in STAGES:  # upstream stages come first in STAGES
-        fields, upstream = STAGE_INPUTS[stage]
-        keys[stage] = {"seed": seed, "size": size, "fields": {f: getattr(sz, f) for f in fields},
+        names, upstream = STAGE_INPUTS[stage]
+        keys[stage] = {"seed": seed, "fields": {f: getattr(sz, f) for f in names},
                        "upstream": {u: keys[u] for u in upstream}}
         if stage == "samples":
             keys[stage]["recipe"] = mw.REFERENCE_RECIPE
@@ -825,9 +828,47 @@ def _mark_done(out: Path, stage: str, key: dict, wall: float, extra: dict | None
                  json.dumps({"key": key, "wall_s": round(wall, 1), **(extra or {})}).encode())
 
 
+# Where a finished build keeps each stage's output -> where a build in progress keeps it. The
+# samples stage keeps nothing in a finished build, so it cannot be reused.
+REUSABLE = {"vae": ("pipeline/vae", f"{WORK}/vae"), "clip": ("clip", "clip"),
+            "reference": ("pipeline", "pipeline"), "onestep": ("onestep", "onestep"),
+            "proxy": ("proxy_reward", "proxy_reward"), "aesthetic": ("aesthetic", "aesthetic"),
+            "classifier": ("classifier", "classifier")}
+
+
+def reuse_stages(out: Path, source: Path, keys: dict[str, dict]) -> list[str]:
+    """Copy into the build in progress at `out` every stage that the finished, verified build
+    at `source` trained from the same inputs (equal stage keys), with its record; returns their
+    names. A rebuild that changes one stage (say the CLIP) then trains only that stage and what
+    depends on it."""
+    source = Path(source)
+    if not (source / mw.MANIFEST).is_file():
+        raise DistarError(f"--reuse {source} holds no finished build (no {mw.MANIFEST}); point "
+                          f"it at a folder a build completed, e.g. {mw.SHIPPED_DIR}.")
+    problems = mw.verify_manifest(source)
+    if problems:
+        raise DistarError(f"--reuse {source}: its files do not match its manifest ({problems[0]}"
+                          f"{'' if len(problems) == 1 else f' and {len(problems) - 1} more'}); "
+                          f"restore it or reuse another build.")
+    m = mw.read_manifest(source)
+    known = {f.name for f in fields(BuildSize)}
+    theirs = stage_keys(m["seed"], BuildSize(**{k: v for k, v in m["sizes"].items() if k in known}))
+    reused = []
+    for stage, (src, dst) in REUSABLE.items():
+        if theirs[stage] != keys[stage] or _stage_done(out, stage, keys[stage]) is not None:
+            continue
+        write_dir(out / dst, lambda tmp, src=src: shutil.copytree(source / src, tmp, dirs_exist_ok=True))
+        record = {k: v for k, v in m["stages"].get(stage, {}).items() if k != "reused_from"}
+        _mark_done(out, stage, keys[stage], m["wall_s"].get(stage, 0.0),
+                   {**record, "reused_from": str(source.resolve())})
+        reused.append(stage)
+    return reused
+
+
 def build_world(out: Path, seed: int = 0, size: str = "full", command: str | None = None,
                 quiet: bool = False, threads: int | None = None,
-                stages: tuple[str, ...] | None = None, device: str = "cpu") -> dict | None:
+                stages: tuple[str, ...] | None = None, device: str = "cpu",
+                reuse: Path | None = None) -> dict | None:
     """Build (or resume building) the mini world into `out`; returns the manifest.
 
     `stages` runs only those stages (their inputs must be built): independent stages (vae,
@@ -850,7 +891,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
         torch.backends.cudnn.allow_tf32 = True
     sz = SIZES[size]
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    keys = stage_keys(seed, size, sz)
+    keys = stage_keys(seed, sz)
     log = Log(quiet)
     from evalsuite.models.loading import quiet_hf_logging
     quiet_hf_logging()
@@ -864,6 +905,9 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
                           f"a new --out folder or delete that one.")
     work = out / WORK
     work.mkdir(parents=True, exist_ok=True)
+    if reuse is not None:
+        reused = reuse_stages(out, reuse, keys)
+        log(f"reused from {reuse}: {', '.join(reused) or 'nothing (no stage has the same inputs)'}")
     walls: dict[str, float] = {}
     extra: dict[str, dict] = {}
     t_all = time.time()

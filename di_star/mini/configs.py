@@ -6,7 +6,7 @@ keep CLIP's full 49408-token vocabulary (the pipeline's tokenizers are CLIP's), 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from evalsuite.mini.world import IMAGE_SIZE
 
@@ -104,3 +104,8 @@ SIZES = {
                        proxy_steps=600, proxy_batch=128, aesthetic_steps=3000,
                        classifier_n=4000, classifier_epochs=4, sample_batch=512, workers=12),
 }
+# 'large' with a CLIP that tells shapes apart: its vision tower first learns the renderer's scene
+# labels and is then frozen (LiT), and the reference stage refuses a CLIP below 0.8 zero-shot shape
+# accuracy (docs/mini_build.md). VAE and classifier inputs equal 'large''s, so a rebuild from the
+# shipped world reuses them (`distar lab build mini --size large_lit --reuse evalsuite/data/mini`).
+SIZES["large_lit"] = replace(SIZES["large"], clip_vision_steps=3000, clip_min_shape=0.8)
