@@ -280,9 +280,10 @@ def lab_build_cmd(
     world: str = typer.Argument(..., help="The world to build: 'mini'."),
     out: Path = typer.Option(..., help="Folder for the built world (rerun to resume)."),
     seed: int = typer.Option(0, help="Seed of every draw of the build."),
-    size: str = typer.Option("full", help="'large' (the shipped world; one GPU, minutes), 'full' "
-                             "(a CPU-sized build, about an hour on 2 cores) or 'reduced' (a "
-                             "test-size build of every stage, seconds)."),
+    size: str = typer.Option("full", help="'large' (the shipped world; one GPU, minutes), "
+                             "'large_lit' (large with a CLIP that tells shapes apart; "
+                             "docs/mini_build.md), 'full' (a CPU-sized build, about an hour on 2 "
+                             "cores) or 'reduced' (a test-size build of every stage, seconds)."),
     device: str = typer.Option("cpu", help="Where the networks train: cpu, cuda, cuda:N."),
     threads: int = typer.Option(0, help="torch threads; 0 = torch's default."),
     stages: str = typer.Option("", help="Only these comma-separated stages (independent ones can "

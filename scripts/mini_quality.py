@@ -23,7 +23,7 @@ truth, gold judge and proxy reward of the reference (`mini_ref`) and the one-ste
   colour (cosine of the pooled embedding and of the shape token's hidden state).
 Noise: image k of prompt i from torch.Generator seed i + 100000 k, as the harness draws it.
 Writes OUT/quality.json and OUT/grid.png (rows: prompts; columns: ground truth, 4 reference
-samples, 4 one-step samples).
+samples, 4 one-step samples; `--models mini_ref`: the reference's only).
 """
 from __future__ import annotations
 
@@ -168,6 +168,10 @@ def main() -> None:
     ap.add_argument("--vae-only", action="store_true", help="only the VAE round trip")
     ap.add_argument("--conditioning", action="store_true", help="only the shape diagnostics "
                     "(OUT/conditioning.json)")
+    ap.add_argument("--models", nargs="+", default=["mini_ref", "mini_onestep"],
+                    choices=["mini_ref", "mini_onestep"],
+                    help="which to score; a build whose later stages are unfinished can score its "
+                         "reference alone (the proxy reward is then skipped when not built)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.world:
@@ -184,7 +188,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     clf = load_attribute_classifier(root / "classifier")
-    proxy = load_metric("mini_pickscore", device="cpu")
+    # An unfinished build (`--models mini_ref`) may have no proxy reward yet.
+    proxy = load_metric("mini_pickscore", device="cpu") if (root / "proxy_reward").is_dir() else None
+    proxy_mean = (lambda images, texts: float(proxy.score(images, texts).mean())) if proxy else \
+        (lambda images, texts: None)
 
     def feats(images) -> np.ndarray:
         with torch.no_grad():
@@ -210,7 +217,7 @@ def main() -> None:
                     "ground_truth": {
                         "attr_acc": attribute_accuracy(detect(clf, gt_single), single_all),
                         "gold": float(gold_score(gt_caps, captions).mean()),
-                        "proxy": float(proxy.score(gt_caps, captions).mean()),
+                        "proxy": proxy_mean(gt_caps, captions),
                         "fd_captions_gt_vs_gt": fd(feats(gt_caps), feats(gt_caps2))}}
     report["vae_round_trip"] = vae_round_trip(root, captions[:64], clf)
     print("vae_round_trip", json.dumps(report["vae_round_trip"]), flush=True)
@@ -218,7 +225,7 @@ def main() -> None:
         (out / "quality.json").write_text(json.dumps(report, indent=2))
         return
     grids = {}
-    for name in ("mini_ref", "mini_onestep"):
+    for name in args.models:
         spec = resolve_model(name)
         pipe = load_pipeline(spec, torch.device("cpu"))
         t0 = time.time()
@@ -230,26 +237,27 @@ def main() -> None:
             "fd_captions": fd(feats(imgs_caps), feats(gt_caps)),
             "fd_single_object": fd(feats(imgs_single), feats(gt_single)),
             "gold_captions": float(gold_score(imgs_caps, captions).mean()),
-            "proxy_captions": float(proxy.score(imgs_caps, captions).mean()),
+            "proxy_captions": proxy_mean(imgs_caps, captions),
             "s_per_image": wall / (len(imgs_single) + len(imgs_caps))}
         grids[name] = imgs_single
         print(name, json.dumps(report[name]), flush=True)
-    # Grid: 10 prompts (every third colour x shape), GT + 4 ref + 4 one-step, 2x upscaled.
+    # Grid: 10 prompts (every third colour x shape), GT + 4 samples of each model, 2x upscaled.
     rows = list(range(0, len(single), 3))
     cols = min(4, k)
     tile = 64
-    grid = Image.new("RGB", ((1 + 2 * cols) * tile + 8, len(rows) * tile), (255, 255, 255))
+    grid = Image.new("RGB", ((1 + len(grids) * cols) * tile + 4 * len(grids), len(rows) * tile),
+                     (255, 255, 255))
     for r, i in enumerate(rows):
         grid.paste(gt_single[i], (0, r * tile))
-        for c in range(cols):
-            grid.paste(grids["mini_ref"][i + c * len(single)], ((1 + c) * tile + 4, r * tile))
-            grid.paste(grids["mini_onestep"][i + c * len(single)],
-                       ((1 + cols + c) * tile + 8, r * tile))
+        for m, images in enumerate(grids.values()):
+            for c in range(cols):
+                grid.paste(images[i + c * len(single)], ((1 + m * cols + c) * tile + 4 * (m + 1), r * tile))
     grid = grid.resize((grid.width * 2, grid.height * 2), Image.NEAREST)
     grid.save(out / "grid.png")
     (out / "grid_prompts.txt").write_text("\n".join(single[i] for i in rows) + "\n")
-    report["fd_ratio_onestep_over_ref"] = report["mini_onestep"]["fd_captions"] / \
-        max(report["mini_ref"]["fd_captions"], 1e-9)
+    if len(grids) == 2:
+        report["fd_ratio_onestep_over_ref"] = report["mini_onestep"]["fd_captions"] / \
+            max(report["mini_ref"]["fd_captions"], 1e-9)
     (out / "quality.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
