@@ -136,8 +136,9 @@ def conditioning_report(single: list[str], k: int, clf) -> dict:
     from evalsuite.mini.classifier import detect
     from evalsuite.mini.world import render_for_caption
     from evalsuite.models.loading import load_pipeline
-    from evalsuite.models.specs import resolve_model
-    spec = resolve_model("mini_ref")
+    from evalsuite.mini import weights as mw
+    from evalsuite.models.specs import mini_specs
+    spec = mini_specs(mw.mini_dir())[0]
     pipe = load_pipeline(spec, torch.device("cpu"))
     prompts = single * k
     samples = generate(spec, pipe, prompts, noise_for(spec, len(single), k))
@@ -182,7 +183,7 @@ def main() -> None:
     from evalsuite.mini.gold import gold_score
     from evalsuite.mini.world import render_for_caption, training_pairs
     from evalsuite.models.loading import load_pipeline
-    from evalsuite.models.specs import resolve_model
+    from evalsuite.models.specs import mini_specs
 
     root = mw.mini_dir()
     out = Path(args.out)
@@ -226,7 +227,8 @@ def main() -> None:
         return
     grids = {}
     for name in args.models:
-        spec = resolve_model(name)
+        # the specs of --world, not of the world registered when evalsuite was imported
+        spec = {s.name: s for s in mini_specs(root)}[name]
         pipe = load_pipeline(spec, torch.device("cpu"))
         t0 = time.time()
         imgs_single = generate(spec, pipe, single_all, noise_for(spec, len(single), k))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -165,12 +166,10 @@ _add(ModelSpec(
     default_batch_size=8))
 
 
-def _mini_specs() -> None:
-    """The mini world's reference and one-step init (di_star/mini/build.py trains them), read
-    from evalsuite.mini.weights.mini_dir(): $DISTAR_MINI_DIR or the copy shipped in the package.
-    Their sampling recipes are the build's (evalsuite.mini.weights)."""
+def mini_specs(root: Path) -> tuple[ModelSpec, ModelSpec]:
+    """The reference and one-step init (di_star/mini/build.py trains them) of the mini world
+    built in `root`, with the build's sampling recipes (evalsuite.mini.weights)."""
     from evalsuite.mini import weights as mw
-    root = mw.mini_dir()
     # revision = the world's manifest hash: a rebuilt world is a new recipe (its images are not
     # mistaken for the old ones'); diffusers ignores revisions of local folders.
     world_rev = f"world-{mw.manifest_digest(root)}"
@@ -178,17 +177,26 @@ def _mini_specs() -> None:
                   dtype="float32", resolution=mw.RESOLUTION, params="mini", weights="pretrained",
                   vae_scale=4)
     r = mw.REFERENCE_RECIPE
-    _add(ModelSpec(name="mini_ref", description=f"mini world reference (SDXL architecture), "
-                   f"{r['steps']} steps, CFG {r['guidance']}", scheduler=r["scheduler"],
-                   steps=r["steps"], guidance=r["guidance"],
-                   default_batch_size=r["default_batch_size"], **common))
+    ref = ModelSpec(name="mini_ref", description=f"mini world reference (SDXL architecture), "
+                    f"{r['steps']} steps, CFG {r['guidance']}", scheduler=r["scheduler"],
+                    steps=r["steps"], guidance=r["guidance"],
+                    default_batch_size=r["default_batch_size"], **common)
     o = mw.ONESTEP_RECIPE
-    _add(ModelSpec(name="mini_onestep", description="mini world one-step init (ODE regression "
-                   f"onto mini_ref), 1 step at t={o['timesteps'][0]}",
-                   unet=ComponentSource(str(root / "onestep"), subfolder="unet", revision=world_rev),
-                   scheduler=o["scheduler"], steps=o["steps"], guidance=o["guidance"],
-                   timesteps=tuple(o["timesteps"]), default_batch_size=o["default_batch_size"],
-                   **common))
+    onestep = ModelSpec(name="mini_onestep", description="mini world one-step init (ODE regression "
+                        f"onto mini_ref), 1 step at t={o['timesteps'][0]}",
+                        unet=ComponentSource(str(root / "onestep"), subfolder="unet", revision=world_rev),
+                        scheduler=o["scheduler"], steps=o["steps"], guidance=o["guidance"],
+                        timesteps=tuple(o["timesteps"]), default_batch_size=o["default_batch_size"],
+                        **common)
+    return ref, onestep
+
+
+def _mini_specs() -> None:
+    """Registers the mini world in use, evalsuite.mini.weights.mini_dir(): $DISTAR_MINI_DIR (read
+    when evalsuite is imported) or the copy shipped in the package."""
+    from evalsuite.mini import weights as mw
+    for spec in mini_specs(mw.mini_dir()):
+        _add(spec)
 
 
 _mini_specs()
