@@ -100,14 +100,16 @@ def vae_round_trip(root: Path, captions: list[str], clf) -> dict:
 
 
 def per_attribute(scenes, prompts: list[str]) -> dict:
-    """How often some detected object has the asked colour / the asked shape, and how often
-    exactly one object is seen (single-object prompts)."""
-    from evalsuite.mini.world import parse_caption
+    """How often some detected object has the asked colour / the asked shape (overall and per
+    asked shape), and how often exactly one object is seen (single-object prompts)."""
+    from evalsuite.mini.world import SHAPES, parse_caption
     asked = [parse_caption(p).groups[0] for p in prompts]
+    hit = np.array([any(o.shape == g.shape for o in sc.objects) for sc, g in zip(scenes, asked)])
+    by_shape = {s: float(hit[[g.shape == s for g in asked]].mean()) for s in SHAPES
+                if any(g.shape == s for g in asked)}
     return {"colour_present": float(np.mean([any(o.colour == g.colour for o in sc.objects)
                                              for sc, g in zip(scenes, asked)])),
-            "shape_present": float(np.mean([any(o.shape == g.shape for o in sc.objects)
-                                            for sc, g in zip(scenes, asked)])),
+            "shape_present": float(hit.mean()), "shape_present_by_shape": by_shape,
             "one_object": float(np.mean([len(sc.objects) == 1 for sc in scenes]))}
 
 
