@@ -295,23 +295,25 @@ def test_rebuild_reuses_exactly_the_stages_whose_inputs_did_not_change(reduced_w
     stages) are unchanged and retrains the rest: a new CLIP recipe keeps the VAE and the
     classifier and retrains the CLIP and everything downstream of it."""
     from dataclasses import replace
+
     import di_star.mini.build as build
+    from distar.core.errors import DistarError
     source, _ = reduced_world
     monkeypatch.setitem(build.SIZES, "reduced", replace(build.SIZES["reduced"], clip_steps=5))
     out = tmp_path / "rebuilt"
     build.build_world(out, seed=3, size="reduced", quiet=True, threads=1, stages=("clip",),
                       reuse=source)
     keys = build.stage_keys(3, build.SIZES["reduced"])
-    done = {s for s in build.STAGES if build._stage_done(out, s, keys[s])}
+    done = {s for s in build.STAGES if build.stage_done(out, s, keys[s])}
     assert done == {"vae", "classifier", "clip"}
-    assert build._stage_done(out, "vae", keys["vae"])["reused_from"] == str(source.resolve())
-    assert "reused_from" not in build._stage_done(out, "clip", keys["clip"])
+    assert build.stage_done(out, "vae", keys["vae"])["reused_from"] == str(source.resolve())
+    assert "reused_from" not in build.stage_done(out, "clip", keys["clip"])
     vae = out / build.WORK / "vae" / "diffusion_pytorch_model.safetensors"
     assert vae.read_bytes() == (source / "pipeline" / "vae" / vae.name).read_bytes()
     # a failed or changed source is refused before anything is copied
     (source / "stray.txt").write_text("x")
     try:
-        with pytest.raises(build.DistarError, match="not in manifest: stray.txt"):
+        with pytest.raises(DistarError, match="not in manifest: stray.txt"):
             build.build_world(tmp_path / "other", seed=3, size="reduced", quiet=True, reuse=source)
     finally:
         (source / "stray.txt").unlink()

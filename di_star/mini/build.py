@@ -814,7 +814,8 @@ def stage_keys(seed: int, sz: BuildSize) -> dict[str, dict]:
     return keys
 
 
-def _stage_done(out: Path, stage: str, key: dict) -> dict | None:
+def stage_done(out: Path, stage: str, key: dict) -> dict | None:
+    """The record of `stage` in the build in progress at `out` if it finished with these inputs."""
     f = out / WORK / f"{stage}{DONE}"
     if f.is_file():
         rec = json.loads(f.read_text())
@@ -855,7 +856,7 @@ def reuse_stages(out: Path, source: Path, keys: dict[str, dict]) -> list[str]:
     theirs = stage_keys(m["seed"], BuildSize(**{k: v for k, v in m["sizes"].items() if k in known}))
     reused = []
     for stage, (src, dst) in REUSABLE.items():
-        if theirs[stage] != keys[stage] or _stage_done(out, stage, keys[stage]) is not None:
+        if theirs[stage] != keys[stage] or stage_done(out, stage, keys[stage]) is not None:
             continue
         write_dir(out / dst, lambda tmp, src=src: shutil.copytree(source / src, tmp, dirs_exist_ok=True))
         record = {k: v for k, v in m["stages"].get(stage, {}).items() if k != "reused_from"}
@@ -911,7 +912,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     walls: dict[str, float] = {}
     extra: dict[str, dict] = {}
     t_all = time.time()
-    todo = [s for s in STAGES if (stages is None or s in stages) and _stage_done(out, s, keys[s]) is None]
+    todo = [s for s in STAGES if (stages is None or s in stages) and stage_done(out, s, keys[s]) is None]
     cache: dict = {}
 
     def training_data():
@@ -923,12 +924,12 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
         return cache["pixels"], cache["captions"]
 
     def need(name: str) -> None:
-        if _stage_done(out, name, keys[name]) is None:
+        if stage_done(out, name, keys[name]) is None:
             raise DistarError(f"stage '{name}' of {out} is not built yet; run it first (or run "
                               f"the build without --stages).")
 
     def stage(name: str, run: Callable[[], dict | None]) -> None:
-        rec = _stage_done(out, name, keys[name])
+        rec = stage_done(out, name, keys[name])
         if rec is not None:
             walls[name] = rec["wall_s"]
             extra[name] = {k: v for k, v in rec.items() if k not in ("key", "wall_s")}
@@ -983,7 +984,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
 
     def run_reference():
         from diffusers import UNet2DConditionModel
-        zs = (_stage_done(out, "clip", keys["clip"]) or {}).get("zero_shot", {})
+        zs = (stage_done(out, "clip", keys["clip"]) or {}).get("zero_shot", {})
         shape = min(zs.get("shape", 0.0), zs.get("shape_paraphrased", 0.0))
         if shape < sz.clip_min_shape:
             raise DistarError(
@@ -1070,8 +1071,8 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
                                    log=log)
     stage("classifier", run_classifier)
 
-    if any(_stage_done(out, s, keys[s]) is None for s in STAGES):
-        log(f"stages done: {', '.join(s for s in STAGES if _stage_done(out, s, keys[s]))}; rerun "
+    if any(stage_done(out, s, keys[s]) is None for s in STAGES):
+        log(f"stages done: {', '.join(s for s in STAGES if stage_done(out, s, keys[s]))}; rerun "
             f"without --stages to finish the build")
         return None
     import diffusers
