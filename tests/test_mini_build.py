@@ -317,3 +317,27 @@ def test_rebuild_reuses_exactly_the_stages_whose_inputs_did_not_change(reduced_w
             build.build_world(tmp_path / "other", seed=3, size="reduced", quiet=True, reuse=source)
     finally:
         (source / "stray.txt").unlink()
+
+
+@pytest.mark.slow
+def test_a_second_reference_cycle_continues_a_finished_reference(reduced_world, tmp_path, monkeypatch):
+    """`unet_restart_steps` trains a second DSM cycle from the first cycle's weights. `--reuse`
+    of a build whose reference equals the first cycle trains only the second cycle, and gives
+    the very reference that training both cycles from scratch gives."""
+    from dataclasses import replace
+
+    import di_star.mini.build as build
+    source, _ = reduced_world
+    monkeypatch.setitem(build.SIZES, "reduced", replace(build.SIZES["reduced"], unet_restart_steps=2))
+    keys = build.stage_keys(3, build.SIZES["reduced"])
+    continued, scratch = tmp_path / "continued", tmp_path / "scratch"
+    build.build_world(continued, seed=3, size="reduced", quiet=True, threads=1,
+                      stages=("reference",), reuse=source)
+    assert build.stage_done(continued, "reference", keys["reference"])["first_cycle"] == \
+        {"reused_from": str(source.resolve())}
+    build.build_world(scratch, seed=3, size="reduced", quiet=True, threads=1,
+                      stages=("vae", "clip", "reference"))
+    assert build.stage_done(scratch, "reference", keys["reference"])["first_cycle"] == "trained here"
+    unet = Path("pipeline/unet/diffusion_pytorch_model.safetensors")
+    assert (continued / unet).read_bytes() == (scratch / unet).read_bytes()
+    assert (continued / unet).read_bytes() != (source / unet).read_bytes()  # the second cycle trained

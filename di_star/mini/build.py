@@ -499,28 +499,31 @@ def _drop_captions(cond, keep: Tensor):
 
 
 def train_reference(pipe, latents: Tensor, captions: list[str], size: BuildSize, seed: int,
-                    log: Log, init: torch.nn.Module | None = None):
+                    log: Log, init: torch.nn.Module | None = None, restart: bool = False):
     """DSM training of the reference UNet from scratch, or from a copy of `init` (the warm start
-    of scripts/mini_reference_probe.py's text-encoder experiment)."""
+    of scripts/mini_reference_probe.py's text-encoder experiment). `restart`: the second cycle
+    (size.unet_restart_steps from `init`, the first cycle's weights), with its own data and noise
+    stream and half the first cycle's peak learning rate, so it refines rather than re-learns."""
     from diffusers import UNet2DConditionModel
     dev = latents.device
-    torch.manual_seed(_seed(seed, "reference"))
+    name, steps, lr = ("reference-restart", size.unet_restart_steps, 5e-4) if restart else         ("reference", size.unet_steps, 1e-3)
+    torch.manual_seed(_seed(seed, name))
     unet = (copy.deepcopy(init).requires_grad_(True).train() if init is not None
             else UNet2DConditionModel(**UNET)).to(dev)
     pipe.unet = unet
     ema = copy.deepcopy(unet).requires_grad_(False)
     abar = _schedule().alphas_cumprod.float().to(dev)
-    opt, sched = stage_optimizer(unet.parameters(), 1e-3, size.unet_steps, warmup=100)
-    gen = torch.Generator().manual_seed(_seed(seed, "reference-data"))
+    opt, sched = stage_optimizer(unet.parameters(), lr, steps, warmup=100)
+    gen = torch.Generator().manual_seed(_seed(seed, f"{name}-data"))
     conds = condition(pipe, captions)
     unet.train()
-    for step, idx in enumerate(index_batches(len(latents), size.unet_batch, size.unet_steps, gen)):
+    for step, idx in enumerate(index_batches(len(latents), size.unet_batch, steps, gen)):
         keep = (torch.rand(len(idx), generator=gen) >= CAPTION_DROPOUT).to(dev)
         t = torch.randint(0, abar.shape[0], (len(idx),), generator=gen).to(dev)
         eps = torch.randn(latents[idx].shape, generator=gen).to(dev)
         x0 = latents[idx.to(dev)]
         loss = dsm_loss(unet, x0, _drop_captions(rows(conds, idx), keep), t, eps, abar).mean()
-        stage_step(opt, sched, loss, step, size.unet_steps, log, "reference", clip=unet.parameters())
+        stage_step(opt, sched, loss, step, steps, log, name, clip=unet.parameters())
         # EMA with a warm-up (decay grows to 0.999) so a short build still averages.
         _ema_update(ema, unet, min(0.999, (1 + step) / (10 + step)))
     ema.eval()
@@ -790,7 +793,7 @@ STAGE_INPUTS = {
     "vae": (("n_train", "vae_steps", "vae_batch", "vae_object_weight"), ()),
     "clip": (("n_train", "clip_steps", "clip_batch", "clip_patch", "clip_hard_negatives",
               "clip_vision_steps"), ()),
-    "reference": (("n_train", "unet_steps", "unet_batch"), ("vae", "clip")),
+    "reference": (("n_train", "unet_steps", "unet_batch", "unet_restart_steps"), ("vae", "clip")),
     "samples": (("ode_pairs", "sample_batch"), ("reference",)),
     "onestep": (("onestep_steps", "onestep_batch"), ("samples",)),
     "proxy": (("proxy_prompts", "proxy_steps", "proxy_batch"), ("samples",)),
@@ -863,7 +866,24 @@ def reuse_stages(out: Path, source: Path, keys: dict[str, dict]) -> list[str]:
         _mark_done(out, stage, keys[stage], m["wall_s"].get(stage, 0.0),
                    {**record, "reused_from": str(source.resolve())})
         reused.append(stage)
+    # A reference with a second cycle continues from a finished reference equal to its first.
+    first = first_cycle_key(keys["reference"])
+    if "reference" not in reused and keys["reference"] != first and theirs["reference"] == first \
+            and not (out / WORK / FIRST_CYCLE).is_dir():
+        def copy_first(tmp: Path) -> None:
+            shutil.copytree(source / REUSABLE["reference"][0], tmp, dirs_exist_ok=True)
+            (tmp / "reused_from.json").write_text(json.dumps({"reused_from": str(source.resolve())}))
+        write_dir(out / WORK / FIRST_CYCLE, copy_first)
+        reused.append("reference (first cycle)")
     return reused
+
+
+FIRST_CYCLE = "reference_first_cycle"   # the reference's first cycle, kept until its second ends
+
+
+def first_cycle_key(key: dict) -> dict:
+    """The reference key of the same build without a second cycle."""
+    return {**key, "fields": {**key["fields"], "unet_restart_steps": 0}}
 
 
 def build_world(out: Path, seed: int = 0, size: str = "full", command: str | None = None,
@@ -995,9 +1015,20 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
                 f"it are rebuilt.")
         pixels, captions = training_data()
         latents = encode_latents(vae(), pixels)
+        first = work / FIRST_CYCLE
         p = build_pipeline(vae(), clip(), UNet2DConditionModel(**UNET)).to(dev)
-        save_pipeline(train_reference(p, latents, captions, sz, seed, log).to("cpu"),
-                      out / "pipeline")
+        if not sz.unet_restart_steps:
+            save_pipeline(train_reference(p, latents, captions, sz, seed, log).to("cpu"),
+                          out / "pipeline")
+            return None
+        if not first.is_dir():  # kept, so a build stopped in the second cycle resumes after the first
+            save_pipeline(train_reference(p, latents, captions, sz, seed, log).to("cpu"), first)
+        src = first / "reused_from.json"
+        info = {"first_cycle": json.loads(src.read_text()) if src.is_file() else "trained here"}
+        p.unet = load_pipeline(first).unet.to(dev)
+        save_pipeline(train_reference(p, latents, captions, sz, seed, log, init=p.unet,
+                                      restart=True).to("cpu"), out / "pipeline")
+        return info
     stage("reference", run_reference)
 
     # Prompts for the ODE pairs and the preference data: fresh captions (not the training ones).

@@ -79,6 +79,10 @@ class BuildSize:
                                         # labels before the contrastive steps, which keep it frozen
     clip_min_shape: float = 0.0         # the reference stage refuses a CLIP whose zero-shot shape
                                         # accuracy on ground truth is lower (docs/mini_build.md)
+    unet_restart_steps: int = 0         # a second DSM cycle of the reference (warm restart: fresh
+                                        # optimiser, LR schedule at half the peak, EMA), continued from
+                                        # the first cycle's weights; --reuse continues a finished build's
+                                        # reference, whose first cycle it equals
     vae_object_weight: float = 10.0   # extra reconstruction weight on object (saturated) pixels
     workers: int = 1         # processes rendering / judging (outputs do not depend on it)
 
@@ -109,3 +113,7 @@ SIZES = {
 # accuracy (docs/mini_build.md). VAE and classifier inputs equal 'large''s, so a rebuild from the
 # shipped world reuses them (`distar lab build mini --size large_lit --reuse evalsuite/data/mini`).
 SIZES["large_lit"] = replace(SIZES["large"], clip_vision_steps=3000, clip_min_shape=0.8)
+# 'large_lit' whose reference trains a second cycle of 2000 DSM steps from the first's weights
+# (docs/mini_build.md): the first cycle's loss was still falling. `--reuse` a finished large_lit
+# build and only the second cycle and the stages after it run.
+SIZES["large_lit_restart"] = replace(SIZES["large_lit"], unet_restart_steps=2000)
