@@ -21,6 +21,9 @@ truth, gold judge and proxy reward of the reference (`mini_ref`) and the one-ste
   shape accuracy on ground-truth renders (the text encoders' and the proxy's backbone); and how
   far apart the pipeline's text conditions are for prompts differing only in shape vs only in
   colour (cosine of the pooled embedding and of the shape token's hidden state).
+- `--sampling CFG:STEPS ...`: the reference's single-object scores (strict / present, asked
+  shape drawn per shape, FD single-object) under other sampling settings than its recipe, in
+  OUT/sampling.json: does more guidance or more steps fix what training did not?
 Noise: image k of prompt i from torch.Generator seed i + 100000 k, as the harness draws it.
 Writes OUT/quality.json and OUT/grid.png (rows: prompts; columns: ground truth, 4 reference
 samples, 4 one-step samples; `--models mini_ref`: the reference's only).
@@ -161,6 +164,40 @@ def conditioning_report(single: list[str], k: int, clf) -> dict:
                                       "shape_token_state": pair_cosines(shape_state, single)}}
 
 
+@torch.no_grad()
+def sampling_report(root: Path, single: list[str], k: int, clf, feats, gt_single: list,
+                    settings: list[tuple[float, int]]) -> list[dict]:
+    """The reference's single-object scores at each (CFG scale, steps) in `settings`."""
+    from dataclasses import replace
+
+    from evalsuite.mini.classifier import detect
+    from evalsuite.models.loading import load_pipeline
+    from evalsuite.models.specs import mini_specs
+    spec0 = mini_specs(root)[0]
+    pipe = load_pipeline(spec0, torch.device("cpu"))
+    prompts, f_gt, rows = single * k, feats(gt_single), []
+    for guidance, steps in settings:
+        spec = replace(spec0, guidance=guidance, steps=steps)
+        t0 = time.time()
+        images = generate(spec, pipe, prompts, noise_for(spec, len(single), k))
+        scenes = detect(clf, images)
+        rows.append({"guidance": guidance, "steps": steps,
+                     "recipe": (guidance, steps) == (spec0.guidance, spec0.steps),
+                     "attr_acc_single_object": attribute_accuracy(scenes, prompts),
+                     "shape_present_by_shape": per_attribute(scenes, prompts)["shape_present_by_shape"],
+                     "fd_single_object": fd(feats(images), f_gt), "wall_s": round(time.time() - t0, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def sampling_setting(text: str) -> tuple[float, int]:
+    try:
+        g, st = text.split(":")
+        return float(g), int(st)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not CFG:STEPS (e.g. 7:15)") from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--world", default=None, help="built world folder (default: the shipped one)")
@@ -175,6 +212,9 @@ def main() -> None:
                     choices=["mini_ref", "mini_onestep"],
                     help="which to score; a build whose later stages are unfinished can score its "
                          "reference alone (the proxy reward is then skipped when not built)")
+    ap.add_argument("--sampling", nargs="+", type=sampling_setting, metavar="CFG:STEPS",
+                    help="only the reference's single-object scores at these sampling settings "
+                         "(OUT/sampling.json), e.g. 4:15 7:15 10:15 4:40")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     if args.world:
@@ -213,6 +253,11 @@ def main() -> None:
     captions = [c for _, c in training_pairs(args.captions, 7)]
     rng = np.random.default_rng(1234)
     gt_single = [render_for_caption(p, rng) for p in single_all]
+    if args.sampling:
+        report = {"world": str(root), "manifest": mw.manifest_digest(root), "per_combo": k,
+                  "settings": sampling_report(root, single, k, clf, feats, gt_single, args.sampling)}
+        (out / "sampling.json").write_text(json.dumps(report, indent=2))
+        return
     gt_caps = [render_for_caption(p, rng) for p in captions]
     gt_caps2 = [render_for_caption(p, rng) for p in captions]
     report: dict = {"world": str(root), "manifest": mw.manifest_digest(root),
