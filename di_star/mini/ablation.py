@@ -54,7 +54,7 @@ SCALES = {
     "full": Scale("full", None, None, None, tuple(TABLE_ORDER), True, (0, 1, 2),
                   {"mini_parti": None, "mini_coco": 200, "mini_hps": None}),
     # K_TA stays the preset's 5: at K_TA 2 the assistant lags and the score regulariser's gradient
-    # is noise (30 steps of DI*-In on the shipped world: proxy -0.016 +- 0.021 at K_TA 2 / lr 1e-4,
+    # is noise (30 steps of DI*-In on the `large` world, shipped before: proxy -0.016 +- 0.021 at K_TA 2 / lr 1e-4,
     # +0.014 +- 0.009 at K_TA 5 / lr 2e-5; scripts/di_star_quality.py, 64-128 mini_parti prompts).
     "demo": Scale("demo", 30, None, None, tuple(TABLE_ORDER), False, (0, 1, 2),
                   {"mini_parti": 48, "mini_coco": 48, "mini_hps": 40}),
