@@ -506,7 +506,8 @@ def train_reference(pipe, latents: Tensor, captions: list[str], size: BuildSize,
     stream and half the first cycle's peak learning rate, so it refines rather than re-learns."""
     from diffusers import UNet2DConditionModel
     dev = latents.device
-    name, steps, lr = ("reference-restart", size.unet_restart_steps, 5e-4) if restart else         ("reference", size.unet_steps, 1e-3)
+    name, steps, lr = (("reference-restart", size.unet_restart_steps, 5e-4) if restart
+                       else ("reference", size.unet_steps, 1e-3))
     torch.manual_seed(_seed(seed, name))
     unet = (copy.deepcopy(init).requires_grad_(True).train() if init is not None
             else UNet2DConditionModel(**UNET)).to(dev)
@@ -1025,8 +1026,9 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
             save_pipeline(train_reference(p, latents, captions, sz, seed, log).to("cpu"), first)
         src = first / "reused_from.json"
         info = {"first_cycle": json.loads(src.read_text()) if src.is_file() else "trained here"}
-        p.unet = load_pipeline(first).unet.to(dev)
-        save_pipeline(train_reference(p, latents, captions, sz, seed, log, init=p.unet,
+        # Both paths continue from the saved first cycle, so a continued build equals one trained here.
+        init = UNet2DConditionModel.from_pretrained(first, subfolder="unet", torch_dtype=torch.float32)
+        save_pipeline(train_reference(p.to(dev), latents, captions, sz, seed, log, init=init.to(dev),
                                       restart=True).to("cpu"), out / "pipeline")
         return info
     stage("reference", run_reference)
