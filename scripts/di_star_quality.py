@@ -4,7 +4,8 @@ judge say? Trains `mini/di_star_in` with several training seeds, then scores the
 run on the same prompts (mini_parti) and the same noise, in-process (the proxy through the
 trainer's own reward path, the gold judge on the decoded 8-bit images).
 
-    .venv/bin/python scripts/di_star_quality.py --steps 100 --seeds 0 1 2 --prompts 128 --jobs 2
+    .venv/bin/python scripts/di_star_quality.py --seeds 0 1 2 --prompts 128 --jobs 3   # the preset's 600 steps
+    .venv/bin/python scripts/di_star_quality.py --steps 300 --seeds 0 1 2 --jobs 2     # a shorter run
 
 Each seed (and the init's scoring) is one job on one torch thread; `--jobs N` runs N of them in
 parallel processes, so on a 2-core machine `--jobs 2` halves the wall time. The JSON report goes

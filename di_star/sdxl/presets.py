@@ -69,7 +69,10 @@ _TINY = {
 #   kept and the scale is set by the same rule: the best row's reward gradient is the largest
 #   before the gold judge falls (MINI_REWARDS, measured in scripts/mini_ablation.py);
 # - lr: 5e-7 is for fine-tuning 2.6B parameters for thousands of steps; the mini UNet is ~1000x
-#   smaller and a CPU affords ~100 steps, so the lr is the mini reference's fine-tuning scale;
+#   smaller and a CPU affords hundreds of steps, so the lr is the mini reference's fine-tuning scale;
+# - length: 600 generator steps, the shortest measured at which DI*-In's proxy gain clears the
+#   seed-to-seed noise of the shipped world (300 steps: 3.0 seed SDs, 600: 7.0; docs/training.md);
+#   about 20 minutes on one CPU thread. The demo and tests override it.
 # - huber_c by the same rule as SDXL's (iCT: 0.00054 sqrt(d), d = the latent size);
 # - batch 8 prompts per step instead of DMD2's large batches; fp32 Adam, no clipping changes.
 MINI_TRAIN_PROMPTS = Path(__file__).resolve().parent / "data" / "mini_train_prompts.txt"
@@ -83,7 +86,7 @@ MINI_BASE = {
                   "huber_c": _huber_c(MINI_LATENT_SIDE), "estimator": "exact", "w": "one", "lam": "sigma2"},
     "optim": {"lr_g": 2e-5, "lr_psi": 2e-5, "beta1": 0.9, "beta2": 0.999, "assistant_steps_per_g_step": 5,
               "batch_size": 8},
-    "run": {"max_steps": 100, "seed": 0, "ema": 0.0, "log_every": 10, "ckpt_every": 50},
+    "run": {"max_steps": 600, "seed": 0, "ema": 0.0, "log_every": 10, "ckpt_every": 100},
     "sd": {"generator": "mini_onestep", "reference": "mini_ref", "generator_timestep": ONESTEP_TIMESTEP,
            "t_min": 20, "t_max": 980, "prompts": str(MINI_TRAIN_PROMPTS),
            "reward": "mini_pickscore", "mixed_precision": "no",
