@@ -124,5 +124,8 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
         console.print(f"run dir: {out} (config.json, stats.jsonl, metrics.json, generator.safetensors); "
                       f"evaluate: {evaluate}", markup=False, highlight=False, soft_wrap=True)
     else:  # SD worlds export a diffusers pipeline that the harness loads with path:
+        # a mini-world run is judged on the mini benchmarks, by the mini metrics (the gold judge included)
+        bench = ("mini_parti --metrics mini_pickscore,mini_gold,mini_attr_acc,mini_fd,mini_clip"
+                 if cfg.sd.reference.startswith("mini") else "parti")
         console.print(f"run dir: {out}; evaluate: distar eval --model path:{out / 'export'} "
-                      f"--bench parti", markup=False, highlight=False, soft_wrap=True)
+                      f"--bench {bench}", markup=False, highlight=False, soft_wrap=True)

@@ -80,3 +80,26 @@ def test_the_harness_loads_every_mini_model_as_a_user_would(model, tmp_path):
     from evalsuite.store import ResultsStore
     scores = ResultsStore(tmp_path).table("scores")
     assert set(scores.metric) >= {"mini_pickscore", "mini_gold", "mini_attr_acc"} and len(scores) >= 24
+
+
+@pytest.mark.slow
+def test_a_mini_training_run_prints_an_eval_command_that_works(tmp_path):
+    """The end of `distar train` on the mini world names the mini benchmark and metrics (the gold
+    judge included), and that command, run as printed, scores the exported generator."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from distar.cli import app
+
+    run = tmp_path / "run"
+    r = CliRunner().invoke(app, ["train", "--preset", "mini/di_star_in", "--max-steps", "1", "--out", str(run)],
+                           env={"COLUMNS": "400", "OMP_NUM_THREADS": "1"})
+    assert r.exit_code == 0, r.output
+    line = next(ln for ln in r.output.splitlines() if "evaluate: distar eval" in ln)
+    cmd = shlex.split(line.split("evaluate: distar ", 1)[1])
+    assert cmd[cmd.index("--bench") + 1] == "mini_parti" and "mini_gold" in cmd[cmd.index("--metrics") + 1]
+    e = CliRunner().invoke(app, [*cmd, "--limit", "2", "--out", str(tmp_path / "res")], env={"COLUMNS": "400"})
+    assert e.exit_code == 0, e.output
+    from evalsuite.store import ResultsStore
+    assert {"mini_pickscore", "mini_gold"} <= set(ResultsStore(tmp_path / "res").table("scores").metric)
