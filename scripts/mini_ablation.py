@@ -2,7 +2,7 @@
 `distar eval` and `distar leaderboard --suite mini`, plus generated findings and figures
 (di_star.mini.ablation). Resumes: rerun the same command.
 
-    .venv/bin/python scripts/mini_ablation.py                      # full: every Table 2 row, frontiers, 3 seeds
+    .venv/bin/python scripts/mini_ablation.py                      # full: every Table 2 row, frontiers, 3 seeds (600 steps each: hours on a CPU)
     .venv/bin/python scripts/mini_ablation.py --scale demo         # what `distar demo` runs
     .venv/bin/python scripts/mini_ablation.py --out runs/mini_ablation --leaderboards leaderboards
 
