@@ -125,7 +125,8 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
                       f"evaluate: {evaluate}", markup=False, highlight=False, soft_wrap=True)
     else:  # SD worlds export a diffusers pipeline that the harness loads with path:
         # a mini-world run is judged on the mini benchmarks, by the mini metrics (the gold judge included)
+        from di_star.sdxl.presets import MINI_BASE
         bench = ("mini_parti --metrics mini_pickscore,mini_gold,mini_attr_acc,mini_fd,mini_clip"
-                 if cfg.sd.reference.startswith("mini") else "parti")
+                 if cfg.sd.reference == MINI_BASE["sd"]["reference"] else "parti")
         console.print(f"run dir: {out}; evaluate: distar eval --model path:{out / 'export'} "
                       f"--bench {bench}", markup=False, highlight=False, soft_wrap=True)

@@ -44,8 +44,7 @@ def _config(a: argparse.Namespace, seed: int):
 def _score(a: argparse.Namespace, world, gen) -> tuple[np.ndarray, np.ndarray]:
     """Per-prompt proxy reward and gold score of `gen` on the first `a.prompts` mini_parti prompts,
     with the same noise for every model (seeded independently of the training seed)."""
-    from PIL import Image
-
+    from di_star.mini.build import to_pil
     from evalsuite.benchmarks import load_benchmark
     from evalsuite.mini.gold import gold_score
 
@@ -57,8 +56,7 @@ def _score(a: argparse.Namespace, world, gen) -> tuple[np.ndarray, np.ndarray]:
             cond = world.encode(prompts[i:i + 16])
             x0 = gen(z[i:i + 16].to(world.device), cond)
             proxy.append(world.reward(x0, cond).float().cpu().numpy())
-            ims = (world.decode(x0).clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-            gold.append(gold_score([Image.fromarray(m) for m in ims], prompts[i:i + 16]))
+            gold.append(gold_score(to_pil(world.decode(x0).clamp(0, 1).cpu() * 2 - 1), prompts[i:i + 16]))
     return np.concatenate(proxy), np.concatenate(gold)
 
 

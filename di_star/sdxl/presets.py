@@ -72,7 +72,7 @@ _TINY = {
 #   smaller and a CPU affords hundreds of steps, so the lr is the mini reference's fine-tuning scale;
 # - length: 600 generator steps, the shortest measured at which DI*-In's proxy gain clears the
 #   seed-to-seed noise of the shipped world (300 steps: 3.0 seed SDs, 600: 7.0; docs/training.md);
-#   about 20 minutes on one CPU thread. The demo and tests override it.
+#   13-16 minutes on one CPU thread (1.3-1.6 s per step). The demo and tests override it.
 # - huber_c by the same rule as SDXL's (iCT: 0.00054 sqrt(d), d = the latent size);
 # - batch 8 prompts per step instead of DMD2's large batches; fp32 Adam, no clipping changes.
 MINI_TRAIN_PROMPTS = Path(__file__).resolve().parent / "data" / "mini_train_prompts.txt"
