@@ -135,6 +135,9 @@ def eval_cmd(
     repair_store: bool = typer.Option(False, "--repair-store", help="If OUT/results.sqlite is "
                                       "damaged: move it aside and rebuild the image rows from "
                                       "the PNG files on disk (nothing is regenerated)."),
+    shard: Optional[str] = typer.Option(None, help="I/N: only shard I of N (I from 0) of the "
+                                        "prompts, same seeds as one run; each shard its own --out, "
+                                        "then `distar merge` (README: many machines)."),
 ) -> None:
     """Generate a benchmark's images with a model (resumable), then score them."""
     from evalsuite.generate import EvalRequest, check_request, run_eval
@@ -144,12 +147,14 @@ def eval_cmd(
     if fid_ref is not None:
         per_metric = {m: {"reference_dir": str(fid_ref)} for m in ("fid", "kid")}
     # Every name, weight, reference and prompt file is checked before the first image.
+    shard_of = _check_shard(shard, metric_names, bench, limit)
     check_eval(model, bench, metric_names, weights=weights, limit=limit,
                metric_options=per_metric, generate=not skip_generation, device=device,
                force=force)
     req = EvalRequest(model=model, bench=bench, limit=limit, out=out, batch_size=batch_size,
                       images_per_prompt=images_per_prompt, weights=weights, device=device,
-                      steps=steps, guidance=guidance, resolution=resolution, name=name)
+                      steps=steps, guidance=guidance, resolution=resolution, name=name,
+                      shard=shard_of)
     check_request(req)
     main = os.environ.get("RANK", "0") == "0"  # under accelerate launch only rank 0 locks
     # One process per --out (an flock on OUT/.distar.lock, kept through scoring): a second one
@@ -173,6 +178,40 @@ def eval_cmd(
     if json_out is not None:
         write_json(summary, json_out)
         print(f"summary: {json_out}")
+
+
+def _check_shard(shard: Optional[str], metric_names: list[str], bench: str,
+                 limit: Optional[int]) -> Optional[tuple[int, int]]:
+    """--shard I/N -> (I, N). A set metric (FID, KID, diversity) over one shard would be a
+    different number from the whole set's: those are scored after `distar merge`."""
+    if shard is None:
+        return None
+    from evalsuite.generate import parse_shard
+    from evalsuite.metrics.runner import metric_class
+    parsed = parse_shard(shard)
+    set_metrics = [m for m in metric_names
+                   if (cls := metric_class(m)) is not None and not hasattr(cls, "score")]
+    if set_metrics:
+        raise DistarError(f"--shard: {', '.join(set_metrics)} scores the whole image set, not a "
+                          "shard. Fix: leave it out of the shards' --metrics and run `distar eval "
+                          f"--bench {bench} ... --out MERGED --skip-generation --metrics "
+                          f"{','.join(set_metrics)}` after `distar merge --out MERGED ...`.")
+    return parsed
+
+
+@app.command("merge")
+@_friendly
+def merge_cmd(
+    parts: list[Path] = typer.Argument(..., help="Results folders to merge (each a --out of "
+                                       "`distar eval`, e.g. one per --shard)."),
+    out: Path = typer.Option(..., help="The merged results folder (created if needed; rerun "
+                             "the same command to finish an interrupted merge)."),
+) -> None:
+    """Merge results folders (shards, nodes) into one: image files before rows, idempotent;
+    parts whose recipe, benchmark or metric versions disagree are refused."""
+    from evalsuite.merge import describe_merge, merge_results
+    done = merge_results(parts, out)
+    print(describe_merge(done, out))
 
 
 def _repair(out: Path) -> None:

@@ -7,10 +7,14 @@ rename) under `images/<model>-<recipe hash>/<bench>-v<version>/`, and a row per 
 results store. A rerun skips every image whose file exists and whose sha256 matches its store
 row; anything else (missing, partial, corrupt, or written but never recorded) is generated again.
 
-Sharding: run under `accelerate launch --multi_gpu --num_processes N -m distar eval ...`
+Processes: run under `accelerate launch --multi_gpu --num_processes N -m distar eval ...`
 (on CPU-only machines too: gloo); batch slots with work left are dealt to processes r::world. Only
 the main process writes the store (rows are gathered to it after each batch), so no image and no
 row is written twice.
+
+Machines: `--shard I/N` (shard_bounds) takes a fixed slice of the prompts with the seeds and
+batch slots of the unsharded run, so each machine writes its own folder and `distar merge`
+(evalsuite.merge) joins them into the store one run would have written.
 """
 from __future__ import annotations
 
@@ -62,6 +66,7 @@ class EvalRequest:
     guidance: float | None = None
     resolution: int | None = None
     name: str | None = None          # display name (--name); never part of the recipe hash
+    shard: tuple[int, int] | None = None  # (I, N): only shard I of N (shard_bounds), --shard I/N
 
 
 @dataclass
@@ -166,6 +171,28 @@ def select_prompts(bench: Benchmark, limit: int | None):
         raise DistarError(f"--limit {limit} is out of range for '{bench.name}', which has "
                           f"{len(bench)} prompts. Use 1..{len(bench)}.")
     return bench.prompts[:limit]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`--shard I/N` -> (I, N), 0 <= I < N (I counts from 0, as SLURM_ARRAY_TASK_ID with
+    `--array=0-(N-1)` does)."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise DistarError(f"--shard {text!r} is not I/N. Fix: e.g. --shard 0/4 ... --shard 3/4 "
+                          "(I counts from 0).") from None
+    if not 0 <= i < n:
+        raise DistarError(f"--shard {text}: I must be in 0..{n - 1} for N = {n} (I counts from 0)."
+                          if n >= 1 else f"--shard {text}: N must be at least 1.")
+    return i, n
+
+
+def shard_bounds(n_prompts: int, shard: tuple[int, int]) -> tuple[int, int]:
+    """Shard I of N takes the prompts at positions [floor(I*P/N), floor((I+1)*P/N)) of the P
+    prompts selected (the benchmark's, or its first --limit): contiguous, disjoint, covering
+    all P, sizes differing by at most one. Seeds stay those of the global prompt index."""
+    i, n = shard
+    return i * n_prompts // n, (i + 1) * n_prompts // n
 
 
 def provenance() -> dict:
@@ -369,18 +396,24 @@ def _run_locked(req: EvalRequest, generate: bool, adopt: bool, state, spec: Mode
 
     store = ResultsStore(req.out, create=False)
     items = [(p, k) for p in prompts for k in range(req.images_per_prompt)]
+    # A shard's own images are a slice of `items`, but its batches stay the slots of the whole
+    # list (below): a slot straddling a shard boundary is generated whole by both shards and each
+    # keeps its own images, so every image comes out of the same batch as in one unsharded run.
+    start, end = shard_bounds(len(prompts), req.shard) if req.shard else (0, len(prompts))
+    shard_items = items[start * req.images_per_prompt:end * req.images_per_prompt]
     device = resolve_device(req.device) if state.num_processes == 1 else state.device
     batch_size = req.batch_size or spec.default_batch_size
     run_id = gather_object([uuid.uuid4().hex[:12]])[0] if state.num_processes > 1 \
         else uuid.uuid4().hex[:12]
     if adopt and state.is_main_process:
-        adopt_images(store, spec, bench, items, run_id, req.model)
+        adopt_images(store, spec, bench, shard_items, run_id, req.model)
     state.wait_for_everyone()
 
     # Batches are fixed slots of the full item list, so a batch's composition never depends on
     # what is already done or on the number of processes: batched kernels are only bitwise
     # reproducible for the same batch, and resumed or sharded runs must match a plain one.
-    missing = {(p.index, k) for p, k in _todo(store, spec, bench, items)} if generate else set()
+    missing = ({(p.index, k) for p, k in _todo(store, spec, bench, shard_items)} if generate
+               else set())
     state.wait_for_everyone()  # every rank has read the same state before anyone writes
     if state.is_main_process and items:
         remove_stale_temp_files((store.root / image_relpath(spec, bench, 0, 0)).parent)
@@ -399,7 +432,7 @@ def _run_locked(req: EvalRequest, generate: bool, adopt: bool, state, spec: Mode
     run_row = dict(run_id=run_id, model=req.model, recipe_hash=spec.recipe_hash,
                    recipe_json=json.dumps(recipe, sort_keys=True, default=str),
                    bench=bench.name, bench_version=bench.version, n_prompts_total=len(bench),
-                   n_images_expected=len(items), started_at=time.time(), finished_at=None,
+                   n_images_expected=len(shard_items), started_at=time.time(), finished_at=None,
                    git_hash=prov["git_hash"], versions_json=json.dumps(prov["versions"]),
                    device=device_name(device), world_size=state.num_processes,
                    batch_size=batch_size, latency_s_per_10=None, peak_memory_bytes=None,
@@ -426,7 +459,7 @@ def _run_locked(req: EvalRequest, generate: bool, adopt: bool, state, spec: Mode
     if n_batches and state.is_main_process:
         store.upsert_run(**{**run_row, "finished_at": time.time(), "status": "complete"})
 
-    keys = {(p.index, k) for p, k in items}
+    keys = {(p.index, k) for p, k in shard_items}
     df = store.images(spec.recipe_hash, bench.name, bench.version)
     mask = [(int(i), int(k)) in keys for i, k in zip(df.prompt_index, df.k)]
     df = df.loc[mask].sort_values(["prompt_index", "k"]).reset_index(drop=True)
