@@ -214,6 +214,36 @@ def merge_cmd(
     print(describe_merge(done, out))
 
 
+@app.command("score")
+@_friendly
+def score_cmd(
+    images: Path = typer.Option(..., help="Folder of images (PNG, JPEG, WebP) made elsewhere."),
+    metrics: str = typer.Option(..., help="Comma-separated metrics, e.g. pickscore,clip or fid."),
+    prompts: Optional[str] = typer.Option(None, help="A benchmark (parti, file:my.txt, a .txt / "
+                                          ".tsv) whose prompt index names each image "
+                                          "(<i>.png or <i>_<k>.png), or a manifest (.jsonl "
+                                          "{file, prompt} lines, .csv file,prompt). Not needed "
+                                          "for FID / KID."),
+    ref: Optional[Path] = typer.Option(None, help="Folder of real images: FID / KID of --images "
+                                       "against it."),
+    out: Path = typer.Option(Path("results"), help="Results folder (as eval's --out)."),
+    name: Optional[str] = typer.Option(None, help="Display name (default: the folder's name)."),
+    device: str = typer.Option("auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ..."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary here."),
+) -> None:
+    """Score a folder of existing images into the results store (same summary, --json and
+    leaderboards as `distar eval`)."""
+    from evalsuite.score_folder import score_folder
+    from evalsuite.summary import render, write_json
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    summary, _ = score_folder(images, names, out, prompts=prompts, ref=ref, name=name,
+                              device=device)
+    print(render(summary), flush=True)
+    if json_out is not None:
+        write_json(summary, json_out)
+        print(f"summary: {json_out}")
+
+
 def _repair(out: Path) -> None:
     """--repair-store: move a damaged results store aside (a healthy one is left alone)."""
     from evalsuite.store import ResultsStore, StoreDamagedError, repair_store
