@@ -322,14 +322,41 @@ def generate_batch(pipe, spec: ModelSpec, prompts: list[str], seeds: list[int],
     try:
         with torch.inference_mode():
             return pipe(prompt=prompts, **kwargs).images
-    except (RuntimeError, TypeError, ValueError, IndexError) as e:
+    except DistarError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any failure inside diffusers: one line, no traceback
         raise DistarError(pipeline_error(type(pipe).__name__, spec, e)) from None
 
 
+def check_image_size(spec: ModelSpec, image, pipe=None) -> None:
+    """The first image must have the recipe's size (a wrong VAE scale factor gives a smaller
+    or larger one), and the loaded pipeline must agree on its VAE scale factor."""
+    where = f" from the folder {spec.repo}" if Path(spec.repo).is_dir() else ""
+    factor = getattr(pipe, "vae_scale_factor", None)
+    if isinstance(factor, int) and factor != spec.vae_scale:
+        raise DistarError(f"{spec.pipeline}{where} computes a VAE scale factor of {factor} but "
+                          f"the recipe says {spec.vae_scale}. Fix: set \"vae_scale\": {factor} in "
+                          f"distar_recipe.json (docs/path_recipes.md).")
+    size = getattr(image, "size", None)
+    if size is not None and tuple(size) != (spec.resolution, spec.resolution):
+        raise DistarError(f"{spec.pipeline}{where} made a {size[0]}x{size[1]} image but the recipe "
+                          f"says {spec.resolution}x{spec.resolution} (VAE scale {spec.vae_scale}, "
+                          f"latents {tuple(spec.latent_shape())}). Fix: set vae_scale / resolution "
+                          f"in distar_recipe.json (docs/path_recipes.md); nothing was recorded.")
+
+
 def pipeline_error(cls: str, spec: ModelSpec, e: Exception) -> str:
-    """A pipeline's exception as one line naming the class and the likely fix."""
+    """A pipeline's exception as one line naming the class, the folder and the likely fix."""
+    from evalsuite.models.loading import absent_components
     text = " ".join(str(e).split())[:300]
-    if isinstance(e, TypeError) and "argument" in text:
+    folder = Path(spec.repo) if Path(spec.repo).is_dir() else None
+    # Components that only image prompts or safety checking use are absent in most folders.
+    absent = [c for c in (absent_components(folder) if folder else [])
+              if c not in ("feature_extractor", "image_encoder", "safety_checker")]
+    if absent:
+        fix = (f"the folder's model_index.json lists {', '.join(absent)} as absent and "
+               f"{cls} needs what it lacks: save the pipeline with every component")
+    elif isinstance(e, TypeError) and "argument" in text:
         fix = (f"the recipe passes an argument {cls} does not take: fix call_kwargs in "
                f"distar_recipe.json (docs/path_recipes.md)")
     elif any(w in text for w in ("size", "shape", "channels", "dimension")):
@@ -340,7 +367,8 @@ def pipeline_error(cls: str, spec: ModelSpec, e: Exception) -> str:
         fix = (f"check that the folder generates with plain diffusers "
                f"({cls}.from_pretrained(DIR)(prompt)); --steps / --guidance / --resolution "
                f"override the recipe")
-    return f"{cls} failed while generating ({type(e).__name__}: {text}). Likely fix: {fix}."
+    where = f" (folder {folder})" if folder else ""
+    return f"{cls}{where} failed while generating ({type(e).__name__}: {text}). Likely fix: {fix}."
 
 
 MAX_BATCH = 100_000            # past this a batch size is a typo (10^12 used to be accepted)
@@ -532,7 +560,8 @@ def _generate(req, state, store, spec, bench, device, batch_size, missing, mine,
                         # and a full batch would cost a one-step model's evaluation ~30%.
                         n = len(chunk) if device.type == "cuda" else 1
                         bar.phase(f"warm-up batch of {n} (not timed)")
-                        generate_batch(pipe, spec, texts[:n], seeds[:n], device)
+                        warm = generate_batch(pipe, spec, texts[:n], seeds[:n], device)
+                        check_image_size(spec, warm[0] if warm else None, pipe)
                         _sync(device)
                         bar.start()  # the rate counts from the first timed batch
                     bar.item = f"batch {b + 1}/{n_batches}"

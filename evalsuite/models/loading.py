@@ -112,7 +112,43 @@ def _call_defaults(pipeline: str) -> dict:
 # Keys of distar_recipe.json (docs/path_recipes.md); anything else is rejected by name.
 RECIPE_KEYS = ("name", "scheduler", "steps", "guidance", "timesteps", "resolution", "dtype",
                "params", "arch_type", "default_batch_size", "latent_channels", "vae_scale",
-               "call_kwargs", "training")
+               "call_kwargs", "variant", "training")
+
+
+def vae_scale_from_config(vae: dict) -> tuple[int, str]:
+    """(pixels per latent, where it came from), by the rule the diffusers pipeline applies to
+    this kind of autoencoder in its __init__ (`self.vae_scale_factor`): a DC autoencoder (Sana,
+    `AutoencoderDC`) from `encoder_block_out_channels`, one that states its ratio from
+    `spatial_compression_ratio`, a KL / VQ autoencoder from `block_out_channels`; no VAE: 8.
+    load_pipeline_checked compares the result with the loaded pipeline's own value."""
+    if vae.get("encoder_block_out_channels"):
+        return (2 ** (len(vae["encoder_block_out_channels"]) - 1),
+                "vae/config.json encoder_block_out_channels (DC autoencoder)")
+    if vae.get("spatial_compression_ratio"):
+        return int(vae["spatial_compression_ratio"]), "vae/config.json spatial_compression_ratio"
+    if vae.get("block_out_channels"):
+        return 2 ** (len(vae["block_out_channels"]) - 1), "vae/config.json block_out_channels"
+    return 8, "default 8"
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def detect_variant(d: Path) -> str | None:
+    """'fp16' (or another variant) when the folder's weight files all carry a variant
+    (`model.fp16.safetensors`), as `save_pretrained(variant=...)` writes them; None when any
+    plain weight file exists."""
+    variants, plain = set(), False
+    for f in d.glob("*/*"):
+        if f.suffix not in _WEIGHT_SUFFIXES or f.name.endswith(".index.json"):
+            continue
+        parts = f.name.split(".")
+        stem = parts[0].split("-")[0]
+        if len(parts) == 3 and stem in ("model", "diffusion_pytorch_model", "pytorch_model"):
+            variants.add(parts[1])
+        else:
+            plain = True
+    return next(iter(variants)) if len(variants) == 1 and not plain else None
 
 
 def read_pipeline_recipe(d: Path) -> tuple[dict, dict]:
@@ -144,8 +180,11 @@ def read_pipeline_recipe(d: Path) -> tuple[dict, dict]:
     def put(key, value, source):
         fields[key], sources[key] = value, source
 
-    vae_scale = 2 ** (len(vae["block_out_channels"]) - 1) if vae.get("block_out_channels") else 8
-    put("vae_scale", vae_scale, "vae/config.json block_out_channels" if vae else "default 8")
+    vae_scale, where = vae_scale_from_config(vae)
+    put("vae_scale", vae_scale, where)
+    variant = detect_variant(d)
+    if variant:
+        put("variant", variant, f"weight files *.{variant}.* only")
     channels = vae.get("latent_channels") or den.get("in_channels") or 4
     put("latent_channels", channels, "vae/config.json latent_channels" if vae.get("latent_channels")
         else f"{denoiser}/config.json in_channels" if den.get("in_channels") else "default 4")
@@ -162,6 +201,11 @@ def read_pipeline_recipe(d: Path) -> tuple[dict, dict]:
     put("arch_type", "UNet" if denoiser == "unet" else "DiT", f"model_index.json ({denoiser})")
     if sched.get("_class_name"):
         sources["scheduler"] = f"scheduler/scheduler_config.json ({sched['_class_name']})"
+    if sched.get("prediction_type"):  # shown with the recipe (not a field: the folder's own)
+        sources["prediction_type"] = f"{sched['prediction_type']} (scheduler/scheduler_config.json)"
+    if cls.startswith("Flux") and den and not den.get("guidance_embeds", False):
+        # FluxPipeline passes guidance_scale only to a transformer with guidance embeddings.
+        sources["guidance_ignored"] = f"{denoiser}/config.json has no guidance embedding"
     if call.get("use_resolution_binning"):
         # PixArt / Sana snap the size to aspect-ratio bins of 1024/512/256 px models and reject
         # other sample sizes; distar asks for a square size the latents already have.
@@ -237,13 +281,20 @@ def describe_recipe(spec: ModelSpec) -> str:
         src = sources.get(key)
         return f"{key} {value}" + (f" ({src})" if src else "")
     c, *hw = spec.latent_shape()
-    parts = [item("steps", spec.steps), item("guidance", spec.guidance),
+    guidance = item("guidance", spec.guidance)
+    if sources.get("guidance_ignored"):
+        guidance = f"guidance {spec.guidance} (ignored: {sources['guidance_ignored']})"
+    parts = [item("steps", spec.steps), guidance,
              item("resolution", spec.resolution),
              item("latent_channels", c) + f" -> latents {tuple(spec.latent_shape())}",
              item("vae_scale", spec.vae_scale),
              "packing 2x2 (FLUX)" if spec.pipeline.startswith("Flux") else "packing none",
              item("arch_type", spec.arch_type),
              item("scheduler", spec.scheduler or "the pipeline's own")]
+    if sources.get("prediction_type"):
+        parts.append(f"prediction_type {sources['prediction_type']}")
+    if spec.variant:
+        parts.append(item("variant", spec.variant))
     if spec.timesteps:
         parts.append(item("timesteps", list(spec.timesteps)))
     if spec.call_kwargs:
@@ -271,14 +322,49 @@ def _from_pretrained(loader, spec: ModelSpec, what: str, **kwargs):
             f"holding more than plain tensors (torch.load weights_only=True: "
             f"{str(e).splitlines()[0][:160]}); nothing in it was run. Fix: replace it with the "
             f"original files or a .safetensors copy.") from None
-    except (OSError, EnvironmentError, ValueError) as e:
+    except DistarError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a local folder: whatever failed, one line, no download
         src = kwargs.get("pretrained_model_name_or_path")
-        raise WeightsMissingError(
-            spec.name, f"{what} from {src} ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-            f"download it where the hub is reachable (`hf download {src}`) and copy the "
-            f"Hugging Face cache (HF_HOME) here, or save the pipeline to a folder and use "
-            f"--model path:/that/folder (distar eval) or sd.reference / sd.generator = "
-            f"'path:/that/folder' in a --config file (distar train)")
+        if not is_local:
+            if isinstance(e, (OSError, ValueError)):
+                _missing_from_hub(spec, what, src, e)
+            raise
+        raise DistarError(local_folder_error(Path(src).expanduser(), what, e,
+                                             spec.variant)) from None
+
+
+def local_folder_error(d: Path, what: str, e: Exception, variant: str | None = None) -> str:
+    """A local pipeline folder that does not load, as one line: the folder, the exception, and
+    a fix that never suggests a download (the folder is the user's)."""
+    text = " ".join(str(e).split())[:300]
+    absent = absent_components(d)
+    hint = (f"model_index.json lists {', '.join(absent)} as absent; the class may need them"
+            if absent else "check the folder's files (re-save it with save_pretrained)")
+    if "no file named" in text and not variant:
+        hint += "; if its weights are saved as a variant, set \"variant\" in distar_recipe.json"
+    return (f"Cannot load the {what} from the folder {d} ({type(e).__name__}: {text}). Fix: "
+            f"{hint}.")
+
+
+def absent_components(d: Path) -> list[str]:
+    """Components that model_index.json lists as null (saved without them)."""
+    try:
+        index = json.loads((d / "model_index.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return []
+    return sorted(k for k, v in index.items() if not k.startswith("_") and isinstance(v, list)
+                  and (not v or v[0] is None))
+
+
+def _missing_from_hub(spec: ModelSpec, what: str, src, e: Exception):
+    """A hub pipeline that is neither cached nor reachable -> WeightsMissingError with the fix."""
+    raise WeightsMissingError(
+        spec.name, f"{what} from {src} ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
+        f"download it where the hub is reachable (`hf download {src}`) and copy the "
+        f"Hugging Face cache (HF_HOME) here, or save the pipeline to a folder and use "
+        f"--model path:/that/folder (distar eval) or sd.reference / sd.generator = "
+        f"'path:/that/folder' in a --config file (distar train)") from None
 
 
 def _load_unet_override(spec: ModelSpec, dtype: torch.dtype):
