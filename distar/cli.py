@@ -106,8 +106,10 @@ def metrics_cmd() -> None:
 @app.command("eval")
 @_friendly
 def eval_cmd(
-    model: str = typer.Option(..., "--model", "-m", help="Registered model name or path:DIR."),
-    bench: str = typer.Option(..., "--bench", "-b", help="Benchmark name (see `distar benches`)."),
+    model: str = typer.Option(..., "--model", "-m", help="Registered model name or path:DIR; "
+                              "several comma-separated (every model on every --bench)."),
+    bench: str = typer.Option(..., "--bench", "-b", help="Benchmark name (see `distar benches`); "
+                              "several comma-separated."),
     limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
     metrics: str = typer.Option("", help="Comma-separated metrics to score, e.g. pickscore,clip."),
     out: Path = typer.Option(Path("results"), help="Output directory (images + results store)."),
@@ -140,44 +142,86 @@ def eval_cmd(
                                         "then `distar merge` (README: many machines)."),
 ) -> None:
     """Generate a benchmark's images with a model (resumable), then score them."""
-    from evalsuite.generate import EvalRequest, check_request, run_eval
-    from evalsuite.preflight import check_eval
+    from evalsuite.generate import EvalRequest, check_request
+    from evalsuite.preflight import check_evals
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     per_metric: dict = {}
     if fid_ref is not None:
         per_metric = {m: {"reference_dir": str(fid_ref)} for m in ("fid", "kid")}
     # Every name, weight, reference and prompt file is checked before the first image.
+    models, benches = _names(model, "--model"), _names(bench, "--bench")
+    if name is not None and len(models) > 1:
+        raise DistarError("--name names one model; with several --model, leave it out (each "
+                          "keeps its own name) or run them one by one.")
     shard_of = _check_shard(shard, metric_names, bench, limit)
-    check_eval(model, bench, metric_names, weights=weights, limit=limit,
-               metric_options=per_metric, generate=not skip_generation, device=device,
-               force=force)
-    req = EvalRequest(model=model, bench=bench, limit=limit, out=out, batch_size=batch_size,
-                      images_per_prompt=images_per_prompt, weights=weights, device=device,
-                      steps=steps, guidance=guidance, resolution=resolution, name=name,
-                      shard=shard_of)
-    check_request(req)
+    check_evals(models, benches, metric_names, weights=weights, limit=limit,
+                metric_options=per_metric, generate=not skip_generation, device=device,
+                force=force)
+    reqs = [EvalRequest(model=m, bench=b, limit=limit, out=out, batch_size=batch_size,
+                        images_per_prompt=images_per_prompt, weights=weights, device=device,
+                        steps=steps, guidance=guidance, resolution=resolution, name=name,
+                        shard=shard_of) for m in models for b in benches]
+    for req in reqs:
+        check_request(req)
+    _check_processes()
     main = os.environ.get("RANK", "0") == "0"  # under accelerate launch only rank 0 locks
+    summaries = []
     # One process per --out (an flock on OUT/.distar.lock, kept through scoring): a second one
     # is refused naming the holder, instead of doing the same work twice.
     with out_lock(out, f"distar eval --model {model} --bench {bench}") if main \
             else contextlib.nullcontext():
         if repair_store and main:
             _repair(out)
-        run = run_eval(req, generate=not skip_generation, adopt=repair_store)
-        outcomes = []
-        if metric_names:
-            from evalsuite.metrics.runner import score_run
-            outcomes = score_run(run, metric_names, device=run.device,
-                                 **{k: v for k, v in per_metric.items() if k in metric_names})
-    from evalsuite.summary import render, summarize, write_json
+        for req in reqs:
+            summaries.append(_eval_pair(req, metric_names, per_metric, skip_generation,
+                                        repair_store))
+    if json_out is not None:
+        from evalsuite.summary import write_json
+        write_json(summaries[0] if len(summaries) == 1 else summaries, json_out)
+        print(f"summary: {json_out}")
+
+
+def _names(text: str, option: str) -> list[str]:
+    """`a,b` -> ['a', 'b'] (each once, in order)."""
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise DistarError(f"{option} is empty. Fix: give a name, or several separated by commas.")
+    return names
+
+
+def _eval_pair(req, metric_names: list[str], per_metric: dict, skip_generation: bool,
+               repair_store: bool):
+    """One model on one benchmark: generate (resume), score, print the summary; returns it."""
+    from evalsuite.generate import run_eval
+    from evalsuite.summary import render, summarize
+    run = run_eval(req, generate=not skip_generation, adopt=repair_store)
+    outcomes = []
+    if metric_names:
+        from evalsuite.metrics.runner import score_run
+        outcomes = score_run(run, metric_names, device=run.device,
+                             **{k: v for k, v in per_metric.items() if k in metric_names})
     summary = summarize(run, outcomes)
     if run.generated == 0 and all(o.scored == 0 for o in outcomes):
         print(f"nothing to do: all {summary.n_images} images"
-              f"{' and their scores' if outcomes else ''} are already in {out}")
+              f"{' and their scores' if outcomes else ''} are already in {req.out}")
     print(render(summary), flush=True)
-    if json_out is not None:
-        write_json(summary, json_out)
-        print(f"summary: {json_out}")
+    return summary
+
+
+def _check_processes() -> None:
+    """Say once how many processes run this evaluation, and stop when `accelerate launch` was
+    asked for more than it started (`--cpu --num_processes 2` without --multi_gpu starts one)."""
+    from distar.core.launch import requested_processes
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    asked = requested_processes()
+    if asked is not None and asked > world:
+        raise DistarError(f"accelerate launch was asked for {asked} processes but started "
+                          f"{world}. Fix: add --multi_gpu (on a CPU-only machine too: distar "
+                          f"then uses gloo), e.g. `accelerate launch --multi_gpu --num_processes "
+                          f"{asked} --num_machines 1 --mixed_precision no --dynamo_backend no -m "
+                          f"distar eval ...`, or --config_file configs/accelerate/cpu_2proc.yaml.")
+    if os.environ.get("RANK", "0") == "0":
+        sys.stderr.write(f"processes: {world}\n")
 
 
 def _check_shard(shard: Optional[str], metric_names: list[str], bench: str,

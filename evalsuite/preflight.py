@@ -326,11 +326,24 @@ def check_eval(model: str, bench: str, metrics: Sequence[str], *, weights: str =
                force: bool = False) -> None:
     """Everything `distar eval` needs, before any image is made; raises PreflightError listing
     every problem. `resolve(name) -> ModelSpec` overrides how the model name is resolved."""
+    check_evals([model], [bench], metrics, weights=weights, limit=limit,
+                metric_options=metric_options, generate=generate, resolve=resolve,
+                device=device, force=force)
+
+
+def check_evals(models: Sequence[str], benches: Sequence[str], metrics: Sequence[str], *,
+                weights: str = "pretrained", limit: int | None = None,
+                metric_options: dict[str, dict] | None = None, generate: bool = True,
+                resolve=None, device: str = "auto", force: bool = False) -> None:
+    """check_eval for every model and benchmark of one `--model a,b --bench x,y` call: all
+    problems of all of them in one error, before the first image of the first pair."""
     problems: list[Problem] = []
-    spec, p = model_problems(model, weights, resolve)
-    problems += p if generate else [q for q in p if spec is None]
-    if generate:
-        problems += random_on_cpu_problem(spec, device, force)
-    problems += bench_problems(bench, limit)[1]
+    for model in models:
+        spec, p = model_problems(model, weights, resolve)
+        problems += p if generate else [q for q in p if spec is None]
+        if generate:
+            problems += random_on_cpu_problem(spec, device, force)
+    for bench in benches:
+        problems += bench_problems(bench, limit)[1]
     problems += metric_problems(metrics, metric_options)
     raise_if_any(problems, "nothing was generated or scored")

@@ -138,6 +138,8 @@ def render(s: EvalSummary) -> str:
     return "\n".join(lines)
 
 
-def write_json(s: EvalSummary, path: Path) -> None:
+def write_json(s: EvalSummary | Sequence[EvalSummary], path: Path) -> None:
+    """One summary as an object; several (`--model a,b --bench x,y`) as a list of them."""
     from distar.core import atomic
-    atomic.write_text(Path(path), json.dumps(s.as_dict(), indent=1) + "\n")
+    data = s.as_dict() if isinstance(s, EvalSummary) else [x.as_dict() for x in s]
+    atomic.write_text(Path(path), json.dumps(data, indent=1) + "\n")
