@@ -17,8 +17,7 @@ def register() -> None:
     """Add the toy digits model kind, pipeline, benchmark and metrics (idempotent)."""
     from evalsuite.benchmarks import BENCHMARKS
     from evalsuite.metrics import METRICS
-    from evalsuite.models.loading import PIPELINE_LOADERS
-    from evalsuite.models.specs import MODEL_KINDS
+    from evalsuite.models.specs import MODEL_KINDS, PIPELINE_LOADERS
 
     if "toy-digits" in MODEL_KINDS:
         return

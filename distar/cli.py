@@ -113,7 +113,8 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
     metrics: str = typer.Option("", help="Comma-separated metrics to score, e.g. pickscore,clip."),
     out: Path = typer.Option(Path("results"), help="Output directory (images + results store)."),
-    batch_size: int = typer.Option(0, help="Images per batch; 0 = the model recipe's default."),
+    batch_size: int = typer.Option(0, help="Images per batch; 0 = the model recipe's default "
+                                   "on a GPU, 2 on a CPU (so progress shows)."),
     images_per_prompt: int = typer.Option(1, help="Images per prompt (seeds differ by k)."),
     weights: str = typer.Option("pretrained", help="'pretrained' or 'random' (latency/memory "
                                 "of a full-size architecture with nothing downloaded)."),
@@ -157,6 +158,7 @@ def eval_cmd(
     check_evals(models, benches, metric_names, weights=weights, limit=limit,
                 metric_options=per_metric, generate=not skip_generation, device=device,
                 force=force)
+    batch_size = _cpu_default_batch(batch_size, device)
     reqs = [EvalRequest(model=m, bench=b, limit=limit, out=out, batch_size=batch_size,
                         images_per_prompt=images_per_prompt, weights=weights, device=device,
                         steps=steps, guidance=guidance, resolution=resolution, name=name,
@@ -179,6 +181,20 @@ def eval_cmd(
         from evalsuite.summary import write_json
         write_json(summaries[0] if len(summaries) == 1 else summaries, json_out)
         print(f"summary: {json_out}")
+
+
+CPU_DEFAULT_BATCH = 2
+
+
+def _cpu_default_batch(batch_size: int, device: str) -> int:
+    """--batch-size 0 on a CPU: CPU_DEFAULT_BATCH images per pipeline call. A CPU gains little
+    from batching, and the progress bar moves once per batch: with the recipe's batch (8 for
+    the tiny and mini models) `--limit 8` was one batch and the bar sat at 0 until the end.
+    On a GPU 0 stays the recipe's default. (Library callers of run_eval keep the recipe's.)"""
+    if batch_size:
+        return batch_size
+    from evalsuite.models.loading import resolve_device
+    return CPU_DEFAULT_BATCH if resolve_device(device).type == "cpu" else 0
 
 
 def _names(text: str, option: str) -> list[str]:

@@ -41,7 +41,8 @@ def test_cli_eval_parti_limit_8_writes_8_images_and_rows(tmp_path):
     run = store.table("runs").iloc[0]
     assert run.status == "complete" and run.n_images_expected == 8
     assert run.latency_s_per_10 > 0 and run.peak_memory_bytes > 0
-    assert run.peak_memory_kind == "cpu_peak_rss" and run.batch_size == 8
+    # The CLI's CPU default batch (distar.cli.CPU_DEFAULT_BATCH): the progress bar moves per batch.
+    assert run.peak_memory_kind == "cpu_peak_rss" and run.batch_size == 2
 
 
 def test_rerun_skips_done_images_and_redoes_corrupt_ones(tmp_path):

@@ -14,13 +14,28 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image
-from torchvision.transforms import InterpolationMode
+
+
+class _LazyTorchvisionTF:
+    """torchvision.transforms.functional, imported on first use: importing torchvision costs
+    seconds (it pulls in torch._dynamo), and a finished rerun needs a metric's class, never its
+    preprocessing (evalsuite.metrics.runner.known_key)."""
+
+    def __getattr__(self, name: str):
+        import torchvision.transforms.functional as tf
+        return getattr(tf, name)
+
+
+TF = _LazyTorchvisionTF()
+
+
+def _bicubic():
+    from torchvision.transforms import InterpolationMode
+    return InterpolationMode.BICUBIC
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-BICUBIC = InterpolationMode.BICUBIC
 
 
 # PIL path -------------------------------------------------------------------------------------
@@ -28,7 +43,7 @@ def clip_pil(img: Image.Image, size: int = 224, mean=OPENAI_CLIP_MEAN,
              std=OPENAI_CLIP_STD) -> torch.Tensor:
     """open_clip's eval transform (resize_mode 'shortest'), identical to OpenAI clip's
     `_transform`: bicubic resize of the short side (PIL), centre crop, RGB, to [0,1], normalise."""
-    img = TF.resize(img, size, interpolation=BICUBIC)
+    img = TF.resize(img, size, interpolation=_bicubic())
     img = TF.center_crop(img, [size, size])
     return TF.normalize(TF.to_tensor(img.convert("RGB")), mean, std)
 
@@ -57,7 +72,7 @@ def crop_resize_lanczos(img: Image.Image, size: int) -> Image.Image:
 def resize_shortest(x: torch.Tensor, size: int) -> torch.Tensor:
     """Bicubic (antialiased, PIL's a=-0.5 kernel) resize of the short side, long side
     int(size * long / short) exactly as torchvision and transformers compute it for PIL."""
-    return TF.resize(x, size, interpolation=BICUBIC, antialias=True)
+    return TF.resize(x, size, interpolation=_bicubic(), antialias=True)
 
 
 def center_crop_hf(x: torch.Tensor, size: int) -> torch.Tensor:
@@ -88,7 +103,7 @@ def resize_longest_and_pad(x: torch.Tensor, size: int, antialias: bool = True) -
     scale = size / float(max(h, w))
     if scale != 1.0:
         new_h, new_w = round(h * scale), round(w * scale)
-        x = TF.resize(x, [new_h, new_w], interpolation=BICUBIC, antialias=antialias)
+        x = TF.resize(x, [new_h, new_w], interpolation=_bicubic(), antialias=antialias)
     else:
         new_h, new_w = h, w
     pad_h, pad_w = size - new_h, size - new_w

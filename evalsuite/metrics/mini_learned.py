@@ -83,9 +83,11 @@ class _MiniWorldWeights:
     mini_name = mini_version = mini_backbone = ""
 
     @classmethod
-    def version_key(cls, **_options) -> None:
-        """Unknown before loading (the version names the world's manifest)."""
-        return None
+    def version_key(cls, world_dir: str | None = None, **_options) -> str:
+        """`from_pretrained(...).info.key` from the world's manifest alone, no weights read (a
+        finished rerun loads nothing; the runner checks it against the loaded metric's key)."""
+        root = _root(world_dir)
+        return f"{_version(cls.mini_version, root)}|{cls.mini_backbone}|{_PRE}"
 
     @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 64,

@@ -22,15 +22,10 @@ import torch
 
 from distar.core.dtypes import DTYPES
 from distar.core.errors import DistarError, WeightsMissingError
-from distar.core.registry import Registry
 from evalsuite.hub import local_only
-from evalsuite.models.specs import PIPELINE_FAMILIES, ModelSpec, family_of
+from evalsuite.models.specs import PIPELINE_FAMILIES, PIPELINE_LOADERS, ModelSpec, family_of
 
 RECIPE_FILE = "distar_recipe.json"  # written beside checkpoints by `distar train`
-# Pipelines that are not diffusers classes, by ModelSpec.pipeline name: a function
-# `(spec, device) -> pipeline` (or its lazy "module:attr" name), added by the package that owns
-# them (di_star adds the toy DigitsPipeline, see di_star/plugins.py).
-PIPELINE_LOADERS: Registry = Registry("pipeline loader")
 
 
 _DEVICE = re.compile(r"(cpu|cuda|mps)(:\d+)?")

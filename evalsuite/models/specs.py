@@ -206,6 +206,11 @@ _mini_specs()
 # (below); other packages add theirs (di_star adds `toy-digits`, see di_star/plugins.py). An
 # entry is a function `(source: str) -> ModelSpec`, or its lazy "module:attr" name.
 MODEL_KINDS: Registry = Registry("model kind")
+# Pipelines that are not diffusers classes, by ModelSpec.pipeline name: a function
+# `(spec, device) -> pipeline` (or its lazy "module:attr" name), added by the package that owns
+# them (di_star adds the toy DigitsPipeline, see di_star/plugins.py). Here, not in loading.py,
+# so that registering one imports no torch (`distar models` stays fast).
+PIPELINE_LOADERS: Registry = Registry("pipeline loader")
 
 
 def resolve_model(name: str, weights: str = "pretrained") -> ModelSpec:
