@@ -97,10 +97,35 @@ def benches_cmd() -> None:
 
 @app.command("metrics")
 @_friendly
-def metrics_cmd() -> None:
+def metrics_cmd(
+    versions: bool = typer.Option(False, "--versions", help="Also the version and backbone each "
+                                  "metric stores its scores under (imports the metric classes: "
+                                  "seconds; no weights are read)."),
+) -> None:
     """List registered metrics."""
     from evalsuite.metrics import METRICS
-    _print_registry("metrics", METRICS.describe())
+    if not versions:
+        _print_registry("metrics", METRICS.describe())
+        return
+    _print_metric_versions(METRICS.describe())
+
+
+def _print_metric_versions(entries: dict[str, str]) -> None:
+    """`distar metrics --versions`: each metric's store key (evalsuite.metrics.runner.known_key:
+    version | backbone | preprocessing) where its class knows it without weights."""
+    from evalsuite.metrics.runner import known_key
+    table = Table(title="metrics")
+    for col in ("name", "description", "version", "backbone"):
+        table.add_column(col, style="bold" if col == "name" else None)
+    for name, desc in entries.items():
+        try:
+            key = known_key(name, {"device": "cpu"})
+        except DistarError:  # e.g. the mini world is not built where it is looked for
+            key = None
+        version, backbone = (key.split("|") + ["", ""])[:2] if key else \
+            ("(read from its weights when loaded)", "")
+        table.add_row(name, desc, version, backbone)
+    Console().print(table)
 
 
 @app.command("eval")
@@ -376,9 +401,17 @@ def leaderboard_cmd(
     from evalsuite.leaderboard import write_leaderboards
     written = write_leaderboards(results_dir=results, out_dir=out, with_reported=with_reported, suite=suite,
                                  baseline=baseline, show_failed=show_failed)
+    _print_main_table(written)
     print(f"wrote {len(written)} files from {results}:")
     for path in written:
         print(f"  {path}")
+
+
+def _print_main_table(written: list) -> None:
+    """The main table (Table 1, the first file written) on the terminal too."""
+    tables = [Path(p) for p in written if str(p).endswith(".md")]
+    if tables:
+        print(tables[0].read_text().rstrip() + "\n")
 
 
 @app.command("gallery")
@@ -386,17 +419,27 @@ def leaderboard_cmd(
 def gallery_cmd(
     bench: str = typer.Option(..., help="Benchmark whose images to show."),
     models: str = typer.Option("", help="Comma-separated model names; default all with images."),
-    results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite."),
-    out: Path = typer.Option(Path("gallery"), help="Output directory for the HTML page."),
+    results: Path = typer.Option(Path("results"), help="The results folder (eval's --out)."),
+    html: Optional[Path] = typer.Option(None, help="Folder for the HTML page and its "
+                                        "thumbnails (default: gallery)."),
+    out: Optional[Path] = typer.Option(None, hidden=True, help="Old name of --html."),
     show_failed: bool = typer.Option(False, "--show-failed", help="Also show models whose only "
                                      "runs failed (crashed or killed)."),
 ) -> None:
     """Write a static side-by-side HTML gallery, one row per prompt, one column per model."""
     from evalsuite.gallery import write_gallery
     names = [m.strip() for m in models.split(",") if m.strip()]
-    page = write_gallery(results_dir=results, bench=bench, models=names or None, out_dir=out,
-                         show_failed=show_failed)
+    page = write_gallery(results_dir=results, bench=bench, models=names or None,
+                         out_dir=_gallery_folder(html, out), show_failed=show_failed)
     print(f"wrote {page} (open it in a browser; thumbnails in {Path(page).parent / 'img'})")
+
+
+def _gallery_folder(html: Optional[Path], out: Optional[Path]) -> Path:
+    """--html (the gallery's own folder); --out, its old name, still works. In `eval` --out is
+    the results folder, which the gallery reads with --results."""
+    if html is not None and out is not None and html != out:
+        raise DistarError("gallery: --out is the old name of --html; give one of them.")
+    return html or out or Path("gallery")
 
 
 lab_app = typer.Typer(no_args_is_help=True, help="Build the lab worlds (trained mini models).")

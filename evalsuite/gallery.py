@@ -14,6 +14,7 @@ import hashlib
 import html
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -101,12 +102,13 @@ header { position: sticky; top: 0; z-index: 2; background: #fff; border-bottom: 
 h1 { font-size: 18px; margin: 0 0 4px 0; }
 header p { margin: 2px 0; font-size: 12px; color: #555; }
 .filters { display: flex; gap: 12px; align-items: center; font-size: 13px; margin-top: 6px; }
-table { border-collapse: collapse; margin: 8px; }
+table { border-collapse: collapse; margin: 8px 0; width: 100%; }
 th, td { border: 1px solid #e2e2e2; padding: 4px; vertical-align: top; background: #fff; }
 th { font-size: 13px; position: sticky; top: 0; z-index: 1; background: #f3f3f3; }
 td.idx { font-size: 11px; color: #888; text-align: right; }
 td.prompt { max-width: 260px; font-size: 13px; }
 td.prompt .meta { font-size: 11px; color: #777; margin-top: 4px; }
+th .means { font-weight: normal; font-size: 11px; color: #444; margin-top: 3px; }
 td.cell img { display: block; width: var(--thumb); height: var(--thumb); object-fit: contain;
               background: #eee; }
 td.cell .scores { font-size: 11px; color: #333; margin-top: 3px; width: var(--thumb); }
@@ -157,6 +159,8 @@ _JS = """
       if (im.complete) { if (im.naturalWidth > 0) ok++; else broken++; }
     });
     document.body.dataset.loaded = String(ok);
+    // the table spans the window (checked by tests/test_gallery.py in headless Chromium)
+    document.body.dataset.tableWidth = String(Math.round(document.querySelector('table').getBoundingClientRect().width));
     document.body.dataset.broken = String(broken);
   }
   imgs.forEach(im => { im.addEventListener('load', count); im.addEventListener('error', count); });
@@ -164,6 +168,19 @@ _JS = """
   count();
 })();
 """
+
+
+def model_means(scores: pd.DataFrame, images: pd.DataFrame) -> dict[str, list]:
+    """recipe hash -> [(metric, mean, n)] over that column's shown images (every k), one
+    metric version each (the newest key when a metric was scored under several)."""
+    shown = set(zip(images.recipe_hash, images.prompt_index.astype(int), images.k.astype(int)))
+    keep = [(rh, int(p), int(k)) in shown for rh, p, k in zip(scores.recipe_hash, scores.prompt_index, scores.k)]
+    df = scores[keep] if len(scores) else scores
+    out: dict[str, list] = {}
+    for (rh, metric), g in df.groupby(["recipe_hash", "metric"], sort=True):
+        g = g[g.metric_version == g.sort_values("created_at").metric_version.iloc[-1]]
+        out.setdefault(rh, []).append((metric, float(g.value.mean()), len(g)))
+    return out
 
 
 def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_dir: Path,
@@ -239,8 +256,9 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
                      for m, v, x in score_map.get((i, rh, int(r.k)), [])]
             if n_k[(i, rh)] > 1:
                 lines.append(f"image k={int(r.k)} of {int(n_k[(i, rh)])}")
-            cells.append(f'<td class="cell"><img src="{e(rel)}" loading="lazy" '
-                         f'alt="{e(label)}: prompt {i}" title="{e(r.path)}">'
+            full = os.path.relpath(results_dir / r.path, out_dir)  # the original image
+            cells.append(f'<td class="cell"><a href="{e(full)}"><img src="{e(rel)}" '
+                         f'loading="lazy" alt="{e(label)}: prompt {i}" title="{e(r.path)}"></a>'
                          f'<div class="scores">{"<br>".join(lines)}</div></td>')
         body.append(f"<tr{attrs}>" + "".join(cells) + "</tr>")
 
@@ -265,7 +283,12 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
         filters.append(f"<span>(no category filter: {e(pm.missing)})</span>")
     note = (f" Other stored versions not shown: {e(', '.join(other_versions))}."
             if other_versions else "")
-    head_cells = "".join(f'<th title="recipe {e(rh)}">{e(label)}</th>' for rh, label in cols)
+    means = model_means(scores, images)
+    head_cells = "".join(f'<th title="recipe {e(rh)}">{e(label)}'
+                         + "".join(f'<div class="means" title="mean over its {n} scored images">'
+                                   f'{e(m)}: {e(score_text(m, x))}</div>'
+                                   for m, x, n in means.get(rh, []))
+                         + "</th>" for rh, label in cols)
     page = f"""<!doctype html>
 <html lang="en">
 <head>
@@ -278,7 +301,8 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
 <header>
 <h1>distar gallery: {e(bench)} (version {e(version)})</h1>
 <p>{len(body)} prompts x {len(cols)} models; images and scores from {e(STORE_FILENAME)} (first
-image of each prompt; hover a score for its metric version).{note}</p>
+image of each prompt; under each model its mean per metric over all its images here; click a
+thumbnail for the full image; hover a score for its metric version).{note}</p>
 <div class="filters">{"".join(filters)}<span id="shown"></span></div>
 </header>
 <table>

@@ -66,14 +66,19 @@ def test_gallery_page_is_self_contained(gallery):
     for src in srcs:
         assert not src.startswith("/") and (page.parent / src).is_file()
     # Columns in the order asked for; prompt text escaped; scores with their version on hover.
-    assert text.index(">blue_model</th>") < text.index(">red_model</th>")
+    assert text.index(">blue_model<") < text.index(">red_model<")
     assert "green_model" not in text
     assert "a &lt;b&gt;prompt&lt;/b&gt; 0" in text
     assert 'title="pickscore = PickScore-v1 cos|ViT-H-14|224">PickScore 0.2100<' in text
     assert '<select data-key="category"><option value="">all</option>' \
            '<option value="Animals">Animals</option><option value="Arts">Arts</option>' in text
     assert text.count('data-g-category="Animals"') == 2
-    # The folder works without the results directory.
+    # Per-model means under each column title; each thumbnail links to its full image.
+    assert 'pickscore: PickScore 0.2010</div></th>' in text  # blue: mean of 0.200, 0.201, 0.202
+    hrefs = re.findall(r'<a href="([^"]+)"><img', text)
+    assert len(hrefs) == 6 and all((page.parent / h).resolve().is_file() for h in hrefs)
+    assert all(Path(h).parts[-4] == "images" for h in hrefs)
+    # The folder works without the results directory (thumbnails; the links need it).
     shutil.rmtree(tmp_path / "results")
     assert all((page.parent / s).is_file() for s in srcs)
 
@@ -139,6 +144,7 @@ def test_gallery_renders_in_chromium(gallery):
     assert _body_attr(dom, "data-broken") == "0"
     assert _body_attr(dom, "data-shown") == "3"
     assert "3 of 3 prompts shown" in dom
+    assert int(_body_attr(dom, "data-table-width")) >= WINDOW[0] - 20  # the window's width
 
     # The filter, set from the URL fragment: only the Arts prompt stays visible.
     dom = run_chromium(url + "#category=Arts", tmp_path / "profile", "--dump-dom").stdout
