@@ -44,8 +44,6 @@ from typing import Sequence
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
-from scipy.spatial import ConvexHull, QhullError
 
 from evalsuite.mini.world import (BACKGROUND_RGB, COLOURS, GRADIENT, PALETTE, SHAPES, Group,
                                   Request, in_region, parse_caption, position_to_cell)
@@ -93,6 +91,10 @@ class Analysis:
 
 def analyse(image: Image.Image | np.ndarray) -> Analysis:
     """Background, foreground and objects of one image (any size; the world draws 64 px)."""
+    # scipy here, not at the top: importing it costs ~0.7 s, and a finished rerun only needs
+    # this module's VERSION (evalsuite.metrics.mini.MiniGold.version_key).
+    from scipy import ndimage
+    from scipy.spatial import ConvexHull, QhullError
     a = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image,
                    dtype=np.float64)
     border = np.concatenate([a[:, :2], a[:, -2:]], axis=1)
