@@ -163,6 +163,9 @@ def eval_cmd(
     repair_store: bool = typer.Option(False, "--repair-store", help="If OUT/results.sqlite is "
                                       "damaged: move it aside and rebuild the image rows from "
                                       "the PNG files on disk (nothing is regenerated)."),
+    variant: Optional[str] = typer.Option(None, help="Weight files to load, e.g. fp16 for "
+                                          "*.fp16.safetensors (path: folders saved with only "
+                                          "those are detected); '' = the plain files."),
     shard: Optional[str] = typer.Option(None, help="I/N: only shard I of N (I from 0) of the "
                                         "prompts, same seeds as one run; each shard its own --out, "
                                         "then `distar merge` (README: many machines)."),
@@ -187,7 +190,7 @@ def eval_cmd(
     reqs = [EvalRequest(model=m, bench=b, limit=limit, out=out, batch_size=batch_size,
                         images_per_prompt=images_per_prompt, weights=weights, device=device,
                         steps=steps, guidance=guidance, resolution=resolution, name=name,
-                        shard=shard_of) for m in models for b in benches]
+                        shard=shard_of, variant=variant) for m in models for b in benches]
     for req in reqs:
         check_request(req)
     _check_processes()
@@ -202,7 +205,7 @@ def eval_cmd(
         for req in reqs:
             summaries.append(_eval_pair(req, metric_names, per_metric, skip_generation,
                                         repair_store))
-    if json_out is not None:
+    if json_out is not None and main:
         from evalsuite.summary import write_json
         write_json(summaries[0] if len(summaries) == 1 else summaries, json_out)
         print(f"summary: {json_out}")
@@ -242,6 +245,8 @@ def _eval_pair(req, metric_names: list[str], per_metric: dict, skip_generation: 
         outcomes = score_run(run, metric_names, device=run.device,
                              **{k: v for k, v in per_metric.items() if k in metric_names})
     summary = summarize(run, outcomes)
+    if os.environ.get("RANK", "0") != "0":  # under accelerate launch the main process reports
+        return summary
     if run.generated == 0 and all(o.scored == 0 for o in outcomes):
         print(f"nothing to do: all {summary.n_images} images"
               f"{' and their scores' if outcomes else ''} are already in {req.out}")

@@ -67,6 +67,7 @@ class EvalRequest:
     resolution: int | None = None
     name: str | None = None          # display name (--name); never part of the recipe hash
     shard: tuple[int, int] | None = None  # (I, N): only shard I of N (shard_bounds), --shard I/N
+    variant: str | None = None       # weight-file variant (--variant fp16); None: the recipe's
 
 
 @dataclass
@@ -404,7 +405,7 @@ def run_eval(req: EvalRequest, generate: bool = True, adopt: bool = False) -> Ev
     # torchrun) only find each other when told to use the CPU (gloo) backend.
     state = PartialState(cpu=req.device == "cpu" or not torch.cuda.is_available())
     spec = with_overrides(resolve_model(req.model, req.weights), req.steps, req.guidance,
-                          req.resolution, req.name)
+                          req.resolution, req.name, req.variant)
     bench = load_benchmark(req.bench)
     prompts = select_prompts(bench, req.limit)
     with ExitStack() as stack:

@@ -95,6 +95,8 @@ def test_two_processes_write_each_image_exactly_once(tmp_path):
          "--main_process_port", "29533", "-m", "distar"] + args + ["--out", str(multi)],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    # The main process reports: the process count and the summary once each.
+    assert r.stderr.count("processes: 2") == 1 and r.stdout.count("latency:") == 1
     rows = ResultsStore(multi).table("images")
     assert len(rows) == 12 and rows.prompt_index.is_unique
     # Slots of 2 are dealt round-robin: process 0 gets slots 0, 2, 4; process 1 gets 1, 3, 5.

@@ -83,6 +83,23 @@ def test_fp16_variant_only_folder_loads(sdxl_folder, tmp_path):
     run = run_eval(EvalRequest(model=f"path:{sdxl_folder / 'fp16'}", bench="tiny", limit=1,
                                out=tmp_path, steps=1))
     assert len(run.images) == 1
+    # --variant: the fp16 files of a folder that has both, or the plain ones of this one (absent).
+    both = tmp_path / "both"
+    shutil.copytree(sdxl_folder / "full", both)
+    for f in (sdxl_folder / "fp16").glob("*/*.fp16.*"):
+        shutil.copy(f, both / f.parent.name / f.name)
+    run = run_eval(EvalRequest(model=f"path:{both}", bench="tiny", limit=1, out=tmp_path / "b",
+                               steps=1, variant="fp16"))
+    assert run.images.path[0].split("/")[1].endswith(with_variant_hash(both, "fp16"))
+    with pytest.raises(DistarError, match="variant"):
+        run_eval(EvalRequest(model=f"path:{sdxl_folder / 'fp16'}", bench="tiny", limit=1,
+                             out=tmp_path / "c", steps=1, variant=""))
+
+
+def with_variant_hash(folder, variant):
+    from evalsuite.models.loading import with_overrides
+    return with_overrides(with_overrides(spec_from_path(str(folder)), steps=1),
+                          variant=variant).recipe_hash
 
 
 def test_damaged_local_folder_never_suggests_a_download(sdxl_folder, tmp_path):

@@ -241,9 +241,12 @@ def spec_from_path(directory: str) -> ModelSpec:
 
 
 def with_overrides(spec: ModelSpec, steps: int | None = None, guidance: float | None = None,
-                   resolution: int | None = None, name: str | None = None) -> ModelSpec:
-    """`--steps --guidance --resolution --name` on top of a recipe."""
+                   resolution: int | None = None, name: str | None = None,
+                   variant: str | None = None) -> ModelSpec:
+    """`--steps --guidance --resolution --name --variant` on top of a recipe."""
     changes: dict = {}
+    if variant is not None:  # weight files `*.<variant>.safetensors` (e.g. fp16); '' = plain
+        changes["variant"] = variant.strip() or None
     if steps is not None:
         if steps < 1:
             raise DistarError(f"--steps {steps}: must be >= 1.")
@@ -337,7 +340,8 @@ def local_folder_error(d: Path, what: str, e: Exception, variant: str | None = N
     hint = (f"model_index.json lists {', '.join(absent)} as absent; the class may need them"
             if absent else "check the folder's files (re-save it with save_pretrained)")
     if "no file named" in text and not variant:
-        hint += "; if its weights are saved as a variant, set \"variant\" in distar_recipe.json"
+        hint += ("; if its weights are saved as a variant (model.fp16.safetensors), pass "
+                 "--variant fp16 or set \"variant\" in distar_recipe.json")
     return (f"Cannot load the {what} from the folder {d} ({type(e).__name__}: {text}). Fix: "
             f"{hint}.")
 
