@@ -143,6 +143,36 @@ class Suite:
         yield "results.sqlite garbage (gallery)", lambda: (
             ["gallery", "--bench", "tiny", "--results", store_case("db-garbage-gal", garbage, "eval")()[0][-1],
              "--out", self.out("gal-out")], None)
+        def foreign(p):
+            import sqlite3
+            p.unlink()
+            con = sqlite3.connect(p)
+            con.execute("CREATE TABLE runs (id INTEGER, km REAL)")
+            con.commit()
+            con.close()
+
+        def future(p):
+            import sqlite3
+            con = sqlite3.connect(p)
+            con.execute("PRAGMA user_version = 99")
+            con.commit()
+            con.close()
+
+        def foreign_wal(p):
+            import sqlite3
+            other = p.with_name("other.db")
+            con = sqlite3.connect(other)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA wal_autocheckpoint=0")
+            with con:
+                con.execute("CREATE TABLE accounts (id INTEGER)")
+            shutil.copyfile(other.with_name("other.db-wal"), p.with_name(p.name + "-wal"))
+            con.close()
+
+        for what, damage in (("another application's", foreign), ("future-version", future),
+                             ("stale foreign -wal beside", foreign_wal)):
+            for cmd in ("eval", "leaderboard"):
+                yield f"results.sqlite {what} ({cmd})", store_case(f"db-{damage.__name__}-{cmd}", damage, cmd)
         yield "leaderboard on a missing store", lambda: (
             ["leaderboard", "--results", r / "no-such-dir", "--out", self.out("lb-missing")], None)
 
