@@ -50,6 +50,20 @@ def report_error(message: str) -> None:
 INTERRUPTED = "interrupted; rerun the same command to resume"
 
 
+def _path(value) -> Path:
+    """A path option's value (parser of every --out / --results / --json / --config): an empty
+    one would silently mean the current folder (`--out ""` wrote results into it)."""
+    if isinstance(value, Path):
+        return value
+    if not str(value).strip():
+        raise typer.BadParameter("an empty path. Fix: give a folder or file name, or leave the "
+                                 "option out for its default.")
+    return Path(value)
+
+
+PATH = dict(parser=_path, metavar="PATH")
+
+
 def _friendly(fn):
     """The one place a command's failure becomes what the user sees: DistarError -> its message,
     exit 2; Ctrl-C -> "interrupted; rerun the same command to resume", exit 130 (128 + SIGINT)."""
@@ -110,7 +124,7 @@ def eval_cmd(
     bench: str = typer.Option(..., "--bench", "-b", help="Benchmark name (see `distar benches`)."),
     limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
     metrics: str = typer.Option("", help="Comma-separated metrics to score, e.g. pickscore,clip."),
-    out: Path = typer.Option(Path("results"), help="Output directory (images + results store)."),
+    out: Path = typer.Option(Path("results"), help="Output directory (images + results store).", **PATH),
     batch_size: int = typer.Option(0, help="Images per batch; 0 = the model recipe's default."),
     images_per_prompt: int = typer.Option(1, help="Images per prompt (seeds differ by k)."),
     weights: str = typer.Option("pretrained", help="'pretrained' or 'random' (latency/memory "
@@ -122,7 +136,7 @@ def eval_cmd(
                                "--weights random model on a CPU anyway (tens of GB, minutes per "
                                "image)."),
     fid_ref: Optional[Path] = typer.Option(None, help="Folder of real images (e.g. COCO "
-                                           "val2014) for FID/KID reference statistics."),
+                                           "val2014) for FID/KID reference statistics.", **PATH),
     steps: Optional[int] = typer.Option(None, help="Sampling steps (overrides the recipe)."),
     guidance: Optional[float] = typer.Option(None, help="Guidance scale (overrides the recipe)."),
     resolution: Optional[int] = typer.Option(None, help="Image side in pixels (overrides the "
@@ -131,7 +145,7 @@ def eval_cmd(
                                        "the gallery (default: the model name; for path: the "
                                        "folder's, or the training run's)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the final summary "
-                                            "(scores with 95% CI, paths, latency, memory) here."),
+                                            "(scores with 95% CI, paths, latency, memory) here.", **PATH),
     repair_store: bool = typer.Option(False, "--repair-store", help="If OUT/results.sqlite is "
                                       "damaged: move it aside and rebuild the image rows from "
                                       "the PNG files on disk (nothing is regenerated)."),
@@ -140,6 +154,9 @@ def eval_cmd(
     from evalsuite.generate import EvalRequest, check_request, run_eval
     from evalsuite.preflight import check_eval
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+    if json_out is not None and json_out.is_dir():  # found now, not after the whole evaluation
+        raise DistarError(f"--json {json_out} is a directory. Fix: give a file name, e.g. "
+                          f"--json {json_out / 'summary.json'}.")
     per_metric: dict = {}
     if fid_ref is not None:
         per_metric = {m: {"reference_dir": str(fid_ref)} for m in ("fid", "kid")}
@@ -193,9 +210,9 @@ def _repair(out: Path) -> None:
 @_friendly
 def train_cmd(
     preset: Optional[str] = typer.Option(None, help="Preset name (see `distar train --list`)."),
-    config: Optional[Path] = typer.Option(None, help="A JSON/TOML config file (typed; no eval)."),
+    config: Optional[Path] = typer.Option(None, help="A JSON/TOML config file (typed; no eval).", **PATH),
     max_steps: Optional[int] = typer.Option(None, help="Override the number of generator steps."),
-    out: Optional[Path] = typer.Option(None, help="Run directory (rerun the same command to resume)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (rerun the same command to resume).", **PATH),
     list_presets: bool = typer.Option(False, "--list", metavar="", help="List presets and exit."),
 ) -> None:
     """Post-train a one-step generator with DI* (or a baseline from the same code)."""
@@ -207,7 +224,7 @@ def train_cmd(
 @_friendly
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="Where runs, figures and tables go "
-                             "(tables and figures in OUT/leaderboards)."),
+                             "(tables and figures in OUT/leaderboards).", **PATH),
     update_leaderboards: bool = typer.Option(False, "--update-leaderboards", metavar="", help="Write the "
                                              "tables and figures into ./leaderboards (the "
                                              "repository's tracked copies) instead."),
@@ -231,8 +248,8 @@ def demo_cmd(
 @app.command("leaderboard")
 @_friendly
 def leaderboard_cmd(
-    results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite."),
-    out: Path = typer.Option(Path("leaderboards"), help="Where the markdown tables go."),
+    results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite.", **PATH),
+    out: Path = typer.Option(Path("leaderboards"), help="Where the markdown tables go.", **PATH),
     with_reported: bool = typer.Option(False, "--with-reported", metavar="", help="Tables 1 and 3: the DI* paper's "
                                        "number for the same model beside each measured column, "
                                        "headed '(paper)'."),
@@ -257,8 +274,8 @@ def leaderboard_cmd(
 def gallery_cmd(
     bench: str = typer.Option(..., help="Benchmark whose images to show."),
     models: str = typer.Option("", help="Comma-separated model names; default all with images."),
-    results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite."),
-    out: Path = typer.Option(Path("gallery"), help="Output directory for the HTML page."),
+    results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite.", **PATH),
+    out: Path = typer.Option(Path("gallery"), help="Output directory for the HTML page.", **PATH),
     show_failed: bool = typer.Option(False, "--show-failed", help="Also show models whose only "
                                      "runs failed (crashed or killed)."),
 ) -> None:
@@ -278,7 +295,7 @@ app.add_typer(lab_app, name="lab")
 @_friendly
 def lab_build_cmd(
     world: str = typer.Argument(..., help="The world to build: 'mini'."),
-    out: Path = typer.Option(..., help="Folder for the built world (rerun to resume)."),
+    out: Path = typer.Option(..., help="Folder for the built world (rerun to resume).", **PATH),
     seed: int = typer.Option(0, help="Seed of every draw of the build."),
     size: str = typer.Option("full", help="'large' (the shipped world; one GPU, minutes), "
                              "'large_lit' (large with a CLIP that tells shapes apart; "
@@ -290,7 +307,7 @@ def lab_build_cmd(
                                "run as parallel processes on one --out); default all."),
     reuse: Optional[Path] = typer.Option(None, help="A finished build (e.g. the shipped one, "
                                          "evalsuite/data/mini) whose stages with the same inputs "
-                                         "are copied instead of retrained."),
+                                         "are copied instead of retrained.", **PATH),
 ) -> None:
     """Train the mini world's components (VAE, CLIP, reference, one-step init, rewards,
     classifier) and write them as diffusers / transformers folders with a manifest."""

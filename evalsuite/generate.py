@@ -39,8 +39,9 @@ import torch
 from distar.core import atomic
 from distar.core.errors import DistarError
 from distar.core.paths import safe_name
-from distar.core.progress import ProgressBar
+from distar.core.progress import ProgressBar, progress_every
 from distar.core.runlock import out_lock, remove_dead_temps
+from distar.core.validate import inside
 from evalsuite.benchmarks import Benchmark, image_seed, load_benchmark
 from evalsuite.models.loading import (compute_dtype, describe_recipe, load_pipeline,
                                       loaded_revision, resolve_device, with_overrides)
@@ -328,7 +329,30 @@ def check_request(req: EvalRequest) -> None:
     if not 1 <= req.images_per_prompt <= MAX_IMAGES_PER_PROMPT:
         raise DistarError(f"--images-per-prompt {req.images_per_prompt} is out of range. "
                           f"Use 1..{MAX_IMAGES_PER_PROMPT}.")
+    from distar.core.validate import number_problem
+    from evalsuite.models.specs import RECIPE_RANGES
+    problems = [number_problem(value, f"--{key}", RECIPE_RANGES[key][0], RECIPE_RANGES[key][1],
+                               integer=RECIPE_RANGES[key][2])
+                for key, value in (("steps", req.steps), ("guidance", req.guidance),
+                                   ("resolution", req.resolution)) if value is not None]
+    problems = [p for p in problems if p]
+    if problems:
+        raise DistarError("; ".join(problems) + ". Fix: give finite values in those ranges.")
+    progress_every()  # a bad DISTAR_PROGRESS_EVERY is refused before work, not mid-run
     resolve_device(req.device)  # an unknown --device is refused here, not after loading
+
+
+def check_recipe(spec: ModelSpec) -> None:
+    """The effective recipe's numbers and dtype, before any weight is loaded: a
+    distar_recipe.json with steps -3, guidance NaN or dtype 'float7' is refused by name."""
+    from evalsuite.models.specs import recipe_problems
+    sources = json.loads(dict(spec.meta).get("recipe_sources", "{}")) if spec.meta else {}
+    problems = recipe_problems(spec, sources)
+    if problems:
+        raise DistarError(f"The recipe of '{spec.label or spec.name}' cannot run: "
+                          + "; ".join(problems) + ". Fix: correct those values (a path: model's "
+                          "distar_recipe.json, docs/path_recipes.md), or override them with "
+                          "--steps / --guidance / --resolution.")
 
 
 def run_eval(req: EvalRequest, generate: bool = True, adopt: bool = False) -> EvalRun:
@@ -350,6 +374,7 @@ def run_eval(req: EvalRequest, generate: bool = True, adopt: bool = False) -> Ev
     state = PartialState(cpu=req.device == "cpu" or not torch.cuda.is_available())
     spec = with_overrides(resolve_model(req.model, req.weights), req.steps, req.guidance,
                           req.resolution, req.name)
+    check_recipe(spec)
     bench = load_benchmark(req.bench)
     prompts = select_prompts(bench, req.limit)
     with ExitStack() as stack:
@@ -383,7 +408,10 @@ def _run_locked(req: EvalRequest, generate: bool, adopt: bool, state, spec: Mode
     missing = {(p.index, k) for p, k in _todo(store, spec, bench, items)} if generate else set()
     state.wait_for_everyone()  # every rank has read the same state before anyone writes
     if state.is_main_process and items:
-        remove_stale_temp_files((store.root / image_relpath(spec, bench, 0, 0)).parent)
+        # Before any folder is made: a linked images/ (or recipe folder) would take the PNGs
+        # out of --out (mkdir and the writes follow links).
+        image_dir = inside(store.root, (store.root / image_relpath(spec, bench, 0, 0)).parent)
+        remove_stale_temp_files(image_dir)
     slots = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
     todo_slots = [s for s in slots if any((p.index, k) in missing for p, k in s)]
     mine = todo_slots[state.process_index::state.num_processes]

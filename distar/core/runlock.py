@@ -13,6 +13,7 @@ processes that are gone (`remove_dead_temps`), never a live process's in-flight 
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -92,8 +93,14 @@ def out_lock(folder: Path, what: str) -> Iterator[None]:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fh = open(folder / LOCK_FILE, "a+")
+        # O_NOFOLLOW: a symbolic link planted as the lock must not have its target truncated.
+        fh = os.fdopen(os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666),
+                       "r+")
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise DistarError(f"{folder / LOCK_FILE} is a symbolic link; distar does not write "
+                              f"through it. Fix: delete it (rm {folder / LOCK_FILE}), or use "
+                              f"another --out.") from None
         raise DistarError(f"Output directory {folder} is not writable ({e.strerror}). "
                           "Fix: pick another with --out.") from None
     try:
