@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distar.core.errors import DistarError
-from distar.core.runlock import out_lock
+from distar.core.runlock import out_lock, secondary_rank
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Evaluate text-to-image generators and post-train them with Diff-Instruct*.")
@@ -69,18 +68,21 @@ def _friendly(fn):
     exit 2; Ctrl-C -> "interrupted; rerun the same command to resume", exit 130 (128 + SIGINT)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from distar.core.signals import exit_code, sigterm_as_interrupt
         try:
-            # di_star's toy plug-ins (toy-digits models, the digits bench and metrics) join
-            # evalsuite's registries when di_star is imported (di_star/plugins.py).
-            import di_star  # noqa: F401
-            return fn(*args, **kwargs)
+            # SIGTERM (timeout, kill, a scheduler) stops a command as Ctrl-C does (exit 143).
+            with sigterm_as_interrupt():
+                # di_star's toy plug-ins (toy-digits models, the digits bench and metrics) join
+                # evalsuite's registries when di_star is imported (di_star/plugins.py).
+                import di_star  # noqa: F401
+                return fn(*args, **kwargs)
         except DistarError as e:
             report_error(str(e))
             raise typer.Exit(code=2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             sys.stderr.write(f"\n{INTERRUPTED}\n")
             sys.stderr.flush()
-            raise typer.Exit(code=130)
+            raise typer.Exit(code=exit_code(e))
     return wrapper
 
 
@@ -151,7 +153,7 @@ def eval_cmd(
                                       "the PNG files on disk (nothing is regenerated)."),
 ) -> None:
     """Generate a benchmark's images with a model (resumable), then score them."""
-    from evalsuite.generate import EvalRequest, check_request, run_eval
+    from evalsuite.generate import EvalRequest, check_request, end_run, run_eval
     from evalsuite.preflight import check_eval
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
     if json_out is not None and json_out.is_dir():  # found now, not after the whole evaluation
@@ -168,19 +170,24 @@ def eval_cmd(
                       images_per_prompt=images_per_prompt, weights=weights, device=device,
                       steps=steps, guidance=guidance, resolution=resolution, name=name)
     check_request(req)
-    main = os.environ.get("RANK", "0") == "0"  # under accelerate launch only rank 0 locks
+    main = not secondary_rank()  # under a launcher only rank 0 locks
     # One process per --out (an flock on OUT/.distar.lock, kept through scoring): a second one
     # is refused naming the holder, instead of doing the same work twice.
     with out_lock(out, f"distar eval --model {model} --bench {bench}") if main \
             else contextlib.nullcontext():
         if repair_store and main:
             _repair(out)
-        run = run_eval(req, generate=not skip_generation, adopt=repair_store)
+        run = run_eval(req, generate=not skip_generation, adopt=repair_store, complete=False)
         outcomes = []
-        if metric_names:
-            from evalsuite.metrics.runner import score_run
-            outcomes = score_run(run, metric_names, device=run.device,
-                                 **{k: v for k, v in per_metric.items() if k in metric_names})
+        try:  # the run is 'complete' once its images are scored too
+            if metric_names:
+                from evalsuite.metrics.runner import score_run
+                outcomes = score_run(run, metric_names, device=run.device,
+                                     **{k: v for k, v in per_metric.items() if k in metric_names})
+        except BaseException as e:
+            end_run(run, e)
+            raise
+        end_run(run)
     from evalsuite.summary import render, summarize, write_json
     summary = summarize(run, outcomes)
     if run.generated == 0 and all(o.scored == 0 for o in outcomes):

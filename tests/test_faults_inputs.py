@@ -182,3 +182,60 @@ def test_html_in_table_cells_is_escaped():
     from evalsuite.leaderboard.markdown import md_table
     text = md_table(["category", "x"], [["<script>alert(1)</script> & a|b", "1"]])
     assert "<script>" not in text and "&lt;script&gt;" in text and "&amp;" in text and "a\\|b" in text
+
+
+# Shipped weights -----------------------------------------------------------------------------
+def test_mini_weights_are_checked_against_their_manifest(tmp_path):
+    """A changed weight file of the mini world is refused by name before it scores anything
+    under the genuine world's version; a second check of unchanged files hashes nothing."""
+    import shutil
+
+    from distar.core.errors import DistarError
+    from evalsuite.mini import weights as mw
+    if not (mw.SHIPPED_DIR / mw.MANIFEST).is_file():
+        pytest.skip("the mini world is not shipped")
+    world = tmp_path / "world"
+    world.mkdir()
+    shutil.copy(mw.SHIPPED_DIR / mw.MANIFEST, world / mw.MANIFEST)
+    shutil.copytree(mw.SHIPPED_DIR / "aesthetic", world / "aesthetic")
+    assert mw.component_dir("aesthetic", world) == world / "aesthetic"
+    hashed = len(mw._VERIFIED)
+    mw.component_dir("aesthetic", world)
+    assert len(mw._VERIFIED) == hashed, "unchanged files are not hashed again"
+    f = world / "aesthetic" / "model.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 1
+    f.write_bytes(bytes(data))
+    with pytest.raises(DistarError, match="aesthetic/model.safetensors does not match"):
+        mw.component_dir("aesthetic", world)
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("int8", "not floating point"),
+    ("nan", "non-finite values"),
+    ("missing", "missing from"),
+    ("unexpected", "its config does not have"),
+])
+def test_bad_path_weights_are_refused_before_the_first_image(tmp_path, tiny_pipeline, damage, needle):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+    d = tmp_path / "pipe"
+    shutil.copytree(tiny_pipeline, d)
+    f = next((d / "unet").glob("*.safetensors"))
+    sd = load_file(str(f))
+    key = sorted(sd)[0]
+    if damage == "int8":
+        sd = {k: v.to(torch.int8) for k, v in sd.items()}
+    elif damage == "nan":
+        sd[key] = torch.full_like(sd[key], float("nan"))
+    elif damage == "missing":
+        del sd[key]
+    else:
+        sd["extra.weight"] = torch.zeros(2)
+    save_file(sd, str(f))
+    out = tmp_path / "o"
+    one_clear_error(invoke("eval", "--model", f"path:{d}", "--bench", "tiny", "--limit", "1",
+                           "--out", out), "unet", needle)
+    assert not list(out.rglob("*.png"))

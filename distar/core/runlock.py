@@ -77,6 +77,19 @@ def remove_dead_temps(folder: Path, pattern: str = ".*.tmp*") -> list[Path]:
     return removed
 
 
+def secondary_rank() -> bool:
+    """Whether a launcher (torchrun, `accelerate launch`) started this process as one of several
+    and not as the first: only then does it leave the --out lock and the talking to rank 0.
+    RANK alone proves nothing (a stray `export RANK=1` must not skip the lock): a launcher
+    also sets LOCAL_RANK, WORLD_SIZE > 1 and MASTER_ADDR."""
+    env = os.environ
+    try:
+        ranked = int(env.get("RANK", "0")) != 0 and int(env.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+    return ranked and "LOCAL_RANK" in env and bool(env.get("MASTER_ADDR"))
+
+
 @contextmanager
 def out_lock(folder: Path, what: str) -> Iterator[None]:
     """Hold `folder`'s lock for the body, or raise DistarError naming the process that has it.
