@@ -401,7 +401,7 @@ def check_recipe(spec: ModelSpec) -> None:
     sources = json.loads(dict(spec.meta).get("recipe_sources", "{}")) if spec.meta else {}
     problems = recipe_problems(spec, sources)
     if problems:
-        raise DistarError(f"The recipe of '{spec.label or spec.name}' cannot run: "
+        raise DistarError(f"The recipe of '{spec.label or spec.name}' ({spec.repo}) cannot run: "
                           + "; ".join(problems) + ". Fix: correct those values (a path: model's "
                           "distar_recipe.json, docs/path_recipes.md), or override them with "
                           "--steps / --guidance / --resolution.")
