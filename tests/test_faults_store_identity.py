@@ -165,3 +165,21 @@ def test_a_failing_read_is_one_clear_line(good_store, tmp_path):
     from evalsuite.store import StoreDamagedError
     with pytest.raises(StoreDamagedError, match=STORE_FILENAME):
         store.table("runs", "WHERE nosuchcolumn = 1")
+
+
+def test_a_stale_shm_from_another_database_changes_nothing(good_store, tmp_path):
+    """The -shm is only an index of the -wal, rebuilt by the first process that opens the
+    store: with no -wal beside it, another database's -shm cannot bring anything in."""
+    out = _copy(good_store, tmp_path / "out")
+    other = tmp_path / "other.db"
+    con = sqlite3.connect(other)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA wal_autocheckpoint=0")
+    with con:
+        con.execute("CREATE TABLE accounts (id INTEGER)")
+    shutil.copyfile(other.with_name("other.db-shm"), out / (STORE_FILENAME + "-shm"))
+    con.close()
+    r = invoke("leaderboard", "--results", out, "--out", tmp_path / "lb")
+    assert r.exit_code == 0, r.output
+    store = ResultsStore(out, readonly=True)
+    assert len(store.table("images")) == 2 and not store.has_table("accounts")
