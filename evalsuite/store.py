@@ -316,6 +316,9 @@ class ResultsStore:
         self.root = Path(root)
         self.path = self.root / STORE_FILENAME
         self.readonly = readonly
+        if not readonly:  # a linked results.sqlite must not carry the writes out of the folder
+            from distar.core.validate import inside
+            inside(self.root, self.path)
         stamp = inspect_store(self.path) if self.path.exists() else True
         if stamp and not readonly and not create:
             create = True  # an older distar's store: migrate before the first write

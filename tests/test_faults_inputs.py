@@ -38,6 +38,15 @@ def test_a_symlinked_lock_is_not_followed(tmp_path):
     assert target.read_text() == "keep me"
 
 
+def test_a_linked_results_store_is_refused(tmp_path):
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere.sqlite"
+    out.mkdir()
+    elsewhere.write_bytes(b"")
+    (out / "results.sqlite").symlink_to(elsewhere)
+    one_clear_error(invoke(*EVAL, "--out", out), "symbolic link")
+    assert elsewhere.read_bytes() == b""
+
+
 def test_report_files_replace_links_instead_of_writing_through_them(tmp_path):
     """A leaderboard table that is a link: the link is replaced, its target untouched; a
     linked gallery img/ folder is refused."""

@@ -114,8 +114,9 @@ def out_lock(folder: Path, what: str) -> Iterator[None]:
             raise DistarError(f"{folder / LOCK_FILE} is a symbolic link; distar does not write "
                               f"through it. Fix: delete it (rm {folder / LOCK_FILE}), or use "
                               f"another --out.") from None
-        raise DistarError(f"Output directory {folder} is not writable ({e.strerror}). "
-                          "Fix: pick another with --out.") from None
+        what = "is a file, not a folder" if folder.exists() and not folder.is_dir() \
+            else f"is not writable ({e.strerror})"
+        raise DistarError(f"Output directory {folder} {what}. Fix: pick another with --out.") from None
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
