@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
 from rich.console import Console
@@ -102,7 +101,8 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
         import torch
         torch.set_num_threads(1)  # toy networks are too small for intra-op threads to pay
     # Under `accelerate launch` every process runs this; only the first one talks.
-    quiet = os.environ.get("RANK", "0") != "0"
+    from distar.core.runlock import secondary_rank
+    quiet = secondary_rank()
     console = Console(stderr=True, quiet=quiet)
     # Plain text (markup=False, soft_wrap): paths and names print verbatim, commands unwrapped.
     console.print(f"training {cfg.preset or 'custom config'} for {cfg.run.max_steps} generator "

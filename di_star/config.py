@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from distar.core.errors import DistarError
+from distar.core.validate import number_problem
 
 REGULARISERS = ("score", "kl", "none")
 DISTANCES = ("l2", "pseudo_huber")
@@ -273,12 +274,6 @@ def numeric_fields(cls: type = None, prefix: str = "") -> list[str]:  # type: ig
     return out
 
 
-def _range_text(lo: float, hi: float, lo_in: bool, hi_in: bool) -> str:
-    left = f"{'[' if lo_in else '('}{lo:g}" if lo != -math.inf else "(-inf"
-    right = f"{hi:g}{']' if hi_in else ')'}" if hi != math.inf else "inf)"
-    return f"{left}, {right}"
-
-
 def check_numbers(cfg: TrainConfig) -> None:
     """Every numeric value finite and in its declared range; all offenders named at once."""
     problems = []
@@ -290,10 +285,9 @@ def check_numbers(cfg: TrainConfig) -> None:
         if where not in NUMERIC_RANGES:  # a programming error, caught by the tests
             raise KeyError(f"config field {where} has no entry in NUMERIC_RANGES")
         lo, hi, lo_in, hi_in = NUMERIC_RANGES[where]
-        if not math.isfinite(value):
-            problems.append(f"{where} = {value} is not a finite number")
-        elif value < lo or value > hi or (value == lo and not lo_in) or (value == hi and not hi_in):
-            problems.append(f"{where} = {value} is outside {_range_text(lo, hi, lo_in, hi_in)}")
+        problem = number_problem(value, where, lo, hi, lo_open=not lo_in, hi_open=not hi_in)
+        if problem:
+            problems.append(problem)
     if problems:
         raise DistarError("Invalid config value(s): " + "; ".join(problems) +
                           ". Fix: set each to a finite number in its range (di_star/config.py "
@@ -304,6 +298,10 @@ def validate(cfg: TrainConfig) -> None:
     """Reject non-finite or out-of-range numbers, unknown choices and options that contradict
     each other, each with its fix."""
     check_numbers(cfg)
+    if cfg.preset:  # it names the default run folder runs/<preset>
+        from distar.core.validate import check_name
+        check_name(cfg.preset, "preset", "use a preset name from `distar train --list` (no "
+                   "leading '/' and no '..'); choose where the run goes with --out.", nested=True)
     o, opt, run = cfg.objective, cfg.optim, cfg.run
     _choice(o.regulariser, REGULARISERS, "objective.regulariser")
     _choice(o.distance, DISTANCES, "objective.distance")

@@ -142,9 +142,30 @@ class StatsWriter:
 
     def __init__(self, path: Path, accelerator, trackers: bool, resume_step: int):
         self.path, self.accelerator, self.trackers = path, accelerator, trackers
-        self.window: dict[str, list[float]] = {}
+        self.saved = path.with_name(".stats_window.json")
+        self.window: dict[str, list[float]] = self._windows().get(str(resume_step), {}) \
+            if resume_step else {}
         if accelerator.is_main_process:
             truncate_stats(path, resume_step)
+
+    def _windows(self) -> dict:
+        try:
+            data = json.loads(self.saved.read_text())
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def save_window(self, step: int) -> None:
+        """Keep the steps logged since the last stats line with checkpoint `step` (call before
+        writing it), so a run resumed there averages the same steps as one that never
+        stopped. The last three checkpoints' windows are kept: whichever is in force after a
+        kill mid-save finds its own."""
+        if not self.accelerator.is_main_process:
+            return
+        windows = self._windows()
+        windows[str(step)] = self.window
+        keep = sorted(windows, key=int)[-3:]
+        atomic.write_text(self.saved, json.dumps({k: windows[k] for k in keep}))
 
     def add(self, key: str, value: float) -> None:
         self.window.setdefault(key, []).append(value)
@@ -428,6 +449,7 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
         return accelerator.no_sync(model) if micro < accum - 1 else contextlib.nullcontext()
 
     def save(at: int) -> None:
+        stats.save_window(at)
         ck.save_run_state(accelerator, run_dir, at, cfg.to_dict(), gen_bare, psi_bare, psi_names,
                           ema.state if ema else None, optimizers, rng)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from distar.core.errors import DistarError
-from distar.core.runlock import out_lock
+from distar.core.runlock import out_lock, secondary_rank
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Evaluate text-to-image generators and post-train them with Diff-Instruct*.")
@@ -50,23 +49,40 @@ def report_error(message: str) -> None:
 INTERRUPTED = "interrupted; rerun the same command to resume"
 
 
+def _path(value) -> Path:
+    """A path option's value (parser of every --out / --results / --json / --config): an empty
+    one would silently mean the current folder (`--out ""` wrote results into it)."""
+    if isinstance(value, Path):
+        return value
+    if not str(value).strip():
+        raise typer.BadParameter("an empty path. Fix: give a folder or file name, or leave the "
+                                 "option out for its default.")
+    return Path(value)
+
+
+PATH = dict(parser=_path, metavar="PATH")
+
+
 def _friendly(fn):
     """The one place a command's failure becomes what the user sees: DistarError -> its message,
     exit 2; Ctrl-C -> "interrupted; rerun the same command to resume", exit 130 (128 + SIGINT)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from distar.core.signals import exit_code, sigterm_as_interrupt
         try:
-            # di_star's toy plug-ins (toy-digits models, the digits bench and metrics) join
-            # evalsuite's registries when di_star is imported (di_star/plugins.py).
-            import di_star  # noqa: F401
-            return fn(*args, **kwargs)
+            # SIGTERM (timeout, kill, a scheduler) stops a command as Ctrl-C does (exit 143).
+            with sigterm_as_interrupt():
+                # di_star's toy plug-ins (toy-digits models, the digits bench and metrics) join
+                # evalsuite's registries when di_star is imported (di_star/plugins.py).
+                import di_star  # noqa: F401
+                return fn(*args, **kwargs)
         except DistarError as e:
             report_error(str(e))
             raise typer.Exit(code=2)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             sys.stderr.write(f"\n{INTERRUPTED}\n")
             sys.stderr.flush()
-            raise typer.Exit(code=130)
+            raise typer.Exit(code=exit_code(e))
     return wrapper
 
 
@@ -137,7 +153,8 @@ def eval_cmd(
                               "several comma-separated."),
     limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
     metrics: str = typer.Option("", help="Comma-separated metrics to score, e.g. pickscore,clip."),
-    out: Path = typer.Option(Path("results"), help="Output directory (images + results store)."),
+    out: Path = typer.Option(Path("results"), help="Output directory (images + results store).",
+                             **PATH),
     batch_size: int = typer.Option(0, help="Images per batch; 0 = the model recipe's default "
                                    "on a GPU, 2 on a CPU (so progress shows)."),
     images_per_prompt: int = typer.Option(1, help="Images per prompt (seeds differ by k)."),
@@ -150,7 +167,7 @@ def eval_cmd(
                                "--weights random model on a CPU anyway (tens of GB, minutes per "
                                "image)."),
     fid_ref: Optional[Path] = typer.Option(None, help="Folder of real images (e.g. COCO "
-                                           "val2014) for FID/KID reference statistics."),
+                                           "val2014) for FID/KID reference statistics.", **PATH),
     steps: Optional[int] = typer.Option(None, help="Sampling steps (overrides the recipe)."),
     guidance: Optional[float] = typer.Option(None, help="Guidance scale (overrides the recipe)."),
     resolution: Optional[int] = typer.Option(None, help="Image side in pixels (overrides the "
@@ -159,7 +176,7 @@ def eval_cmd(
                                        "the gallery (default: the model name; for path: the "
                                        "folder's, or the training run's)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the final summary "
-                                            "(scores with 95% CI, paths, latency, memory) here."),
+                                            "(scores with 95% CI, paths, latency, memory) here.", **PATH),
     repair_store: bool = typer.Option(False, "--repair-store", help="If OUT/results.sqlite is "
                                       "damaged: move it aside and rebuild the image rows from "
                                       "the PNG files on disk (nothing is regenerated)."),
@@ -174,6 +191,9 @@ def eval_cmd(
     from evalsuite.generate import EvalRequest, check_request
     from evalsuite.preflight import check_evals
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+    if json_out is not None and json_out.is_dir():  # found now, not after the whole evaluation
+        raise DistarError(f"--json {json_out} is a directory. Fix: give a file name, e.g. "
+                          f"--json {json_out / 'summary.json'}.")
     per_metric: dict = {}
     if fid_ref is not None:
         per_metric = {m: {"reference_dir": str(fid_ref)} for m in ("fid", "kid")}
@@ -194,7 +214,7 @@ def eval_cmd(
     for req in reqs:
         check_request(req)
     _check_processes()
-    main = os.environ.get("RANK", "0") == "0"  # under accelerate launch only rank 0 locks
+    main = not secondary_rank()  # under a launcher only rank 0 locks
     summaries = []
     # One process per --out (an flock on OUT/.distar.lock, kept through scoring): a second one
     # is refused naming the holder, instead of doing the same work twice.
@@ -236,16 +256,21 @@ def _names(text: str, option: str) -> list[str]:
 def _eval_pair(req, metric_names: list[str], per_metric: dict, skip_generation: bool,
                repair_store: bool):
     """One model on one benchmark: generate (resume), score, print the summary; returns it."""
-    from evalsuite.generate import run_eval
+    from evalsuite.generate import end_run, run_eval
     from evalsuite.summary import render, summarize
-    run = run_eval(req, generate=not skip_generation, adopt=repair_store)
+    run = run_eval(req, generate=not skip_generation, adopt=repair_store, complete=False)
     outcomes = []
-    if metric_names:
-        from evalsuite.metrics.runner import score_run
-        outcomes = score_run(run, metric_names, device=run.device,
-                             **{k: v for k, v in per_metric.items() if k in metric_names})
+    try:  # the run is 'complete' once its images are scored too
+        if metric_names:
+            from evalsuite.metrics.runner import score_run
+            outcomes = score_run(run, metric_names, device=run.device,
+                                 **{k: v for k, v in per_metric.items() if k in metric_names})
+    except BaseException as e:
+        end_run(run, e)
+        raise
+    end_run(run)
     summary = summarize(run, outcomes)
-    if os.environ.get("RANK", "0") != "0":  # under accelerate launch the main process reports
+    if secondary_rank():  # under a launcher the main process reports
         return summary
     if run.generated == 0 and all(o.scored == 0 for o in outcomes):
         print(f"nothing to do: all {summary.n_images} images"
@@ -266,7 +291,7 @@ def _check_processes() -> None:
                           f"then uses gloo), e.g. `accelerate launch --multi_gpu --num_processes "
                           f"{asked} --num_machines 1 --mixed_precision no --dynamo_backend no -m "
                           f"distar eval ...`, or --config_file configs/accelerate/cpu_2proc.yaml.")
-    if os.environ.get("RANK", "0") == "0":
+    if not secondary_rank():
         sys.stderr.write(f"processes: {world}\n")
 
 
@@ -352,9 +377,9 @@ def _repair(out: Path) -> None:
 @_friendly
 def train_cmd(
     preset: Optional[str] = typer.Option(None, help="Preset name (see `distar train --list`)."),
-    config: Optional[Path] = typer.Option(None, help="A JSON/TOML config file (typed; no eval)."),
+    config: Optional[Path] = typer.Option(None, help="A JSON/TOML config file (typed; no eval).", **PATH),
     max_steps: Optional[int] = typer.Option(None, help="Override the number of generator steps."),
-    out: Optional[Path] = typer.Option(None, help="Run directory (rerun the same command to resume)."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (rerun the same command to resume).", **PATH),
     list_presets: bool = typer.Option(False, "--list", metavar="", help="List presets and exit."),
 ) -> None:
     """Post-train a one-step generator with DI* (or a baseline from the same code)."""
@@ -366,7 +391,7 @@ def train_cmd(
 @_friendly
 def demo_cmd(
     out: Path = typer.Option(Path("runs/demo"), help="Where runs, figures and tables go "
-                             "(tables and figures in OUT/leaderboards)."),
+                             "(tables and figures in OUT/leaderboards).", **PATH),
     update_leaderboards: bool = typer.Option(False, "--update-leaderboards", metavar="", help="Write the "
                                              "tables and figures into ./leaderboards (the "
                                              "repository's tracked copies) instead."),
@@ -390,8 +415,8 @@ def demo_cmd(
 @app.command("leaderboard")
 @_friendly
 def leaderboard_cmd(
-    results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite."),
-    out: Path = typer.Option(Path("leaderboards"), help="Where the markdown tables go."),
+    results: Path = typer.Option(Path("results"), help="Directory holding results.sqlite.", **PATH),
+    out: Path = typer.Option(Path("leaderboards"), help="Where the markdown tables go.", **PATH),
     with_reported: bool = typer.Option(False, "--with-reported", metavar="", help="Tables 1 and 3: the DI* paper's "
                                        "number for the same model beside each measured column, "
                                        "headed '(paper)'."),
@@ -424,10 +449,11 @@ def _print_main_table(written: list) -> None:
 def gallery_cmd(
     bench: str = typer.Option(..., help="Benchmark whose images to show."),
     models: str = typer.Option("", help="Comma-separated model names; default all with images."),
-    results: Path = typer.Option(Path("results"), help="The results folder (eval's --out)."),
+    results: Path = typer.Option(Path("results"), help="The results folder (eval's --out).",
+                                 **PATH),
     html: Optional[Path] = typer.Option(None, help="Folder for the HTML page and its "
-                                        "thumbnails (default: gallery)."),
-    out: Optional[Path] = typer.Option(None, hidden=True, help="Old name of --html."),
+                                        "thumbnails (default: gallery).", **PATH),
+    out: Optional[Path] = typer.Option(None, hidden=True, help="Old name of --html.", **PATH),
     show_failed: bool = typer.Option(False, "--show-failed", help="Also show models whose only "
                                      "runs failed (crashed or killed)."),
 ) -> None:
@@ -455,7 +481,7 @@ app.add_typer(lab_app, name="lab")
 @_friendly
 def lab_build_cmd(
     world: str = typer.Argument(..., help="The world to build: 'mini'."),
-    out: Path = typer.Option(..., help="Folder for the built world (rerun to resume)."),
+    out: Path = typer.Option(..., help="Folder for the built world (rerun to resume).", **PATH),
     seed: int = typer.Option(0, help="Seed of every draw of the build."),
     size: str = typer.Option("full", help="'large' (the shipped world; one GPU, minutes), "
                              "'large_lit' (large with a CLIP that tells shapes apart; "
@@ -467,7 +493,7 @@ def lab_build_cmd(
                                "run as parallel processes on one --out); default all."),
     reuse: Optional[Path] = typer.Option(None, help="A finished build (e.g. the shipped one, "
                                          "evalsuite/data/mini) whose stages with the same inputs "
-                                         "are copied instead of retrained."),
+                                         "are copied instead of retrained.", **PATH),
 ) -> None:
     """Train the mini world's components (VAE, CLIP, reference, one-step init, rewards,
     classifier) and write them as diffusers / transformers folders with a manifest."""

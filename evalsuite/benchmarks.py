@@ -20,6 +20,7 @@ from typing import Callable
 from distar.core.errors import DistarError
 from distar.core.paths import safe_name
 from distar.core.registry import Registry
+from distar.core.validate import not_a_file
 
 DATA = Path(__file__).parent / "data"
 SEED_STRIDE = 100_000  # > the largest benchmark (COCO-30K), so seeds never collide across k
@@ -58,13 +59,26 @@ def _bad(path: Path, line: int, problem: str) -> DistarError:
     return DistarError(f"Malformed prompt file {path}, line {line}: {problem}")
 
 
+def _refuse_control_chars(path: Path, lines: list[str]) -> None:
+    """NUL, escape codes and other control characters have no place in a prompt: they would
+    be stored, hashed and printed to terminals as they are."""
+    from distar.core.validate import control_char
+    for n, line in enumerate(lines, start=1):
+        c = control_char(line, allowed="\t")
+        if c:
+            raise _bad(path, n, f"control character {c} (a NUL byte, a terminal escape code?). "
+                                f"Fix: remove it (the file must be plain UTF-8 text)")
+
+
 def read_tsv_prompts(path: Path, text_col: str = "Prompt") -> list[Prompt]:
     """A tab-separated file with a header; `text_col` is the prompt, other columns are metadata."""
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
+    csv.field_size_limit(2**31 - 1)  # a long prompt is a prompt (the default stops at 128 KB)
+    try:  # utf-8-sig: a BOM some editors write is not part of the first header name
+        with open(path, encoding="utf-8-sig", newline="") as f:
             rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     except UnicodeDecodeError as e:
         raise DistarError(f"Malformed prompt file {path}: not UTF-8 ({e}). Save it as UTF-8.")
+    _refuse_control_chars(path, ["\t".join(r) for r in rows])
     if not rows:
         raise DistarError(f"Prompt file {path} is empty.")
     header = rows[0]
@@ -86,12 +100,14 @@ def read_tsv_prompts(path: Path, text_col: str = "Prompt") -> list[Prompt]:
 
 def read_txt_prompts(path: Path) -> list[Prompt]:
     """One prompt per line; blank lines are errors (they would shift every later index)."""
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
+    try:  # utf-8-sig: a BOM is not part of the first prompt
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except UnicodeDecodeError as e:
         raise DistarError(f"Malformed prompt file {path}: not UTF-8 ({e}). Save it as UTF-8.")
     if lines and lines[-1] == "":
         lines = lines[:-1]
+    lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]  # Windows line ends
+    _refuse_control_chars(path, lines)
     for n, line in enumerate(lines, start=1):
         if not line.strip():
             raise _bad(path, n, "blank line (one prompt per line; blank lines shift indices)")
@@ -232,8 +248,10 @@ def load_benchmark(name: str) -> Benchmark:
     """A registered benchmark, or `file:PATH` for a .txt (one per line) / .tsv (Prompt column)."""
     if name.startswith("file:"):
         path = Path(name[5:])
-        if not path.is_file():
-            raise DistarError(f"Prompt file {path} does not exist.")
+        what = not_a_file(path)
+        if what:
+            raise DistarError(f"Prompt file {path} {what}. Fix: give --bench file:PATH of a "
+                              f".txt (one prompt per line) or .tsv (a Prompt column) file.")
         prompts = read_tsv_prompts(path) if path.suffix == ".tsv" else read_txt_prompts(path)
         stem = safe_name(path.stem, keep="-_")
         # Two files with one stem (a/prompts.tsv, b/prompts.tsv) get distinct names.

@@ -23,6 +23,7 @@ from PIL import Image
 
 from distar.core import atomic
 from distar.core.errors import DistarError
+from distar.core.validate import inside
 from evalsuite.leaderboard.entries import read_prompt_meta
 from evalsuite.leaderboard.markdown import score_text
 from evalsuite.store import STORE_FILENAME, ResultsStore
@@ -212,7 +213,7 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
 
     pm = read_prompt_meta(store, bench, version)
     keys = [k for k in pm.group_keys if any(k in m for m in pm.meta.values())]
-    img_dir = out_dir / IMG_DIR
+    img_dir = inside(out_dir, out_dir / IMG_DIR)  # a linked img/ would take the thumbnails out
     img_dir.mkdir(parents=True, exist_ok=True)
 
     col_hashes = {rh for rh, _ in cols}
@@ -316,6 +317,6 @@ thumbnail for the full image; hover a score for its metric version).{note}</p>
 </html>
 """
     out = out_dir / PAGE
-    out.write_text(page, encoding="utf-8", newline="\n")
-    manifest_path.write_text(json.dumps({"page": PAGE, "thumbnails": sorted(ours)}, indent=1))
+    atomic.write_text(out, page)  # atomic: a link at either name is replaced, not followed
+    atomic.write_text(manifest_path, json.dumps({"page": PAGE, "thumbnails": sorted(ours)}, indent=1))
     return out

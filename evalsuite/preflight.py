@@ -249,6 +249,12 @@ def spec_problems(spec, use_folder: str = "--model path:{}") -> list[Problem]:
         return []
     if Path(spec.repo).expanduser().is_dir():
         return []  # a local pipeline folder; spec_from_path already checked model_index.json
+    if spec.repo.startswith(("/", "~", "./", "../")):  # a folder, never a hub id
+        env = " (the mini world: $DISTAR_MINI_DIR)" if spec.name.startswith("mini") else ""
+        return [Problem(f"model '{spec.name}': the folder {spec.repo}{env} does not exist.",
+                        ("unset DISTAR_MINI_DIR   # the shipped mini world",
+                         "distar lab build mini --out DIR && export DISTAR_MINI_DIR=DIR")
+                        if env else ("--model path:/an/existing/pipeline/folder",))]
     problems = []
     if not _hub_has(spec.repo, "model_index.json", revision=spec.revision):
         problems.append(Problem(

@@ -172,6 +172,138 @@ def repair_store(root: str | Path) -> Path | None:
     return aside
 
 
+# Store identity ---------------------------------------------------------------------------------
+# Every store carries distar's application id and its schema version in the SQLite header
+# (PRAGMA application_id / user_version). A file is checked before SQLite is let near it
+# (SQLite replays a `-wal` beside the file on open, whichever database wrote that WAL), so a
+# foreign, future-version or damaged file is refused and left byte-for-byte as it was.
+APPLICATION_ID = 0x44495354  # 'DIST'
+SCHEMA_VERSION = 1           # bump when the schema changes; older stores are migrated on write
+_CORE_TABLES = {"runs", "images", "scores"}  # what a store made by an older distar always has
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+class StoreForeignError(DistarError):
+    """results.sqlite (or the -wal beside it) is not a distar results store of a schema this
+    distar knows."""
+
+    def __init__(self, path: Path, reason: str, fix: str | None = None):
+        super().__init__(
+            f"{path} {reason}; distar left it untouched. Fix: "
+            + (fix or f"point --out / --results at another folder, or move {path.name} "
+                      f"(and any {path.name}-wal / -shm beside it) elsewhere."))
+        self.path = path
+
+
+def _columns(con: sqlite3.Connection, tables: Iterable[str]) -> set[str]:
+    return {f"{t}.{r[1]}" for t in tables for r in con.execute(f"PRAGMA table_info({t})")}
+
+
+def _required_columns() -> set[str]:
+    """table.column for every column of the core tables (the run columns added later are
+    migrated, not required)."""
+    con = sqlite3.connect(":memory:")
+    con.executescript(_SCHEMA)
+    cols = _columns(con, _CORE_TABLES) - {f"runs.{c}" for c, _ in _ADDED_RUN_COLUMNS}
+    con.close()
+    return cols
+
+
+def _identity(con: sqlite3.Connection) -> tuple[int, int, set[str]]:
+    """(application_id, user_version, names of tables and views, and table.column of the core
+    tables) of an open database."""
+    app_id = con.execute("PRAGMA application_id").fetchone()[0]
+    version = con.execute("PRAGMA user_version").fetchone()[0]
+    names = {r[0] for r in con.execute(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+        "AND name NOT LIKE 'sqlite_%'")}
+    return app_id, version, names | _columns(con, _CORE_TABLES & names)
+
+
+def _judge(path: Path, app_id: int, version: int, names: set[str], where: str = "") -> bool:
+    """Raise unless (app_id, version, names) describe a distar store this code can use (or an
+    empty database); returns True when the store is an older distar's, to be stamped."""
+    if app_id == APPLICATION_ID:
+        if version > SCHEMA_VERSION:
+            raise StoreForeignError(
+                path, f"was written by a newer distar (store schema v{version}{where}; this "
+                      f"distar knows up to v{SCHEMA_VERSION})",
+                "upgrade distar (pip install -U distar, or pull the repository), or point "
+                "--out / --results at another folder.")
+        missing = sorted(_CORE_TABLES - names) or sorted(_required_columns() - names)
+        if missing:
+            raise StoreDamagedError(path, f"a distar store{where} without its table(s) or "
+                                          f"column(s) {', '.join(missing[:6])}")
+        return False
+    if app_id != 0:
+        raise StoreForeignError(path, f"belongs to another application (SQLite application id "
+                                      f"{app_id:#x}{where}, not distar's {APPLICATION_ID:#x})")
+    tables = {n for n in names if "." not in n}
+    if not tables:
+        return True  # an empty database: becomes a store
+    foreign = tables - set(TABLES)
+    if version != 0 or foreign or not _required_columns() <= names:
+        what = ", ".join(sorted(foreign or tables)[:6])
+        raise StoreForeignError(path, f"is a SQLite database of another application "
+                                      f"(tables: {what}{where}), not a distar results store")
+    return True  # made by a distar from before store identity: migrated on the next write
+
+
+def _connect_immutable(path: Path) -> sqlite3.Connection:
+    """The main file alone, read-only, no locks, no -wal / -shm created or read."""
+    return sqlite3.connect(f"file:{path.resolve().as_posix()}?mode=ro&immutable=1", uri=True,
+                           check_same_thread=False)
+
+
+def inspect_store(path: Path) -> bool:
+    """Check `path` (an existing results.sqlite) and the `-wal` beside it before SQLite opens
+    them for real; raise StoreDamagedError / StoreForeignError naming the file, else return
+    True when the store must be stamped (an older distar's, or empty). Writes nothing next to
+    `path`: the main file is read with immutable=1, and a WAL is replayed into a copy in a
+    temporary folder, so what SQLite would make of the pair is judged before it is made."""
+    import shutil
+    import tempfile
+
+    with open(path, "rb") as fh:
+        head = fh.read(100)
+    if head and not head.startswith(_SQLITE_MAGIC):
+        raise StoreDamagedError(path, "not a SQLite file")
+    wal = path.with_name(path.name + "-wal")
+    try:
+        has_wal = wal.stat().st_size > 0
+    except OSError:
+        has_wal = False
+    try:
+        if head:
+            con = _connect_immutable(path)
+            try:
+                stamp = _judge(path, *_identity(con))
+            finally:
+                con.close()
+        else:
+            stamp = True  # an empty file: SQLite makes it a database
+        if not has_wal:
+            return stamp
+        with tempfile.TemporaryDirectory(prefix="distar-store-check-") as tmp:
+            copy = Path(tmp) / path.name
+            shutil.copyfile(path, copy)
+            shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+            con = sqlite3.connect(copy)
+            try:
+                app_id, version, names = _identity(con)
+                ok = con.execute("PRAGMA quick_check").fetchone()[0]
+            finally:
+                con.close()
+        where = f", as the {wal.name} beside it would make it"
+        if ok != "ok":
+            raise StoreDamagedError(path, f"its {wal.name} does not fit it ({ok})")
+        if head and app_id == 0 and not stamp:
+            raise StoreForeignError(path, f"has a {wal.name} from another database beside it")
+        return _judge(path, app_id, version, names, where)
+    except sqlite3.DatabaseError as e:
+        raise StoreDamagedError(path, str(e)) from None
+
+
 class ResultsStore:
     """Thin typed access to `<root>/results.sqlite`.
 
@@ -184,6 +316,12 @@ class ResultsStore:
         self.root = Path(root)
         self.path = self.root / STORE_FILENAME
         self.readonly = readonly
+        if not readonly:  # a linked results.sqlite must not carry the writes out of the folder
+            from distar.core.validate import inside
+            inside(self.root, self.path)
+        stamp = inspect_store(self.path) if self.path.exists() else True
+        if stamp and not readonly and not create:
+            create = True  # an older distar's store: migrate before the first write
         if create and not readonly:
             self.root.mkdir(parents=True, exist_ok=True)
             with self._guard():
@@ -197,6 +335,8 @@ class ResultsStore:
                     for col, kind in _ADDED_RUN_COLUMNS:  # stores written before these existed
                         if col not in have:
                             con.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
+                    con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif readonly:
             with self._guard():  # fail now, naming the file, not in the middle of a report
                 self._connect().execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -218,9 +358,9 @@ class ResultsStore:
                                   f"{self.root} writable, or use another --out.") from None
             if isinstance(e, sqlite3.OperationalError) and "no such table" in msg:
                 raise StoreDamagedError(self.path, f"{msg}: not a distar results store") from None
-            if isinstance(e, sqlite3.OperationalError):
-                raise
             raise StoreDamagedError(self.path, msg) from None
+        except pd.errors.DatabaseError as e:  # pandas wraps the sqlite3 error of a read
+            raise StoreDamagedError(self.path, str(e).splitlines()[-1][-300:]) from None
 
     def _connect(self) -> sqlite3.Connection:
         """One connection per store object, opened on first use: opening and closing per batch

@@ -1,5 +1,5 @@
-"""Replay issue 13's bad inputs (and issue 12's `--device gpu`, `--batch-size -1`) through the
-`distar` CLI and count how each one ends: a traceback, a clear error (exit 2), or a wrong
+"""Replay issue 13's and issue 25's bad inputs (and issue 12's `--device gpu`, `--batch-size -1`)
+through the `distar` CLI and count how each one ends: a traceback, a clear error (exit 2), or a wrong
 acceptance (exit 0 where the input must be refused, e.g. `alpha_rew = nan`).
 
     .venv/bin/python scripts/fault_suite.py            # all cases; a table and the counts
@@ -143,6 +143,36 @@ class Suite:
         yield "results.sqlite garbage (gallery)", lambda: (
             ["gallery", "--bench", "tiny", "--results", store_case("db-garbage-gal", garbage, "eval")()[0][-1],
              "--out", self.out("gal-out")], None)
+        def foreign(p):
+            import sqlite3
+            p.unlink()
+            con = sqlite3.connect(p)
+            con.execute("CREATE TABLE runs (id INTEGER, km REAL)")
+            con.commit()
+            con.close()
+
+        def future(p):
+            import sqlite3
+            con = sqlite3.connect(p)
+            con.execute("PRAGMA user_version = 99")
+            con.commit()
+            con.close()
+
+        def foreign_wal(p):
+            import sqlite3
+            other = p.with_name("other.db")
+            con = sqlite3.connect(other)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA wal_autocheckpoint=0")
+            with con:
+                con.execute("CREATE TABLE accounts (id INTEGER)")
+            shutil.copyfile(other.with_name("other.db-wal"), p.with_name(p.name + "-wal"))
+            con.close()
+
+        for what, damage in (("another application's", foreign), ("future-version", future),
+                             ("stale foreign -wal beside", foreign_wal)):
+            for cmd in ("eval", "leaderboard"):
+                yield f"results.sqlite {what} ({cmd})", store_case(f"db-{damage.__name__}-{cmd}", damage, cmd)
         yield "leaderboard on a missing store", lambda: (
             ["leaderboard", "--results", r / "no-such-dir", "--out", self.out("lb-missing")], None)
 
@@ -234,6 +264,99 @@ class Suite:
         yield "malicious text-encoder .bin in path: pipeline", text_encoder_bomb
         yield "malicious PickScore weights", pickscore_bomb
         yield "malicious Inception weights", inception_bomb
+
+        # Issue 25: confinement, numbers from every source, prompt files, weights, store names.
+        def linked_images():
+            d, away = self.out("link-img"), self.out("link-img-target")
+            d.mkdir()
+            away.mkdir()
+            (d / "images").symlink_to(away)
+            return EVAL + ["--out", d], None
+
+        def linked_lock():
+            d = self.out("link-lock")
+            d.mkdir()
+            (d / ".distar.lock").symlink_to(self.config("link-lock-target.txt", "keep"))
+            return EVAL + ["--out", d], None
+
+        yield "eval: images/ is a symlink out of --out", linked_images
+        yield "eval: .distar.lock is a symlink", linked_lock
+        yield "eval --out ''", lambda: (EVAL + ["--out", ""], None)
+        yield "leaderboard --results ''", lambda: (["leaderboard", "--results", "", "--out", self.out("lb-empty")], None)
+        yield "eval --out is a file", lambda: (EVAL + ["--out", self.config("out-is-file", "x")], None)
+        yield "eval --json is a directory", lambda: (EVAL + ["--out", self.out("json-dir"), "--json", r], None)
+        for preset in ("../../escaped", "/tmp/abs-preset", "a//b"):
+            yield f"config preset = {preset!r}", train_cfg(
+                f"cfg-preset-{abs(hash(preset)) % 1000}", json.dumps({"preset": preset}), ".json")
+        for flag, value in (("--guidance", "nan"), ("--guidance", "inf"), ("--guidance", "-1"),
+                            ("--steps", "0"), ("--steps", "100000"), ("--resolution", "1000000"),
+                            ("--resolution", "63"), ("--images-per-prompt", "0"), ("--limit", "0")):
+            yield f"eval {flag} {value}", lambda f=flag, v=value: (
+                EVAL + [f, v, "--out", self.out(f"num{f}{v}")], None)
+        for value in ("abc", "nan", "-5", "inf"):
+            yield f"DISTAR_PROGRESS_EVERY={value}", lambda v=value: (
+                EVAL + ["--out", self.out(f"prog-{v}")], {"DISTAR_PROGRESS_EVERY": v})
+
+        def recipe_case(name, recipe):
+            def make():
+                d = self.tiny_pipeline(name)
+                (d / "distar_recipe.json").write_text(recipe)
+                return ["eval", "--model", f"path:{d}", "--bench", "tiny", "--limit", "1",
+                        "--out", self.out(name + "-out")], None
+            return make
+
+        for what, recipe in (("steps -3", '{"steps": -3}'), ("guidance NaN", '{"guidance": NaN}'),
+                             ("dtype float7", '{"dtype": "float7"}'), ("resolution 10^6", '{"resolution": 1000000}'),
+                             ("timesteps [-1]", '{"timesteps": [-1]}'), ("steps '4'", '{"steps": "4"}'),
+                             ("a list", "[1, 2]")):
+            yield f"distar_recipe.json {what}", recipe_case(f"rec-{abs(hash(what)) % 1000}", recipe)
+
+        def unet_case(name, damage):
+            def make():
+                import torch
+                from safetensors.torch import load_file, save_file
+                d = self.tiny_pipeline(name)
+                f = next((d / "unet").glob("*.safetensors"))
+                sd = load_file(str(f))
+                save_file(damage(sd, torch), str(f))
+                return ["eval", "--model", f"path:{d}", "--bench", "tiny", "--limit", "1",
+                        "--out", self.out(name + "-out")], None
+            return make
+
+        first = lambda sd: sorted(sd)[0]  # noqa: E731
+        yield "path: UNet weights int8", unet_case("w-int8", lambda sd, t: {k: v.to(t.int8) for k, v in sd.items()})
+        yield "path: UNet weights all NaN", unet_case("w-nan", lambda sd, t: {k: v * float("nan") for k, v in sd.items()})
+        yield "path: UNet missing one key", unet_case("w-missing", lambda sd, t: {k: v for k, v in sd.items() if k != first(sd)})
+        yield "path: UNet with a foreign key", unet_case("w-extra", lambda sd, t: {**sd, "foreign.weight": t.zeros(1)})
+
+        def prompt_case(name, data: bytes, suffix=".txt"):
+            def make():
+                f = r / f"{name}{suffix}"
+                f.write_bytes(data)
+                return EVAL[:3] + ["--bench", f"file:{f}", "--out", self.out(name + "-out")], None
+            return make
+
+        yield "prompt file with a NUL byte", prompt_case("p-nul", b"a red cube\nblue\x00sphere\n")
+        yield "prompt file with a terminal escape", prompt_case("p-esc", b"a \x1b[31mred\x1b[0m cube\n")
+        yield "prompt .tsv with a NUL in a category", prompt_case("p-tsvnul", b"Prompt\tCategory\nred\tA\x00\n", ".tsv")
+        yield "prompt file not UTF-8", prompt_case("p-latin1", "caf\u00e9\n".encode("latin-1"))
+        yield "prompt file empty", prompt_case("p-empty", b"")
+        yield "prompt .tsv header only", prompt_case("p-header", b"Prompt\tCategory\n", ".tsv")
+        yield "prompt file is a directory", lambda: (EVAL[:3] + ["--bench", f"file:{r}", "--out", self.out("p-dir")], None)
+        yield "prompt file is /dev/null", lambda: (EVAL[:3] + ["--bench", "file:/dev/null", "--out", self.out("p-dev")], None)
+
+        def fifo():
+            f = r / "p-fifo.txt"
+            if not f.exists():
+                os.mkfifo(f)
+            return EVAL[:3] + ["--bench", f"file:{f}", "--out", self.out("p-fifo-out")], None
+
+        yield "prompt file is a FIFO", fifo
+        yield "gallery on another application's store", lambda: (
+            ["gallery", "--bench", "tiny", "--results", store_case("db-foreign-gal", foreign, "eval")()[0][-1],
+             "--out", self.out("gal-foreign")], None)
+        yield "eval --repair-store on another application's store", lambda: (
+            store_case("db-foreign-repair", foreign, "eval")()[0] + ["--repair-store"], None)
 
         # User text that looks like rich markup must print verbatim.
         yield "message containing [/x] (model path)", lambda: (

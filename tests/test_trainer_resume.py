@@ -99,12 +99,13 @@ def test_a_signal_checkpoints_the_step_then_stops_as_the_signal_would(world, sig
         if step == 1:
             os.kill(os.getpid(), sig)  # handled between steps: the loop stops after step 2
 
+    before = signal.getsignal(sig)  # SIG_IGN for SIGINT when the suite runs under nohup
     with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else SystemExit) as stopped:
         train(cfg, tmp_path, progress=False, on_step=send)
     if sig == signal.SIGTERM:
         assert stopped.value.code == 143
     assert json.loads((tmp_path / "latest.json").read_text())["step"] == 2
-    assert signal.getsignal(sig) in (signal.default_int_handler, signal.SIG_DFL), "handlers restored"
+    assert signal.getsignal(sig) == before, "handlers restored"
     train(cfg, tmp_path, progress=False)
     _assert_same_run(straight_runs[world], tmp_path, export, cfg.run.max_steps)
 
@@ -176,7 +177,8 @@ def test_distar_train_process_checkpoints_on_a_signal_and_exits_as_it_would(sig,
     cmd = [sys.executable, "-m", "distar", "train", "--preset", "gmm/di_star_in", "--config", str(toml),
            "--max-steps", "100000", "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+                            env=dict(os.environ, OMP_NUM_THREADS="1"),  # Ctrl-C works under nohup too
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     while time.time() < deadline and not ((out / "stats.jsonl").exists() and (out / "stats.jsonl").read_text()):
         assert proc.poll() is None, proc.communicate()
@@ -192,3 +194,21 @@ def test_distar_train_process_checkpoints_on_a_signal_and_exits_as_it_would(sig,
                        capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "metrics.json").read_text())["step"] == step + 1
+
+
+def test_a_resume_between_two_stats_lines_writes_the_same_stats(tmp_path):
+    """Checkpoints every 2 steps, a stats line every 3: a run killed at step 5 resumes from
+    step 4 with steps 4's window (step 4) restored, so its step-6 line averages steps 4-6 as an
+    uninterrupted run's does."""
+    cfg = tiny("gmm/di_star_in", 6, ckpt_every=2, log_every=3)
+    straight = train(cfg, tmp_path / "straight", progress=False).run_dir
+
+    def kill(step, stats):
+        if step == 5:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(cfg, tmp_path / "cut", progress=False, on_step=kill)
+    train(cfg, tmp_path / "cut", progress=False)
+    assert [s["step"] for s in _stats(straight)] == [3, 6]
+    assert _stats(tmp_path / "cut") == _stats(straight)

@@ -18,15 +18,15 @@ import json
 import os
 import subprocess
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from di_star.config import TrainConfig
 from di_star.presets import TABLE_ORDER, get_preset, world_scales
+from distar.core.signals import process_pool
 
 REFERENCE, INIT = "mini_ref", "mini_onestep"
 FIRST_PARTS = ("reference", "init")   # evaluation parts of the reference and the init
@@ -187,7 +187,9 @@ def train_and_evaluate(jobs: list[Job], first: list[str], scale: Scale, parts: P
     # evaluation marks itself interrupted) nothing new starts and the command ends in seconds.
     todo: list[tuple] = [(_eval_job, (m, str(parts / name)), ("eval", name)) for m, name in evals] + \
         [(_train_job, (j.key, j.cfg.to_dict(), str(j.run_dir)), ("train", j.key)) for j in jobs]
-    with _blas_threads(threads), ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+    # process_pool: on Ctrl-C, SIGTERM or a job's error its workers are stopped, not awaited, and
+    # a worker dies with the parent (no orphan keeps training after `kill -9` of the demo).
+    with _blas_threads(threads), process_pool(workers) as pool:
         running: dict = {}
         while todo or running:
             while todo and len(running) < workers:  # FIFO: the reference's evaluation (the

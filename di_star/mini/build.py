@@ -158,7 +158,9 @@ def _pool_map(fn, items: list, workers: int) -> list:
     if workers <= 1 or len(items) < 2 * workers:
         return [fn(x) for x in items]
     import multiprocessing as mp
-    with mp.get_context("fork").Pool(workers) as pool:
+    from distar.core.signals import die_with_parent
+    # Pool's exit terminates its workers; die_with_parent covers a parent that is SIGKILLed.
+    with mp.get_context("fork").Pool(workers, initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         return pool.map(fn, items, chunksize=max(1, len(items) // (8 * workers)))
 
 

@@ -17,10 +17,9 @@ import platform
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from contextlib import closing
 from dataclasses import dataclass
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from di_star.config import TrainConfig
 from di_star.presets import TABLE_ORDER, get_preset, world_scales
+from distar.core.signals import process_pool
 
 FRONTIER_ALPHAS = {  # alpha_rew sweeps on gmm, per regulariser; each spans "no effect" to "collapsed"
     "kl": (1.0, 2.0, 3.0, 5.0),
@@ -175,7 +175,7 @@ def run_demo(out: Path, leaderboards: Path, scale: float = 1.0, workers: int | N
                 results[j.key] = _run_job(j.key, j.cfg.to_dict(), str(j.run_dir))
                 bar.advance(item=f"finished {j.key}")
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            with process_pool(workers) as pool:  # workers stopped on a signal or error
                 futs = [pool.submit(_run_job, j.key, j.cfg.to_dict(), str(j.run_dir)) for j in jobs]
                 for f in as_completed(futs):
                     r = f.result()

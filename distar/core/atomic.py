@@ -23,6 +23,10 @@ from typing import Callable, Iterator
 from distar.core.runlock import temp_tag
 
 
+_UMASK = os.umask(0o022)  # read once: os.umask can only be read by setting it
+os.umask(_UMASK)
+
+
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
@@ -35,6 +39,7 @@ def temp_file(path: Path, fsync: bool = True) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{temp_tag()}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; a file follows the umask like open()'s
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -79,6 +84,7 @@ def write_dir(target: Path, fill: Callable[[Path], None], if_exists: str = "repl
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{temp_tag()}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700
     try:
         fill(tmp)
         if fsync:

@@ -30,6 +30,13 @@ def _clock(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def progress_every() -> float:
+    """Seconds between progress lines when not on a terminal: $DISTAR_PROGRESS_EVERY, checked
+    (a word or NaN there is one clear error, not a traceback mid-run), default 10."""
+    from distar.core.validate import env_number
+    return env_number("DISTAR_PROGRESS_EVERY", 10.0, lo=0.0, hi=86400.0)
+
+
 class ProgressBar:
     def __init__(self, description: str, total: int, unit: str = "img", completed: int = 0,
                  stream: TextIO | None = None, every: float | None = None,
@@ -37,7 +44,7 @@ class ProgressBar:
         self.description, self.total, self.unit = description, int(total), unit
         self.completed = self._counted_from = int(completed)
         self.stream = stream or sys.stderr
-        self.every = float(os.environ.get("DISTAR_PROGRESS_EVERY", 10) if every is None else every)
+        self.every = progress_every() if every is None else float(every)
         self.disable = disable
         self.item: str | None = None
         self.phase_text: str | None = None

@@ -13,6 +13,7 @@ processes that are gone (`remove_dead_temps`), never a live process's in-flight 
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -76,6 +77,19 @@ def remove_dead_temps(folder: Path, pattern: str = ".*.tmp*") -> list[Path]:
     return removed
 
 
+def secondary_rank() -> bool:
+    """Whether a launcher (torchrun, `accelerate launch`) started this process as one of several
+    and not as the first: only then does it leave the --out lock and the talking to rank 0.
+    RANK alone proves nothing (a stray `export RANK=1` must not skip the lock): a launcher
+    also sets LOCAL_RANK, WORLD_SIZE > 1 and MASTER_ADDR."""
+    env = os.environ
+    try:
+        ranked = int(env.get("RANK", "0")) != 0 and int(env.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+    return ranked and "LOCAL_RANK" in env and bool(env.get("MASTER_ADDR"))
+
+
 @contextmanager
 def out_lock(folder: Path, what: str) -> Iterator[None]:
     """Hold `folder`'s lock for the body, or raise DistarError naming the process that has it.
@@ -92,10 +106,17 @@ def out_lock(folder: Path, what: str) -> Iterator[None]:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fh = open(folder / LOCK_FILE, "a+")
+        # O_NOFOLLOW: a symbolic link planted as the lock must not have its target truncated.
+        fh = os.fdopen(os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666),
+                       "r+")
     except OSError as e:
-        raise DistarError(f"Output directory {folder} is not writable ({e.strerror}). "
-                          "Fix: pick another with --out.") from None
+        if e.errno == errno.ELOOP:
+            raise DistarError(f"{folder / LOCK_FILE} is a symbolic link; distar does not write "
+                              f"through it. Fix: delete it (rm {folder / LOCK_FILE}), or use "
+                              f"another --out.") from None
+        what = "is a file, not a folder" if folder.exists() and not folder.is_dir() \
+            else f"is not writable ({e.strerror})"
+        raise DistarError(f"Output directory {folder} {what}. Fix: pick another with --out.") from None
     try:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

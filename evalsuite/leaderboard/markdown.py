@@ -34,8 +34,11 @@ def fmt_number(x: float, decimals: int) -> str:
 
 
 def md_cell(text: str) -> str:
-    """A cell's text: '|' escaped and newlines flattened, so a value never breaks the row."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    """A cell's text: '|' escaped and newlines flattened, so a value never breaks the row, and
+    '&', '<', '>' as entities, so a category or model name holding HTML (a `<script>` in a .tsv)
+    shows as text wherever the markdown is rendered."""
+    text = str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[str]],

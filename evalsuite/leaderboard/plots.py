@@ -49,9 +49,10 @@ def _err(values: Sequence[float], intervals: Sequence[tuple[float, float] | None
 
 
 def save_png(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from distar.core import atomic
     FigureCanvasAgg(fig)
-    fig.savefig(path, format="png", dpi=DPI, metadata=PNG_METADATA)
+    with atomic.temp_file(path) as tmp:  # replaces a link at `path`, never writes through it
+        fig.savefig(tmp, format="png", dpi=DPI, metadata=PNG_METADATA)
     return path
 
 

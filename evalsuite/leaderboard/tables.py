@@ -605,7 +605,8 @@ def paper_reported() -> str:
 
 # Entry point ------------------------------------------------------------------------------------
 def _write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8", newline="\n")
+    from distar.core import atomic
+    atomic.write_text(path, text)  # replaces a link at `path`, never writes through it
     return path
 
 

@@ -49,7 +49,8 @@ def mini_dir() -> Path:
 
 
 def component_dir(name: str, root: Path | None = None) -> Path:
-    """root/name, checked to exist, with one message naming the fix when it does not."""
+    """root/name, checked to exist and to hold the files its manifest lists (verify_component),
+    with one message naming the fix when it does not."""
     root = Path(root) if root is not None else mini_dir()
     d = root / name
     if not d.is_dir():
@@ -57,7 +58,44 @@ def component_dir(name: str, root: Path | None = None) -> Path:
             f"mini world ({name})", str(d),
             f"build it with `distar lab build mini --out DIR` and set {ENV_VAR}=DIR, or restore "
             f"the shipped copy in {SHIPPED_DIR}")
+    verify_component(root, name)
     return d
+
+
+_VERIFIED: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256
+
+
+def _sha256(f: Path) -> str:
+    """A file's sha256, computed once per (path, size, mtime): a second load costs a stat."""
+    st = f.stat()
+    key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _VERIFIED:
+        _VERIFIED[key] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return _VERIFIED[key]
+
+
+def verify_component(root: Path, name: str) -> None:
+    """The files of component `name` (a folder of the world in `root`, e.g. 'proxy_reward',
+    'pipeline') match the sha256 its manifest lists, so a metric version or recipe that names
+    the world's manifest names the weights actually used. A world without a manifest (a build
+    in progress) is not checked."""
+    from distar.core.errors import DistarError
+    m = Path(root) / MANIFEST
+    if not m.is_file():
+        return
+    try:
+        listed = json.loads(m.read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DistarError(f"{m} is damaged ({e}). Fix: restore the mini world (the shipped copy "
+                          f"in {SHIPPED_DIR}, or rebuild with `distar lab build mini`).") from None
+    bad = [rel for rel, entry in sorted(listed.items()) if rel.startswith(name + "/")
+           and (not (Path(root) / rel).is_file() or _sha256(Path(root) / rel) != entry.get("sha256"))]
+    if bad:
+        raise DistarError(f"The mini world in {root}: {', '.join(bad[:4])} "
+                          f"{'do' if len(bad) > 1 else 'does'} not match {m} (changed or missing "
+                          f"since the build), so scores would be labelled with weights that were "
+                          f"not used. Fix: restore the files (git checkout {SHIPPED_DIR} for the "
+                          f"shipped world), or rebuild with `distar lab build mini --out DIR`.")
 
 
 def manifest_digest(root: Path | None = None) -> str:

@@ -88,9 +88,13 @@ def _dir_fingerprint(d: Path) -> str:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text()) if path.is_file() else {}
+        data = json.loads(path.read_text()) if path.is_file() else {}
     except json.JSONDecodeError as e:
         raise DistarError(f"{path} is not valid JSON (line {e.lineno}: {e.msg}). Fix or remove it.")
+    if not isinstance(data, dict):  # a list or a number where keys are expected
+        raise DistarError(f"{path} holds a JSON {type(data).__name__}, not an object of keys. "
+                          f"Fix or remove it.")
+    return data
 
 
 def _call_defaults(pipeline: str) -> dict:

@@ -21,6 +21,46 @@ from typing import Any
 from distar.core.registry import Registry
 
 
+# What a sampling recipe's numbers may be, wherever they come from (a registry entry,
+# distar_recipe.json, a folder's configs, --steps / --guidance / --resolution): field ->
+# (low, high, whole number). Past the highs a value is a typo (--resolution 1000000 asked
+# for a 4 TB latent).
+RECIPE_RANGES = {
+    "steps": (1, 10_000, True),
+    "guidance": (0.0, 100.0, False),
+    "resolution": (8, 8192, True),
+    "latent_channels": (1, 1024, True),
+    "vae_scale": (1, 64, True),
+    "default_batch_size": (1, 100_000, True),
+}
+
+
+def recipe_problems(spec: "ModelSpec", sources: dict | None = None) -> list[str]:
+    """Every number and dtype name of `spec` that cannot describe a sampling run, each naming
+    where it came from (`sources`: field -> origin, as path: recipes record)."""
+    from distar.core.validate import dtype_problem, number_problem
+
+    sources = sources or {}
+
+    def origin(key):
+        return f" (from {sources[key]})" if key in sources else ""
+
+    problems = []
+    for key, (lo, hi, whole) in RECIPE_RANGES.items():
+        p = number_problem(getattr(spec, key), key, lo, hi, integer=whole)
+        if p:
+            problems.append(p + origin(key))
+    for t in spec.timesteps or ():
+        p = number_problem(t, "timesteps", 0, 100_000, integer=True)
+        if p:
+            problems.append(p + origin("timesteps"))
+            break
+    p = dtype_problem(spec.dtype, "dtype")
+    if p:
+        problems.append(p + origin("dtype"))
+    return problems
+
+
 @dataclass(frozen=True)
 class ComponentSource:
     """Where to get a component that replaces the base pipeline's (e.g. a distilled UNet)."""
