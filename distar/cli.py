@@ -121,6 +121,10 @@ def eval_cmd(
     force: bool = typer.Option(False, "--force", metavar="", help="Run a full-size "
                                "--weights random model on a CPU anyway (tens of GB, minutes per "
                                "image)."),
+    metric_dtype: str = typer.Option("fp32", help="Precision the scorers compute in: fp32, "
+                                     "bf16 or fp16 (GPU only). bf16/fp16 scores are stored "
+                                     "under their own key, never beside fp32 ones; FID/KID and "
+                                     "the mini/toy metrics run in fp32 only."),
     fid_ref: Optional[Path] = typer.Option(None, help="Folder of real images (e.g. COCO "
                                            "val2014) for FID/KID reference statistics."),
     steps: Optional[int] = typer.Option(None, help="Sampling steps (overrides the recipe)."),
@@ -146,7 +150,7 @@ def eval_cmd(
     # Every name, weight, reference and prompt file is checked before the first image.
     check_eval(model, bench, metric_names, weights=weights, limit=limit,
                metric_options=per_metric, generate=not skip_generation, device=device,
-               force=force)
+               force=force, metric_dtype=metric_dtype)
     req = EvalRequest(model=model, bench=bench, limit=limit, out=out, batch_size=batch_size,
                       images_per_prompt=images_per_prompt, weights=weights, device=device,
                       steps=steps, guidance=guidance, resolution=resolution, name=name)
@@ -162,7 +166,7 @@ def eval_cmd(
         outcomes = []
         if metric_names:
             from evalsuite.metrics.runner import score_run
-            outcomes = score_run(run, metric_names, device=run.device,
+            outcomes = score_run(run, metric_names, device=run.device, dtype=metric_dtype,
                                  **{k: v for k, v in per_metric.items() if k in metric_names})
     from evalsuite.summary import render, summarize, write_json
     summary = summarize(run, outcomes)

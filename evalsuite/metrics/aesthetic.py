@@ -24,7 +24,7 @@ from torch import nn
 from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics._loading import (build_open_clip, freeze, load_strict, open_clip_weights,
                                         provenance, resolve_dtype, resolve_file)
-from evalsuite.metrics.base import EmbeddingMetric, MetricInfo
+from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, with_dtype
 from evalsuite.models import read_state_dict, resolve_device
 
 MLP_REPO, MLP_FILE = "camenduru/improved-aesthetic-predictor", "sac+logos+ava1-l14-linearMSE.pth"
@@ -74,6 +74,7 @@ class AestheticScore(EmbeddingMetric):
         self.batch_size = batch_size
         self.image_size = int(np.atleast_1d(self.clip.visual.image_size)[0])
         self.provenance = provenance or {"injected": True}
+        self.info = with_dtype(type(self).info, self.dtype)
 
     @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,

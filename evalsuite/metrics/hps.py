@@ -27,7 +27,7 @@ from evalsuite.benchmarks import HPS_CHUNK
 from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics._loading import (build_open_clip, freeze, provenance, resolve_dtype,
                                         resolve_file)
-from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts
+from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts, with_dtype
 from evalsuite.metrics.stats import chunked_means
 from evalsuite.models import read_state_dict, resolve_device
 
@@ -60,11 +60,11 @@ class HPS(EmbeddingMetric):
         self.image_size = int(np.atleast_1d(self.model.visual.image_size)[0])
         self.provenance = provenance or {"injected": True}
         resize = "bicubic antialias" if self.antialias else "bicubic without antialias"
-        self.info = MetricInfo(
+        self.info = with_dtype(MetricInfo(
             name=self.name, version=self.version,
             backbone=f"open_clip {arch} + {self.filename}",
             preprocessing=f"RGB float tensor, long side->{self.image_size} {resize} "
-                          f"(torchvision), zero pad to square, CLIP mean/std")
+                          f"(torchvision), zero pad to square, CLIP mean/std"), self.dtype)
 
     @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,

@@ -22,6 +22,7 @@ from evalsuite.metrics._preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from evalsuite.metrics.aesthetic import AestheticMLP, AestheticScore
 from evalsuite.metrics.clip_score import ClipScore
 from evalsuite.metrics.pickscore import PickScore
+from evalsuite.metrics.base import with_dtype
 from evalsuite.mini import weights as mw
 from evalsuite.models.loading import read_state_dict
 
@@ -92,9 +93,10 @@ class _MiniWorldWeights:
                         world_dir: str | None = None):
         root = _root(world_dir)
         metric = cls._build(root, device, dtype, batch_size)
-        metric.info = replace(metric.info, name=cls.mini_name,
-                              version=_version(cls.mini_version, root),
-                              backbone=cls.mini_backbone, preprocessing=_PRE)
+        metric.info = with_dtype(replace(metric.info, name=cls.mini_name,
+                                         version=_version(cls.mini_version, root),
+                                         backbone=cls.mini_backbone, preprocessing=_PRE),
+                                 metric.dtype)
         metric.provenance = {"world": str(root), "manifest": mw.manifest_digest(root)}
         return metric
 

@@ -29,7 +29,7 @@ from PIL import Image
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics._loading import freeze, provenance, resolve_dtype
-from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts
+from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts, with_dtype
 from evalsuite.models import resolve_device
 
 MODEL_REPO = "yuvalkirstain/PickScore_v1"
@@ -135,6 +135,7 @@ class PickScore(EmbeddingMetric):
         self.resize_to, self.crop_to = int(ip.size["shortest_edge"]), int(ip.crop_size["height"])
         self.mean, self.std = tuple(ip.image_mean), tuple(ip.image_std)
         self.provenance = provenance or {"injected": True}
+        self.info = with_dtype(type(self).info, self.dtype)
 
     @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
