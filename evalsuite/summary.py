@@ -21,7 +21,7 @@ class MetricSummary:
     metric: str
     version: str             # the store's metric_version key
     mean: float
-    ci_low: float | None     # 95% percentile bootstrap over prompts; None below two prompts
+    ci_low: float | None     # 95% studentised bootstrap over prompts; None below two prompts
     ci_high: float | None
     n: int                   # images scored (set metrics: images in the set)
     kind: str = "per-image"  # or 'set' (FID, KID: one number, no interval)
