@@ -22,8 +22,8 @@ from PIL import Image
 from torch import nn
 
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import (build_open_clip, freeze, load_strict, open_clip_weights,
-                                        provenance, resolve_dtype, resolve_file)
+from evalsuite.metrics._loading import (build_open_clip, freeze, load_strict, open_clip_records,
+                                        open_clip_weights, provenance, resolve_dtype, resolve_file)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, with_dtype
 from evalsuite.models import read_state_dict, resolve_device
 
@@ -94,7 +94,8 @@ class AestheticScore(EmbeddingMetric):
                                       option="clip_weights_path")
         # Checked before either file is read.
         prov = {"mlp": provenance(mlp_file, "aesthetic predictor MLP", role="aesthetic_mlp"),
-                "clip": provenance(clip_file, "aesthetic predictor CLIP ViT-L/14")}
+                "clip": provenance(clip_file, "aesthetic predictor CLIP ViT-L/14"),
+                **open_clip_records(clip_arch, tokenizer=False)}  # no text: no tokenizer
         mlp = AestheticMLP(768)
         load_strict(mlp, read_state_dict(mlp_file), f"aesthetic predictor MLP {mlp_file}")
         clip = build_open_clip(clip_arch, read_state_dict(clip_file), quick_gelu=True)

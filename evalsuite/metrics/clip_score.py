@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import (build_open_clip, freeze, open_clip_weights, provenance,
-                                        resolve_dtype)
+from evalsuite.metrics._loading import (build_open_clip, freeze, open_clip_records,
+                                        open_clip_weights, provenance, resolve_dtype)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts, with_dtype
 from evalsuite.models import read_state_dict, resolve_device
 
@@ -86,7 +86,8 @@ class ClipScore(EmbeddingMetric):
         cfg = open_clip.get_pretrained_cfg(backbone, pretrained) or {}
         path = open_clip_weights(f"CLIP score {backbone}/{pretrained}", backbone, pretrained,
                                  path=weights_path, env_var="DISTAR_CLIP_PATH", revision=revision)
-        prov = {"clip": provenance(path, f"CLIP score {backbone}/{pretrained}")}
+        prov = {"clip": provenance(path, f"CLIP score {backbone}/{pretrained}"),
+                **open_clip_records(backbone)}  # its config and tokenizer vocabulary
         model = build_open_clip(backbone, read_state_dict(path),
                                 quick_gelu=bool(cfg.get("quick_gelu", False)))
         return cls(model, open_clip.get_tokenizer(backbone), f"{backbone}/{pretrained}",

@@ -31,6 +31,7 @@ from PIL import Image
 
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics._loading import folder_records
 from evalsuite.metrics.base import (MetricInfo, check_prompts, require_fp32, run_batches,
                                     with_dtype)
 
@@ -203,4 +204,4 @@ class MiniDiversity(Diversity):
         weights = folder / "model.safetensors"
         tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "?"
         return cls(ImageEmbedder(clip, f"mini CLIP image tower sha256:{tag}"), min_k,
-                   {"clip": str(folder)})
+                   {"clip": folder_records(folder, skip_weights=False)})

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from evalsuite.metrics._loading import folder_records
 from evalsuite.metrics.base import (MetricInfo, check_prompts, require_fp32,
                                     run_batches)
 from evalsuite.mini import gold
@@ -64,7 +65,7 @@ class _WithClassifier:
         self.info = MetricInfo(self.name, f"{self.model.cfg.version} {self.version_suffix}",
                                f"mini attribute classifier sha256:{_weights_tag(folder)}",
                                "RGB, bilinear to 64 px, 24 px cell crops")
-        self.provenance = {"classifier": str(folder)}
+        self.provenance = {"classifier": folder_records(folder, skip_weights=False)}
 
     @classmethod
     def from_pretrained(cls, classifier_path: str | None = None, batch_size: int = 256,
