@@ -377,10 +377,10 @@ def table2(entries: list[Entry], suite: Suite | None = None) -> str:
 def _style_note(styles: str) -> str:
     """The footer line of a per-style table (`styles`: how the average's styles are named)."""
     return ("- Per style: HPSv2's chunked mean over the style's images in benchmark order; in "
-            f"brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval of the style's mean "
+            f"brackets a {int(CI_LEVEL * 100)}% {INTERVAL_TEXT[INTERVAL]} of the style's mean "
             f"image score, resampling prompts ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). "
-            f"Average: mean over all images of {styles}; its interval resamples prompts within "
-            "each style.")
+            f"Average: mean over all images of {styles}; its interval is a percentile-bootstrap "
+            "one resampling prompts within each style.")
 
 
 def _style_md(es: list[Entry], cols: list) -> str:
