@@ -339,9 +339,11 @@ def metric_dtype_problems(names: Sequence[str], dtype: str, device: str = "auto"
     fp32_only = [n for n in names
                  if n in METRICS and getattr(metric_class(n), "fp32_only", False)]
     if fp32_only:
+        many = len(fp32_only) > 1
         problems.append(Problem(
-            f"metric{'s' if len(fp32_only) > 1 else ''} {', '.join(fp32_only)} compute in fp32 "
-            f"only; --metric-dtype {dtype} would be ignored for them, not applied.",
+            f"metric{'s' if many else ''} {', '.join(fp32_only)} compute{'' if many else 's'} "
+            f"in fp32 only; --metric-dtype {dtype} would be ignored for "
+            f"{'them' if many else 'it'}, not applied.",
             (f"--metrics {','.join(fp32_only)} --metric-dtype fp32   # in a separate run",)))
     return problems
 

@@ -104,3 +104,12 @@ def test_cli_refuses_fp16_on_cpu_before_generating(tmp_path):
                "cpu", "--metrics", "smoke_clip", "--metric-dtype", "fp16", "--out", out)
     one_clear_error(r, "--metric-dtype fp16 runs on a GPU only")
     assert not (out / "images").exists()
+
+
+def test_the_eval_summary_names_a_bf16_score():
+    from evalsuite.summary import EvalSummary, MetricSummary, render
+    s = EvalSummary("m", "m", "tiny", "1", "abc", 2, 0, "img", "store", "cpu", None, None, None,
+                    None, [MetricSummary("clip", "CLIPScore 100cos bf16|b|p", 30.0, 29.0, 31.0, 2),
+                           MetricSummary("clip", "CLIPScore 100cos|b|p", 30.5, 29.5, 31.5, 2)])
+    lines = [ln.split()[:2] for ln in render(s).splitlines() if ln.strip().startswith("clip")]
+    assert lines == [["clip", "(bf16)"], ["clip", "30.5"]]  # fp32: no tag
