@@ -24,7 +24,8 @@ from distar.core.errors import DistarError
 from evalsuite import paper_numbers
 from evalsuite.benchmarks import HPS_STYLES
 from evalsuite.leaderboard.entries import (BOOTSTRAP_SEED, CI_LEVEL, INTERVAL, N_BOOTSTRAP,
-                                           Entry, Summary, bench_groups, label_entries, load_entries, style_key)
+                                           Entry, Summary, bench_groups, label_entries,
+                                           load_entries, style_key)
 from evalsuite.leaderboard.markdown import (MISSING, arrow, fmt_number, md_table, metric_header,
                                             metric_info)
 from evalsuite.leaderboard.plots import alphas_text, write_plots
