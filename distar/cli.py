@@ -166,6 +166,10 @@ def eval_cmd(
     force: bool = typer.Option(False, "--force", metavar="", help="Run a full-size "
                                "--weights random model on a CPU anyway (tens of GB, minutes per "
                                "image)."),
+    metric_dtype: str = typer.Option("fp32", help="Precision the scorers compute in: fp32, "
+                                     "bf16 or fp16 (GPU only). bf16/fp16 scores are stored "
+                                     "under their own key, never beside fp32 ones; FID/KID and "
+                                     "the mini/toy metrics run in fp32 only."),
     fid_ref: Optional[Path] = typer.Option(None, help="Folder of real images (e.g. COCO "
                                            "val2014) for FID/KID reference statistics.", **PATH),
     steps: Optional[int] = typer.Option(None, help="Sampling steps (overrides the recipe)."),
@@ -205,7 +209,7 @@ def eval_cmd(
     shard_of = _check_shard(shard, metric_names, bench, limit)
     check_evals(models, benches, metric_names, weights=weights, limit=limit,
                 metric_options=per_metric, generate=not skip_generation, device=device,
-                force=force)
+                force=force, metric_dtype=metric_dtype)
     batch_size = _cpu_default_batch(batch_size, device)
     reqs = [EvalRequest(model=m, bench=b, limit=limit, out=out, batch_size=batch_size,
                         images_per_prompt=images_per_prompt, weights=weights, device=device,
@@ -224,7 +228,7 @@ def eval_cmd(
             _repair(out)
         for req in reqs:
             summaries.append(_eval_pair(req, metric_names, per_metric, skip_generation,
-                                        repair_store))
+                                        repair_store, metric_dtype))
     if json_out is not None and main:
         from evalsuite.summary import write_json
         write_json(summaries[0] if len(summaries) == 1 else summaries, json_out)
@@ -254,7 +258,7 @@ def _names(text: str, option: str) -> list[str]:
 
 
 def _eval_pair(req, metric_names: list[str], per_metric: dict, skip_generation: bool,
-               repair_store: bool):
+               repair_store: bool, metric_dtype: str):
     """One model on one benchmark: generate (resume), score, print the summary; returns it."""
     from evalsuite.generate import end_run, run_eval
     from evalsuite.summary import render, summarize
@@ -263,7 +267,7 @@ def _eval_pair(req, metric_names: list[str], per_metric: dict, skip_generation: 
     try:  # the run is 'complete' once its images are scored too
         if metric_names:
             from evalsuite.metrics.runner import score_run
-            outcomes = score_run(run, metric_names, device=run.device,
+            outcomes = score_run(run, metric_names, device=run.device, dtype=metric_dtype,
                                  **{k: v for k, v in per_metric.items() if k in metric_names})
     except BaseException as e:
         end_run(run, e)

@@ -318,6 +318,42 @@ def random_on_cpu_problem(spec, device: str, force: bool) -> list[Problem]:
          "--force   # run it on this CPU anyway"))]
 
 
+METRIC_DTYPES = ("fp32", "bf16", "fp16")
+
+
+def metric_dtype_problems(names: Sequence[str], dtype: str, device: str = "auto"
+                          ) -> list[Problem]:
+    """`--metric-dtype`: a known name; fp16 only on a GPU; and no metric asked for a dtype it
+    does not compute in (`fp32_only` classes: FID/KID, the mini and toy pixel / classifier
+    metrics), which would otherwise run in fp32 under a key claiming bf16 / fp16."""
+    if dtype not in METRIC_DTYPES:
+        return [Problem(f"Unknown --metric-dtype '{dtype}'. Choose one of: "
+                        f"{', '.join(METRIC_DTYPES)}.")]
+    if dtype == "fp32":
+        return []
+    import torch
+
+    from evalsuite.metrics import METRICS
+    from evalsuite.metrics.runner import metric_class
+    problems = []
+    on_gpu = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if dtype == "fp16" and not on_gpu:
+        problems.append(Problem(
+            "--metric-dtype fp16 runs on a GPU only (CPUs lack many fp16 kernels); this run's "
+            f"device is {'the CPU' if device == 'auto' else device}.",
+            ("--metric-dtype bf16   # runs on the CPU, slowly", "--metric-dtype fp32")))
+    fp32_only = [n for n in names
+                 if n in METRICS and getattr(metric_class(n), "fp32_only", False)]
+    if fp32_only:
+        many = len(fp32_only) > 1
+        problems.append(Problem(
+            f"metric{'s' if many else ''} {', '.join(fp32_only)} compute{'' if many else 's'} "
+            f"in fp32 only; --metric-dtype {dtype} would be ignored for "
+            f"{'them' if many else 'it'}, not applied.",
+            (f"--metrics {','.join(fp32_only)} --metric-dtype fp32   # in a separate run",)))
+    return problems
+
+
 def _billions(params: str) -> float | None:
     import re
     m = re.fullmatch(r"\s*([\d.]+)\s*([BM])\s*", str(params or ""), flags=re.I)
@@ -329,18 +365,19 @@ def _billions(params: str) -> float | None:
 def check_eval(model: str, bench: str, metrics: Sequence[str], *, weights: str = "pretrained",
                limit: int | None = None, metric_options: dict[str, dict] | None = None,
                generate: bool = True, resolve=None, device: str = "auto",
-               force: bool = False) -> None:
+               force: bool = False, metric_dtype: str = "fp32") -> None:
     """Everything `distar eval` needs, before any image is made; raises PreflightError listing
     every problem. `resolve(name) -> ModelSpec` overrides how the model name is resolved."""
     check_evals([model], [bench], metrics, weights=weights, limit=limit,
                 metric_options=metric_options, generate=generate, resolve=resolve,
-                device=device, force=force)
+                device=device, force=force, metric_dtype=metric_dtype)
 
 
 def check_evals(models: Sequence[str], benches: Sequence[str], metrics: Sequence[str], *,
                 weights: str = "pretrained", limit: int | None = None,
                 metric_options: dict[str, dict] | None = None, generate: bool = True,
-                resolve=None, device: str = "auto", force: bool = False) -> None:
+                resolve=None, device: str = "auto", force: bool = False,
+                metric_dtype: str = "fp32") -> None:
     """check_eval for every model and benchmark of one `--model a,b --bench x,y` call: all
     problems of all of them in one error, before the first image of the first pair."""
     problems: list[Problem] = []
@@ -352,4 +389,5 @@ def check_evals(models: Sequence[str], benches: Sequence[str], metrics: Sequence
     for bench in benches:
         problems += bench_problems(bench, limit)[1]
     problems += metric_problems(metrics, metric_options)
+    problems += metric_dtype_problems(metrics, metric_dtype, device)
     raise_if_any(problems, "nothing was generated or scored")

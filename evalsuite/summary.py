@@ -5,6 +5,7 @@ first run's."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -21,7 +22,7 @@ class MetricSummary:
     metric: str
     version: str             # the store's metric_version key
     mean: float
-    ci_low: float | None     # 95% percentile bootstrap over prompts; None below two prompts
+    ci_low: float | None     # 95% studentised bootstrap over prompts; None below two prompts
     ci_high: float | None
     n: int                   # images scored (set metrics: images in the set)
     kind: str = "per-image"  # or 'set' (FID, KID: one number, no interval)
@@ -109,6 +110,13 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4g}"
 
 
+def _dtype_tag(metric_version: str) -> str:
+    """' (bf16)' for a score computed in bf16 / fp16 (metrics.base.with_dtype names it at the
+    end of the version); '' for fp32, the unnamed default."""
+    m = re.search(r" (bf16|fp16)$", metric_version.split("|", 1)[0])
+    return f" ({m.group(1)})" if m else ""
+
+
 def render(s: EvalSummary) -> str:
     """Plain text (no colour, no wrapping), so logs and pipes read the same as a terminal."""
     lines = [f"{s.name} on {s.bench} (v{s.bench_version}): {s.n_images} images, "
@@ -117,8 +125,8 @@ def render(s: EvalSummary) -> str:
         rows = [("metric", "mean", "95% CI", "n")]
         for m in s.metrics:
             ci = "-" if m.ci_low is None else f"[{_fmt(m.ci_low)}, {_fmt(m.ci_high)}]"
-            rows.append((m.metric, _fmt(m.mean), ci if m.kind != "set" else "(set metric)",
-                         str(m.n)))
+            rows.append((m.metric + _dtype_tag(m.version), _fmt(m.mean),
+                         ci if m.kind != "set" else "(set metric)", str(m.n)))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         for r in rows:
             lines.append("  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)

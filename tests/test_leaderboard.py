@@ -18,6 +18,7 @@ from distar.core.errors import DistarError
 from evalsuite import leaderboard as lb
 from evalsuite import paper_numbers
 from evalsuite.benchmarks import HPS_STYLES
+from evalsuite.metrics import stats
 from evalsuite.store import ImageRow, ResultsStore, ScoreRow
 
 T0 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -120,10 +121,10 @@ def boards(tmp_path, monkeypatch):
 TABLE1_PARTI = """\
 | model | steps ↓ | type | params ↓ | ImageReward ↑ (ImageReward-v1.0) | Aesthetic ↑ | PickScore ↑ (PickScore-v1 cos) | CLIP ↑ | time / 10 images ↓ (s) |
 |:---|---:|:---|---:|---:|---:|---:|---:|---:|
-| goliath | 50 | DiT | 12B | 1.000 [0.850, 1.150] | — | 0.2300 [0.2300, 0.2300] | — | 118.64 |
+| goliath | 50 | DiT | 12B | 1.000 [0.541, 1.459] | — | 0.2300 [0.2300, 0.2300] | — | 118.64 |
 | ckpt #c170d64f | 1 | UNet | 2.6B | **1.100** [1.100, 1.100] | — | 0.2300 [0.2300, 0.2300] | **31.00** [31.00, 31.00] | — |
 | ckpt #de8124f8 | 1 | UNet | 2.6B | 0.900 [0.900, 0.900] | — | 0.2240 [0.2240, 0.2240] | 30.00 [30.00, 30.00] | — |
-| david | 1 | UNet | 2.6B | **1.100** [1.100, 1.100] | — | **0.2320** [0.2315, 0.2328] | — | **2.22** |
+| david | 1 | UNet | 2.6B | **1.100** [1.100, 1.100] | — | **0.2320** [0.2297, 0.2333] | — | **2.22** |
 | dwarf (partial: 2/4 prompts) | 1 | UNet | 2.6B | 2.000 [2.000, 2.000] | — | — | — | — |
 """
 TABLE1_COCO = """\
@@ -145,7 +146,7 @@ TABLE3 = """\
 | model | steps | anime ↑ (n=2) | concept-art ↑ (n=2) | paintings ↑ (n=2) | photo ↑ (n=2) | average ↑ |
 |:---|---:|---:|---:|---:|---:|---:|
 | goliath (partial: 7/8 prompts) | 50 | 32.00 [32.00, 32.00] | 30.00 [30.00, 30.00] | **31.00** [31.00, 31.00] | 29.00 | 30.71 |
-| david | 1 | **33.50** [33.00, 34.00] | **31.00** [31.00, 31.00] | 30.00 [30.00, 30.00] | 28.00 [28.00, 28.00] | 30.62 [30.50, 30.75] |
+| david | 1 | **33.50** [27.15, 39.85] | **31.00** [31.00, 31.00] | 30.00 [30.00, 30.00] | 28.00 [28.00, 28.00] | 30.62 [30.50, 30.75] |
 """
 BREAKDOWN = """\
 | model | all (n=4) | Animals (n=2) | Arts (n=2) |
@@ -195,7 +196,8 @@ def test_provenance_footer(boards):
     assert "- versions A: diffusers 0.42.1, torch 2.13.0" in footer
     assert "- Metric version: PickScore ↑ (PickScore-v1 cos): `pickscore` stored as " \
            "`PickScore-v1 cos|ViT-H-14|224 bicubic`" in footer
-    assert "95% percentile-bootstrap interval resampling prompts (a prompt's images together; " \
+    assert "95% studentised (bootstrap-t) interval with a small-sample expansion, never " \
+           "narrower than the t interval, resampling prompts (a prompt's images together; " \
            "1000 resamples, seed 0, evalsuite.metrics.stats)" in footer
     for name in (lb.TABLE1_FILE, lb.TABLE2_FILE, lb.TABLE3_FILE, lb.BREAKDOWN_FILE):
         text = files[name].read_text()
@@ -308,17 +310,28 @@ def test_prompt_meta_from_the_store(tmp_path):
 
 
 def test_intervals():
+    """Cells print the studentised interval (entries.INTERVAL), never narrower than the t one."""
+    from scipy.stats import t as student_t
     ids = np.arange(4)
-    # Two prompts: the resampled mean is 0, 0.5 or 1 with probability 1/4, 1/2, 1/4.
-    assert lb.interval(np.array([0.0, 1.0]), np.arange(2)) == (0.0, 1.0)
-    # Four values 1.0, 1.2, 0.8, 1.0: P(mean <= 0.85) = 9/256 > 2.5% > P(mean <= 0.80) = 1/256.
+    # Two prompts: every resample has SE* = 0 or t* = 0, so the interval is the t one,
+    # 0.5 +- t_1 * 0.5.
+    half = student_t.ppf(0.975, 1) * 0.5
+    assert lb.interval(np.array([0.0, 1.0]), np.arange(2)) == pytest.approx((0.5 - half,
+                                                                                0.5 + half))
+    # Four values 1.0, 1.2, 0.8, 1.0: the t interval is inside, and the percentile one (what
+    # the cells printed before: P(mean <= 0.85) = 9/256 > 2.5% > P(mean <= 0.80)) is narrower.
     lo, hi = lb.interval(np.array([1.0, 1.2, 0.8, 1.0]), ids)
-    assert (round(lo, 6), round(hi, 6)) == (0.85, 1.15)
+    half = student_t.ppf(0.975, 3) * np.std([1.0, 1.2, 0.8, 1.0], ddof=1) / 2
+    assert lo <= 1.0 - half + 1e-12 and hi >= 1.0 + half - 1e-12
+    pct = stats.bootstrap_ci([1.0, 1.2, 0.8, 1.0], 0.95, lb.N_BOOTSTRAP, lb.BOOTSTRAP_SEED,
+                             method="percentile")
+    assert (round(pct.low, 6), round(pct.high, 6)) == (0.85, 1.15)
     # One prompt (even with two images): no interval.
     assert lb.interval(np.array([3.0, 4.0]), np.array([7, 7])) is None
     # Prompts resampled, not images: two prompts with two identical images each behave like
-    # two prompts, so the interval reaches the extremes (images resampled would not).
-    assert lb.interval(np.array([0.0, 0.0, 1.0, 1.0]), np.array([0, 0, 1, 1])) == (0.0, 1.0)
+    # two prompts (images resampled would give a four-value interval).
+    assert lb.interval(np.array([0.0, 0.0, 1.0, 1.0]), np.array([0, 0, 1, 1])) == \
+        pytest.approx(lb.interval(np.array([0.0, 1.0]), np.arange(2)))
     # Stratified: each style constant, so the mean of style means never moves...
     g = [(np.array([1.0, 1.0]), np.arange(2)), (np.array([3.0, 3.0, 3.0]), np.arange(2, 5))]
     assert lb.stratified_interval(g) == (2.0, 2.0)

@@ -226,3 +226,38 @@ def test_fid_without_reference_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("DISTAR_FID_REFERENCE_DIR", raising=False)
     with pytest.raises(DistarError, match="reference_dir"):
         FID.from_pretrained(extractor=rc.TinyExtractor(), device="cpu")
+
+
+class _Foreign(torch.nn.Module):
+    """A TorchScript module that is not Inception: no `layers`, or layers of the wrong width."""
+
+    def __init__(self, width: int = 0):
+        super().__init__()
+        if width:
+            self.layers = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                              torch.nn.Linear(3, width))
+        self.proj = torch.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.proj(x)
+
+
+@pytest.mark.parametrize("width, needle", [(0, "no `layers`"), (1000, "not 2048 each")])
+def test_a_foreign_torchscript_inception_is_one_error_naming_the_file(tmp_path, width, needle):
+    path = tmp_path / "inception-2015-12-05.pt"
+    torch.jit.script(_Foreign(width)).save(str(path))
+    with pytest.raises(DistarError) as e:
+        with torch.no_grad():
+            InceptionV3Features(weights_path=str(path), device="cpu")(
+                torch.zeros(2, 3, 299, 299))
+    assert str(path) in str(e.value) and needle in str(e.value)
+    assert "not clean-fid's InceptionV3" in str(e.value)
+    path.write_bytes(b"damaged")  # not a TorchScript archive at all
+    with pytest.raises(DistarError, match="is not a readable TorchScript"):
+        InceptionV3Features(weights_path=str(path), device="cpu")
+
+
+def test_fid_in_half_precision_is_refused_not_ignored():
+    for dtype in ("float16", "bf16"):
+        with pytest.raises(DistarError, match="'fid' computes in fp32 only"):
+            FID.from_pretrained(extractor=rc.TinyExtractor(), device="cpu", dtype=dtype)

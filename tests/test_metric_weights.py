@@ -53,7 +53,7 @@ def test_full_sha256_recorded_and_hf_cache_files_checked_against_the_hub_digest(
     # A local file with no published digest: hashed and recorded, and said to be unchecked.
     plain = tmp_path / "plain.pt"
     plain.write_bytes(data)
-    assert provenance(plain) == {"file": str(plain), "sha256": digest,
+    assert provenance(plain) == {"file": str(plain), "sha256": digest, "revision": "local file",
                                  "verified": "no published sha256"}
 
 

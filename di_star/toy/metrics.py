@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image
 
-from evalsuite.metrics.base import MetricInfo
+from evalsuite.metrics.base import MetricInfo, require_fp32
 
 _BACKBONE = "distar digits classifier (cached, sklearn digits)"
 
@@ -31,12 +31,16 @@ class _DigitsMetric:
     """Built from the digits classifier (`DigitsMetrics`); `from_pretrained` trains it once
     and caches it."""
 
+    fp32_only = True  # the classifier runs in fp32: a bf16 / fp16 request is refused
+
     def __init__(self, metrics):
         self.m = metrics
 
     @classmethod
-    def from_pretrained(cls, recipe_scale: float = 1.0, **_shared_options):
-        """Options: recipe_scale (< 1 only for tests); shared ones (device, ...) are ignored."""
+    def from_pretrained(cls, recipe_scale: float = 1.0, dtype: str = "fp32", **_shared_options):
+        """Options: recipe_scale (< 1 only for tests), dtype (fp32 only); other shared ones
+        (device, ...) are ignored."""
+        require_fp32(cls.info.name, dtype)
         return cls(_digits_metrics(recipe_scale))
 
 

@@ -23,11 +23,13 @@ import pandas as pd
 from distar.core.errors import DistarError
 from evalsuite import paper_numbers
 from evalsuite.benchmarks import HPS_STYLES
-from evalsuite.leaderboard.entries import (BOOTSTRAP_SEED, CI_LEVEL, N_BOOTSTRAP, Entry, Summary,
-                                           bench_groups, label_entries, load_entries, style_key)
+from evalsuite.leaderboard.entries import (BOOTSTRAP_SEED, CI_LEVEL, INTERVAL, N_BOOTSTRAP,
+                                           Entry, Summary, bench_groups, label_entries,
+                                           load_entries, style_key)
 from evalsuite.leaderboard.markdown import (MISSING, arrow, fmt_number, md_table, metric_header,
                                             metric_info)
 from evalsuite.leaderboard.plots import alphas_text, write_plots
+from evalsuite.metrics.stats import INTERVAL_TEXT
 from evalsuite.store import STORE_FILENAME, ResultsStore
 
 
@@ -221,7 +223,7 @@ def _distinct(values: pd.Series) -> str:
 
 
 CELL_NOTE = ("- Per-image metrics: mean over the images scored; in brackets a "
-             f"{int(CI_LEVEL * 100)}% percentile-bootstrap interval resampling prompts "
+             f"{int(CI_LEVEL * 100)}% {INTERVAL_TEXT[INTERVAL]}, resampling prompts "
              f"(a prompt's images together; {N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}, "
              "evalsuite.metrics.stats). FID/KID: one number per image set, no interval. "
              "Intra-prompt diversity is per image too: each image's mean cosine distance to the "
@@ -376,10 +378,10 @@ def table2(entries: list[Entry], suite: Suite | None = None) -> str:
 def _style_note(styles: str) -> str:
     """The footer line of a per-style table (`styles`: how the average's styles are named)."""
     return ("- Per style: HPSv2's chunked mean over the style's images in benchmark order; in "
-            f"brackets a {int(CI_LEVEL * 100)}% percentile-bootstrap interval of the style's mean "
+            f"brackets a {int(CI_LEVEL * 100)}% {INTERVAL_TEXT[INTERVAL]} of the style's mean "
             f"image score, resampling prompts ({N_BOOTSTRAP} resamples, seed {BOOTSTRAP_SEED}). "
-            f"Average: mean over all images of {styles}; its interval resamples prompts within "
-            "each style.")
+            f"Average: mean over all images of {styles}; its interval is a percentile-bootstrap "
+            "one resampling prompts within each style.")
 
 
 def _style_md(es: list[Entry], cols: list) -> str:
@@ -473,7 +475,8 @@ def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None
 
     out = [f"# Paired tests against `{baseline}`", "",
            f"Cells: mean of (model - {baseline}) over the images both have, same prompt and seed; "
-           f"[{int(CI_LEVEL * 100)}% bootstrap interval, prompts resampled]; p = two-sided paired test "
+           f"[{int(CI_LEVEL * 100)}% percentile-bootstrap interval, prompts resampled]; "
+           "p = two-sided paired test "
            "with prompts as units. Set metrics (FID) have no pairs and are not here; intra-prompt "
            "diversity is paired through its per-image values (the mean over a prompt's images is "
            "the prompt's diversity, so prompts as units compare per-prompt diversity).", ""]

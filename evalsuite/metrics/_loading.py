@@ -122,10 +122,7 @@ def provenance(path: str | Path, what: str = "weights", role: str | None = None)
     it was checked against and where that came from, and its hub snapshot commit when it came
     from the HF cache. Raises WeightsMismatchError on a mismatch (see the module docstring)."""
     path = Path(path)
-    out = {"file": str(path), "sha256": sha256_file(path)}
-    m = re.search(r"/snapshots/([0-9a-f]{40})/", str(path))
-    if m:
-        out["hub_commit"] = m.group(1)
+    out = file_record(path)
     expected, source = KNOWN_SHA256.get(role or ""), "published"
     if expected is None:
         expected, source = hub_cache_sha256(path), "hub"
@@ -142,6 +139,73 @@ def provenance(path: str | Path, what: str = "weights", role: str | None = None)
             raise WeightsMismatchError(msg)
         warnings.warn(msg, stacklevel=2)
         out["verified"] = f"MISMATCH allowed by {ALLOW_MISMATCH_ENV}"
+    return out
+
+
+def revision_of(path: str | Path) -> str:
+    """Which version of a file this is, as far as its place tells: the hub snapshot commit
+    (Hugging Face cache), the installed package that ships it ('open_clip_torch 3.2.0'), else
+    'local file' (its sha256 is then the only revision)."""
+    m = re.search(r"/snapshots/([0-9a-f]{40})/", str(path))
+    if m:
+        return m.group(1)
+    m = re.search(r"/site-packages/([^/]+)/", str(Path(path).resolve()))
+    return (_package_version(m.group(1)) if m else None) or "local file"
+
+
+@lru_cache(maxsize=None)
+def _package_version(top_level: str) -> str | None:
+    """'open_clip_torch 3.3.0' for the import name 'open_clip' (None when no distribution
+    provides it)."""
+    from importlib.metadata import PackageNotFoundError, packages_distributions, version
+    for dist in packages_distributions().get(top_level, [top_level]):
+        try:
+            return f"{dist} {version(dist)}"
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def file_record(path: str | Path) -> dict:
+    """What a score records about one file it depends on: path, full sha256, revision (and the
+    hub commit when it came from the HF cache)."""
+    out = {"file": str(path), "sha256": sha256_file(path), "revision": revision_of(path)}
+    if re.fullmatch(r"[0-9a-f]{40}", out["revision"]):
+        out["hub_commit"] = out["revision"]
+    return out
+
+
+# Weight files are recorded (and checked) by `provenance`; these suffixes mark them in folders.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def folder_records(folder: str | Path, skip_weights: bool = True) -> dict[str, dict]:
+    """`file_record` of every file in a from_pretrained folder (tokenizer, processor and model
+    configs: what the loader may read), by name; weight files are left to `provenance`."""
+    folder = Path(folder)
+    return {f.name: file_record(f) for f in sorted(folder.iterdir())
+            if f.is_file() and not f.name.startswith(".")
+            and not (skip_weights and f.suffix in WEIGHT_SUFFIXES)}
+
+
+def open_clip_records(arch: str, tokenizer: bool = True) -> dict:
+    """The files an open_clip model depends on besides its weights: the model config it was
+    built from (the bundled json, or the registered dict's canonical json when a config was
+    added in memory) and the BPE vocabulary its tokenizer reads."""
+    import hashlib
+    import json
+
+    import open_clip
+    cfg = open_clip.get_model_config(arch)
+    bundled = Path(open_clip.__file__).parent / "model_configs" / f"{arch}.json"
+    out = {"config": file_record(bundled)
+           if bundled.is_file() and json.loads(bundled.read_text()) == cfg else
+           {"file": f"open_clip config '{arch}' (registered in memory)",
+            "sha256": hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest(),
+            "revision": revision_of(open_clip.__file__)}}
+    if tokenizer:
+        from open_clip.tokenizer import default_bpe
+        out["tokenizer"] = file_record(default_bpe())
     return out
 
 

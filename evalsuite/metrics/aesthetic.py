@@ -22,9 +22,9 @@ from PIL import Image
 from torch import nn
 
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import (build_open_clip, freeze, load_strict, open_clip_weights,
-                                        provenance, resolve_dtype, resolve_file)
-from evalsuite.metrics.base import EmbeddingMetric, MetricInfo
+from evalsuite.metrics._loading import (build_open_clip, freeze, load_strict, open_clip_records,
+                                        open_clip_weights, provenance, resolve_dtype, resolve_file)
+from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, with_dtype
 from evalsuite.models import read_state_dict, resolve_device
 
 MLP_REPO, MLP_FILE = "camenduru/improved-aesthetic-predictor", "sac+logos+ava1-l14-linearMSE.pth"
@@ -74,6 +74,7 @@ class AestheticScore(EmbeddingMetric):
         self.batch_size = batch_size
         self.image_size = int(np.atleast_1d(self.clip.visual.image_size)[0])
         self.provenance = provenance or {"injected": True}
+        self.info = with_dtype(type(self).info, self.dtype)
 
     @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
@@ -93,7 +94,8 @@ class AestheticScore(EmbeddingMetric):
                                       option="clip_weights_path")
         # Checked before either file is read.
         prov = {"mlp": provenance(mlp_file, "aesthetic predictor MLP", role="aesthetic_mlp"),
-                "clip": provenance(clip_file, "aesthetic predictor CLIP ViT-L/14")}
+                "clip": provenance(clip_file, "aesthetic predictor CLIP ViT-L/14"),
+                **open_clip_records(clip_arch, tokenizer=False)}  # no text: no tokenizer
         mlp = AestheticMLP(768)
         load_strict(mlp, read_state_dict(mlp_file), f"aesthetic predictor MLP {mlp_file}")
         clip = build_open_clip(clip_arch, read_state_dict(clip_file), quick_gelu=True)

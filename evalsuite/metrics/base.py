@@ -16,11 +16,14 @@ random or in-memory weights). The registry names `module:Class.from_pretrained`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
+
+from distar.core.dtypes import DTYPES, dtype_name
+from distar.core.errors import DistarError
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,29 @@ class MetricInfo:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def with_dtype(info: MetricInfo, dtype) -> MetricInfo:
+    """`info` with its compute dtype named in the version ('HPSv2.1 bf16'), so bf16 or fp16
+    scores never share a key (a column) with fp32 ones. fp32 is the unnamed default: an fp32
+    key is the text it always was, so stores written before dtypes were named keep their
+    columns and are not scored again (evalsuite/metrics/README.md, "Precision")."""
+    name = dtype_name(dtype, short=True)
+    return info if name == "fp32" else replace(info, version=f"{info.version} {name}")
+
+
+def require_fp32(metric: str, dtype) -> None:
+    """Refuse a dtype other than fp32 for a metric that computes in fp32 only (FID's Inception,
+    the pixel and classifier metrics; their classes say `fp32_only = True`): it would run in
+    fp32 anyway, and its number would be stored as if computed in the dtype asked for."""
+    try:
+        name = dtype_name(dtype, short=True)
+    except ValueError:
+        raise DistarError(f"Unknown dtype '{dtype}'. Choose one of: {', '.join(DTYPES)}") from None
+    if name != "fp32":
+        raise DistarError(f"metric '{metric}' computes in fp32 only; dtype '{name}' would be "
+                          f"ignored. Fix: score it with dtype fp32 (distar eval "
+                          f"--metric-dtype fp32, in a separate run from the {name} metrics).")
 
 
 def iter_batches(n: int, batch_size: int):
@@ -64,13 +90,16 @@ class EmbeddingMetric:
     batch_size: int
 
     @classmethod
-    def version_key(cls, **_options) -> str | None:
+    def version_key(cls, dtype="fp32", **_options) -> str | None:
         """The `info.key` that `from_pretrained(**options)` would give, when it is known without
         loading (runner: skip a metric whose images are all scored): a class-level `info`, which
-        no option changes. None = load to know. A subclass that sets `info` per instance while
-        inheriting a class-level one must override this."""
+        no option but the dtype changes. None = load to know. A subclass that sets `info` per
+        instance while inheriting a class-level one must override this."""
         info = getattr(cls, "info", None)
-        return info.key if isinstance(info, MetricInfo) else None
+        try:
+            return with_dtype(info, dtype).key if isinstance(info, MetricInfo) else None
+        except ValueError:  # an unknown dtype name: loading reports it clearly
+            return None
 
     def _pixels(self, images: Sequence) -> torch.Tensor:
         raise NotImplementedError

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import (build_open_clip, freeze, open_clip_weights, provenance,
-                                        resolve_dtype)
-from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts
+from evalsuite.metrics._loading import (build_open_clip, freeze, open_clip_records,
+                                        open_clip_weights, provenance, resolve_dtype)
+from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts, with_dtype
 from evalsuite.models import read_state_dict, resolve_device
 
 DMD2_PREFIX = "A photo depicts "
@@ -69,8 +69,8 @@ class ClipScore(EmbeddingMetric):
         self.batch_size = batch_size
         self.image_size = int(np.atleast_1d(self.model.visual.image_size)[0])
         self.provenance = provenance or {"injected": True}
-        self.info = clip_score_info(backbone_name, prefix, pre_resize, clamp_zero,
-                                    self.image_size, self.mean, self.std)
+        self.info = with_dtype(clip_score_info(backbone_name, prefix, pre_resize, clamp_zero,
+                                               self.image_size, self.mean, self.std), self.dtype)
 
     @classmethod
     def from_pretrained(cls, backbone: str = "ViT-g-14", pretrained: str = "laion2b_s12b_b42k",
@@ -86,7 +86,8 @@ class ClipScore(EmbeddingMetric):
         cfg = open_clip.get_pretrained_cfg(backbone, pretrained) or {}
         path = open_clip_weights(f"CLIP score {backbone}/{pretrained}", backbone, pretrained,
                                  path=weights_path, env_var="DISTAR_CLIP_PATH", revision=revision)
-        prov = {"clip": provenance(path, f"CLIP score {backbone}/{pretrained}")}
+        prov = {"clip": provenance(path, f"CLIP score {backbone}/{pretrained}"),
+                **open_clip_records(backbone)}  # its config and tokenizer vocabulary
         model = build_open_clip(backbone, read_state_dict(path),
                                 quick_gelu=bool(cfg.get("quick_gelu", False)))
         return cls(model, open_clip.get_tokenizer(backbone), f"{backbone}/{pretrained}",
@@ -150,17 +151,20 @@ class TinyRandomClipScore(ClipScore):
         # ViT-B-32's tokenizer is CLIP's BPE, bundled with open_clip (nothing downloaded).
         self = cls(model, open_clip.get_tokenizer("ViT-B-32"), cls._backbone(seed), None, None,
                    DMD2_PREFIX, 256, False, device, dtype, batch_size, {"random_seed": seed})
-        self.info = cls._smoke_info(self.info, seed)
+        self.info = with_dtype(cls._smoke_info(self.info, seed), self.dtype)
         return self
 
     @classmethod
-    def version_key(cls, seed: int = 0, **_options) -> str:
-        """`from_pretrained(seed=seed).info.key`, without building the model (the config is
-        fixed: SMOKE_CLIP's image size, OpenAI's mean/std)."""
+    def version_key(cls, seed: int = 0, dtype: str = "fp32", **_options) -> str | None:
+        """`from_pretrained(seed=seed, dtype=dtype).info.key`, without building the model (the
+        config is fixed: SMOKE_CLIP's image size, OpenAI's mean/std)."""
         info = clip_score_info(cls._backbone(seed), DMD2_PREFIX, 256, False,
                                SMOKE_CLIP["vision_cfg"]["image_size"],
                                tuple(pp.OPENAI_CLIP_MEAN), tuple(pp.OPENAI_CLIP_STD))
-        return cls._smoke_info(info, seed).key
+        try:
+            return with_dtype(cls._smoke_info(info, seed), dtype).key
+        except ValueError:  # an unknown dtype name: loading reports it clearly
+            return None
 
     @staticmethod
     def _backbone(seed: int) -> str:

@@ -31,7 +31,9 @@ from PIL import Image
 
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics.base import MetricInfo, check_prompts, run_batches
+from evalsuite.metrics._loading import folder_records
+from evalsuite.metrics.base import (MetricInfo, check_prompts, require_fp32, run_batches,
+                                    with_dtype)
 
 MIN_K = 4
 
@@ -106,9 +108,10 @@ class Diversity:
             raise DistarError(f"min_k must be >= 2 (pairs of images), got {min_k}")
         self.embedder, self.min_k = embedder, min_k
         self.provenance = provenance or {"injected": True}
-        self.info = MetricInfo(self.name, f"intra-prompt mean pairwise cosine distance "
-                               f"min_k={min_k}", embedder.name,
-                               getattr(embedder, "preprocessing", "injected"))
+        self.info = with_dtype(MetricInfo(self.name, f"intra-prompt mean pairwise cosine "
+                                          f"distance min_k={min_k}", embedder.name,
+                                          getattr(embedder, "preprocessing", "injected")),
+                               getattr(embedder, "dtype", "fp32"))
 
     @classmethod
     def from_pretrained(cls, backbone: str = "ViT-g-14", pretrained: str = "laion2b_s12b_b42k",
@@ -152,6 +155,7 @@ class ImageEmbedder:
 
     def __init__(self, clip, name: str | None = None):
         self.clip = clip
+        self.dtype = clip.dtype  # named in the diversity key (base.with_dtype)
         self.name = name or clip.info.backbone
         self.preprocessing = (f"PIL bicubic short side->{clip.image_size}, centre crop, "
                               f"mean/std {clip.mean}/{clip.std}")
@@ -175,13 +179,15 @@ class MiniDiversity(Diversity):
     """`diversity` in the mini world's CLIP image space (the image tower of a transformers
     CLIPModel folder, run in fp32 whatever its stored dtype)."""
     name = "mini_diversity"
+    fp32_only = True  # the mini CLIP runs in fp32: a bf16 / fp16 request is refused
 
     @classmethod
     def from_pretrained(cls, clip_path: str | None = None, min_k: int = MIN_K,
-                        device: str = "auto", batch_size: int = 64, **_shared_options
-                        ) -> "MiniDiversity":
+                        device: str = "auto", batch_size: int = 64, dtype: str = "fp32",
+                        **_shared_options) -> "MiniDiversity":
         """Options: clip_path (a CLIPModel folder; default $DISTAR_MINI_DIR/clip, else
-        evalsuite/data/mini/clip), min_k, device, batch_size."""
+        evalsuite/data/mini/clip), min_k, device, batch_size, dtype (fp32 only)."""
+        require_fp32(cls.name, dtype)
         from evalsuite.metrics.clip_score import ClipScore
         from evalsuite.metrics.mini_learned import HFClipBackbone, load_clip_model
         folder = mini_clip_folder(clip_path)
@@ -198,4 +204,4 @@ class MiniDiversity(Diversity):
         weights = folder / "model.safetensors"
         tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "?"
         return cls(ImageEmbedder(clip, f"mini CLIP image tower sha256:{tag}"), min_k,
-                   {"clip": str(folder)})
+                   {"clip": folder_records(folder, skip_weights=False)})

@@ -38,7 +38,7 @@ from distar.core import atomic
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics._loading import provenance, sha256_file
 from evalsuite.metrics._preprocess import crop_resize_lanczos
-from evalsuite.metrics.base import MetricInfo
+from evalsuite.metrics.base import MetricInfo, require_fp32
 from evalsuite.models import resolve_device
 
 CLEAN_SIZE = 299
@@ -218,7 +218,9 @@ class InceptionV3Features(torch.nn.Module):
                               f"({type(e).__name__}: {first}). Fix: download {INCEPTION_URL} "
                               f"again and point weights_path= or DISTAR_INCEPTION_PATH at it."
                               ) from None
-        self.layers = self.base.layers
+        self.layers = getattr(self.base, "layers", None)
+        if not isinstance(self.layers, torch.nn.Module):  # a foreign TorchScript module
+            raise self._foreign(path, "it has no `layers` submodule")
         self.name = f"InceptionV3 {INCEPTION_FILE} sha256:{self.provenance['sha256'][:12]}"
         self.path = path
         self.to(resolve_device(device))
@@ -250,10 +252,24 @@ class InceptionV3Features(torch.nn.Module):
             f"download {INCEPTION_URL} where the network is reachable and pass weights_path= "
             f"or set DISTAR_INCEPTION_PATH=/path/to/{INCEPTION_FILE} (or put it in {cached})")
 
+    @staticmethod
+    def _foreign(path: Path, why: str) -> DistarError:
+        return DistarError(f"{path} is a TorchScript file but not clean-fid's InceptionV3 "
+                           f"{INCEPTION_FILE} ({why}). Fix: download {INCEPTION_URL} again and "
+                           f"point weights_path= or DISTAR_INCEPTION_PATH at it.")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[2:] != (CLEAN_SIZE, CLEAN_SIZE):
             raise ValueError(f"expected {CLEAN_SIZE}x{CLEAN_SIZE} inputs, got {tuple(x.shape)}")
-        return self.layers.forward((x - 128) / 128).view(x.shape[0], 2048)
+        try:
+            out = self.layers.forward((x - 128) / 128)
+        except Exception as e:  # a module of another architecture in the right file name
+            raise self._foreign(self.path, f"{type(e).__name__}: "
+                                f"{(str(e).strip().splitlines() or [''])[0][:200]}") from None
+        if out.numel() != x.shape[0] * 2048:
+            raise self._foreign(self.path, f"it gives {tuple(out.shape)} features for "
+                                f"{x.shape[0]} images, not 2048 each")
+        return out.reshape(x.shape[0], 2048)
 
 
 # Reference statistics ---------------------------------------------------------------------------
@@ -339,6 +355,7 @@ class FID:
     feature extractor (with a `name`) and ReferenceStats already built."""
 
     metric = "fid"
+    fp32_only = True  # Inception runs in fp32: a bf16 / fp16 request is refused, not ignored
 
     def __init__(self, extractor, reference: ReferenceStats, protocol: str | Protocol = "dmd2-256",
                  device: str = "cpu", batch_size: int = 32, num_workers: int | None = None):
@@ -370,7 +387,9 @@ class FID:
         DISTAR_INCEPTION_PATH); device ('auto'); batch_size (32); num_workers (resize processes,
         default min(4, cpus)); cache_dir (default the distar cache); extractor (an injected
         feature extractor with a `name`, for tests); dtype (taken with the shared options;
-        Inception runs in fp32); the subclass's own options (KID's)."""
+        Inception runs in fp32, so anything else is refused); the subclass's own options
+        (KID's)."""
+        require_fp32(cls.metric, dtype)
         device = resolve_device(device)
         protocol = get_protocol(protocol)
         num_workers = min(4, os.cpu_count() or 1) if num_workers is None else num_workers

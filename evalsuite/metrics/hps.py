@@ -25,9 +25,9 @@ from PIL import Image
 
 from evalsuite.benchmarks import HPS_CHUNK
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import (build_open_clip, freeze, provenance, resolve_dtype,
-                                        resolve_file)
-from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts
+from evalsuite.metrics._loading import (build_open_clip, freeze, open_clip_records, provenance,
+                                        resolve_dtype, resolve_file)
+from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts, with_dtype
 from evalsuite.metrics.stats import chunked_means
 from evalsuite.models import read_state_dict, resolve_device
 
@@ -60,11 +60,11 @@ class HPS(EmbeddingMetric):
         self.image_size = int(np.atleast_1d(self.model.visual.image_size)[0])
         self.provenance = provenance or {"injected": True}
         resize = "bicubic antialias" if self.antialias else "bicubic without antialias"
-        self.info = MetricInfo(
+        self.info = with_dtype(MetricInfo(
             name=self.name, version=self.version,
             backbone=f"open_clip {arch} + {self.filename}",
             preprocessing=f"RGB float tensor, long side->{self.image_size} {resize} "
-                          f"(torchvision), zero pad to square, CLIP mean/std")
+                          f"(torchvision), zero pad to square, CLIP mean/std"), self.dtype)
 
     @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
@@ -77,7 +77,8 @@ class HPS(EmbeddingMetric):
         import open_clip
         path = resolve_file(cls.version, repo_id=HPS_REPO, filename=cls.filename,
                             path=weights_path, env_var=cls.env_var, revision=revision)
-        prov = {"hps": provenance(path, cls.version)}  # checked before it is read
+        prov = {"hps": provenance(path, cls.version),  # checked before it is read
+                **open_clip_records(arch)}  # its config and tokenizer vocabulary
         model = build_open_clip(arch, read_state_dict(path))
         return cls(model, open_clip.get_tokenizer(arch), arch, device, dtype, batch_size, prov)
 

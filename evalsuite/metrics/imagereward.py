@@ -35,7 +35,7 @@ from PIL import Image
 from distar.core.dtypes import dtype_name
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import provenance, resolve_dtype, sha256_file
+from evalsuite.metrics._loading import file_record, folder_records, provenance, resolve_dtype
 from evalsuite.metrics.base import MetricInfo, run_batches
 from evalsuite.metrics.blip import (REWARD_MEAN, REWARD_STD, BlipRewardConfig,
                                      ImageRewardModel)
@@ -100,6 +100,19 @@ def load_tokenizer(source: str | os.PathLike | None = None):
     tokenizer.add_special_tokens({"bos_token": "[DEC]"})
     tokenizer.add_special_tokens({"additional_special_tokens": ["[ENC]"]})
     return tokenizer
+
+
+def tokenizer_records(source: str | os.PathLike | None = None) -> dict:
+    """Every file of the tokenizer folder `load_tokenizer(source)` read (vocab.txt,
+    tokenizer_config.json, ...), by path, sha256 and revision: the local folder, or the HF
+    cache snapshot of bert-base-uncased."""
+    source = str(source or os.environ.get(TOKENIZER_ENV) or TOKENIZER_ID)
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        from huggingface_hub import try_to_load_from_cache
+        cached = try_to_load_from_cache(TOKENIZER_ID, "vocab.txt")
+        folder = Path(cached).parent if isinstance(cached, str) else None
+    return folder_records(folder) if folder is not None else {"missing": source}
 
 
 # ---- Preprocessing -------------------------------------------------------------------------------
@@ -174,10 +187,7 @@ class ImageReward:
         """Options: see the class docstring."""
         weights_file, config_file = resolve_weights(weights_path)
         prov = {"weights": provenance(weights_file, MODEL_NAME),  # checked before it is read
-                "med_config": {"file": str(config_file),
-                               "sha256": sha256_file(config_file)},
-                "tokenizer": str(tokenizer_path or os.environ.get(TOKENIZER_ENV)
-                                 or TOKENIZER_ID)}
+                "med_config": file_record(config_file)}
         state_dict = read_state_dict(weights_file)
         med = json.loads(Path(config_file).read_text())
         try:
@@ -186,8 +196,9 @@ class ImageReward:
             raise DistarError(f"{MODEL_NAME} checkpoint {weights_file} lacks the tensor {e}: "
                               f"not an ImageReward state dict. Fix: point weights_path= at the "
                               f"published {WEIGHTS_FILE}.") from None
-        return cls(state_dict, config, load_tokenizer(tokenizer_path), device, dtype, batch_size,
-                   prov)
+        tokenizer = load_tokenizer(tokenizer_path)
+        prov["tokenizer"] = tokenizer_records(tokenizer_path)
+        return cls(state_dict, config, tokenizer, device, dtype, batch_size, prov)
 
     def tokenize(self, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Ids and mask [N, 35], exactly as the reference tokenises one prompt."""

@@ -8,7 +8,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from evalsuite.metrics.base import MetricInfo, check_prompts, run_batches
+from evalsuite.metrics._loading import folder_records
+from evalsuite.metrics.base import (MetricInfo, check_prompts, require_fp32,
+                                    run_batches)
 from evalsuite.mini import gold
 
 
@@ -17,6 +19,7 @@ class MiniGold:
     per image in [0, 1]. Pure pixels, no weights."""
     info = MetricInfo("mini_gold", gold.VERSION, "none (pixel rules)",
                       "RGB as given (the world draws 64 px)")
+    fp32_only = True  # numpy pixel rules: a bf16 / fp16 request is refused, not ignored
 
     @classmethod
     def version_key(cls, **_options) -> str:
@@ -24,8 +27,10 @@ class MiniGold:
         return cls.info.key
 
     @classmethod
-    def from_pretrained(cls, **_shared_options) -> "MiniGold":
-        """Nothing to load; shared options (device, batch_size, ...) are ignored."""
+    def from_pretrained(cls, dtype: str = "fp32", **_shared_options) -> "MiniGold":
+        """Nothing to load; dtype must be fp32; other shared options (device, batch_size,
+        ...) are ignored."""
+        require_fp32(cls.info.name, dtype)
         return cls()
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
@@ -52,6 +57,7 @@ class _WithClassifier:
     """A metric reading images with the mini attribute classifier; `info` names its weights'
     sha256. The constructor takes the loaded classifier and the folder it came from."""
     name, version_suffix = "", ""
+    fp32_only = True  # the classifier runs in fp32: a bf16 / fp16 request is refused
 
     def __init__(self, model, folder: Path, batch_size: int = 256):
         self.model = model
@@ -59,14 +65,15 @@ class _WithClassifier:
         self.info = MetricInfo(self.name, f"{self.model.cfg.version} {self.version_suffix}",
                                f"mini attribute classifier sha256:{_weights_tag(folder)}",
                                "RGB, bilinear to 64 px, 24 px cell crops")
-        self.provenance = {"classifier": str(folder)}
+        self.provenance = {"classifier": folder_records(folder, skip_weights=False)}
 
     @classmethod
     def from_pretrained(cls, classifier_path: str | None = None, batch_size: int = 256,
-                        **_shared_options):
+                        dtype: str = "fp32", **_shared_options):
         """Options: classifier_path (a folder with model.safetensors + config.json; default
         $DISTAR_MINI_DIR/classifier, else the shipped evalsuite/data/mini/classifier),
-        batch_size; shared ones (device, dtype) are ignored."""
+        batch_size, dtype (fp32 only); other shared ones (device) are ignored."""
+        require_fp32(cls.name, dtype)
         return cls(*_load_classifier(classifier_path), batch_size)
 
 
@@ -141,7 +148,9 @@ class MiniFD(_WithClassifier):
 
     @classmethod
     def from_pretrained(cls, classifier_path: str | None = None, reference_seed: int = 0,
-                        batch_size: int = 256, **_shared_options) -> "MiniFD":
+                        batch_size: int = 256, dtype: str = "fp32", **_shared_options
+                        ) -> "MiniFD":
+        require_fp32(cls.name, dtype)
         return cls(*_load_classifier(classifier_path), batch_size, reference_seed)
 
     def _kind(self) -> str:

@@ -22,6 +22,8 @@ from evalsuite.metrics._preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from evalsuite.metrics.aesthetic import AestheticMLP, AestheticScore
 from evalsuite.metrics.clip_score import ClipScore
 from evalsuite.metrics.pickscore import PickScore
+from evalsuite.metrics._loading import folder_records
+from evalsuite.metrics.base import with_dtype
 from evalsuite.mini import weights as mw
 from evalsuite.models.loading import read_state_dict
 
@@ -81,6 +83,7 @@ class _MiniWorldWeights:
     builds it with the subclass's `_build(root, ...)` and names the world in `info` (its own
     name, a version carrying the manifest hash) and in `provenance`."""
     mini_name = mini_version = mini_backbone = ""
+    mini_components: tuple[str, ...] = ()  # the world's folders the metric reads
 
     @classmethod
     def version_key(cls, world_dir: str | None = None, **_options) -> str:
@@ -94,16 +97,20 @@ class _MiniWorldWeights:
                         world_dir: str | None = None):
         root = _root(world_dir)
         metric = cls._build(root, device, dtype, batch_size)
-        metric.info = replace(metric.info, name=cls.mini_name,
-                              version=_version(cls.mini_version, root),
-                              backbone=cls.mini_backbone, preprocessing=_PRE)
-        metric.provenance = {"world": str(root), "manifest": mw.manifest_digest(root)}
+        metric.info = with_dtype(replace(metric.info, name=cls.mini_name,
+                                         version=_version(cls.mini_version, root),
+                                         backbone=cls.mini_backbone, preprocessing=_PRE),
+                                 metric.dtype)
+        metric.provenance = {"world": str(root), "manifest": mw.manifest_digest(root),
+                             **{c: folder_records(mw.component_dir(c, root), skip_weights=False)
+                                for c in cls.mini_components}}
         return metric
 
 
 class MiniPickScore(_MiniWorldWeights, PickScore):
     """PickScore on the mini proxy reward (cosine, PickScore's paper unit)."""
     mini_name, mini_version = "mini_pickscore", "mini-PickScore/cos"
+    mini_components = ("proxy_reward",)
     mini_backbone = ("transformers CLIPModel, mini proxy reward (PickScore objective on "
                      "gold-judge preference pairs)")
 
@@ -119,6 +126,7 @@ class MiniPickScore(_MiniWorldWeights, PickScore):
 class MiniAesthetic(_MiniWorldWeights, AestheticScore):
     """AestheticScore with the mini MLP on mini-CLIP image embeddings (1-10 scale)."""
     mini_name, mini_version = "mini_aesthetic", "mini-aesthetic (gold ratings)"
+    mini_components = ("clip", "aesthetic")
     mini_backbone = "mini CLIPModel image tower + LAION aesthetic MLP shape"
 
     @classmethod
@@ -141,6 +149,7 @@ def load_aesthetic_head(folder: Path) -> AestheticMLP:
 class MiniClip(_MiniWorldWeights, ClipScore):
     """ClipScore (100 x cosine) with the mini CLIP."""
     mini_name, mini_version = "mini_clip", "mini-CLIPScore 100cos"
+    mini_components = ("clip",)
     mini_backbone = "transformers CLIPModel, mini CLIP"
 
     @classmethod

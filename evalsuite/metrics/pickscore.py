@@ -17,7 +17,6 @@ slightly (tests/test_metric_pickscore.py measures it).
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -28,8 +27,9 @@ from PIL import Image
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import _preprocess as pp
 from evalsuite.metrics._preprocess import TF  # torchvision, imported on first use
-from evalsuite.metrics._loading import freeze, provenance, resolve_dtype
-from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts
+from evalsuite.metrics._loading import (WEIGHT_SUFFIXES, folder_records, freeze, provenance,
+                                        resolve_dtype)
+from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts, with_dtype
 from evalsuite.models import resolve_device
 
 MODEL_REPO = "yuvalkirstain/PickScore_v1"
@@ -54,9 +54,6 @@ def _pretrained(what: str, repo_id: str, path: str | None, env_var: str, option:
         ) from None
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
 def _folder(local: str | None, repo_id: str, revision: str | None) -> Path | None:
     """The folder a from_pretrained source reads: the local one, or the cached hub snapshot
     (None when the hub copy is not cached yet)."""
@@ -68,11 +65,13 @@ def _folder(local: str | None, repo_id: str, revision: str | None) -> Path | Non
 
 
 def _weights_provenance(folder: Path | None, what: str) -> dict:
-    """Check and record every weight file in a from_pretrained folder (see _loading.provenance)."""
+    """Check and record every weight file in a from_pretrained folder (see _loading.provenance),
+    and record its other files (config.json, ...) by path, sha256 and revision."""
     if folder is None or not folder.is_dir():
         return {}  # a missing folder is reported by the loader, with its fix
     files = sorted(f for f in folder.iterdir() if f.suffix in WEIGHT_SUFFIXES and f.is_file())
-    return {f.name: provenance(f, f"{what} {f.name}") for f in files}
+    return {**{f.name: provenance(f, f"{what} {f.name}") for f in files},
+            **folder_records(folder)}
 
 
 def load_clip_model_strict(source: str, what: str, **kwargs):
@@ -135,6 +134,7 @@ class PickScore(EmbeddingMetric):
         self.resize_to, self.crop_to = int(ip.size["shortest_edge"]), int(ip.crop_size["height"])
         self.mean, self.std = tuple(ip.image_mean), tuple(ip.image_std)
         self.provenance = provenance or {"injected": True}
+        self.info = with_dtype(type(self).info, self.dtype)
 
     @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
@@ -168,11 +168,10 @@ class PickScore(EmbeddingMetric):
             "PickScore tokenizer", PROCESSOR_REPO, processor_path,
             "DISTAR_PICKSCORE_PROCESSOR_PATH", "processor_path", processor_revision,
             CLIPTokenizer.from_pretrained)
+        # The tokenizer and image processor files, each by sha256 (the processor class is named in
+        # `info.preprocessing`: CLIPImageProcessorPil, see the module docstring).
         processor_folder = _folder(processor_path, PROCESSOR_REPO, processor_revision)
-        prov["processor"] = {"folder": str(processor_folder or PROCESSOR_REPO)}
-        if processor_folder is not None and (m := re.search(r"/snapshots/([0-9a-f]{40})",
-                                                             str(processor_folder))):
-            prov["processor"]["hub_commit"] = m.group(1)
+        prov["processor"] = folder_records(processor_folder) if processor_folder else {}
         return cls(model, image_processor, tokenizer, device, dtype, batch_size, prov)
 
     def _text(self, prompts: list[str]) -> torch.Tensor:

@@ -148,7 +148,7 @@ def score_run(run, metric_names: list[str], batch_size: int = 32, progress: bool
             raise RuntimeError(f"{name}: version_key gave {key!r} but the loaded metric's key is "
                                f"{metric.info.key!r}; fix the class's version_key")
         key = metric.info.key
-        meta = json.dumps({"info": metric.info.as_dict(),
+        meta = json.dumps({"info": metric.info.as_dict(), "dtype": compute_dtype(metric),
                            "provenance": getattr(metric, "provenance", {})}, sort_keys=True,
                           default=str)
         if hasattr(metric, "score"):
@@ -214,9 +214,15 @@ def _score_set(run, name, metric, key, meta, progress, progress_bar):
     run.store.add_set_score(recipe_hash=run.recipe_hash, bench=run.bench,
                             bench_version=run.bench_version, metric=name, metric_version=key,
                             value=value, n_images=len(paths),
-                            meta={"info": metric.info.as_dict(),
+                            meta={"info": metric.info.as_dict(), "dtype": compute_dtype(metric),
                                   "provenance": getattr(metric, "provenance", {})})
     return MetricOutcome(name, key, len(paths), 0, value)
+
+
+def compute_dtype(metric) -> str:
+    """The dtype a loaded metric computes in ('fp32' for those without one), as stored."""
+    from distar.core.dtypes import dtype_name
+    return dtype_name(getattr(metric, "dtype", "fp32"), short=True)
 
 
 def _empty_cuda_cache() -> None:

@@ -1,8 +1,12 @@
 """Breakdowns and uncertainty for per-image scores: pure functions of arrays, seeded.
 
-- `bootstrap_ci`: percentile bootstrap interval of a mean. With several images per prompt
-  (`clusters=` prompt ids) it resamples prompts, not images, because images of one prompt are
-  correlated and resampling them independently would give too narrow an interval.
+- `bootstrap_ci`: bootstrap interval of a mean, by default the studentised (bootstrap-t) one
+  with a small-sample expansion (`studentized_interval`); 'bca' and 'percentile' on request.
+  With several images per prompt (`clusters=` prompt ids) it resamples prompts, not images,
+  because images of one prompt are correlated and resampling them independently would give too
+  narrow an interval. Why studentised: on skewed data the percentile interval under-covers at
+  small n (0.90 at n = 50 on a lognormal) and BCa barely helps; docs/estimators.md has the
+  coverage table (scripts/interval_coverage.py).
 - `group_means`: per group (Parti category / challenge, HPS style) n, mean and interval.
 - `paired_test`: two models on the same prompts and seeds: mean difference with its bootstrap
   interval and a p-value (sign-flip permutation, paired bootstrap, Wilcoxon signed-rank, or
@@ -39,35 +43,123 @@ def _cluster_index(values: np.ndarray, clusters: Sequence | None):
             np.bincount(codes, minlength=len(uniq)).astype(float))
 
 
+def _resample_index(k: int, n_boot: int, seed: int):
+    """Blocks of bootstrap indices [b, k] (seeded; the same draws as bootstrap_means), bounding
+    memory at ~32 MB of indices."""
+    rng = np.random.default_rng(seed)
+    block = max(1, 4_000_000 // k)
+    for start in range(0, n_boot, block):
+        yield rng.integers(0, k, size=(min(block, n_boot - start), k))
+
+
 def bootstrap_means(values: Sequence[float], n_boot: int = 10_000, seed: int = 0,
                     clusters: Sequence | None = None) -> np.ndarray:
     """Means of `n_boot` bootstrap resamples (of clusters when given)."""
     values = np.asarray(values, dtype=np.float64)
     if clusters is not None and len(clusters) != len(values):
         raise ValueError(f"{len(values)} values but {len(clusters)} cluster ids")
-    sums, counts = _cluster_index(values, clusters)
-    rng = np.random.default_rng(seed)
-    k = len(sums)
-    block = max(1, 4_000_000 // k)  # resamples per step, bounding memory at ~32 MB of indices
-    out = np.empty(n_boot)
-    for start in range(0, n_boot, block):
-        idx = rng.integers(0, k, size=(min(block, n_boot - start), k))
-        out[start:start + len(idx)] = sums[idx].sum(1) / counts[idx].sum(1)
-    return out
+    return _boot_means(*_cluster_index(values, clusters), n_boot, seed)
+
+
+def _boot_means(sums: np.ndarray, counts: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    return np.concatenate([sums[i].sum(1) / counts[i].sum(1)
+                           for i in _resample_index(len(sums), n_boot, seed)])
+
+
+INTERVAL_METHODS = ("studentized", "bca", "percentile")
+# What each method's interval is, in words, for table legends.
+INTERVAL_TEXT = {
+    "studentized": "studentised (bootstrap-t) interval with a small-sample expansion, never "
+                   "narrower than the t interval",
+    "bca": "BCa (bias-corrected and accelerated) bootstrap interval",
+    "percentile": "percentile-bootstrap interval",
+}
 
 
 def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 10_000,
-                 seed: int = 0, clusters: Sequence | None = None) -> Interval:
-    """Mean and percentile-bootstrap interval."""
+                 seed: int = 0, clusters: Sequence | None = None,
+                 method: str = "studentized") -> Interval:
+    """Mean and bootstrap interval (`method`: one of INTERVAL_METHODS), resampling clusters when
+    given. Fewer than two units: NaN bounds."""
+    if method not in INTERVAL_METHODS:
+        raise ValueError(f"Unknown interval '{method}'. Choose one of: "
+                         f"{', '.join(INTERVAL_METHODS)}")
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         raise ValueError("no values")
-    if len(values) == 1:
-        v = float(values[0])
-        return Interval(v, float("nan"), float("nan"), 1, level)
-    boots = bootstrap_means(values, n_boot, seed, clusters)
-    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
-    return Interval(float(values.mean()), float(lo), float(hi), len(values), level)
+    if clusters is not None and len(clusters) != len(values):
+        raise ValueError(f"{len(values)} values but {len(clusters)} cluster ids")
+    sums, counts = _cluster_index(values, clusters)
+    mean = float(values.mean())
+    if len(sums) < 2:
+        return Interval(mean, float("nan"), float("nan"), len(values), level)
+    fn = {"studentized": studentized_interval, "bca": bca_interval,
+          "percentile": percentile_interval}[method]
+    lo, hi = fn(sums, counts, level, n_boot, seed)
+    return Interval(mean, float(lo), float(hi), len(values), level)
+
+
+def ratio_se(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Standard error of the ratio mean sum(sums) / sum(counts) over the last axis (units):
+    the linearised (delta-method) cluster SE, sqrt(k / (k - 1) * sum((S_j - theta C_j)^2)) /
+    sum(C_j); with one value per unit it is the usual s / sqrt(n)."""
+    k = sums.shape[-1]
+    total = counts.sum(-1)
+    theta = sums.sum(-1) / total
+    resid = sums - theta[..., None] * counts
+    return np.sqrt(k / (k - 1) * (resid ** 2).sum(-1)) / total
+
+
+def percentile_interval(sums, counts, level: float, n_boot: int, seed: int):
+    """Quantiles of the bootstrap means."""
+    boots = _boot_means(sums, counts, n_boot, seed)
+    return tuple(np.quantile(boots, [(1 - level) / 2, (1 + level) / 2]))
+
+
+def bca_interval(sums, counts, level: float, n_boot: int, seed: int):
+    """Efron's BCa: percentile levels moved by the bias correction z0 (share of bootstrap means
+    below the estimate) and the acceleration a (skewness of the leave-one-unit-out jackknife)."""
+    from scipy.stats import norm
+    theta = sums.sum() / counts.sum()
+    boots = _boot_means(sums, counts, n_boot, seed)
+    z0 = norm.ppf((np.sum(boots < theta) + 0.5 * np.sum(boots == theta)) / len(boots))
+    jack = (sums.sum() - sums) / (counts.sum() - counts)
+    d = jack.mean() - jack
+    denom = 6.0 * (d ** 2).sum() ** 1.5
+    a = (d ** 3).sum() / denom if denom > 0 else 0.0
+    z = norm.ppf([(1 - level) / 2, (1 + level) / 2])
+    levels = norm.cdf(z0 + (z0 + z) / (1 - a * (z0 + z)))
+    return tuple(np.quantile(boots, np.nan_to_num(levels, nan=0.5)))
+
+
+def studentized_interval(sums, counts, level: float, n_boot: int, seed: int):
+    """Bootstrap-t: theta - q * SE with q the quantiles of (theta* - theta) / SE* over resamples
+    (SE: `ratio_se`), so the interval follows the data's skew. Two small-sample corrections,
+    without which it still under-covers on skewed data at n = 50 (docs/estimators.md):
+    the quantiles are expanded by sqrt(k / (k-1)) * t_{k-1} / z (a resample's plug-in spread is
+    too small by about sqrt((k-1)/k), and the t quantile is the normal one's small-sample
+    price; Hesterberg's expanded percentile applied to bootstrap-t), and neither end comes
+    inside the t interval theta +- t_{k-1} SE. Resamples with SE* = 0 (all units equal) are
+    dropped; when too few remain the ends are the t interval's."""
+    from scipy.stats import norm, t as student_t
+    k = len(sums)
+    theta = sums.sum() / counts.sum()
+    se = float(ratio_se(sums, counts))
+    t_stats = []
+    for i in _resample_index(k, n_boot, seed):
+        s_i, c_i = sums[i], counts[i]
+        se_i = ratio_se(s_i, c_i)
+        ok = se_i > 0
+        t_stats.append((s_i.sum(1)[ok] / c_i.sum(1)[ok] - theta) / se_i[ok])
+    t_stats = np.concatenate(t_stats)
+    alpha = (1 - level) / 2
+    t_q = float(student_t.ppf(1 - alpha, k - 1))
+    t_low, t_high = theta - t_q * se, theta + t_q * se
+    if len(t_stats) < 0.5 * n_boot or se == 0:
+        return t_low, t_high
+    expand = np.sqrt(k / (k - 1)) * t_q / norm.ppf(1 - alpha)
+    q_low, q_high = expand * np.quantile(t_stats, [alpha, 1 - alpha])
+    return min(theta - q_high * se, t_low), max(theta - q_low * se, t_high)
 
 
 def group_means(values: Sequence[float], groups: Sequence, level: float = 0.95,
