@@ -23,6 +23,7 @@ import hashlib
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -137,7 +138,12 @@ def gather(to: Path, python: str, platforms: list[str], with_torch: bool = False
     build = [e.requirement for e in entries if "build" in e.marks]
     run(pip + ["download", "--no-deps", "--quiet", *flags, "-d", str(to),
                *[f"{n}=={v}" for n, v in sorted(pins.items())], *nodeps])
-    run(pip + ["wheel", "--no-deps", "--quiet", "-w", str(to), *build, str(ROOT)])
+    left = not (ROOT / "build").exists()  # setuptools builds distar in ROOT/build: not ours to keep
+    try:
+        run(pip + ["wheel", "--no-deps", "--quiet", "-w", str(to), *build, str(ROOT)])
+    finally:
+        if left:
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
     # A built wheel's own requirements must be in the folder (or the image's).
     have = set(pins) | {e.name for e in entries}
     missing = {}
