@@ -19,12 +19,13 @@ wh = importlib.util.module_from_spec(spec)
 sys.modules["wheelhouse"] = wh  # dataclasses look their module up there
 spec.loader.exec_module(wh)
 
-# What the GPU machine runs: the packages, the scripts (gpu_suite and the benchmarks it imports)
-# and the reference-scorer helpers gpu_suite imports from tests/.
+# What the GPU machine runs: the packages and the scripts (gpu_suite and the benchmarks it
+# imports), and every module of tests/ that those import (the reference scorers' adapters),
+# followed transitively.
 CODE = ([p for d in ("distar", "evalsuite", "di_star") for p in (ROOT / d).rglob("*.py")]
-        + list((ROOT / "scripts").glob("*.py"))
-        + [ROOT / "tests" / "metric_refs.py", ROOT / "tests" / "imagereward_ref.py"])
-LOCAL = {p.stem for p in (ROOT / "scripts").glob("*.py")} | {p.stem for p in (ROOT / "tests").glob("*.py")} \
+        + list((ROOT / "scripts").glob("*.py")))
+TESTS = {p.stem: p for p in (ROOT / "tests").glob("*.py")}
+LOCAL = {p.stem for p in (ROOT / "scripts").glob("*.py")} | set(TESTS) \
     | {"distar", "evalsuite", "di_star", "__future__"}
 # Imports that need no wheel on the GPU machine, with the reason.
 NO_WHEEL = {"tomli": "imported only on Python < 3.11 (di_star/config.py)"}
@@ -33,9 +34,12 @@ NOT_HERE = {"bitsandbytes": "bitsandbytes"}
 
 
 def imported_modules() -> dict[str, set[str]]:
-    """{top-level module: files}, from import statements and importlib.import_module('...')."""
+    """{top-level module: files}, from import statements and importlib.import_module('...'),
+    in CODE and the tests/ modules it imports."""
     found: dict[str, set[str]] = {}
-    for path in CODE:
+    todo, seen = list(CODE), set(CODE)
+    while todo:
+        path = todo.pop()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -48,6 +52,9 @@ def imported_modules() -> dict[str, set[str]]:
                 continue
             for name in names:
                 top = name.split(".")[0]
+                if top in TESTS and TESTS[top] not in seen:
+                    seen.add(TESTS[top])
+                    todo.append(TESTS[top])
                 if top not in sys.stdlib_module_names and top not in LOCAL:
                     found.setdefault(top, set()).add(str(path.relative_to(ROOT)))
     return found
