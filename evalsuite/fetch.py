@@ -45,8 +45,9 @@ class PlannedRepo:
 
 
 def is_optional(item: str) -> bool:
-    """A bare glob may match nothing (a shard index); a file or 'a|b' item must be there."""
-    return "|" not in item and any(c in item for c in "*?[")
+    """'?name' (read when present) or a bare glob (a shard index) may match nothing; a file or
+    an 'a|b' item must be there."""
+    return item.startswith("?") or ("|" not in item and any(c in item for c in "*?["))
 
 
 def match_items(items: Sequence[str], paths: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -55,7 +56,7 @@ def match_items(items: Sequence[str], paths: Sequence[str]) -> tuple[list[str], 
     chosen: list[str] = []
     missing: list[str] = []
     for item in items:
-        for alternative in item.split("|"):
+        for alternative in item.removeprefix("?").split("|"):
             hits = [p for p in paths if fnmatch.fnmatchcase(p, alternative)]
             if hits:
                 chosen += [h for h in hits if h not in chosen]
@@ -178,7 +179,10 @@ def render_plan(repos: Sequence[PlannedRepo], online: bool) -> str:
             lines.append(f"{kind}{n.repo_id} @ {rev}  ({n.what}){gated}")
         for f in r.files:
             shown = f.path.replace("|", "  or  ")
-            lines.append(f"    {shown}  [{human_size(f.size) if online else 'size unknown offline'}]")
+            shown = shown[1:] + "  (if present)" if shown.startswith("?") else shown
+            size = "size unknown offline" if not online else (
+                human_size(f.size) if f.size is not None else "size known once downloaded")
+            lines.append(f"    {shown}  [{size}]")
         for m in r.missing:
             lines.append(f"    MISSING on the hub: {m.replace('|', '  or  ')}")
         if online and r.need.repo_id is not None:
@@ -206,12 +210,13 @@ def download(repos: Sequence[PlannedRepo], to: Path | None) -> list[dict]:
     URLs: into DISTAR_CACHE or to/distar); with `to`, write the manifest and SHA256SUMS there.
     Returns the manifest rows. A file whose sha256 differs from the hub's is an error."""
     from distar.core.paths import cache_dir
+    lacking = [f"{r.need.repo_id} @ {r.commit} lacks {', '.join(r.missing)} ({r.need.what})"
+               for r in repos if r.missing]
+    if lacking:  # before the first byte: the run would fail on these
+        raise DistarError("; ".join(lacking) + ". Fix: pin a revision that has them.")
     rows = []
     for r in repos:
         n = r.need
-        if missing := r.missing:
-            raise DistarError(f"{n.repo_id} @ {r.commit} lacks {', '.join(missing)}, which "
-                              f"{n.what} reads: pin a revision that has it.")
         for f in r.files:
             if n.repo_id is None:
                 path = url_file(n.url, (to / "distar" if to else cache_dir()) / f.path)

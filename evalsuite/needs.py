@@ -19,8 +19,8 @@ class HubNeed:
     what: str                          # who needs it, as preflight names it
     repo_id: str | None                # hub repository (None: `url` instead)
     files: tuple[str, ...]             # what the loader reads: a file, 'a|b' (the first of
-                                       # these the repo has; globs allowed), or a glob that may
-                                       # match nothing (a shard index)
+                                       # these the repo has; globs allowed), '?file' (read when
+                                       # present) or a glob that may match nothing (shard index)
     check: tuple[str, ...]             # the file(s) preflight looks for (any one will do)
     revision: str | None = None        # branch or commit; None = the hub's default ('main')
     repo_type: str | None = None       # None = model, 'dataset'
@@ -147,7 +147,7 @@ def _aesthetic_needs(o: dict) -> list[HubNeed]:
 HF_MODEL_FILES = ("config.json", "model.safetensors|model-*-of-*.safetensors|pytorch_model.bin",
                   "model.safetensors.index*.json")
 HF_CLIP_PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer_config.json", "vocab.json",
-                           "merges.txt", "special_tokens_map.json", "tokenizer.json")
+                           "merges.txt", "?special_tokens_map.json", "?tokenizer.json")
 
 
 def _pickscore_needs(metric: str, o: dict) -> list[HubNeed]:
@@ -166,7 +166,7 @@ def _imagereward_needs(o: dict) -> list[HubNeed]:
     return [HubNeed("imagereward: ImageReward v1.0 weights", ir.HUB_REPO,
                     (ir.WEIGHTS_FILE, ir.CONFIG_FILE), (ir.WEIGHTS_FILE,), env_var=ir.WEIGHTS_ENV),
             HubNeed("imagereward: its BERT tokenizer", ir.TOKENIZER_ID,
-                    ("vocab.txt", "tokenizer_config.json", "config.json"), ("vocab.txt",),
+                    ("vocab.txt", "?tokenizer_config.json", "?config.json"), ("vocab.txt",),
                     env_var=ir.TOKENIZER_ENV, option="tokenizer_path", folder=True)]
 
 

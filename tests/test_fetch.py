@@ -175,6 +175,23 @@ def test_download_to_folder_writes_manifest(monkeypatch, tmp_path):
     sums = (tmp_path / fe.SUMS).read_text().splitlines()
     assert f"{row['sha256']}  {row['local']}" in sums and len(sums) == 5
     assert "HF_HOME=" in r.output
+    assert "ImageReward.pt  [10 B]" in r.output and "commit c0ffeeTHUDMImageReward" in r.output
+    assert "other.bin" not in r.output and "model.safetensors" not in r.output
+
+
+def test_a_file_the_loader_reads_missing_on_the_hub_stops_before_any_download(monkeypatch, tmp_path):
+    import huggingface_hub as hh
+
+    from evalsuite import hub
+    from evalsuite.metrics.imagereward import HUB_REPO
+    fake = FakeHub({HUB_REPO: {"ImageReward.pt": b"w"},   # med_config.json is missing
+                    "bert-base-uncased": {"vocab.txt": b"x"}})
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
+    monkeypatch.setattr(hh, "HfApi", fake.api())
+    monkeypatch.setattr(hh, "hf_hub_download", fake.hf_hub_download)
+    r = _invoke(["fetch", "--metrics", "imagereward", "--to", str(tmp_path)])
+    assert r.exit_code == 2 and "lacks med_config.json" in r.output and "MISSING" in r.output
+    assert fake.downloads == []
 
 
 def test_download_sha_mismatch_and_gated_repo(monkeypatch, tmp_path):
