@@ -71,7 +71,10 @@ def component_files(name: str, variant: str | None) -> tuple[str, ...]:
         return (f"{name}/*",)  # vocab/merges or spiece/tokenizer.json, and their configs
     if name == "scheduler":
         return ("scheduler/scheduler_config.json",)
-    stem = "model" if name.startswith("text_encoder") else "diffusion_pytorch_model"
+    if name == "feature_extractor":  # an image processor: its config only
+        return ("feature_extractor/preprocessor_config.json",)
+    # transformers models (text encoders, SD1.5's safety checker) or diffusers models.
+    stem = "model" if name.startswith(("text_encoder", "safety_checker")) else "diffusion_pytorch_model"
     return (f"{name}/config.json",) + _weight_files(name, stem, variant)
 
 

@@ -221,3 +221,14 @@ def test_download_sha_mismatch_and_gated_repo(monkeypatch, tmp_path):
     assert r.exit_code == 2 and "Traceback" not in r.output
     assert "accept its licence" in r.output and "HF_TOKEN" in r.output
     assert f"https://huggingface.co/{HPS_REPO}" in r.output
+
+
+def test_pipeline_plans_name_every_component_the_class_loads():
+    from evalsuite.models.specs import resolve_model
+    (sd15,) = model_needs(resolve_model("sd15"))
+    chosen, missing = fe.match_items(sd15.files, [
+        "model_index.json", "safety_checker/config.json", "safety_checker/model.safetensors",
+        "feature_extractor/preprocessor_config.json", "unet/diffusion_pytorch_model.safetensors"])
+    assert "safety_checker/model.safetensors" in chosen and "unet/config.json" in missing
+    (sd35,) = model_needs(resolve_model("sd35_large"))
+    assert sd35.gated and "tokenizer_3/*" in sd35.files and "text_encoder_3/config.json" in sd35.files
