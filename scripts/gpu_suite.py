@@ -486,7 +486,11 @@ def temp_under(out: Path):
     """Every temporary file of the run goes to OUT/.tmp-PID and is removed at exit, whatever
     happens: the reference scorers' checkpoints (HPS's is ~2 GB at full size), the FID image
     folders, the harness's bench folder (each made with Python's tempfile, here or in a reference
-    package; TMPDIR for their subprocesses). A folder left by a killed run is removed by the next."""
+    package). A folder left by a killed run is removed by the next. Not multiprocessing's own
+    folder: its Unix sockets (DataLoader workers pass tensors through them) need a path under
+    ~107 characters, which a deep OUT exceeds (clean-fid's workers then hang), so that folder is
+    created in the system temp before tempfile is pointed here (workers inherit it)."""
+    import multiprocessing.util
     import shutil
     import tempfile
     out.mkdir(parents=True, exist_ok=True)
@@ -496,16 +500,12 @@ def temp_under(out: Path):
             shutil.rmtree(stale, ignore_errors=True)
     tmp = out / f".tmp-{os.getpid()}"
     tmp.mkdir(exist_ok=True)
-    saved = tempfile.tempdir, os.environ.get("TMPDIR")
-    tempfile.tempdir, os.environ["TMPDIR"] = str(tmp), str(tmp)
+    multiprocessing.util.get_temp_dir()
+    saved, tempfile.tempdir = tempfile.tempdir, str(tmp)
     try:
         yield tmp
     finally:
-        tempfile.tempdir = saved[0]
-        if saved[1] is None:
-            os.environ.pop("TMPDIR", None)
-        else:
-            os.environ["TMPDIR"] = saved[1]
+        tempfile.tempdir = saved
         shutil.rmtree(tmp, ignore_errors=True)
 
 
