@@ -232,3 +232,27 @@ def test_pipeline_plans_name_every_component_the_class_loads():
     assert "safety_checker/model.safetensors" in chosen and "unet/config.json" in missing
     (sd35,) = model_needs(resolve_model("sd35_large"))
     assert sd35.gated and "tokenizer_3/*" in sd35.files and "text_encoder_3/config.json" in sd35.files
+
+
+def test_preset_plan_is_what_train_preflight_checks(spy):
+    from di_star.cli import fetch_targets, preflight, resolve_config
+    from di_star.presets import PRESETS
+    from distar.core.errors import DistarError
+    from evalsuite.needs import command_needs
+    sd_presets = [p for p in PRESETS.names() if p.startswith(("di_star_sd", "tiny_sd"))]
+    assert "di_star_sdxl" in sd_presets
+    for name in sd_presets:
+        cfg = resolve_config(name, None, None)
+        spy.clear()
+        try:
+            preflight(cfg)
+        except DistarError:
+            pass  # nothing is on this machine: the problems are the point
+        specs, bench, metrics = fetch_targets(cfg)
+        needs = [n for n in command_needs(specs, bench, metrics) if n.repo_id]
+        assert spy == planned(needs), name
+    r = _invoke(["fetch", "--preset", "di_star_sdxl", "--plan"])
+    assert r.exit_code == 0, r.output
+    for text in ("stabilityai/stable-diffusion-xl-base-1.0 @ main", "tianweiy/DMD2 @ main",
+                 "dmd2_sdxl_1step_unet_fp16.bin", "yuvalkirstain/PickScore_v1"):
+        assert text in r.output
