@@ -36,6 +36,20 @@ def default_out(cfg: TrainConfig, config: Path | None) -> Path:
     return Path("runs") / name
 
 
+def fetch_targets(cfg: TrainConfig) -> tuple[list, str | None, list[str]]:
+    """(the model specs, benchmark, reward metric) an SD run loads from outside, for `distar
+    fetch --preset` (preflight checks the same roles)."""
+    if cfg.world.name in TOY_WORLDS:
+        return [], None, []
+    from di_star.sdxl.models import resolve_spec
+    from di_star.sdxl.reward import RANDOM_REWARDS, split_reward
+    sd = cfg.sd
+    specs = [resolve_spec(name) for name in dict.fromkeys((sd.generator, sd.reference))]
+    metric, folder = split_reward(sd.reward) if sd.reward not in RANDOM_REWARDS else (None, None)
+    bench = sd.prompts[len("bench:"):] if sd.prompts.startswith("bench:") else None
+    return specs, bench, [metric] if metric and folder is None else []
+
+
 def preflight(cfg: TrainConfig) -> None:
     """Every weight, reward and prompt source an SD run needs, checked before anything loads;
     all problems reported in one message (toy worlds build everything locally)."""

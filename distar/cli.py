@@ -378,6 +378,40 @@ def _repair(out: Path) -> None:
                      f"PNG files under {out / 'images'}\n")
 
 
+@app.command("fetch")
+@_friendly
+def fetch_cmd(
+    model: str = typer.Option("", "--model", "-m", help="Model name(s), comma-separated."),
+    bench: Optional[str] = typer.Option(None, "--bench", "-b", help="Benchmark name."),
+    metrics: str = typer.Option("", help="Comma-separated metrics, as for eval."),
+    preset: Optional[str] = typer.Option(None, help="A training preset: its generator, "
+                                         "reference, reward and prompts."),
+    plan: bool = typer.Option(False, "--plan", metavar="", help="Only print what would be "
+                              "downloaded (works offline; sizes need the hub)."),
+    to: Optional[Path] = typer.Option(None, help="Download into this folder (an HF cache under "
+                                      "DIR/hub plus a sha256 manifest), to copy to a machine "
+                                      "without internet; default: the local HF cache."),
+) -> None:
+    """Download every weight and prompt file an eval or train command needs (for offline use)."""
+    from evalsuite.fetch import fetch
+    from evalsuite.models.specs import resolve_model
+    specs = [resolve_model(m.strip()) for m in model.split(",") if m.strip()]
+    metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
+    if preset is not None:
+        from di_star.cli import fetch_targets, resolve_config
+        more_specs, preset_bench, reward = fetch_targets(resolve_config(preset, None, None))
+        specs += more_specs
+        metric_names += [m for m in reward if m not in metric_names]
+        if preset_bench and bench and preset_bench != bench:
+            raise DistarError(f"--bench {bench} differs from preset {preset}'s prompts "
+                              f"(bench:{preset_bench}); run fetch once for each.")
+        bench = bench or preset_bench
+    if not (specs or bench or metric_names):
+        raise DistarError("nothing to fetch: give --model, --bench, --metrics or --preset "
+                          "(e.g. distar fetch --model flux_dev --bench parti --metrics clip --plan).")
+    fetch(specs, bench, metric_names, plan_only=plan, to=to)
+
+
 @app.command("train")
 @_friendly
 def train_cmd(

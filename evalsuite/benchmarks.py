@@ -144,6 +144,12 @@ def coco30k() -> Benchmark:
 # (hpsv2.evaluation.evaluate_benchmark: a style's score is the mean of 80-image chunk means).
 HPS_STYLES = ("anime", "concept-art", "paintings", "photo")
 HPS_CHUNK = 80
+HPSV2_REPO = "zhwang/HPDv2"   # a dataset repo: hpsv2.benchmark_prompts() reads the same files
+
+
+def hpsv2_prompt_files() -> list[str]:
+    """The benchmark's files in HPSV2_REPO, one per style (distar fetch downloads these)."""
+    return [f"benchmark/{s}.json" for s in HPS_STYLES]
 
 
 def _hpsv2_prompt_files() -> dict[str, list[str]]:
@@ -162,10 +168,9 @@ def _hpsv2_prompt_files() -> dict[str, list[str]]:
         return out
     from evalsuite.hub import hub_download
     try:  # the same files hpsv2.benchmark_prompts() fetches, from the hub or the local HF cache
-        return {s: json.loads(Path(hub_download("zhwang/HPDv2", f"benchmark/{s}.json",
-                                                model="HPSv2 benchmark prompts",
+        return {s: json.loads(Path(hub_download(HPSV2_REPO, f, model="HPSv2 benchmark prompts",
                                                 repo_type="dataset")).read_text())
-                for s in HPS_STYLES}
+                for s, f in zip(HPS_STYLES, hpsv2_prompt_files())}
     except DistarError as e:  # offline and not cached
         raise DistarError(
             "HPSv2 benchmark prompts are not available offline and are not shipped with distar. "

@@ -335,10 +335,18 @@ def pipeline_latents(pipe, latents: torch.Tensor) -> torch.Tensor:
     return latents
 
 
+def denoiser_dtype(pipe, spec: ModelSpec, device: torch.device) -> torch.dtype:
+    """The dtype the latents must have: the denoiser's (a pipeline built in another dtype than
+    the recipe's compute dtype, e.g. the GPU suite's bf16 rehearsal on a CPU), else the recipe's."""
+    net = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+    param = next(net.parameters(), None) if isinstance(net, torch.nn.Module) else None
+    return param.dtype if param is not None else compute_dtype(spec, device)
+
+
 def generate_batch(pipe, spec: ModelSpec, prompts: list[str], seeds: list[int],
                    device: torch.device) -> list:
     """One pipeline call for a batch; returns PIL images."""
-    latents = initial_noise(seeds, spec.latent_shape()).to(device, compute_dtype(spec, device))
+    latents = initial_noise(seeds, spec.latent_shape()).to(device, denoiser_dtype(pipe, spec, device))
     latents = pipeline_latents(pipe, latents)
     kwargs = dict(num_inference_steps=spec.steps, guidance_scale=spec.guidance,
                   height=spec.resolution, width=spec.resolution, latents=latents,

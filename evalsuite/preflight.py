@@ -91,57 +91,17 @@ def weight_problem(what: str, *, repo_id: str | None, filenames: Sequence[str],
 
 
 # Metrics ------------------------------------------------------------------------------------
-def _open_clip_problem(what: str, arch: str, pretrained: str, env_var: str,
-                       explicit: str | None) -> list[Problem]:
-    import open_clip
-    files = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-    cfg = open_clip.get_pretrained_cfg(arch, pretrained) or {}
-    repo = (cfg.get("hf_hub") or "").rstrip("/") or None
-    return weight_problem(what, repo_id=repo, filenames=files, env_var=env_var, explicit=explicit)
+def need_problems(need, explicit: str | None = None) -> list[Problem]:
+    """weight_problem for one evalsuite.needs.HubNeed (the list distar fetch downloads)."""
+    return weight_problem(need.what, repo_id=need.repo_id, filenames=need.check,
+                          env_var=need.env_var, explicit=explicit, folder=need.folder,
+                          revision=need.revision)
 
 
-def _clip(o: dict) -> list[Problem]:
-    return _open_clip_problem(f"clip: CLIP score weights ({o.get('backbone', 'ViT-g-14')})",
-                              o.get("backbone", "ViT-g-14"),
-                              o.get("pretrained", "laion2b_s12b_b42k"), "DISTAR_CLIP_PATH",
-                              o.get("weights_path"))
-
-
-def _aesthetic(o: dict) -> list[Problem]:
-    from evalsuite.metrics.aesthetic import MLP_FILE, MLP_REPO
-    return (weight_problem("aesthetic: LAION aesthetic MLP", repo_id=MLP_REPO,
-                           filenames=(MLP_FILE,), env_var="DISTAR_AESTHETIC_PATH",
-                           explicit=o.get("weights_path"))
-            + _open_clip_problem("aesthetic: OpenAI CLIP ViT-L/14", "ViT-L-14", "openai",
-                                 "DISTAR_AESTHETIC_CLIP_PATH", o.get("clip_weights_path")))
-
-
-def _pickscore(o: dict) -> list[Problem]:
-    from evalsuite.metrics.pickscore import MODEL_REPO, PROCESSOR_REPO
-    return (weight_problem("pickscore: PickScore_v1 model", repo_id=MODEL_REPO,
-                           filenames=("config.json",), env_var="DISTAR_PICKSCORE_PATH",
-                           explicit=o.get("weights_path"), folder=True)
-            + weight_problem("pickscore: its CLIP processor/tokenizer", repo_id=PROCESSOR_REPO,
-                             filenames=("preprocessor_config.json",),
-                             env_var="DISTAR_PICKSCORE_PROCESSOR_PATH",
-                             explicit=o.get("processor_path"), folder=True))
-
-
-def _imagereward(o: dict) -> list[Problem]:
-    from evalsuite.metrics import imagereward as ir
-    return (weight_problem("imagereward: ImageReward v1.0 weights", repo_id=ir.HUB_REPO,
-                           filenames=(ir.WEIGHTS_FILE,), env_var=ir.WEIGHTS_ENV,
-                           explicit=o.get("weights_path"))
-            + weight_problem("imagereward: its BERT tokenizer", repo_id=ir.TOKENIZER_ID,
-                             filenames=("vocab.txt",), env_var=ir.TOKENIZER_ENV,
-                             explicit=o.get("tokenizer_path"), folder=True))
-
-
-def _hps(version: str, filename: str, env_var: str) -> Callable[[dict], list[Problem]]:
+def _hub_metric(name: str) -> Callable[[dict], list[Problem]]:
     def check(o: dict) -> list[Problem]:
-        from evalsuite.metrics.hps import HPS_REPO
-        return weight_problem(f"{version} weights", repo_id=HPS_REPO, filenames=(filename,),
-                              env_var=env_var, explicit=o.get("weights_path"))
+        from evalsuite.needs import metric_needs
+        return [p for n in metric_needs(name, o) for p in need_problems(n, o.get(n.option))]
     return check
 
 
@@ -177,13 +137,6 @@ def _fid(name: str) -> Callable[[dict], list[Problem]]:
     return check
 
 
-def _diversity(o: dict) -> list[Problem]:
-    return _open_clip_problem(f"diversity: CLIP image weights ({o.get('backbone', 'ViT-g-14')})",
-                              o.get("backbone", "ViT-g-14"),
-                              o.get("pretrained", "laion2b_s12b_b42k"), "DISTAR_CLIP_PATH",
-                              o.get("weights_path"))
-
-
 def _mini_folder(name: str, option: str, sub: str, needs: str) -> Callable[[dict], list[Problem]]:
     """The built mini world's `sub` folder (classifier/, clip/) must hold `needs`. `option` names
     that folder, or with option 'world_dir' the world's root (the learned mini metrics)."""
@@ -207,13 +160,11 @@ def _none(o: dict) -> list[Problem]:
 
 # Metric name -> its check. A registered metric with no entry here needs nothing from outside.
 METRIC_CHECKS: dict[str, Callable[[dict], list[Problem]]] = {
-    "clip": _clip, "aesthetic": _aesthetic, "pickscore": _pickscore,
-    "pickscore_logit": _pickscore, "imagereward": _imagereward,
-    "hpsv2": _hps("hpsv2: HPSv2.0", "HPS_v2_compressed.pt", "DISTAR_HPSV20_PATH"),
-    "hpsv21": _hps("hpsv21: HPSv2.1", "HPS_v2.1_compressed.pt", "DISTAR_HPSV21_PATH"),
-    "hpsv2_noaa": _hps("hpsv2_noaa: HPSv2.0", "HPS_v2_compressed.pt", "DISTAR_HPSV20_PATH"),
-    "hpsv21_noaa": _hps("hpsv21_noaa: HPSv2.1", "HPS_v2.1_compressed.pt", "DISTAR_HPSV21_PATH"),
-    "fid": _fid("fid"), "kid": _fid("kid"), "diversity": _diversity,
+    # Weights from the hub: the list in evalsuite.needs, which distar fetch downloads.
+    **{m: _hub_metric(m) for m in ("clip", "aesthetic", "pickscore", "pickscore_logit",
+                                   "imagereward", "hpsv2", "hpsv21", "hpsv2_noaa",
+                                   "hpsv21_noaa", "diversity")},
+    "fid": _fid("fid"), "kid": _fid("kid"),
     **{m: _mini_folder(m, "classifier_path", "classifier", "model.safetensors")
        for m in ("mini_attr_acc", "mini_attr_frac", "mini_fd", "mini_kd")},
     "mini_diversity": _mini_folder("mini_diversity", "clip_path", "clip", "config.json"),
@@ -245,6 +196,7 @@ def metric_problems(names: Sequence[str], options: dict[str, dict] | None = None
 def spec_problems(spec, use_folder: str = "--model path:{}") -> list[Problem]:
     """Missing weights of a resolved ModelSpec (nothing for tiny / random / toy builds).
     `use_folder`: how the command takes a local copy instead, `{}` the folder."""
+    from evalsuite.needs import model_needs
     if spec.weights != "pretrained":
         return []
     if Path(spec.repo).expanduser().is_dir():
@@ -256,21 +208,27 @@ def spec_problems(spec, use_folder: str = "--model path:{}") -> list[Problem]:
                          "distar lab build mini --out DIR && export DISTAR_MINI_DIR=DIR")
                         if env else ("--model path:/an/existing/pipeline/folder",))]
     problems = []
-    if not _hub_has(spec.repo, "model_index.json", revision=spec.revision):
-        problems.append(Problem(
-            f"model '{spec.name}': pipeline {spec.repo} is not in the Hugging Face cache and "
-            f"the hub is not reachable.",
-            (_hf_download(spec.repo),
-             use_folder.format(f"/folder/with/{spec.repo.split('/')[-1]}")
-             + "   # a save_pretrained copy")))
-    if spec.unet is not None:
-        src = spec.unet
-        target = src.filename or f"{src.subfolder or ''}/config.json".lstrip("/")
-        if not (Path(src.repo).expanduser() / target).is_file() \
-                and not _hub_has(src.repo, target, revision=src.revision):
+    for need in model_needs(spec):  # the pipeline, then an override UNet from the hub
+        if any(_hub_has(need.repo_id, f, revision=need.revision) for f in need.check):
+            continue
+        if need.repo_id == spec.repo:
             problems.append(Problem(
-                f"model '{spec.name}': its UNet {src.repo}/{target} is not on this machine and "
-                f"the hub is not reachable.", (_hf_download(src.repo, src.filename),)))
+                f"model '{spec.name}': pipeline {spec.repo} is not in the Hugging Face cache and "
+                f"the hub is not reachable.",
+                (_hf_download(spec.repo),
+                 use_folder.format(f"/folder/with/{spec.repo.split('/')[-1]}")
+                 + "   # a save_pretrained copy")))
+        else:
+            problems.append(Problem(
+                f"model '{spec.name}': its UNet {need.repo_id}/{need.check[0]} is not on this "
+                f"machine and the hub is not reachable.",
+                (_hf_download(need.repo_id, spec.unet.filename),)))
+    src = spec.unet
+    if src is not None and Path(src.repo).expanduser().is_dir():
+        target = src.filename or f"{src.subfolder or ''}/config.json".lstrip("/")
+        if not (Path(src.repo).expanduser() / target).is_file():
+            problems.append(Problem(f"model '{spec.name}': its UNet folder {src.repo} does not "
+                                    f"hold {target}."))
     return problems
 
 

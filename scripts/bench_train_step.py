@@ -64,11 +64,13 @@ def _sync(device):
 
 
 def time_variants(world, models, base, reps: int, warmup: int, assistant: bool = False,
-                  on_round=None) -> tuple[dict[str, list[float]], dict[str, float]]:
+                  on_round=None, optimizer: str = "adamw") -> tuple[dict[str, list[float]], dict[str, float]]:
     """ms per step of each variant, round-robin, and (on a GPU) each one's peak allocated GiB
     over its steps (weights, optimizer states and activations). `assistant` adds the assistant's
     DSM step (exact config) to the round; `on_round(times, peaks)` is called after each timed
-    round, so a caller can keep what was measured if a later round is interrupted."""
+    round, so a caller can keep what was measured if a later round is interrupted. `optimizer`:
+    a di_star.trainer.make_optimizer kind ('adamw', or the full presets' 'adamw8bit')."""
+    from di_star.trainer import make_optimizer
     device = world.device
     cuda = device.type == "cuda"
     gen = models.generator
@@ -77,8 +79,10 @@ def time_variants(world, models, base, reps: int, warmup: int, assistant: bool =
     s_psi = models.make_assistant_score(models.assistant)
     w = weight_fn(base.objective.w, world.schedule)
     lam = weight_fn(base.objective.lam, world.schedule)
-    opt = torch.optim.AdamW(gen.parameters(), lr=1e-12)  # a real step, negligible drift
-    opt_psi = torch.optim.AdamW(models.assistant.parameters(), lr=1e-12) if assistant else None
+    # A real step, negligible drift.
+    opt = make_optimizer(gen.parameters(), 1e-12, (0.9, 0.999), 0.0, optimizer)
+    opt_psi = make_optimizer(models.assistant.parameters(), 1e-12, (0.9, 0.999), 0.0,
+                             optimizer) if assistant else None
     cfgs = {k: base.replace(objective=v) for k, v in VARIANTS.items()}
     rng = torch.Generator().manual_seed(0)
     autocast = dict(device_type=device.type, dtype=world.frozen_dtype,

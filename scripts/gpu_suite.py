@@ -60,7 +60,7 @@ import torch  # noqa: E402
 
 # Imported here, not when first freeing memory: an import cut by a budget's alarm is lost.
 from evalsuite.leaderboard.markdown import md_table  # noqa: E402
-from evalsuite.models.loading import load_pipeline  # noqa: E402
+from evalsuite.models.loading import load_pipeline, random_pipeline  # noqa: E402
 
 SCHEMA_VERSION = 1
 SECTIONS = ("table1", "harness", "scorers", "di_star_step")
@@ -71,6 +71,7 @@ TABLE1_MODELS = ("di_star_sdxl", "sdxl_base", "sd35_large", "flux_dev")  # regis
 class Plan:
     """Everything the run does; `GPU` is the default, `DRY` the CPU rehearsal of the same code."""
     mode: str                                   # 'gpu' | 'dry-run'
+    build_size: str                             # random_pipeline's size: 'full' | 'tiny'
     total_budget_s: float                       # the whole script, imports included
     budgets_s: dict[str, float]                 # per section
     table1_budgets_s: dict[str, float]          # per Table 1 row (within the section's)
@@ -90,17 +91,24 @@ class Plan:
     min_section_s: float = 10.0                 # do not start a section with less time than this
 
     def table1_spec(self, name: str):
-        """The registry recipe of `name` with random weights; in the dry run the same recipe on
-        the tiny build of its architecture at 64 px with at most 2 steps."""
+        """The registry recipe of `name` with random weights; in the dry run the same recipe at
+        64 px with at most 2 steps (built at size 'tiny', see `build`)."""
         from evalsuite.models import resolve_model
         spec = resolve_model(name, weights="random")
         if self.mode == "dry-run":
-            spec = replace(spec, weights="tiny", resolution=64, steps=min(spec.steps, 2))
+            spec = replace(spec, resolution=64, steps=min(spec.steps, 2))
         return spec
+
+    def build(self, spec, device: torch.device):
+        """A Table 1 pipeline: in both modes evalsuite's `random_pipeline` (what `--weights
+        random` runs), networks created on `device` in the recipe's dtype; only the size
+        differs. So the CPU dry run runs the code that meets the GPU, dtypes included."""
+        from distar.core.dtypes import to_dtype
+        return random_pipeline(spec, device, self.build_size, dtype=to_dtype(spec.dtype))
 
 
 GPU = Plan(
-    mode="gpu", total_budget_s=480,
+    mode="gpu", build_size="full", total_budget_s=480,
     budgets_s={"table1": 205, "harness": 40, "scorers": 140, "di_star_step": 85},
     table1_budgets_s={"di_star_sdxl": 25, "sdxl_base": 40, "sd35_large": 60, "flux_dev": 80},
     table1_batch=1, table1_images={"di_star_sdxl": 20, "sdxl_base": 10, "sd35_large": 10, "flux_dev": 10},
@@ -114,7 +122,7 @@ GPU = Plan(
     step_size="full", step_batch=1, step_reps=3, step_warmup=1)
 
 DRY = Plan(
-    mode="dry-run", total_budget_s=1500,
+    mode="dry-run", build_size="tiny", total_budget_s=1500,
     budgets_s={"table1": 300, "harness": 200, "scorers": 500, "di_star_step": 300},
     table1_budgets_s={m: 75 for m in TABLE1_MODELS},
     table1_batch=2, table1_images={m: 2 for m in TABLE1_MODELS},
@@ -200,23 +208,22 @@ class Section:
 
 
 # Sections ------------------------------------------------------------------------------------
-def generation_row(spec, device: torch.device, batch: int, images: int, budget_s: float,
-                   row: dict) -> None:
+def generation_row(plan: Plan, spec, device: torch.device, batch: int, images: int,
+                   budget_s: float, row: dict) -> None:
     """Fill `row` as it goes: build, one warm-up batch, then timed batches (CUDA-synchronised)
     until `images` are timed or the next batch would not fit the budget; peak memory over it all,
     as `distar eval` records it (`evalsuite.generate.peak_memory`)."""
     from evalsuite.benchmarks import image_seed, load_benchmark
     from evalsuite.generate import generate_batch, peak_memory
-    from distar.core.dtypes import dtype_name
-    from evalsuite.models.loading import compute_dtype
+    from evalsuite.generate import denoiser_dtype
 
     t_start = time.perf_counter()
     prompts = list(load_benchmark("parti").prompts[:images])
-    row.update(dtype=dtype_name(compute_dtype(spec, device)), batch=batch,
-               steps=spec.steps, guidance=spec.guidance, resolution=spec.resolution)
+    row.update(batch=batch, steps=spec.steps, guidance=spec.guidance, resolution=spec.resolution)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    pipe = load_pipeline(spec, device)
+    pipe = plan.build(spec, device)
+    row["dtype"] = str(denoiser_dtype(pipe, spec, device)).removeprefix("torch.")
     sync(device)
     row["build_s"] = round(time.perf_counter() - t_start, 2)
     batches = [prompts[i:i + batch] for i in range(0, len(prompts), batch)]
@@ -257,8 +264,8 @@ def section_table1(plan: Plan, device: torch.device, sec: Section, deadline_at: 
             row.update(status="skipped", reason=f"{budget:.0f} s left of the section's budget")
             continue
         status, reason = guarded(
-            lambda: generation_row(spec, device, plan.table1_batch, plan.table1_images[name],
-                                   budget, row),
+            lambda: generation_row(plan, spec, device, plan.table1_batch,
+                                   plan.table1_images[name], budget, row),
             budget, f"table1 {name}", device)
         row.update(status=status, reason=reason)
     by = {r["model"]: r for r in sec.rows}
@@ -324,15 +331,36 @@ def section_scorers(plan: Plan, device: torch.device, sec: Section, deadline_at:
                      "of ours. Setup (building both models) is not timed. Target: >= 3x.")
 
 
+def step_optimizer(preset_optimizer: str, device: torch.device) -> tuple[str, str]:
+    """(the optimizer the DI* step is timed with, why): the full preset's when it can run here,
+    else fp32 AdamW, said so (the memory plan gives both)."""
+    import importlib.util
+    if preset_optimizer != "adamw8bit":
+        return preset_optimizer, "the preset's"
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "adamw", ("fallback: bitsandbytes is not installed, so fp32 AdamW, not the preset's "
+                         "8-bit AdamW (install it from the wheelhouse to measure the preset)")
+    if device.type != "cuda":
+        return "adamw", "fallback: 8-bit AdamW needs CUDA; fp32 AdamW on this device"
+    from importlib.metadata import version
+    return "adamw8bit", f"the preset's (bitsandbytes {version('bitsandbytes')})"
+
+
 def section_di_star_step(plan: Plan, device: torch.device, sec: Section, deadline_at: float) -> None:
     import bench_train_step as bts
+    from di_star import memory
+    from di_star.presets import get_preset
 
     world, models, base, build_s = bts.build(plan.step_size, plan.step_batch, reward=True, device=device)
+    optimizer, why = step_optimizer(get_preset("di_star_sdxl").sd.optimizer, device)
+    counts = memory.world_counts(world, models)
     sec.extra.update(build_s=round(build_s, 1), resolution=world.resolution, batch=plan.step_batch,
                      mixed_precision=base.sd.mixed_precision,
                      gradient_checkpointing=base.sd.gradient_checkpointing,
                      checkpoint_frozen=base.sd.checkpoint_frozen,
-                     unet_params=sum(p.numel() for p in models.generator.parameters()))
+                     unet_params=sum(counts.unet), optimizer=optimizer, optimizer_reason=why,
+                     # The plan of what was built here, one process, before activations (GiB).
+                     memory_plan_gib=memory.plan_rows(counts, base.sd.mixed_precision))
 
     def keep(times, peaks):  # after every timed round: what is measured survives an interruption
         summary = bts.summarise(times)
@@ -343,7 +371,7 @@ def section_di_star_step(plan: Plan, device: torch.device, sec: Section, deadlin
     oom = False
     try:
         bts.time_variants(world, models, base, plan.step_reps, plan.step_warmup, assistant=True,
-                          on_round=keep)
+                          on_round=keep, optimizer=optimizer)
     except torch.cuda.OutOfMemoryError:
         oom = True  # freed below, once the traceback (and the activations it holds) is gone
     if oom:
@@ -354,10 +382,12 @@ def section_di_star_step(plan: Plan, device: torch.device, sec: Section, deadlin
         sec.notes.append("Out of memory with the assistant's optimizer allocated too; generator steps "
                          "timed without it, assistant step not measured.")
         bts.time_variants(world, models, base, plan.step_reps, plan.step_warmup, assistant=False,
-                          on_round=keep)
-    sec.notes.append("One step = sample, loss terms, backward, AdamW (fp32 master weights, lr ~ 0) "
-                     "step; variants round-robin. Peak memory per step includes the weights and "
-                     "every optimizer state allocated so far (both networks' in steady state).")
+                          on_round=keep, optimizer=optimizer)
+    sec.notes.append(f"One step = sample, loss terms, backward, {optimizer} step (fp32 master "
+                     f"weights, lr ~ 0; optimizer: {why}); variants round-robin. Peak memory per "
+                     f"step includes the weights and every optimizer state allocated so far (both "
+                     f"networks' in steady state). The memory plan (di_star/memory.py) is the "
+                     f"arithmetic for the networks built here, before activations.")
 
 
 RUNNERS = {"table1": section_table1, "harness": section_harness, "scorers": section_scorers,
@@ -433,6 +463,11 @@ def render_md(report: dict) -> str:
                                [[r['step'], f"{r['median_ms']:.1f}", f"{r['min_ms']:.1f}",
                                  f"{r['ratio_to_kl_median_of_rounds']:.2f}x", r['target'], _fmt(r['peak_memory_gib']),
                                  r['rounds']] for r in rows], "-")]
+            if x.get("memory_plan_gib"):
+                from di_star.memory import render
+                lines += ["", f"Optimizer: {x.get('optimizer')} ({x.get('optimizer_reason')}).", "",
+                          render(x["memory_plan_gib"], "Memory plan of the networks built here, "
+                                 "one process, before activations:")]
         for n in sec["notes"]:
             lines += ["", n]
         lines.append("")
@@ -446,6 +481,34 @@ def write_report(out: Path, report: dict) -> None:
 
 
 # Main ------------------------------------------------------------------------------------------
+@contextmanager
+def temp_under(out: Path):
+    """Every temporary file of the run goes to OUT/.tmp-PID and is removed at exit, whatever
+    happens: the reference scorers' checkpoints (HPS's is ~2 GB at full size), the FID image
+    folders, the harness's bench folder (each made with Python's tempfile, here or in a reference
+    package). A folder left by a killed run is removed by the next. Not multiprocessing's own
+    folder: its Unix sockets (DataLoader workers pass tensors through them) need a path under
+    ~107 characters, which a deep OUT exceeds (clean-fid's workers then hang), so that folder is
+    created in the system temp before tempfile is pointed here (workers inherit it)."""
+    import multiprocessing.util
+    import shutil
+    import tempfile
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".tmp-*"):
+        pid = stale.name[len(".tmp-"):]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = out / f".tmp-{os.getpid()}"
+    tmp.mkdir(exist_ok=True)
+    multiprocessing.util.get_temp_dir()
+    saved, tempfile.tempdir = tempfile.tempdir, str(tmp)
+    try:
+        yield tmp
+    finally:
+        tempfile.tempdir = saved
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(plan: Plan, device: torch.device, out: Path, sections=SECTIONS, t_start: float | None = None) -> dict:
     from evalsuite.generate import device_name, provenance
     t_start = t_start if t_start is not None else time.perf_counter()
@@ -514,7 +577,8 @@ def main(argv=None) -> int:
     device = torch.device("cpu" if args.dry_run else "cuda")
     if args.dry_run:  # tiny models: one thread is faster than two fighting over a shared CPU
         torch.set_num_threads(1)
-    report = run(plan, device, args.out, sections, t_start)
+    with temp_under(args.out):
+        report = run(plan, device, args.out, sections, t_start)
     print(f"[gpu_suite] wrote {args.out / 'gpu_suite.json'} and gpu_suite.md in "
           f"{report['header']['wall_s']:.0f} s", flush=True)
     return 0

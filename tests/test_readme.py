@@ -57,6 +57,9 @@ OFFLINE = {
     "distar train --list": r"gmm/di_star_in",
     "distar train --preset gmm/di_star_in --out runs/gmm": r"run dir: runs/gmm",
     "distar leaderboard": r"wrote \d+ files from results",
+    "distar fetch --model flux_dev --bench parti --metrics pickscore,imagereward,clip --plan":
+        r"black-forest-labs/FLUX.1-dev @ main(.|\n)*transformer/config.json(.|\n)*"
+        r"THUDM/ImageReward @ main",
 }
 
 

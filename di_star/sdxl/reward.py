@@ -20,7 +20,7 @@ RANDOM_REWARDS = ("tiny:pickscore", "random:pickscore")
 _TEXT_IDS = dict(vocab_size=49408, max_position_embeddings=77, bos_token_id=49406, eos_token_id=49407,
                  pad_token_id=49407)
 # PickScore_v1 is CLIP ViT-H/14 (laion/CLIP-ViT-H-14-laion2B-s32B-b79K's architecture).
-_VIT_H14 = dict(projection_dim=1024,
+VIT_H14 = dict(projection_dim=1024,
                 text_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
                                  num_attention_heads=16, hidden_act="gelu", **_TEXT_IDS),
                 vision_config=dict(image_size=224, patch_size=14, hidden_size=1280, intermediate_size=5120,
@@ -46,7 +46,7 @@ def random_pickscore(device: torch.device, size: str = "tiny", dtype: torch.dtyp
 
     cpu_rng = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    model = CLIPModel(CLIPConfig(**(_TINY if size == "tiny" else _VIT_H14))).eval()
+    model = CLIPModel(CLIPConfig(**(_TINY if size == "tiny" else VIT_H14))).eval()
     torch.random.set_rng_state(cpu_rng)  # building the reward must not move the caller's stream
     text = dtype_name(dtype, short=True)
     return PickScore(model, CLIPImageProcessorPil(), build_clip_tokenizer(), device=str(device),

@@ -450,19 +450,13 @@ def fresh_pipeline(spec: ModelSpec, device: torch.device):
     if spec.pipeline in PIPELINE_LOADERS:
         return PIPELINE_LOADERS.load(spec.pipeline)(spec, device)
     dtype = compute_dtype(spec, device)
-    if spec.weights in ("tiny", "random"):
-        from evalsuite.models.architectures import build_pipeline, tiny_pipeline_dir
-        family = family_of(spec)
-        if family is None:
-            raise DistarError(f"--weights random is not available for '{spec.name}' "
-                              f"({spec.pipeline}); embedded architectures: "
-                              f"{', '.join(sorted(PIPELINE_FAMILIES))}.")
-        if spec.weights == "tiny":
-            cls = _pipeline_class(spec.pipeline)
-            pipe = cls.from_pretrained(tiny_pipeline_dir(family), local_files_only=True,
-                                       torch_dtype=dtype)
-        else:
-            pipe = build_pipeline(family, "full", dtype=dtype, device=device)  # built in place
+    if spec.weights == "random":
+        return random_pipeline(spec, device)
+    if spec.weights == "tiny":
+        from evalsuite.models.architectures import tiny_pipeline_dir
+        cls = _pipeline_class(spec.pipeline)
+        pipe = cls.from_pretrained(tiny_pipeline_dir(_embedded_family(spec)),
+                                   local_files_only=True, torch_dtype=dtype)
     else:
         cls = _pipeline_class(spec.pipeline)
         kwargs = dict(pretrained_model_name_or_path=spec.repo, revision=spec.revision,
@@ -475,11 +469,37 @@ def fresh_pipeline(spec: ModelSpec, device: torch.device):
             pipe.register_modules(unet=_load_unet_override(spec, dtype))
         else:
             pipe = _from_pretrained(cls.from_pretrained, spec, "pipeline", **kwargs)
+    return _as_recipe(pipe, spec, device)
+
+
+def _as_recipe(pipe, spec: ModelSpec, device: torch.device):
+    """The recipe's scheduler, no progress bar, on `device`."""
     if spec.scheduler:
         import diffusers
         pipe.scheduler = getattr(diffusers, spec.scheduler).from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def _embedded_family(spec: ModelSpec) -> str:
+    family = family_of(spec)
+    if family is None:
+        raise DistarError(f"--weights random is not available for '{spec.name}' "
+                          f"({spec.pipeline}); embedded architectures: "
+                          f"{', '.join(sorted(PIPELINE_FAMILIES))}.")
+    return family
+
+
+def random_pipeline(spec: ModelSpec, device: torch.device, size: str = "full",
+                    dtype: torch.dtype | None = None):
+    """The recipe's architecture with random weights, every network created directly on
+    `device` in `dtype` (default: the recipe's compute dtype there), nothing read from disk.
+    `--weights random` builds size 'full'; scripts/gpu_suite.py builds through here in both its
+    modes ('full' on the GPU, 'tiny' in its CPU dry run), so the dry run tests the GPU's code."""
+    from evalsuite.models.architectures import build_pipeline
+    dtype = dtype if dtype is not None else compute_dtype(spec, device)
+    pipe = build_pipeline(_embedded_family(spec), size, dtype=dtype, device=device)
+    return _as_recipe(pipe, spec, device)
 
 
 def loaded_revision(pipe) -> str | None:
