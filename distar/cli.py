@@ -336,7 +336,7 @@ def lab_sweep_cmd(
     cfg_ladder: Optional[str] = typer.Option(None, help="alpha_cfg values for the first reward's DI*-In runs [0,2,4]; '' for none."),
     reward_free: bool = typer.Option(True, "--reward-free/--no-reward-free", help="Also the alpha_rew = 0 runs."),
     prompts: Optional[int] = typer.Option(None, help="First N mini_parti prompts [all 300]."),
-    images_per_prompt: Optional[int] = typer.Option(None, help="Images per prompt, >= 2 for diversity [2]."),
+    images_per_prompt: Optional[int] = typer.Option(None, help="Images per prompt, >= 4 for diversity [4]."),
     workers: int = typer.Option(2, help="Concurrent runs (processes); on a GPU, many share the device."),
     device: str = typer.Option("cpu", help="Evaluation device, 'cpu' or 'cuda' (training takes CUDA whenever present)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Start from the tiny plan (checkpoints 0,1,2; 2 prompts; "
@@ -380,4 +380,19 @@ def lab_sweep_cmd(
             over[key] = value
     plan = replace(DRY_RUN if dry_run else SweepPlan(), reward_free=reward_free, **over)
     run_sweep(out, plan, workers=workers, device=device, console=Console(stderr=True))
+
+
+@lab_app.command("overopt-report")
+@_friendly
+def lab_overopt_report_cmd(
+    sweep: Path = typer.Option(Path("runs/overopt"), help="A `distar lab sweep --out` folder."),
+    out: Path = typer.Option(Path("leaderboards"), help="Where mini_overoptimization.md and figures/ go."),
+    oracle_check: Optional[Path] = typer.Option(Path("docs/mini_quality/oracle_check.json"),
+                                                help="The oracle-check report to quote (skipped if absent)."),
+) -> None:
+    """The over-optimisation report from a sweep's store: gold vs reward along training, paired
+    tests against the init and the best run against the reference, per-challenge accuracy."""
+    from di_star.mini.overopt_report import write_report
+    for f in write_report(sweep, out, oracle_check):
+        print(f"wrote {f}")
 
