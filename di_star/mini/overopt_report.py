@@ -195,6 +195,10 @@ def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = Non
          f"{', '.join(f'{c:g}' for c in plan['cfg_ladder']) or 'none'}; "
          f"{plan['prompts'] or 'all'} mini_parti prompts x {plan['images_per_prompt']} images, the same noise "
          f"for every model. Device: {rec['device']}, {rec['workers']} concurrent runs, wall {rec['wall_s'] / 60:.1f} min.", ""]
+    missing = missing_from_full(plan)
+    if missing:
+        L += ["**Not in this sweep** (the full plan of `distar lab sweep` has them; they wait for a GPU): "
+              + "; ".join(missing) + ".", ""]
     if oracle_check is not None and Path(oracle_check).is_file():
         oc = json.loads(Path(oracle_check).read_text())
         a, p = oc["spearman"]["all"], oc["proxy_spearman_with_gold"]
@@ -236,6 +240,30 @@ def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = Non
     path = Path(out_dir) / "mini_overoptimization.md"
     write_text(path, "\n".join(L) + "\n")
     return [path] + ([fig] if fig else [])
+
+
+def missing_from_full(plan: dict) -> list[str]:
+    """What the full plan (SweepPlan()'s defaults) has and this sweep's plan lacks."""
+    from dataclasses import asdict
+
+    from di_star.mini.sweep import SweepPlan
+    full = asdict(SweepPlan())
+    out = []
+    for key, what in (("rewards", "rewards"), ("regularisers", "regularisers"), ("checkpoints", "checkpoints"),
+                      ("cfg_ladder", "alpha_cfg ladder values")):
+        lack = [x for x in full[key] if x not in plan[key]]
+        if lack:
+            out.append(f"{what} {', '.join(f'{x:g}' if isinstance(x, float) else str(x) for x in lack)}")
+    proxies = [r for r in plan["rewards"] if r != ORACLE]
+    if len(proxies) < 3:
+        out.append(f"a ladder of >= 3 proxies of measured agreement (here {len(proxies)}: {', '.join(proxies) or 'none'})")
+    if len(plan["seeds"]) < len(full["seeds"]):
+        out.append(f"{len(full['seeds'])} seeds (here {len(plan['seeds'])})")
+    if full["reward_free"] and not plan["reward_free"]:
+        out.append("the reward-free runs")
+    if plan["prompts"] is not None:
+        out.append(f"all 300 prompts (here {plan['prompts']})")
+    return out
 
 
 def findings(rows: list[dict]) -> list[str]:
