@@ -234,12 +234,28 @@ def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = Non
          for cfg, runs in configs(rec).items()]
     L += ["", "## Attribute accuracy per challenge (`mini_attr_acc`, prompt means, 95% bootstrap)", "",
           challenge_table(rec, scores, challenge, groups), "",
-          "## Cost", "", "| run | train s | eval s |", "|---|---|---|"]
+          "## Cost", "",
+          "Per generator step, as the trainer recorded it (RUN/stats.jsonl, its last entry): wall and CPU "
+          "seconds of one process; on a shared CPU the wall includes waiting for a core.", "",
+          "| run | steps | wall s / step | CPU s / step |", "|---|---|---|---|"]
     for r in rec["runs"]:
-        L.append(f"| {r['key']} | {r['train_s']:.0f} | {r['eval_s']:.0f} |")
+        st = last_stats(Path(sweep_dir) / "runs" / r["key"])
+        L.append(f"| {r['key']} | {st.get('step', 'n/a')} | {st.get('ms_per_step', float('nan')) / 1000:.2f} | "
+                 f"{st.get('cpu_ms_per_step', float('nan')) / 1000:.2f} |")
     path = Path(out_dir) / "mini_overoptimization.md"
     write_text(path, "\n".join(L) + "\n")
     return [path] + ([fig] if fig else [])
+
+
+def last_stats(run_dir: Path) -> dict:
+    """The trainer's last stats line of a run (step, ms_per_step, cpu_ms_per_step), {} if none."""
+    path = run_dir / "stats.jsonl"
+    if not path.is_file():
+        return {}
+    lines = [x for x in path.read_text().splitlines() if x.strip()]
+    rows = [json.loads(x) for x in lines]
+    timed = [r for r in rows if "ms_per_step" in r]
+    return timed[-1] if timed else {}
 
 
 def missing_from_full(plan: dict) -> list[str]:
