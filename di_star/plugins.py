@@ -13,8 +13,17 @@ _TOY_METRICS = {
 }
 
 
+# The mini world's rewards that live in di_star (the learned mini metrics live with the world).
+_MINI_METRICS = {
+    "mini_oracle": ("di_star.mini.oracle:MiniOracle.from_pretrained",
+                    "mini world: the ORACLE reward (mini-oracle-v1), a differentiable version of the gold judge "
+                    "(a reward for training; mini_gold stays the measurement)"),
+}
+
+
 def register() -> None:
-    """Add the toy digits model kind, pipeline, benchmark and metrics (idempotent)."""
+    """Add the toy digits model kind, pipeline, benchmark and metrics, and the mini world's
+    di_star-side rewards (idempotent)."""
     from evalsuite.benchmarks import BENCHMARKS
     from evalsuite.metrics import METRICS
     from evalsuite.models.specs import MODEL_KINDS, PIPELINE_LOADERS
@@ -29,3 +38,5 @@ def register() -> None:
                    "toy lab: 'a handwritten digit k', 50 prompts per digit")
     for name, (cls, description) in _TOY_METRICS.items():
         METRICS.add(name, f"di_star.toy.metrics:{cls}.from_pretrained", description)
+    for name, (entry, description) in _MINI_METRICS.items():
+        METRICS.add(name, entry, description)

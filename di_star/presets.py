@@ -124,6 +124,11 @@ from di_star.sdxl.presets import register as _register_sd  # noqa: E402
 
 _register_sd(PRESETS)
 
+# The over-optimisation experiment's oracle-rewarded mini rows (di_star/mini/overopt_presets.py).
+from di_star.mini.overopt_presets import register as _register_oracle  # noqa: E402
+
+_register_oracle(PRESETS, _rows(_WORLD_SCALES["mini"]), MINI_BASE)
+
 
 def get_preset(name: str) -> TrainConfig:
     """A fresh TrainConfig for a preset; unknown names raise a DistarError listing the choices."""

@@ -545,3 +545,96 @@ def lab_build_cmd(
     build_world(out, seed=seed, size=size, command=command, threads=threads or None, stages=only,
                 device=device, reuse=reuse)
 
+
+@lab_app.command("oracle-check")
+@_friendly
+def lab_oracle_check_cmd(
+    out: Path = typer.Option(Path("runs/oracle_check"), help="Results store of the samples (resumes)."),
+    report: Optional[Path] = typer.Option(None, help="Also write the JSON report here (e.g. "
+                                          "docs/mini_quality/oracle_check.json)."),
+    limit: Optional[int] = typer.Option(None, help="Only the first N mini_parti prompts."),
+    images_per_prompt: int = typer.Option(2, help="Images per prompt and model."),
+) -> None:
+    """Spearman of the oracle reward (mini_oracle) with the hard gold judge on the mini reference's
+    and one-step init's own samples, with prompt-bootstrap intervals, and its gradients."""
+    import json
+
+    from rich.console import Console
+
+    from di_star.mini.oracle_check import run_check
+    rep = run_check(out, report, limit, images_per_prompt, console=Console(stderr=True))
+    print(json.dumps({k: rep[k] for k in ("spearman", "mean_abs_diff", "gradient")}, indent=1))
+
+
+@lab_app.command("sweep")
+@_friendly
+def lab_sweep_cmd(
+    out: Path = typer.Option(Path("runs/overopt"), help="Sweep folder: runs, store parts, results, sweep.json (resumes)."),
+    rewards: Optional[str] = typer.Option(None, help="Comma-separated rewards (registered metrics with "
+                                          "score_tensor, or pickscore@DIR) [mini_oracle,mini_pickscore]."),
+    regularisers: Optional[str] = typer.Option(None, help="'score' (DI*-In) and/or 'kl' (DI++) [score,kl]."),
+    seeds: Optional[str] = typer.Option(None, help="Training seeds, each with its own noise and prompt order [0,1,2]."),
+    checkpoints: Optional[str] = typer.Option(None, help="Generator steps at which each run is evaluated [0,150,300,600]."),
+    cfg_ladder: Optional[str] = typer.Option(None, help="alpha_cfg values for the first reward's DI*-In runs [0,2,4]; '' for none."),
+    reward_free: bool = typer.Option(True, "--reward-free/--no-reward-free", help="Also the alpha_rew = 0 runs."),
+    prompts: Optional[int] = typer.Option(None, help="First N mini_parti prompts [all 300]."),
+    images_per_prompt: Optional[int] = typer.Option(None, help="Images per prompt, >= 4 for diversity [4]."),
+    workers: int = typer.Option(2, help="Concurrent runs (processes); on a GPU, many share the device."),
+    device: str = typer.Option("cpu", help="Evaluation device, 'cpu' or 'cuda' (training takes CUDA whenever present)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Start from the tiny plan (checkpoints 0,1,2; 2 prompts; "
+                                 "seeds 0,1; batch 2; no alpha_cfg ladder): the whole path on a CPU in minutes."),
+    label: Optional[str] = typer.Option(None, help="What this sweep is, for the report (e.g. 'CPU subset')."),
+) -> None:
+    """The over-optimisation experiment: rewards x {DI*-In, DI++} x seeds x checkpoints, the
+    reward-free runs and an alpha_cfg ladder, evaluated with the hard gold, every reward, FD,
+    attribute accuracy and diversity into one store (then: distar lab overopt-report)."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from di_star.mini.sweep import DRY_RUN, SweepPlan, run_sweep
+
+    def words(text: str) -> tuple[str, ...]:
+        return tuple(x.strip() for x in text.split(",") if x.strip())
+
+    def numbers(text: str, what: str, kind=int) -> tuple:
+        try:
+            return tuple(kind(x) for x in words(text))
+        except ValueError:
+            raise DistarError(f"--{what} must be comma-separated numbers, got '{text}'.") from None
+
+    over: dict = {}
+    if rewards is not None:
+        over["rewards"] = words(rewards)
+    if regularisers is not None:
+        over["regularisers"] = words(regularisers)
+        bad = [r for r in over["regularisers"] if r not in ("score", "kl")]
+        if bad:
+            raise DistarError(f"Unknown regulariser(s) {', '.join(bad)}. Choose from: score, kl.")
+    if seeds is not None:
+        over["seeds"] = numbers(seeds, "seeds")
+    if checkpoints is not None:
+        over["checkpoints"] = numbers(checkpoints, "checkpoints")
+    if cfg_ladder is not None:
+        over["cfg_ladder"] = numbers(cfg_ladder, "cfg-ladder", float)
+    for key, value in (("prompts", prompts), ("images_per_prompt", images_per_prompt), ("label", label)):
+        if value is not None:
+            over[key] = value
+    plan = replace(DRY_RUN if dry_run else SweepPlan(), reward_free=reward_free, **over)
+    run_sweep(out, plan, workers=workers, device=device, console=Console(stderr=True))
+
+
+@lab_app.command("overopt-report")
+@_friendly
+def lab_overopt_report_cmd(
+    sweep: Path = typer.Option(Path("runs/overopt"), help="A `distar lab sweep --out` folder."),
+    out: Path = typer.Option(Path("leaderboards"), help="Where mini_overoptimization.md and figures/ go."),
+    oracle_check: Optional[Path] = typer.Option(Path("docs/mini_quality/oracle_check.json"),
+                                                help="The oracle-check report to quote (skipped if absent)."),
+) -> None:
+    """The over-optimisation report from a sweep's store: gold vs reward along training, paired
+    tests against the init and the best run against the reference, per-challenge accuracy."""
+    from di_star.mini.overopt_report import write_report
+    for f in write_report(sweep, out, oracle_check):
+        print(f"wrote {f}")
+

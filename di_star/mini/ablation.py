@@ -124,13 +124,13 @@ def _eval_job(model: str, part: str, scale: Scale, metrics: list[str], benches: 
     torch.set_num_threads(threads)
     t0 = time.time()
     Path(part).mkdir(parents=True, exist_ok=True)
-    with _stderr_to(Path(part) / "eval.log"):  # two workers' progress bars would interleave
+    with stderr_to(Path(part) / "eval.log"):  # two workers' progress bars would interleave
         evaluate_all([model], scale, Path(part), metrics, benches)
     return {"model": model, "part": part, "wall_s": time.time() - t0}
 
 
 @contextmanager
-def _stderr_to(log: Path):
+def stderr_to(log: Path):
     """Everything written to stderr (file descriptor 2: Python and C alike) goes to `log`
     (appended) while inside; restored on the way out, also on an exception."""
     import sys
@@ -189,7 +189,7 @@ def train_and_evaluate(jobs: list[Job], first: list[str], scale: Scale, parts: P
         [(_train_job, (j.key, j.cfg.to_dict(), str(j.run_dir)), ("train", j.key)) for j in jobs]
     # process_pool: on Ctrl-C, SIGTERM or a job's error its workers are stopped, not awaited, and
     # a worker dies with the parent (no orphan keeps training after `kill -9` of the demo).
-    with _blas_threads(threads), process_pool(workers) as pool:
+    with blas_threads(threads), process_pool(workers) as pool:
         running: dict = {}
         while todo or running:
             while todo and len(running) < workers:  # FIFO: the reference's evaluation (the
@@ -212,7 +212,7 @@ def train_and_evaluate(jobs: list[Job], first: list[str], scale: Scale, parts: P
 
 
 @contextmanager
-def _blas_threads(n: int):
+def blas_threads(n: int):
     """Spawned workers start with numpy's BLAS limited to `n` threads (read once, at import).
     OpenBLAS otherwise starts a thread per core in every worker: on 2 busy cores mini_kd's 300
     small matrix products took 3.4 s instead of 0.29 s."""
@@ -239,13 +239,14 @@ def merge_parts(parts: Path, names: list[str], results: Path) -> None:
 
 
 def mini_metrics() -> list[str]:
-    """Every registered metric of the mini world (the suite's own names)."""
+    """Every registered metric of the mini world (the suite's own names) but the oracle reward,
+    a training reward standing in for mini_gold, which is already measured."""
     from evalsuite.metrics import METRICS
-    return [m for m in METRICS.names() if m.startswith("mini_")]
+    return [m for m in METRICS.names() if m.startswith("mini_") and m != "mini_oracle"]
 
 
 def evaluate_all(models: list[str], scale: Scale, results: Path, metrics: list[str],
-                 benches: tuple[str, ...] = BENCHES, console=None) -> None:
+                 benches: tuple[str, ...] = BENCHES, console=None, device: str = "cpu") -> None:
     """`distar eval --model M --bench B --limit L --images-per-prompt k --metrics ...` for each
     model and benchmark, through the same library calls."""
     import gc
@@ -257,8 +258,8 @@ def evaluate_all(models: list[str], scale: Scale, results: Path, metrics: list[s
         for model in models:
             t0 = time.time()
             run = run_eval(EvalRequest(model=model, bench=bench, limit=scale.limits.get(bench),
-                                       out=results, images_per_prompt=scale.images_per_prompt, device="cpu"))
-            score_run(run, metrics, progress=False, device="cpu")
+                                       out=results, images_per_prompt=scale.images_per_prompt, device=device))
+            score_run(run, metrics, progress=False, device=device)
             # What is alive now (modules, classes) lives to the end: frozen, the runner's
             # gc.collect() after each metric skips it (0.25 s a call otherwise, ~15% of a
             # one-step model's evaluation on a benchmark).

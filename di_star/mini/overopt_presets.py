@@ -1,0 +1,35 @@
+"""The over-optimisation experiment's presets (issue 28): the mini world's DI*-In and DI++ (KL)
+best rows rewarded by the ORACLE (`mini_oracle`, the differentiable gold judge) instead of the
+learned proxy, registered as `mini/di_star_in_oracle` and `mini/di_pp_oracle`.
+
+alpha_rew: the proxy rows' alpha_rew is set for the mini proxy's cosines, whose per-image spread
+on the init's samples is PROXY_SPREAD; the oracle's spread is ORACLE_SPREAD (both measured by
+`distar lab oracle-check` on the init's mini_parti samples, docs/mini_quality/oracle_check.json),
+so the oracle rows take alpha_rew x PROXY_SPREAD / ORACLE_SPREAD: the same reward gradient size
+per unit of spread, the rule the presets' scales follow.
+"""
+from __future__ import annotations
+
+from di_star.config import TrainConfig, from_dict, merge
+
+ORACLE = "mini_oracle"
+PROXY_SPREAD = 0.154   # mini_pickscore, sd over 600 init samples
+ORACLE_SPREAD = 0.159  # mini_oracle, the same images
+ROWS = ("di_star_in", "di_pp")
+
+
+def oracle_alpha(alpha_rew: float) -> float:
+    """The proxy row's alpha_rew rescaled to the oracle's spread (rounded to 2 significant digits)."""
+    return float(f"{alpha_rew * PROXY_SPREAD / ORACLE_SPREAD:.2g}")
+
+
+def register(registry, rows: dict[str, tuple[dict, str]], base: dict) -> None:
+    """Add `mini/<row>_oracle` for each of ROWS (the mini world's `rows`, over `base`)."""
+    for row in ROWS:
+        over, desc = rows[row]
+        alpha = oracle_alpha(over["objective"]["alpha_rew"])
+        data = merge(merge(merge(TrainConfig().to_dict(), base), over),
+                     {"preset": f"mini/{row}_oracle", "objective": {"alpha_rew": alpha},
+                      "sd": {"reward": ORACLE}})
+        registry.add(f"mini/{row}_oracle", lambda data=data: from_dict(data),
+                     f"{desc.split(' (')[0]} rewarded by the oracle (mini_oracle, alpha_rew {alpha:g})")

@@ -1,0 +1,69 @@
+"""The oracle reward (di_star.mini.oracle): registered, close to the hard gold judge, differentiable."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from di_star.mini import oracle
+from evalsuite.metrics import METRICS, load_metric
+from evalsuite.mini.gold import gold_score
+from evalsuite.mini.world import render_for_caption, training_pairs
+
+
+def _pixels(images) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), np.float32) / 255)
+                        for im in images]).permute(0, 3, 1, 2)
+
+
+def test_registered_with_its_version():
+    import di_star  # noqa: F401  (registers the plug-ins)
+    assert "mini_oracle" in METRICS.names()
+    assert oracle.VERSION in dict(METRICS.describe())["mini_oracle"]
+    metric = load_metric("mini_oracle", device="cpu")
+    assert oracle.VERSION in metric.info.key and metric.info.key == oracle.MiniOracle.version_key()
+    assert callable(metric.score_tensor)
+
+
+def test_close_to_gold_on_renders_and_wrong_captions():
+    """Ground-truth renders of their own caption and of another one: the oracle follows the gold
+    judge (measured: Spearman 0.97+, mean |diff| < 0.03 on these 48)."""
+    pairs = training_pairs(24, seed=5)
+    images = [im for im, _ in pairs] * 2
+    prompts = [p for _, p in pairs] + [p for _, p in pairs[1:] + pairs[:1]]
+    g = gold_score(images, prompts)
+    o = oracle.oracle_scores(_pixels(images), prompts).numpy()
+    assert spearmanr(g, o)[0] > 0.9
+    assert np.abs(g - o).mean() < 0.05
+
+
+def test_blank_image_scores_low():
+    blank = torch.full((1, 3, 64, 64), 240 / 255)
+    assert float(oracle.oracle_scores(blank, ["a red circle"])) < 0.3
+
+
+@pytest.mark.slow
+def test_agrees_with_gold_on_init_samples_and_has_gradients():
+    """32 samples of the one-step init (its own noise): Spearman with the hard gold >= 0.8. On 600
+    init samples the measured rho is ~0.94 (docs/mini_quality/oracle_check.json); at n = 32 the
+    sampling spread of rho is ~0.03, so 0.8 fails only when the agreement really dropped. Then
+    the reward's gradient w.r.t. the generator's parameters and samples is finite and non-zero."""
+    from di_star.mini.build import to_pil
+    from di_star.mini.oracle_check import gradient_check
+    from di_star.presets import get_preset
+    from di_star.sdxl.world import SDWorld
+    from evalsuite.benchmarks import load_benchmark
+
+    world = SDWorld(get_preset("mini/di_star_in_oracle").replace(sd={"sample_every": 0}))
+    gen = world.build().generator
+    prompts = [p.text for p in load_benchmark("mini_parti").prompts][:32]
+    z = torch.randn((32, *world.latent_shape), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        cond = world.encode(prompts)
+        x = world.decode(gen(z, cond)).clamp(0, 1)
+    o = oracle.oracle_scores(x, prompts).numpy()
+    g = gold_score(to_pil(x * 2 - 1), prompts)
+    assert spearmanr(o, g)[0] >= 0.8
+    grad = gradient_check(n=2)
+    assert grad["finite"] and grad["param_grad_norm"] > 0 and grad["x0_grad_norm"] > 0
