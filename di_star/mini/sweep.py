@@ -29,9 +29,9 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from distar.core.signals import process_pool
 from di_star.mini.ablation import INIT, REFERENCE, Scale, blas_threads, stderr_to, evaluate_all, merge_parts
 from di_star.mini.overopt_presets import ORACLE
-from distar.core.signals import process_pool
 
 BENCH = "mini_parti"
 PROXY = "mini_pickscore"
