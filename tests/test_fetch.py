@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from distar.cli import app
 from evalsuite import fetch as fe
+from evalsuite.benchmarks import load_benchmark
 from evalsuite.needs import bench_needs, metric_needs, model_needs
 
 ENV_VARS = ("DISTAR_CLIP_PATH", "DISTAR_AESTHETIC_PATH", "DISTAR_AESTHETIC_CLIP_PATH",
@@ -34,7 +35,10 @@ def spy(monkeypatch, tmp_path):
         return str(tmp_path / "prompts.json")
     monkeypatch.setattr(preflight, "_hub_has", hub_has)
     monkeypatch.setattr(hub, "hub_download", hub_download)
-    return asked
+    load_benchmark.cache_clear()
+    yield asked
+    # The benchmarks loaded here hold the stand-in prompts: later tests must not get them.
+    load_benchmark.cache_clear()
 
 
 def planned(needs):
