@@ -1,4 +1,4 @@
-"""di_star's plug-ins into the evaluation harness's registries. The entries are lazy
+"""di_star's plug-ins (the toy digits here, the mini world in di_star/mini/plugin.py) into the evaluation harness's registries. The entries are lazy
 "module:attr" names: registering imports nothing heavy, and evalsuite resolves them only when a
 toy model, bench or metric is asked for. `import di_star` runs `register()`, and so does the CLI
 before any command, so `distar eval --model toy-digits:RUN --bench digits` finds them while
@@ -14,7 +14,10 @@ _TOY_METRICS = {
 
 
 def register() -> None:
-    """Add the toy digits model kind, pipeline, benchmark and metrics (idempotent)."""
+    """Add the toy digits model kind, pipeline, benchmark and metrics, and the mini world's
+    plug-ins (di_star/mini/plugin.py) (idempotent)."""
+    from di_star.mini import plugin as mini_plugin
+    mini_plugin.register()
     from evalsuite.benchmarks import BENCHMARKS
     from evalsuite.metrics import METRICS
     from evalsuite.models.loading import PIPELINE_LOADERS

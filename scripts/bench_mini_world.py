@@ -15,7 +15,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from evalsuite.mini import gold, world as W
+from di_star.mini import gold, scene as W
 
 
 def render_speed(n: int = 2000) -> float:

@@ -46,7 +46,7 @@ def _score(a: argparse.Namespace, world, gen) -> tuple[np.ndarray, np.ndarray]:
     with the same noise for every model (seeded independently of the training seed)."""
     from di_star.mini.build import to_pil
     from evalsuite.benchmarks import load_benchmark
-    from evalsuite.mini.gold import gold_score
+    from di_star.mini.gold import gold_score
 
     prompts = [p.text for p in load_benchmark("mini_parti").prompts][: a.prompts]
     z = torch.randn((len(prompts), 4, 16, 16), generator=torch.Generator().manual_seed(2024))

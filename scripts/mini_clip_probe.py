@@ -28,8 +28,8 @@ import evalsuite  # noqa: F401  (environment fixes before torch / transformers)
 import numpy as np
 import torch
 
-from evalsuite.mini import world
-from evalsuite.mini.world import render_for_caption, single_object_prompts
+from di_star.mini import scene as world
+from di_star.mini.scene import render_for_caption, single_object_prompts
 
 
 def single_object_pairs(n: int, seed: int) -> list:

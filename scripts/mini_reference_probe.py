@@ -32,10 +32,10 @@ from mini_quality import attribute_accuracy, noise_for, per_attribute  # scripts
 
 import di_star.mini.build as build
 from di_star.mini.configs import SIZES
-from evalsuite.mini import weights as mw
-from evalsuite.mini.classifier import detect, load_attribute_classifier
-from evalsuite.mini import world
-from evalsuite.mini.world import single_object_prompts
+from di_star.mini import weights as mw
+from di_star.mini.classifier import detect, load_attribute_classifier
+from di_star.mini import scene as world
+from di_star.mini.scene import single_object_prompts
 
 
 def sample(pipe, prompts: list[str], z: torch.Tensor) -> list:

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import di_star.mini.build as build
 from di_star.mini.configs import CLIP_VISION
-from evalsuite.mini import world
+from di_star.mini import scene as world
 
 
 def main() -> None:

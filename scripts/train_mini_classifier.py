@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from evalsuite.metrics import load_metric
-from evalsuite.metrics.mini import reference_renders
-from evalsuite.mini import world as W
-from evalsuite.mini.classifier import (held_out_accuracy, load_attribute_classifier,
-                                       train_attribute_classifier)
+from di_star.mini.metrics import reference_renders
+from di_star.mini import scene as W
+from di_star.mini.classifier import (held_out_accuracy, load_attribute_classifier,
+                                     train_attribute_classifier)
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()

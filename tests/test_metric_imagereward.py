@@ -20,8 +20,8 @@ from PIL import Image
 
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import load_metric
-from evalsuite.metrics._preprocess import OPENAI_CLIP_STD as CLIP_STD
-from evalsuite.metrics._preprocess import clip_pil as preprocess_pil
+from evalsuite.metrics.preprocess import OPENAI_CLIP_STD as CLIP_STD
+from evalsuite.metrics.preprocess import clip_pil as preprocess_pil
 from evalsuite.metrics.blip import BlipRewardConfig
 from evalsuite.metrics.imagereward import ImageReward, load_tokenizer, preprocess_tensor
 from evalsuite.models.loading import read_state_dict

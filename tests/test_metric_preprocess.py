@@ -6,7 +6,7 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics import preprocess as pp
 import metric_refs as rc
 
 MEAN = torch.tensor(pp.OPENAI_CLIP_MEAN)[:, None, None]

@@ -16,7 +16,7 @@ so an interrupted build resumes at the first unfinished stage):
  6. proxy      PickScore architecture (CLIPModel from the mini CLIP) + PickScore's objective on
                synthetic preference pairs labelled by the gold judge.
  7. aesthetic  LAION aesthetic MLP on mini-CLIP image embeddings, regressing gold ratings.
- 8. classifier evalsuite.mini.classifier.train_attribute_classifier.
+ 8. classifier di_star.mini.classifier.train_attribute_classifier.
 Then manifest.json: sha256 of every file, the command, git commit, seed, size, wall times.
 
 Every stage seeds torch from (seed, stage), and every random draw is made on the CPU and moved
@@ -46,9 +46,9 @@ from torch import Tensor
 
 from distar.core.atomic import write_bytes, write_dir
 from distar.core.errors import DistarError
-from evalsuite.metrics._preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from evalsuite.mini import weights as mw
-from evalsuite.mini import world
+from evalsuite.metrics.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from di_star.mini import weights as mw
+from di_star.mini import scene as world
 from di_star.mini.configs import (CLIP_TEXT, CLIP_VISION, PROJECTION_DIM, SCHEDULE, SIZES, UNET,
                                   VAE, BuildSize)
 
@@ -174,12 +174,12 @@ def render_pairs(n: int, seed: int, workers: int = 1) -> tuple[Tensor, list[str]
 
 
 def _gold_chunk(job: tuple[list, list]) -> np.ndarray:
-    from evalsuite.mini.gold import gold_score
+    from di_star.mini.gold import gold_score
     return gold_score(*job)
 
 
 def gold_scores(images: list, prompts: list[str], workers: int = 1) -> np.ndarray:
-    """evalsuite.mini.gold.gold_score, in chunks across `workers` processes."""
+    """di_star.mini.gold.gold_score, in chunks across `workers` processes."""
     step = 256
     jobs = [(images[i:i + step], prompts[i:i + step]) for i in range(0, len(images), step)]
     return np.concatenate(_pool_map(_gold_chunk, jobs, workers)) if jobs else np.zeros(0)
@@ -644,7 +644,7 @@ def degrade(img: Tensor, rng: np.random.Generator) -> Tensor:
 def candidates(prompts: list[str], ref_pixels: Tensor, seed: int) -> tuple[Tensor, list[int]]:
     """Per prompt: the reference sample, a ground-truth render, a render of a perturbed request,
     and a degraded copy of one of them. Returns images [-1, 1] and each image's prompt index."""
-    from evalsuite.mini.world import parse_caption, render, scene_for_request
+    from di_star.mini.scene import parse_caption, render, scene_for_request
     rng = np.random.default_rng(_seed(seed, "candidates"))
     images, owner = [], []
     for i, p in enumerate(prompts):
@@ -1098,7 +1098,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     stage("aesthetic", run_aesthetic)
 
     def run_classifier():
-        from evalsuite.mini.classifier import TrainRecipe, train_attribute_classifier
+        from di_star.mini.classifier import TrainRecipe, train_attribute_classifier
         train_attribute_classifier(out / "classifier", seed=_seed(seed, "classifier") % 2**31,
                                    recipe=TrainRecipe(n=sz.classifier_n, epochs=sz.classifier_epochs),
                                    log=log)

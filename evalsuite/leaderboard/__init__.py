@@ -5,7 +5,7 @@ registry, the Hugging Face cache or the environment, so a results folder copied 
 machine gives byte-identical tables. The modules, bottom up:
 
 - `markdown`: the one markdown table writer (`md_table`) and number / metric-name formatting,
-  shared with the gallery, the toy demo and the mini ablation;
+  shared with the gallery and di_star's demos;
 - `entries`: the store read into typed rows (`Entry`: one recipe on one benchmark version, with
   its benchmark's prompt metadata) and cells (`Summary`), intervals and the one per-style
   aggregation (HPSv2's, `style_aggregate`);

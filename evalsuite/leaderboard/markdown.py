@@ -1,5 +1,5 @@
 """The one markdown table writer and the number / metric-name formatting every report shares:
-the leaderboard tables, the gallery's score captions, the toy demo's and the mini ablation's
+the leaderboard tables, the gallery's score captions, di_star's demo
 tables. Nothing else in the project builds a markdown table by hand."""
 from __future__ import annotations
 

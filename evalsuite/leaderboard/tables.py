@@ -29,14 +29,12 @@ from evalsuite.leaderboard.markdown import (MISSING, arrow, fmt_number, md_table
                                             metric_info)
 from evalsuite.leaderboard.plots import alphas_text, write_plots
 from evalsuite.store import STORE_FILENAME, ResultsStore
+from evalsuite.suites import (HPS_BENCH, PAPER_SUITE, PREFERENCE_FOR_PLOT, SUITES, TABLE1_BENCHES,
+                              TABLE1_METRICS, Suite, get_suite)
 
 
-TABLE1_METRICS = ("imagereward", "aesthetic", "pickscore", "clip")  # the paper's column order
-TABLE1_BENCHES = ("parti", "coco30k")                               # upper part, lower part
-HPS_BENCH = "hpsv2"
 HPS_METRICS = ("hpsv21", "hpsv2")
 HPS_SCALE = 100.0           # ... of 100 x the per-image cosine the store holds (the paper's unit)
-PREFERENCE_FOR_PLOT = ("pickscore", "imagereward", "hpsv21", "aesthetic")
 
 TABLE1_FILE = "table1_parti_coco.md"
 TABLE2_FILE = "table2_ablation.md"
@@ -44,38 +42,6 @@ TABLE3_FILE = "table3_hpsv21.md"
 BREAKDOWN_FILE = "category_breakdown.md"
 PAPER_FILE = "paper_reported.md"
 PAIRED_FILE = "paired_tests.md"
-
-
-@dataclass(frozen=True)
-class Suite:
-    """Which benchmarks and metrics fill the paper's tables. 'paper': Parti / COCO-30K / HPSv2
-    with the paper's four metrics; 'mini': the mini world's benchmarks (evalsuite.mini), every
-    measured metric, files prefixed 'mini_' so both sets live side by side in leaderboards/."""
-    name: str
-    prefix: str                                  # file-name prefix
-    table1_benches: tuple[str, ...]              # upper part, lower part
-    table1_metrics: tuple[str, ...]              # fixed leading columns (others follow by name)
-    fid_bench: str                               # its Table 1 section also leads with FID
-    style_bench: str                             # Table 3's benchmark (per-style scores)
-    ablation_bench: str                          # Table 2's plot
-    plot_metrics: tuple[str, ...]                # y of the plots: the first one measured
-    fidelity_metrics: tuple[str, ...]            # x of the ablation plot: the first one measured
-
-
-SUITES = {
-    "paper": Suite("paper", "", TABLE1_BENCHES, TABLE1_METRICS, "coco30k", HPS_BENCH, "parti",
-                   PREFERENCE_FOR_PLOT, ("clip",)),
-    "mini": Suite("mini", "mini_", ("mini_parti", "mini_coco"), (), "mini_coco", "mini_hps", "mini_parti",
-                  ("mini_pickscore", "mini_gold"), ("mini_clip", "mini_attr_acc")),
-}
-
-
-def get_suite(name: str) -> Suite:
-    if name not in SUITES:
-        raise DistarError(f"Unknown leaderboard suite '{name}'. Choose one of: {', '.join(SUITES)}")
-    return SUITES[name]
-
-
 
 
 @dataclass
@@ -292,7 +258,7 @@ def table1(entries: list[Entry], with_reported: bool = False, suite: Suite | Non
            "with numbers measured by this suite.", ""]
     notes: list[str] = []
     shown: list[Entry] = []
-    suite = suite or SUITES["paper"]
+    suite = suite or PAPER_SUITE
     groups = [g for g in bench_groups(entries, suite.table1_benches) if g[0] != suite.style_bench]
     if not groups:
         out += [f"No measured results yet. Run `distar eval --bench {suite.table1_benches[0]} ...` first.", ""]
@@ -343,7 +309,7 @@ def table2(entries: list[Entry], suite: Suite | None = None) -> str:
     out = ["# Table 2: measured ablation over (alpha_rew, alpha_cfg)", "",
            "Rows: evaluated checkpoints whose recipe carries `alpha_rew` and `alpha_cfg` "
            "(written by `distar train`), grouped by those two scales.", ""]
-    suite = suite or SUITES["paper"]
+    suite = suite or PAPER_SUITE
     abl = [e for e in entries if e.alphas is not None and e.bench != suite.style_bench]
     notes: list[str] = []
     shown: list[Entry] = []
@@ -431,7 +397,7 @@ def table3(entries: list[Entry], with_reported: bool = False) -> str:
 
 
 def style_table(entries: list[Entry], suite: Suite) -> str:
-    """Table 3 for a suite whose style benchmark is not HPSv2's (the mini world's mini_hps): per
+    """Table 3 for a suite whose style benchmark is not HPSv2's (a world's own, registered with its suite): per
     style and on average, every per-image metric under HPSv2's aggregation (the one every
     report uses, Entry.style_summaries), with prompt-bootstrap intervals."""
     out = [f"# Table 3: measured scores per style ({suite.style_bench})", "",
@@ -479,7 +445,7 @@ def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None
            "the prompt's diversity, so prompts as units compare per-prompt diversity).", ""]
     shown: list[Entry] = []
     found = False
-    for bench, version, es in bench_groups(entries, (suite or SUITES["paper"]).table1_benches):
+    for bench, version, es in bench_groups(entries, (suite or PAPER_SUITE).table1_benches):
         base = [e for e in es if e.name == baseline]
         if not base:
             continue
@@ -519,7 +485,7 @@ def category_breakdown(entries: list[Entry], suite: Suite | None = None) -> str:
            "Means over the prompts of each group; n = prompts of the benchmark in that group.", ""]
     notes: list[str] = []
     shown: list[Entry] = []
-    suite = suite or SUITES["paper"]
+    suite = suite or PAPER_SUITE
     groups = [g for g in bench_groups(entries, suite.table1_benches) if g[0] != suite.style_bench]
     written = False
     for bench, version, es in groups:
@@ -614,7 +580,7 @@ def write_leaderboards(results_dir: Path, out_dir: Path, with_reported: bool = F
     """Write Tables 1-3, the Parti breakdown, the paper's reported numbers and the plots into
     out_dir; returns the files written. `with_reported`: Tables 1 and 3 also show, beside each
     measured column, the paper's number for the same model (headed '(paper)'). `suite`: which
-    benchmarks fill the tables ('paper', or 'mini': files mini_*.md). `baseline`: a model name;
+    benchmarks fill the tables ('paper', or one another package registered in SUITES). `baseline`: a model name;
     adds paired tests of every model against it."""
     su = get_suite(suite)
     results_dir, out_dir = Path(results_dir), Path(out_dir)

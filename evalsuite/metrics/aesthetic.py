@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics import preprocess as pp
 from evalsuite.metrics._loading import (build_open_clip, freeze, load_strict, open_clip_weights,
                                         provenance, resolve_dtype, resolve_file)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo
@@ -54,7 +54,7 @@ class AestheticScore(EmbeddingMetric):
 
     `AestheticScore.from_pretrained(...)` loads the published files; the constructor wraps an
     already built open_clip model (or anything with `encode_image` and `visual.image_size`) and
-    head (tests, benchmarks, the trainer, the mini world).
+    head (tests, benchmarks, the trainer, a world's learned metric).
     """
 
     needs_prompts = False

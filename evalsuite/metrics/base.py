@@ -57,7 +57,7 @@ def run_batches(n: int, batch_size: int, fn: Callable[[slice], torch.Tensor]) ->
 
 class EmbeddingMetric:
     """The shared `score` of the per-image embedding metrics (CLIP score, PickScore, aesthetic,
-    HPS and the mini world's learned ones): images in batches of `batch_size`, each batch turned
+    HPS and the plug-ins' learned ones): images in batches of `batch_size`, each batch turned
     into pixels by `_pixels(images)` and scored by `_score(pixels, prompts) -> Tensor[b]`."""
 
     needs_prompts = True

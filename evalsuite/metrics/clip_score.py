@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics import preprocess as pp
 from evalsuite.metrics._loading import (build_open_clip, freeze, open_clip_weights, provenance,
                                         resolve_dtype)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts

@@ -37,7 +37,7 @@ from PIL import Image
 from distar.core import atomic
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics._loading import provenance, sha256_file
-from evalsuite.metrics._preprocess import crop_resize_lanczos
+from evalsuite.metrics.preprocess import crop_resize_lanczos
 from evalsuite.metrics.base import MetricInfo
 from evalsuite.models import resolve_device
 
@@ -160,7 +160,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     (S2 + eps I)), with one difference: an imaginary part of the square root is dropped where
     clean-fid raises when it exceeds 1e-3. It appears when a covariance is singular (a collapsed
     generator: the toy digits world, tiny test sets), and the distance is still finite there.
-    The one Frechet distance of the project: FID, mini_fd and the toy digit_fd all use it."""
+    The one Frechet distance of the project: FID and the worlds' own FDs (di_star's plug-ins) use it."""
     import warnings
 
     from scipy import linalg

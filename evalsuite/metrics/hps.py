@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from evalsuite.benchmarks import HPS_CHUNK
-from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics import preprocess as pp
 from evalsuite.metrics._loading import (build_open_clip, freeze, provenance, resolve_dtype,
                                         resolve_file)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts

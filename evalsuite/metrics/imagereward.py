@@ -34,11 +34,11 @@ from PIL import Image
 
 from distar.core.dtypes import dtype_name
 from distar.core.errors import DistarError, WeightsMissingError
-from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics import preprocess as pp
 from evalsuite.metrics._loading import provenance, resolve_dtype, sha256_file
 from evalsuite.metrics.base import MetricInfo, run_batches
 from evalsuite.metrics.blip import (REWARD_MEAN, REWARD_STD, BlipRewardConfig,
-                                     ImageRewardModel)
+                                    ImageRewardModel)
 from evalsuite.models import read_state_dict, resolve_device
 
 MODEL_NAME = "ImageReward-v1.0"
@@ -105,7 +105,7 @@ def load_tokenizer(source: str | os.PathLike | None = None):
 # ---- Preprocessing -------------------------------------------------------------------------------
 
 def preprocess_tensor(images: torch.Tensor, size: int = 224) -> torch.Tensor:
-    """The geometry of `_preprocess.clip_pil` (the reference `_transform`) in torch, differentiable: [N, 3, H, W] in [0, 1] -> [N, 3, size, size].
+    """The geometry of `preprocess.clip_pil` (the reference `_transform`) in torch, differentiable: [N, 3, H, W] in [0, 1] -> [N, 3, size, size].
     Antialiased bicubic (PIL's kernel, a = -0.5); torchvision's output-size and crop rounding.
     Unlike PIL it neither clamps the bicubic overshoot nor rounds to 8 bits."""
     if images.ndim != 4 or images.shape[1] != 3:

@@ -27,7 +27,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from distar.core.errors import DistarError, WeightsMissingError
-from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics import preprocess as pp
 from evalsuite.metrics._loading import freeze, provenance, resolve_dtype
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts
 from evalsuite.models import resolve_device

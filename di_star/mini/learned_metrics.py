@@ -7,10 +7,11 @@
   pre-resize (the images are 64 px, the backbone's own size).
 Each carries its own `info.name` and a version naming the world's manifest hash, so its columns
 never mix with the real metrics' or with another build's. Weights come from
-evalsuite.mini.weights.mini_dir() ($DISTAR_MINI_DIR, else the shipped copy), or `world_dir=`.
+di_star.mini.weights.mini_dir() ($DISTAR_MINI_DIR, else the shipped copy), or `world_dir=`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -18,11 +19,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from evalsuite.metrics._preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from distar.core.errors import WeightsMissingError
+
+from evalsuite.metrics.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from evalsuite.metrics.aesthetic import AestheticMLP, AestheticScore
 from evalsuite.metrics.clip_score import ClipScore
+from evalsuite.metrics.diversity import MIN_K, Diversity, ImageEmbedder
 from evalsuite.metrics.pickscore import PickScore
-from evalsuite.mini import weights as mw
+from di_star.mini import weights as mw
 from evalsuite.models.loading import read_state_dict
 
 _PRE = "PIL bicubic short side->64, centre crop 64, CLIP mean/std"
@@ -148,3 +152,38 @@ class MiniClip(_MiniWorldWeights, ClipScore):
                    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, prefix="", pre_resize=None,
                    device=device if device != "auto" else "cpu", dtype=dtype,
                    batch_size=batch_size)
+
+
+def mini_clip_folder(path: str | None = None) -> Path:
+    """The mini CLIP folder: `path`, else $DISTAR_MINI_DIR/clip, else the shipped copy."""
+    if path:
+        return Path(path)
+    return mw.mini_dir() / "clip"
+
+
+class MiniDiversity(Diversity):
+    """`diversity` in the mini world's CLIP image space (the image tower of a transformers
+    CLIPModel folder, run in fp32 whatever its stored dtype)."""
+    name = "mini_diversity"
+
+    @classmethod
+    def from_pretrained(cls, clip_path: str | None = None, min_k: int = MIN_K,
+                        device: str = "auto", batch_size: int = 64, **_shared_options
+                        ) -> "MiniDiversity":
+        """Options: clip_path (a CLIPModel folder; default $DISTAR_MINI_DIR/clip, else
+        di_star/mini/data/clip), min_k, device, batch_size."""
+        folder = mini_clip_folder(clip_path)
+        if not (folder / "config.json").is_file():
+            raise WeightsMissingError(
+                "mini CLIP (mini_diversity)", str(folder / "config.json"),
+                "build the mini world (`distar lab build mini --out DIR`) and pass "
+                "clip_path=DIR/clip or set DISTAR_MINI_DIR=DIR")
+        cfg_file = folder / "preprocessor_config.json"
+        proc = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+        clip = ClipScore(HFClipBackbone(load_clip_model(folder)), None, "mini CLIP",
+                         proc.get("image_mean"), proc.get("image_std"), device=device,
+                         batch_size=batch_size)
+        weights = folder / "model.safetensors"
+        tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "?"
+        return cls(ImageEmbedder(clip, f"mini CLIP image tower sha256:{tag}"), min_k,
+                   {"clip": str(folder)})

@@ -7,12 +7,12 @@ The built world (`distar lab build mini --out DIR`, di_star/mini/build.py) is a 
     clip/           CLIPModel + tokenizer + image processor (CLIP score, the text encoders' source)
     proxy_reward/   CLIPModel trained with PickScore's objective + tokenizer + image processor
     aesthetic/      the aesthetic MLP (model.safetensors + config.json)
-    classifier/     the attribute classifier (evalsuite.mini.classifier)
-A copy ships in the package (evalsuite/data/mini/); DISTAR_MINI_DIR=DIR points everything that
+    classifier/     the attribute classifier (di_star.mini.classifier)
+A copy ships in the package (di_star/mini/data/); DISTAR_MINI_DIR=DIR points everything that
 reads the mini weights (the `mini_*` models and metrics) at another build.
 
-The recipes are constants here, not in the build, so the registry (evalsuite) and the build
-(di_star) read one definition; the build also writes them into each folder's distar_recipe.json
+The recipes are constants here, not in the build, so the registry (di_star/mini/plugin.py) and the build
+read one definition; the build also writes them into each folder's distar_recipe.json
 so `--model path:DIR/pipeline` samples the same way.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from distar.core.errors import WeightsMissingError
 
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "mini"
+SHIPPED_DIR = Path(__file__).resolve().parent / "data"
 ENV_VAR = "DISTAR_MINI_DIR"
 MANIFEST = "manifest.json"
 RESOLUTION = 64

@@ -47,8 +47,8 @@ from PIL import Image
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
-from evalsuite.mini.world import (BACKGROUND_RGB, COLOURS, GRADIENT, PALETTE, SHAPES, Group,
-                                  Request, in_region, parse_caption, position_to_cell)
+from di_star.mini.scene import (BACKGROUND_RGB, COLOURS, GRADIENT, PALETTE, SHAPES, Group,
+                                Request, in_region, parse_caption, position_to_cell)
 
 VERSION = "mini-gold-v1"
 FG_THRESHOLD = 60.0

@@ -1,4 +1,4 @@
-"""Metrics of the mini world (evalsuite.mini), in the suite's metric shape so mini runs go through
+"""Metrics of the mini world (di_star.mini), in the suite's metric shape so mini runs go through
 the same harness, store and leaderboard as real models."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ import numpy as np
 from PIL import Image
 
 from evalsuite.metrics.base import MetricInfo, check_prompts, run_batches
-from evalsuite.mini import gold
+from di_star.mini import gold
 
 
 class MiniGold:
-    """The mini world's gold judge (evalsuite.mini.gold): the stand-in for human preference,
+    """The mini world's gold judge (di_star.mini.gold): the stand-in for human preference,
     per image in [0, 1]. Pure pixels, no weights."""
     info = MetricInfo("mini_gold", gold.VERSION, "none (pixel rules)",
                       "RGB as given (the world draws 64 px)")
@@ -34,7 +34,7 @@ class MiniGold:
 
 def _weights_tag(folder) -> str:
     import hashlib
-    from evalsuite.mini.classifier import WEIGHTS_FILE
+    from di_star.mini.classifier import WEIGHTS_FILE
     return hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
 
 
@@ -65,13 +65,13 @@ class _WithClassifier:
     def from_pretrained(cls, classifier_path: str | None = None, batch_size: int = 256,
                         **_shared_options):
         """Options: classifier_path (a folder with model.safetensors + config.json; default
-        $DISTAR_MINI_DIR/classifier, else the shipped evalsuite/data/mini/classifier),
+        $DISTAR_MINI_DIR/classifier, else the shipped di_star/mini/data/classifier),
         batch_size; shared ones (device, dtype) are ignored."""
         return cls(*_load_classifier(classifier_path), batch_size)
 
 
 def _load_classifier(classifier_path: str | None):
-    from evalsuite.mini.classifier import default_folder, load_attribute_classifier
+    from di_star.mini.classifier import default_folder, load_attribute_classifier
     folder = Path(classifier_path) if classifier_path else default_folder()
     return load_attribute_classifier(folder), folder
 
@@ -79,13 +79,13 @@ def _load_classifier(classifier_path: str | None):
 class MiniAttrAcc(_WithClassifier):
     """Attribute accuracy (GenEval-like) by the mini attribute classifier: per image, 1 when the
     classifier finds every attribute the prompt asks for (shape, colour, size, count, position,
-    relation, background; see evalsuite.mini.world.request_checks), else 0."""
+    relation, background; see di_star.mini.scene.request_checks), else 0."""
     mode = version_suffix = "all"
     name = "mini_attr_acc"
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
-        from evalsuite.mini.classifier import detect
-        from evalsuite.mini.world import parse_caption, request_checks
+        from di_star.mini.classifier import detect
+        from di_star.mini.scene import parse_caption, request_checks
         prompts = check_prompts(images, prompts)
         scenes = detect(self.model, list(images), self.batch_size)
         return np.array([attribute_score(request_checks(s, parse_caption(p)), self.mode)
@@ -105,7 +105,7 @@ def reference_renders(prompts: Sequence[str], seed: int = 0) -> list[Image.Image
     import hashlib
 
     from distar.core.errors import DistarError
-    from evalsuite.mini.world import render_for_caption
+    from di_star.mini.scene import render_for_caption
     seen: dict[str, int] = {}
     out = []
     for p in prompts:
@@ -150,7 +150,7 @@ class MiniFD(_WithClassifier):
     def features(self, images: Sequence) -> np.ndarray:
         import torch
 
-        from evalsuite.mini.classifier import to_tensor
+        from di_star.mini.classifier import to_tensor
         with torch.no_grad():
             feats = run_batches(len(images), self.batch_size,
                                 lambda sl: self.model.features(to_tensor(images[sl])))
