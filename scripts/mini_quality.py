@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from distar.core.paths import portable_path
 from di_star.mini.build import zero_shot
 from di_star.mini.scene import single_object_prompts
 
@@ -243,7 +244,7 @@ def main() -> None:
     single = single_object_prompts()
     k = args.per_combo
     if args.conditioning:
-        report = {"world": str(root), "manifest": mw.manifest_digest(root),
+        report = {"world": portable_path(root), "manifest": mw.manifest_digest(root),
                   **conditioning_report(single, k, clf)}
         (out / "conditioning.json").write_text(json.dumps(report, indent=2))
         print(json.dumps(report, indent=2))
@@ -254,13 +255,13 @@ def main() -> None:
     rng = np.random.default_rng(1234)
     gt_single = [render_for_caption(p, rng) for p in single_all]
     if args.sampling:
-        report = {"world": str(root), "manifest": mw.manifest_digest(root), "per_combo": k,
+        report = {"world": portable_path(root), "manifest": mw.manifest_digest(root), "per_combo": k,
                   "settings": sampling_report(root, single, k, clf, feats, gt_single, args.sampling)}
         (out / "sampling.json").write_text(json.dumps(report, indent=2))
         return
     gt_caps = [render_for_caption(p, rng) for p in captions]
     gt_caps2 = [render_for_caption(p, rng) for p in captions]
-    report: dict = {"world": str(root), "manifest": mw.manifest_digest(root),
+    report: dict = {"world": portable_path(root), "manifest": mw.manifest_digest(root),
                     "per_combo": k, "captions": len(captions),
                     "ground_truth": {
                         "attr_acc": attribute_accuracy(detect(clf, gt_single), single_all),

@@ -46,6 +46,7 @@ from torch import Tensor
 
 from distar.core.atomic import write_bytes, write_dir
 from distar.core.errors import DistarError
+from distar.core.paths import portable_path
 from evalsuite.metrics.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from di_star.mini import weights as mw
 from di_star.mini import scene as world
@@ -760,6 +761,13 @@ def save_aesthetic(mlp, target: Path, meta: dict) -> None:
 
 
 # Manifest --------------------------------------------------------------------------------------------
+def portable_command(command: str | None) -> str | None:
+    """The command as typed, its absolute paths recorded as `portable_path` does."""
+    if command is None:
+        return None
+    return " ".join(portable_path(t) if Path(t).is_absolute() else t for t in command.split(" "))
+
+
 def git_commit() -> str:
     """HEAD of the checkout, or $DISTAR_BUILD_COMMIT where the code travelled without its .git
     (a copy of the tree sent to a GPU machine)."""
@@ -865,7 +873,7 @@ def reuse_stages(out: Path, source: Path, keys: dict[str, dict]) -> list[str]:
         write_dir(out / dst, lambda tmp, src=src: shutil.copytree(source / src, tmp, dirs_exist_ok=True))
         record = {k: v for k, v in m["stages"].get(stage, {}).items() if k != "reused_from"}
         _mark_done(out, stage, keys[stage], m["wall_s"].get(stage, 0.0),
-                   {**record, "reused_from": str(source.resolve())})
+                   {**record, "reused_from": portable_path(source)})
         reused.append(stage)
     # A reference with a second cycle continues from a finished reference equal to its first.
     first = first_cycle_key(keys["reference"])
@@ -873,7 +881,7 @@ def reuse_stages(out: Path, source: Path, keys: dict[str, dict]) -> list[str]:
             and not (out / WORK / FIRST_CYCLE).is_dir():
         def copy_first(tmp: Path) -> None:
             shutil.copytree(source / REUSABLE["reference"][0], tmp, dirs_exist_ok=True)
-            (tmp / "reused_from.json").write_text(json.dumps({"reused_from": str(source.resolve())}))
+            (tmp / "reused_from.json").write_text(json.dumps({"reused_from": portable_path(source)}))
         write_dir(out / WORK / FIRST_CYCLE, copy_first)
         reused.append("reference (first cycle)")
     return reused
@@ -1116,11 +1124,11 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     meta = {"world": "mini", "seed": seed, "size": size,
             # The build's command (without --stages: a stage split changes no output); the
             # command of the process that happened to finish it is kept beside it.
-            "command": f"distar lab build mini --out {out} --seed {seed} --size {size}"
+            "command": f"distar lab build mini --out {portable_path(out)} --seed {seed} --size {size}"
                        + (f" --threads {threads}" if threads else "")
                        + (f" --device {net_type}" if net_type != "cpu" else ""),
             "devices": devices,
-            "finished_by": command,
+            "finished_by": portable_command(command),
             "git_commit": git_commit(), "torch": torch.__version__,
             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
             "torch_threads": torch.get_num_threads(), "wall_s": walls,

@@ -61,10 +61,14 @@ def component_dir(name: str, root: Path | None = None) -> Path:
 
 
 def manifest_digest(root: Path | None = None) -> str:
-    """A short hash of the world's manifest: names the exact weights in metric versions."""
+    """A short hash of the sha256 list in the world's manifest: names the exact weights in
+    metric versions and model revisions. Only the files count, so a provenance edit (a path
+    made portable, a note) renames nothing."""
     root = Path(root) if root is not None else mini_dir()
-    m = root / MANIFEST
-    return hashlib.sha256(m.read_bytes()).hexdigest()[:12] if m.is_file() else "unbuilt"
+    if not (root / MANIFEST).is_file():
+        return "unbuilt"
+    files = {rel: entry["sha256"] for rel, entry in read_manifest(root)["files"].items()}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def read_manifest(root: Path | None = None) -> dict:
