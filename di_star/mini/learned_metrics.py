@@ -84,7 +84,7 @@ class _MiniWorldWeights:
     """A real metric class with the mini world's weights: `from_pretrained(world_dir=...)`
     builds it with the subclass's `_build(root, ...)` and names the world in `info` (its own
     name, a version carrying the manifest hash) and in `provenance`."""
-    mini_name = mini_version = mini_backbone = ""
+    mini_name = mini_version = mini_backbone = mini_label = ""
 
     @classmethod
     def version_key(cls, **_options) -> None:
@@ -98,7 +98,8 @@ class _MiniWorldWeights:
         metric = cls._build(root, device, dtype, batch_size)
         metric.info = replace(metric.info, name=cls.mini_name,
                               version=_version(cls.mini_version, root),
-                              backbone=cls.mini_backbone, preprocessing=_PRE)
+                              backbone=cls.mini_backbone, preprocessing=_PRE,
+                              label=cls.mini_label, decimals=3)
         metric.provenance = {"world": str(root), "manifest": mw.manifest_digest(root)}
         return metric
 
@@ -106,6 +107,7 @@ class _MiniWorldWeights:
 class MiniPickScore(_MiniWorldWeights, PickScore):
     """PickScore on the mini proxy reward (cosine, PickScore's paper unit)."""
     mini_name, mini_version = "mini_pickscore", "mini-PickScore/cos"
+    mini_label = "Proxy PickScore"
     mini_backbone = ("transformers CLIPModel, mini proxy reward (PickScore objective on "
                      "gold-judge preference pairs)")
 
@@ -121,6 +123,7 @@ class MiniPickScore(_MiniWorldWeights, PickScore):
 class MiniAesthetic(_MiniWorldWeights, AestheticScore):
     """AestheticScore with the mini MLP on mini-CLIP image embeddings (1-10 scale)."""
     mini_name, mini_version = "mini_aesthetic", "mini-aesthetic (gold ratings)"
+    mini_label = "Aesthetic (mini)"
     mini_backbone = "mini CLIPModel image tower + LAION aesthetic MLP shape"
 
     @classmethod
@@ -143,6 +146,7 @@ def load_aesthetic_head(folder: Path) -> AestheticMLP:
 class MiniClip(_MiniWorldWeights, ClipScore):
     """ClipScore (100 x cosine) with the mini CLIP."""
     mini_name, mini_version = "mini_clip", "mini-CLIPScore 100cos"
+    mini_label = "CLIP (mini)"
     mini_backbone = "transformers CLIPModel, mini CLIP"
 
     @classmethod
@@ -164,7 +168,7 @@ def mini_clip_folder(path: str | None = None) -> Path:
 class MiniDiversity(Diversity):
     """`diversity` in the mini world's CLIP image space (the image tower of a transformers
     CLIPModel folder, run in fp32 whatever its stored dtype)."""
-    name = "mini_diversity"
+    name, label = "mini_diversity", "Diversity (mini)"
 
     @classmethod
     def from_pretrained(cls, clip_path: str | None = None, min_k: int = MIN_K,

@@ -16,7 +16,8 @@ class MiniGold:
     """The mini world's gold judge (di_star.mini.gold): the stand-in for human preference,
     per image in [0, 1]. Pure pixels, no weights."""
     info = MetricInfo("mini_gold", gold.VERSION, "none (pixel rules)",
-                      "RGB as given (the world draws 64 px)")
+                      "RGB as given (the world draws 64 px)", label="Gold judge",
+                      unit="gold score in [0, 1]")
 
     @classmethod
     def version_key(cls, **_options) -> str:
@@ -51,14 +52,15 @@ def attribute_score(checks: dict[str, bool], mode: str) -> float:
 class _WithClassifier:
     """A metric reading images with the mini attribute classifier; `info` names its weights'
     sha256. The constructor takes the loaded classifier and the folder it came from."""
-    name, version_suffix = "", ""
+    name, version_suffix, label, unit = "", "", "", ""
 
     def __init__(self, model, folder: Path, batch_size: int = 256):
         self.model = model
         self.batch_size = batch_size
         self.info = MetricInfo(self.name, f"{self.model.cfg.version} {self.version_suffix}",
                                f"mini attribute classifier sha256:{_weights_tag(folder)}",
-                               "RGB, bilinear to 64 px, 24 px cell crops")
+                               "RGB, bilinear to 64 px, 24 px cell crops", label=self.label,
+                               unit=self.unit)
         self.provenance = {"classifier": str(folder)}
 
     @classmethod
@@ -81,7 +83,7 @@ class MiniAttrAcc(_WithClassifier):
     classifier finds every attribute the prompt asks for (shape, colour, size, count, position,
     relation, background; see di_star.mini.scene.request_checks), else 0."""
     mode = version_suffix = "all"
-    name = "mini_attr_acc"
+    name, label, unit = "mini_attr_acc", "Attribute acc.", "share of images"
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
         from di_star.mini.classifier import detect
@@ -95,7 +97,7 @@ class MiniAttrAcc(_WithClassifier):
 class MiniAttrFrac(MiniAttrAcc):
     """As mini_attr_acc, but the share of the prompt's asked attributes found (partial credit)."""
     mode = version_suffix = "frac"
-    name = "mini_attr_frac"
+    name, label, unit = "mini_attr_frac", "Attribute frac.", "share of asked attributes"
 
 
 def reference_renders(prompts: Sequence[str], seed: int = 0) -> list[Image.Image]:
@@ -129,7 +131,7 @@ class MiniFD(_WithClassifier):
     is not the network whose text tower conditions the generator.
     Steps: fid.feature_statistics -> fid.frechet_distance (clean-fid's). Options:
     classifier_path, reference_seed (0), batch_size (`from_pretrained`)."""
-    name = "mini_fd"
+    name, label, unit = "mini_fd", "mini-FD", "classifier cell-embedding distance"
     needs_prompts = True
 
     def __init__(self, model, folder: Path, batch_size: int = 256, reference_seed: int = 0):
@@ -137,7 +139,8 @@ class MiniFD(_WithClassifier):
         self.reference_seed = reference_seed
         self.info = MetricInfo(self.name, f"{self._kind()} ground-truth renders of the same "
                                f"prompts seed={reference_seed}", self.info.backbone,
-                               self.info.preprocessing, higher_is_better=False)
+                               self.info.preprocessing, higher_is_better=False,
+                               label=self.label, unit=self.unit)
 
     @classmethod
     def from_pretrained(cls, classifier_path: str | None = None, reference_seed: int = 0,
@@ -172,7 +175,7 @@ class MiniFD(_WithClassifier):
 class MiniKD(MiniFD):
     """Kernel distance (KID's unbiased MMD^2, cubic kernel, seeded subsets) in the same space and
     against the same references as mini_fd; raw units."""
-    name = "mini_kd"
+    name, label = "mini_kd", "mini-KD"
 
     def _kind(self) -> str:
         return "mini-KD subsets=100x1000 seed=0"

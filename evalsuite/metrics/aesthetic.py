@@ -63,7 +63,8 @@ class AestheticScore(EmbeddingMetric):
         version="LAION-aesthetic-v2 (sac+logos+ava1-l14-linearMSE)",
         backbone="open_clip ViT-L-14 OpenAI weights (QuickGELU)",
         preprocessing="PIL bicubic short side->224, centre crop 224, RGB, CLIP mean/std; "
-                      "L2-normalised embedding")
+                      "L2-normalised embedding",
+        label="Aesthetic", unit="LAION score (1-10)", decimals=2)
 
     def __init__(self, clip_model: nn.Module, mlp: AestheticMLP, device: str = "cpu",
                  dtype: str = "fp32", batch_size: int = 32, provenance: dict | None = None):

@@ -7,7 +7,8 @@ Set metrics (FID, KID): features -> statistics -> distance, each a separate func
 `compute(images) -> float`. A set metric whose number is a mean over prompts of per-image terms
 (intra-prompt diversity) also has `compute_with_images(...) -> (float, array[N])`, so reports can
 give it intervals and paired tests like a per-image metric.
-Every number carries `info`: name, version, backbone and preprocessing.
+Every number carries `info`: name, version, backbone and preprocessing, and how it is shown
+(direction, short label, unit, decimals).
 
 Every metric is built one way: `Class.from_pretrained(**options)` finds and checks the weights
 (device names through evalsuite.models.resolve_device, dtype names through distar.core.dtypes)
@@ -29,7 +30,13 @@ class MetricInfo:
     version: str            # e.g. 'HPSv2.1'; part of the results-store key
     backbone: str           # e.g. 'open_clip ViT-H-14'
     preprocessing: str      # e.g. 'bicubic resize 224, centre crop, CLIP mean/std'
-    higher_is_better: bool = True
+    # How reports show it: the one place (stored with every score, so tables read the store
+    # alone). None: no direction (no arrow, no bold). `label`: a short column head, <= 22
+    # characters ('' = name); `unit`: what one unit is; `decimals`: table precision.
+    higher_is_better: bool | None = True
+    label: str = ""
+    unit: str = ""
+    decimals: int = 3
 
     @property
     def key(self) -> str:

@@ -94,7 +94,7 @@ class Diversity:
     `Diversity.from_pretrained(...)` embeds with an open_clip CLIP; the constructor takes any
     `embedder`: an images -> [N, D] callable with a `name` (tests, other spaces)."""
     needs_prompts = True
-    name = "diversity"
+    name, label = "diversity", "Diversity"
 
     def __init__(self, embedder: Callable[[Sequence[Image.Image]], np.ndarray],
                  min_k: int = MIN_K, provenance: dict | None = None):
@@ -104,7 +104,8 @@ class Diversity:
         self.provenance = provenance or {"injected": True}
         self.info = MetricInfo(self.name, f"intra-prompt mean pairwise cosine distance "
                                f"min_k={min_k}", embedder.name,
-                               getattr(embedder, "preprocessing", "injected"))
+                               getattr(embedder, "preprocessing", "injected"),
+                               higher_is_better=None, label=self.label, unit="1 - cosine")
 
     @classmethod
     def from_pretrained(cls, backbone: str = "ViT-g-14", pretrained: str = "laion2b_s12b_b42k",

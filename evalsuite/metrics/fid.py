@@ -339,6 +339,7 @@ class FID:
     feature extractor (with a `name`) and ReferenceStats already built."""
 
     metric = "fid"
+    decimals = 2
 
     def __init__(self, extractor, reference: ReferenceStats, protocol: str | Protocol = "dmd2-256",
                  device: str = "cpu", batch_size: int = 32, num_workers: int | None = None):
@@ -350,7 +351,7 @@ class FID:
         self.info = MetricInfo(
             name=self.metric, version=f"{self._version()} ref={self.reference.key}",
             backbone=self.extractor.name, preprocessing=self.protocol.describe(),
-            higher_is_better=False)
+            higher_is_better=False, label=self.metric.upper(), decimals=self.decimals)
         self.provenance = {"reference": self.reference.description,
                            "inception": getattr(self.extractor, "provenance", "injected")}
 
@@ -408,6 +409,7 @@ class KID(FID):
     seed (0)."""
 
     metric = "kid"
+    decimals = 4
 
     def __init__(self, extractor, reference: ReferenceStats, protocol: str | Protocol = "dmd2-256",
                  device: str = "cpu", batch_size: int = 32, num_workers: int | None = None,

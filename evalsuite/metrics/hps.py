@@ -64,7 +64,8 @@ class HPS(EmbeddingMetric):
             name=self.name, version=self.version,
             backbone=f"open_clip {arch} + {self.filename}",
             preprocessing=f"RGB float tensor, long side->{self.image_size} {resize} "
-                          f"(torchvision), zero pad to square, CLIP mean/std")
+                          f"(torchvision), zero pad to square, CLIP mean/std",
+            label=self.version, unit="cosine (x 100 in Table 3)", decimals=2)
 
     @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,

@@ -155,7 +155,7 @@ class ImageReward:
         self.model.to(device=self.device, dtype=self.dtype)
         self.model.mlp.float()  # the head is tiny and the reference runs it in fp32
         self.info = MetricInfo(
-            name="imagereward",
+            name="imagereward", label="ImageReward", unit="normalised reward", decimals=3,
             version=MODEL_NAME,
             backbone=(f"BLIP ViT {config.vision_depth}x{config.vision_width} "
                       f"/{config.patch_size} + BERT {config.text_depth}x{config.text_width} "

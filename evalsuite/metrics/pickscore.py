@@ -122,7 +122,8 @@ class PickScore(EmbeddingMetric):
         name="pickscore", version="PickScore_v1/cos",
         backbone="transformers CLIPModel yuvalkirstain/PickScore_v1 (ViT-H-14)",
         preprocessing="CLIPImageProcessorPil: PIL bicubic short side->224, centre crop 224 "
-                      "(floor offsets), CLIP mean/std; text truncated to 77 tokens")
+                      "(floor offsets), CLIP mean/std; text truncated to 77 tokens",
+        label="PickScore", unit="cosine", decimals=4)
 
     def __init__(self, model, image_processor, tokenizer, device: str = "cpu",
                  dtype: str = "fp32", batch_size: int = 32, provenance: dict | None = None):
@@ -203,4 +204,5 @@ class PickScoreLogit(PickScore):
     unit = "logit"
     info = MetricInfo(
         name="pickscore_logit", version="PickScore_v1/logit",
-        backbone=PickScore.info.backbone, preprocessing=PickScore.info.preprocessing)
+        backbone=PickScore.info.backbone, preprocessing=PickScore.info.preprocessing,
+        label="PickScore logit", unit="logit_scale x cosine", decimals=2)
