@@ -22,7 +22,6 @@ import os
 import platform
 import resource
 import struct
-import subprocess
 import sys
 import time
 import uuid
@@ -38,7 +37,7 @@ import torch
 
 from distar.core import atomic
 from distar.core.errors import DistarError
-from distar.core.paths import safe_name
+from distar.core.paths import project_commit, safe_name
 from distar.core.progress import ProgressBar
 from distar.core.runlock import out_lock, remove_dead_temps
 from evalsuite.benchmarks import Benchmark, image_seed, load_benchmark
@@ -178,12 +177,7 @@ def provenance() -> dict:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    try:
-        git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        git = None
-    return {"versions": versions, "git_hash": git}
+    return {"versions": versions, "git_hash": project_commit()}
 
 
 def device_name(device: torch.device) -> str:

@@ -202,3 +202,29 @@ def test_the_mini_scan_catches_each_form():
                  "SUITES.add('mini', ...)"):
         assert mini_mentions(text), text
     assert not mini_mentions("minimum = min(x); minimal_k = 4  # Gemini")
+
+
+def test_nothing_imports_tests():
+    """Product code and scripts never reach into tests/ (no sys.path entry for it, no import of
+    a test module): code both use lives in a package (the reference adapters: di_star.bench)."""
+    test_modules = {p.stem for p in (ROOT / "tests").glob("*.py")}
+    bad = []
+    for path in sorted((ROOT / "scripts").glob("*.py")) + [p for p, _ in our_modules()]:
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"sys\.path\.\w+\([^)]*tests", text):
+            bad.append(f"{path.relative_to(ROOT)}: puts tests/ on sys.path")
+        for node in ast.walk(ast.parse(text)):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            bad += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                    if n.split(".")[0] in test_modules | {"tests"}]
+    assert not bad, "\n".join(bad)
+
+
+def test_scripts_hold_only_what_users_run():
+    """At most 8 files; bench helpers and research probes are importable modules
+    (di_star.bench, di_star.mini.probes), not scripts."""
+    files = sorted(p.name for p in (ROOT / "scripts").iterdir()
+                   if p.is_file() and not p.name.startswith("."))
+    assert len(files) <= 8, files

@@ -7,7 +7,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from evalsuite.metrics import preprocess as pp
-import metric_refs as rc
+from di_star.bench import refs as rc
 
 MEAN = torch.tensor(pp.OPENAI_CLIP_MEAN)[:, None, None]
 STD = torch.tensor(pp.OPENAI_CLIP_STD)[:, None, None]

@@ -69,3 +69,22 @@ def test_portable_path(tmp_path):
     assert portable_path(REPO_ROOT / "di_star" / "mini" / "data") == "di_star/mini/data"
     assert portable_path(REPO_ROOT) == "."
     assert portable_path(tmp_path / "build_large") == "<outside>/build_large"
+
+
+def test_provenance_records_this_projects_commit(tmp_path, monkeypatch):
+    """The one git helper: the project's own checkout, whatever folder the user stands in (a
+    git repository of their own here), or $DISTAR_BUILD_COMMIT for a copy without .git."""
+    from distar.core.paths import project_commit
+    try:
+        ours = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=30, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("not a git checkout")
+    other = tmp_path / "their_repo"
+    other.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=other, check=True, timeout=30)
+    monkeypatch.chdir(other)
+    monkeypatch.delenv("DISTAR_BUILD_COMMIT", raising=False)
+    assert project_commit() == ours and ours.startswith(project_commit(short=True))
+    monkeypatch.setenv("DISTAR_BUILD_COMMIT", "0123456789abcdef")
+    assert project_commit() == "0123456789abcdef" and project_commit(short=True) == "0123456"

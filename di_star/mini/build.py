@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import fields
@@ -46,7 +45,7 @@ from torch import Tensor
 
 from distar.core.atomic import write_bytes, write_dir
 from distar.core.errors import DistarError
-from distar.core.paths import portable_path
+from distar.core.paths import portable_path, project_commit
 from evalsuite.metrics.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from di_star.mini import weights as mw
 from di_star.mini import scene as world
@@ -502,7 +501,7 @@ def _drop_captions(cond, keep: Tensor):
 def train_reference(pipe, latents: Tensor, captions: list[str], size: BuildSize, seed: int,
                     log: Log, init: torch.nn.Module | None = None, restart: bool = False):
     """DSM training of the reference UNet from scratch, or from a copy of `init` (the warm start
-    of scripts/mini_reference_probe.py's text-encoder experiment). `restart`: the second cycle
+    of di_star/mini/probes/reference.py's text-encoder experiment). `restart`: the second cycle
     (size.unet_restart_steps from `init`, the first cycle's weights), with its own data and noise
     stream and half the first cycle's peak learning rate, so it refines rather than re-learns."""
     from diffusers import UNet2DConditionModel
@@ -766,18 +765,6 @@ def portable_command(command: str | None) -> str | None:
     if command is None:
         return None
     return " ".join(portable_path(t) if Path(t).is_absolute() else t for t in command.split(" "))
-
-
-def git_commit() -> str:
-    """HEAD of the checkout, or $DISTAR_BUILD_COMMIT where the code travelled without its .git
-    (a copy of the tree sent to a GPU machine)."""
-    if os.environ.get("DISTAR_BUILD_COMMIT"):
-        return os.environ["DISTAR_BUILD_COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def write_manifest(out: Path, meta: dict) -> dict:
@@ -1129,7 +1116,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
                        + (f" --device {net_type}" if net_type != "cpu" else ""),
             "devices": devices,
             "finished_by": portable_command(command),
-            "git_commit": git_commit(), "torch": torch.__version__,
+            "git_commit": project_commit() or "unknown", "torch": torch.__version__,
             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
             "torch_threads": torch.get_num_threads(), "wall_s": walls,
             "stages": extra, "sizes": sz.__dict__,

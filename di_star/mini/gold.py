@@ -58,7 +58,7 @@ SIZE_THRESHOLD, SIZE_SCALE = 7.0, 0.25
 RELATION_MARGIN, RELATION_SCALE = 4.0, 2.0
 WEIGHT_F = 0.75
 # (fill, compactness, solidity): mean and spread per shape, measured on 600 jittered renders
-# over 4 backgrounds (scripts/bench_mini_world.py --calibrate prints them); spreads floored at 0.03.
+# over 4 backgrounds (di_star/mini/probes/world_speed.py --calibrate prints them); spreads floored at 0.03.
 SHAPE_STATS = {
     "circle": ((0.780, 0.866, 0.930), (0.039, 0.031, 0.03)),
     "square": ((0.856, 0.642, 0.931), (0.084, 0.03, 0.038)),

@@ -33,3 +33,20 @@ def portable_path(path: str | Path) -> str:
         return p.relative_to(REPO_ROOT).as_posix() or "."
     except ValueError:
         return f"<outside>/{p.name}"
+
+
+def project_commit(short: bool = False) -> str | None:
+    """The commit of this project's own checkout (never of the folder the user stands in), or
+    $DISTAR_BUILD_COMMIT where the code travelled without its .git (a copy sent to a GPU
+    machine); None when neither is known. The one git helper of the project's provenance."""
+    import subprocess
+    env = os.environ.get("DISTAR_BUILD_COMMIT")
+    if env:
+        return env[:7] if short else env
+    try:
+        out = subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"],
+                             capture_output=True, text=True, cwd=Path(__file__).resolve().parent,
+                             timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out or None

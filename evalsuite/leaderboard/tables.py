@@ -30,8 +30,7 @@ from evalsuite.leaderboard.markdown import (MISSING, Shown, arrow, fmt_number, l
                                             md_table)
 from evalsuite.leaderboard.plots import alphas_text, write_plots
 from evalsuite.store import STORE_FILENAME, ResultsStore
-from evalsuite.suites import (HPS_BENCH, PAPER_SUITE, PREFERENCE_FOR_PLOT, SUITES, TABLE1_BENCHES,
-                              TABLE1_METRICS, Suite, get_suite)
+from evalsuite.suites import HPS_BENCH, PAPER_SUITE, SUITES, TABLE1_METRICS, Suite, get_suite
 
 
 HPS_METRICS = ("hpsv21", "hpsv2")

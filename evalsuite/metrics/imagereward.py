@@ -9,7 +9,7 @@ its BLIP text model is 900 lines of which ImageReward uses one path. The port
 (`evalsuite/metrics/blip.py`, ~300 lines) keeps the reference parameter names, so `ImageReward.pt`
 loads unchanged, batches any mix of prompts and images, runs in fp16/bf16 on a GPU, and gives
 gradients for the trainer. The reference package is still run, through the small test-only shim
-tests/imagereward_ref.py, by tests/test_metric_imagereward.py, which checks this port against the
+di_star/bench/imagereward_ref.py, by tests/test_metric_imagereward.py, which checks this port against the
 package's own public `ImageReward.score` to 1e-4 in fp32.
 
 Weights: `ImageReward.pt` (a plain state dict, read with `torch.load(weights_only=True)`) and

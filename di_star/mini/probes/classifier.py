@@ -3,8 +3,8 @@ fresh renders (a seed stream training never uses), then mini_attr_acc / mini_att
 ground-truth renders of the 300 mini_parti prompts (per challenge): the ceiling a generator can
 reach by that metric.
 
-    .venv/bin/python scripts/train_mini_classifier.py --out /tmp/mini_classifier [--seed 0]
-    .venv/bin/python scripts/train_mini_classifier.py --out /tmp/mini_classifier --skip-training
+    .venv/bin/python -m di_star.mini.probes.classifier --out /tmp/mini_classifier [--seed 0]
+    .venv/bin/python -m di_star.mini.probes.classifier --out /tmp/mini_classifier --skip-training
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 truth, gold judge and proxy reward of the reference (`mini_ref`) and the one-step init
 (`mini_onestep`), plus a sample grid to look at.
 
-    .venv/bin/python scripts/mini_quality.py [--world DIR] [--per-combo 4] [--captions 192]
+    .venv/bin/python -m di_star.mini.quality [--world DIR] [--per-combo 4] [--captions 192]
         [--out runs/mini_quality]
 
 - Single-object prompts: every colour x shape ("a red circle", 30 prompts) x per-combo seeds.

@@ -4,7 +4,7 @@ DI* needs prompts only, no images. As the paper trains on LAION prompts and eval
 and COCO, these are fresh captions of the world's own scene distribution (di_star.mini.scene,
 seed below), with every prompt of the mini benchmarks removed so no evaluation prompt is trained on.
 
-    .venv/bin/python scripts/mini_train_prompts.py            # deterministic; rerun after the world changes
+    .venv/bin/python -m di_star.mini.train_prompts            # deterministic; rerun after the world changes
 """
 from __future__ import annotations
 
