@@ -563,3 +563,14 @@ def test_mini_fd_is_lower_is_better(tmp_path):
     t = section((tmp_path / "lb" / "mini_table1.md").read_text(), "## mini_coco (version 1-test)")
     assert "| mini-FD ↓ | mini-KD ↓ |" in t.splitlines()[0]
     assert "| ref | 1 | — | — | — | **439.200** | **439.200** |" in t
+
+
+def test_committed_leaderboards_have_short_heads():
+    """The repository's leaderboards/*.md (`distar demo --update-leaderboards`): every header
+    cell <= 32 characters, and mini_fd shows as lower-is-better (arrow down)."""
+    root = Path(__file__).resolve().parents[1] / "leaderboards"
+    cells = {p.name: header_cells(p.read_text()) for p in sorted(root.glob("*.md"))}
+    long = [(n, c) for n, cs in cells.items() for c in cs if len(c) > 32]
+    assert not long, long
+    t1 = (root / "mini_table1.md").read_text()
+    assert "mini-FD ↓" in header_cells(t1) and "- mini-FD ↓: `mini_fd`" in t1
