@@ -1,4 +1,4 @@
-"""di_star's plug-ins into the evaluation harness's registries. The entries are lazy
+"""di_star's plug-ins (the toy digits here, the mini world in di_star/mini/plugin.py) into the evaluation harness's registries. The entries are lazy
 "module:attr" names: registering imports nothing heavy, and evalsuite resolves them only when a
 toy model, bench or metric is asked for. `import di_star` runs `register()`, and so does the CLI
 before any command, so `distar eval --model toy-digits:RUN --bench digits` finds them while
@@ -13,17 +13,11 @@ _TOY_METRICS = {
 }
 
 
-# The mini world's rewards that live in di_star (the learned mini metrics live with the world).
-_MINI_METRICS = {
-    "mini_oracle": ("di_star.mini.oracle:MiniOracle.from_pretrained",
-                    "mini world: the ORACLE reward (mini-oracle-v1), a differentiable version of the gold judge "
-                    "(a reward for training; mini_gold stays the measurement)"),
-}
-
-
 def register() -> None:
     """Add the toy digits model kind, pipeline, benchmark and metrics, and the mini world's
-    di_star-side rewards (idempotent)."""
+    plug-ins (di_star/mini/plugin.py) (idempotent)."""
+    from di_star.mini import plugin as mini_plugin
+    mini_plugin.register()
     from evalsuite.benchmarks import BENCHMARKS
     from evalsuite.metrics import METRICS
     from evalsuite.models.specs import MODEL_KINDS, PIPELINE_LOADERS
@@ -38,5 +32,3 @@ def register() -> None:
                    "toy lab: 'a handwritten digit k', 50 prompts per digit")
     for name, (cls, description) in _TOY_METRICS.items():
         METRICS.add(name, f"di_star.toy.metrics:{cls}.from_pretrained", description)
-    for name, (entry, description) in _MINI_METRICS.items():
-        METRICS.add(name, entry, description)

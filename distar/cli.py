@@ -531,7 +531,7 @@ def lab_build_cmd(
     stages: str = typer.Option("", help="Only these comma-separated stages (independent ones can "
                                "run as parallel processes on one --out); default all."),
     reuse: Optional[Path] = typer.Option(None, help="A finished build (e.g. the shipped one, "
-                                         "evalsuite/data/mini) whose stages with the same inputs "
+                                         "di_star/mini/data) whose stages with the same inputs "
                                          "are copied instead of retrained.", **PATH),
 ) -> None:
     """Train the mini world's components (VAE, CLIP, reference, one-step init, rewards,

@@ -25,6 +25,7 @@ from distar.core import atomic
 from distar.core.errors import DistarError
 from distar.core.validate import inside
 from evalsuite.leaderboard.entries import read_prompt_meta
+from evalsuite.leaderboard.entries import metric_shown
 from evalsuite.leaderboard.markdown import score_text
 from evalsuite.store import STORE_FILENAME, ResultsStore
 
@@ -210,6 +211,7 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
         images = images[~images.recipe_hash.isin(failed_only)]
     cols = _columns(images, runs, models)
     scores = store.table("scores", "WHERE bench=? AND bench_version=?", (bench, version))
+    shown = metric_shown(scores)
 
     pm = read_prompt_meta(store, bench, version)
     keys = [k for k in pm.group_keys if any(k in m for m in pm.meta.values())]
@@ -253,7 +255,7 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
                 continue
             used.add(Path(rel).name)
             n_imgs += 1
-            lines = [f'<span title="{e(m)} = {e(v)}">{e(score_text(m, x))}</span>'
+            lines = [f'<span title="{e(m)} = {e(v)}">{e(score_text(shown[(m, v)], x))}</span>'
                      for m, v, x in score_map.get((i, rh, int(r.k)), [])]
             if n_k[(i, rh)] > 1:
                 lines.append(f"image k={int(r.k)} of {int(n_k[(i, rh)])}")

@@ -26,7 +26,6 @@ import os
 import platform
 import resource
 import struct
-import subprocess
 import sys
 import time
 import uuid
@@ -42,7 +41,7 @@ import torch
 
 from distar.core import atomic
 from distar.core.errors import DistarError
-from distar.core.paths import safe_name
+from distar.core.paths import project_commit, safe_name
 from distar.core.progress import ProgressBar, progress_every
 from distar.core.runlock import out_lock, remove_dead_temps
 from distar.core.validate import inside
@@ -231,12 +230,7 @@ def provenance() -> dict:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:
             pass
-    try:
-        git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        git = None
-    return {"versions": versions, "git_hash": git}
+    return {"versions": versions, "git_hash": project_commit()}
 
 
 def device_name(device: torch.device) -> str:
@@ -431,13 +425,11 @@ def check_request(req: EvalRequest) -> None:
 
 
 def verify_world_weights(spec: ModelSpec) -> None:
-    """A model whose folders belong to a built world (a manifest.json beside them: the mini
-    world) is checked against the manifest before loading (evalsuite.mini.weights)."""
-    from evalsuite.mini.weights import MANIFEST, verify_component
-    for repo in (spec.repo, spec.unet.repo if spec.unet else None):
-        folder = Path(repo) if repo else None
-        if folder is not None and folder.is_dir() and (folder.parent / MANIFEST).is_file():
-            verify_component(folder.parent, folder.name)
+    """The checks plug-ins registered for their models' weights (MODEL_CHECKS; the mini world
+    checks a built world's folders against its manifest), before loading."""
+    from evalsuite.models.specs import MODEL_CHECKS
+    for name in MODEL_CHECKS.names():
+        MODEL_CHECKS.load(name)(spec)
 
 
 def check_local_weights(spec: ModelSpec) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from distar.core.errors import DistarError
+from distar.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -137,41 +138,24 @@ def _fid(name: str) -> Callable[[dict], list[Problem]]:
     return check
 
 
-def _mini_folder(name: str, option: str, sub: str, needs: str) -> Callable[[dict], list[Problem]]:
-    """The built mini world's `sub` folder (classifier/, clip/) must hold `needs`. `option` names
-    that folder, or with option 'world_dir' the world's root (the learned mini metrics)."""
-    def check(o: dict) -> list[Problem]:
-        root = o.get("world_dir") if option == "world_dir" else None
-        root = root or os.environ.get("DISTAR_MINI_DIR")
-        folder = Path(o[option]) if o.get(option) and option != "world_dir" else (
-            (Path(root) if root else Path(__file__).resolve().parent / "data" / "mini") / sub)
-        if (folder / needs).is_file():
-            return []
-        return [Problem(f"{name}: {folder / needs} does not exist (the mini world is not built "
-                        f"there).", ("distar lab build mini --out DIR   # then:",
-                                     f"export DISTAR_MINI_DIR=DIR   (or pass {option}=DIR"
-                                     f"{'' if option == 'world_dir' else '/' + sub})"))]
-    return check
 
 
 def _none(o: dict) -> list[Problem]:
     return []
 
 
-# Metric name -> its check. A registered metric with no entry here needs nothing from outside.
-METRIC_CHECKS: dict[str, Callable[[dict], list[Problem]]] = {
+# Metric name -> its check, `check(options) -> [Problem]`. A registered metric with no entry here
+# needs nothing from outside. Other packages add the checks of the metrics they register (the
+# mini world's: di_star/mini/plugin.py), a function or its lazy "module:attr" name.
+METRIC_CHECKS: Registry[Callable[[dict], list[Problem]]] = Registry("metric check")
+for _name, _check in {
     # Weights from the hub: the list in evalsuite.needs, which distar fetch downloads.
     **{m: _hub_metric(m) for m in ("clip", "aesthetic", "pickscore", "pickscore_logit",
                                    "imagereward", "hpsv2", "hpsv21", "hpsv2_noaa",
                                    "hpsv21_noaa", "diversity")},
     "fid": _fid("fid"), "kid": _fid("kid"),
-    **{m: _mini_folder(m, "classifier_path", "classifier", "model.safetensors")
-       for m in ("mini_attr_acc", "mini_attr_frac", "mini_fd", "mini_kd")},
-    "mini_diversity": _mini_folder("mini_diversity", "clip_path", "clip", "config.json"),
-    "mini_pickscore": _mini_folder("mini_pickscore", "world_dir", "proxy_reward", "model.safetensors"),
-    "mini_aesthetic": _mini_folder("mini_aesthetic", "world_dir", "aesthetic", "model.safetensors"),
-    "mini_clip": _mini_folder("mini_clip", "world_dir", "clip", "model.safetensors"),
-}
+}.items():
+    METRIC_CHECKS.add(_name, _check)
 
 
 def metric_problems(names: Sequence[str], options: dict[str, dict] | None = None
@@ -188,7 +172,8 @@ def metric_problems(names: Sequence[str], options: dict[str, dict] | None = None
             f"Choose one of: {', '.join(METRICS.names())} (`distar metrics` describes them)."))
     for n in names:
         if n in METRICS:
-            problems += METRIC_CHECKS.get(n, _none)(options.get(n, {}))
+            check = METRIC_CHECKS.load(n) if n in METRIC_CHECKS else _none
+            problems += check(options.get(n, {}))
     return problems
 
 

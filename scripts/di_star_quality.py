@@ -19,7 +19,6 @@ import copy
 import json
 import multiprocessing as mp
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from distar.core.paths import project_commit
 
 
 def _config(a: argparse.Namespace, seed: int):
@@ -46,7 +45,7 @@ def _score(a: argparse.Namespace, world, gen) -> tuple[np.ndarray, np.ndarray]:
     with the same noise for every model (seeded independently of the training seed)."""
     from di_star.mini.build import to_pil
     from evalsuite.benchmarks import load_benchmark
-    from evalsuite.mini.gold import gold_score
+    from di_star.mini.gold import gold_score
 
     prompts = [p.text for p in load_benchmark("mini_parti").prompts][: a.prompts]
     z = torch.randn((len(prompts), 4, 16, 16), generator=torch.Generator().manual_seed(2024))
@@ -76,8 +75,7 @@ def _job(a: argparse.Namespace, seed: int | None) -> tuple[np.ndarray, np.ndarra
 
 
 def _git() -> str:
-    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    return r.stdout.strip() or "unknown"
+    return project_commit(short=True) or "unknown"
 
 
 def main() -> None:

@@ -14,12 +14,12 @@ short keeps what it measured). Sections, each with its own time budget (in the o
                 50 steps, each in its registry recipe's dtype; 1-step SDXL / FLUX-dev ratios
                 beside the paper's 1.88% (time) and 29.3% (memory)
   harness       `run_eval` vs a bare pipeline loop on SDXL 1-step, same batches
-                (scripts/bench_harness.py)
+                (di_star/bench/harness.py)
   scorers       images/s of ours vs each reference package's public path, same random weights,
-                same images (scripts/bench_metrics.py, scripts/bench_imagereward.py)
+                same images (di_star/bench/metrics.py, di_star/bench/imagereward.py)
   di_star_step  ms per generator step and peak memory for the KL, `x0` and `exact` estimators and
                 the assistant step, full SDXL, bf16, the preset's gradient checkpointing
-                (scripts/bench_train_step.py)
+                (di_star/bench/train_step.py)
 A section (or a row of one) that runs past its budget is interrupted between two Python calls
 (SIGALRM) and reported as skipped or partial with the reason; one that runs out of GPU memory is
 reported so and its memory freed; any other failure is reported with its error, and the next
@@ -52,8 +52,7 @@ from dataclasses import asdict, dataclass, field, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))  # the bench_* scripts whose functions this one runs
+sys.path.insert(0, str(ROOT))  # the checkout's packages, installed or not
 
 import evalsuite  # noqa: E402,F401  (torchvision fix before anything imports torchvision)
 import torch  # noqa: E402
@@ -285,7 +284,7 @@ def section_table1(plan: Plan, device: torch.device, sec: Section, deadline_at: 
 
 
 def section_harness(plan: Plan, device: torch.device, sec: Section, deadline_at: float) -> None:
-    import bench_harness
+    from di_star.bench import harness as bench_harness
     res = bench_harness.compare(**plan.harness, device=str(device))
     sec.rows.append({k: res[k] for k in ("model", "weights", "images", "batch", "repeats",
                                          "bare_median_img_s", "harness_median_img_s",
@@ -295,8 +294,8 @@ def section_harness(plan: Plan, device: torch.device, sec: Section, deadline_at:
 
 
 def section_scorers(plan: Plan, device: torch.device, sec: Section, deadline_at: float) -> None:
-    import bench_metrics
-    import metric_refs as rc  # tests/: the reference packages' adapters (bench_metrics puts it on the path)
+    from di_star.bench import metrics as bench_metrics
+    from di_star.bench import refs as rc
 
     images, prompts = bench_metrics.bench_images(plan.scorer_images), rc.sample_prompts(plan.scorer_images)
     for name, budget in plan.scorer_budgets_s.items():
@@ -310,7 +309,7 @@ def section_scorers(plan: Plan, device: torch.device, sec: Section, deadline_at:
 
         def one():
             if name == "imagereward":
-                import bench_imagereward
+                from di_star.bench import imagereward as bench_imagereward
                 r = bench_imagereward.bench(plan.imagereward_config, plan.scorer_images, 8,
                                             plan.scorer_batch, device, torch.float32,
                                             ref_images=plan.scorer_ref_images.get(name))
@@ -347,8 +346,8 @@ def step_optimizer(preset_optimizer: str, device: torch.device) -> tuple[str, st
 
 
 def section_di_star_step(plan: Plan, device: torch.device, sec: Section, deadline_at: float) -> None:
-    import bench_train_step as bts
     from di_star import memory
+    from di_star.bench import train_step as bts
     from di_star.presets import get_preset
 
     world, models, base, build_s = bts.build(plan.step_size, plan.step_batch, reward=True, device=device)

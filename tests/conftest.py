@@ -8,7 +8,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import evalsuite  # noqa: E402,F401  (patches torchvision before any test imports it)
+import di_star  # noqa: E402,F401  (patches torchvision; registers the toy and mini plug-ins, as the CLI does)
 
 
 @pytest.fixture(scope="session", autouse=True)

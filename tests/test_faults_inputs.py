@@ -200,7 +200,7 @@ def test_mini_weights_are_checked_against_their_manifest(tmp_path):
     import shutil
 
     from distar.core.errors import DistarError
-    from evalsuite.mini import weights as mw
+    from di_star.mini import weights as mw
     if not (mw.SHIPPED_DIR / mw.MANIFEST).is_file():
         pytest.skip("the mini world is not shipped")
     world = tmp_path / "world"

@@ -2,6 +2,7 @@
 Chromium (images load, solid-colour images appear in the right columns, the category filter)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -43,7 +44,10 @@ def build_store(root: Path) -> ResultsStore:
             scores.append(ScoreRow(recipe_hash=rh, bench="parti", bench_version="1-test",
                                    prompt_index=i, k=0, metric="pickscore",
                                    metric_version="PickScore-v1 cos|ViT-H-14|224",
-                                   value=0.2 + i / 1000 + (model == "red_model") / 100))
+                                   value=0.2 + i / 1000 + (model == "red_model") / 100,
+                                   # how the metric is shown, as its MetricInfo records it
+                                   meta_json=json.dumps({"info": {"label": "PickScore",
+                                                                  "decimals": 4}})))
         store.add_images(rows)
         store.add_scores(scores)
     return store

@@ -105,9 +105,20 @@ def test_core_imports_only_itself():
             assert all(layer_of(n) in (None, 0) for n in names), (module, names)
 
 
+def private_parent(name: str) -> str | None:
+    """The package that owns the first private module on dotted path `name` (`evalsuite.metrics`
+    for `evalsuite.metrics._loading.x`), or None when no part of it is private."""
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.startswith("_") and not part.startswith("__"):
+            return ".".join(parts[:i])
+    return None
+
+
 def private_crossings(source: str, module: str, ours: set[str]) -> list[str]:
     """`from pkg.mod import _name`, `mod._name` on one of our modules, and a private module
-    (`_loading`) imported from outside its own package."""
+    (`_loading`) imported from outside its own package, in any form (`from pkg import _mod`,
+    `from pkg._mod import x`, `import pkg._mod`, a "pkg._mod:attr" string)."""
     tree, bad, aliases = ast.parse(source), [], {}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and layer_of(node.module) is not None:
@@ -124,6 +135,10 @@ def private_crossings(source: str, module: str, ours: set[str]) -> list[str]:
                     bad.append(f"{module}:{node.lineno} imports private module {full}")
         elif isinstance(node, ast.Import):
             aliases.update({a.asname or a.name: a.name for a in node.names if a.name in ours})
+    for line, name in imported_names(source, module):
+        parent = private_parent(name)
+        if parent is not None and not (module == parent or module.startswith(parent + ".")):
+            bad.append(f"{module}:{line} imports private module {name}")
     for node in ast.walk(tree):
         if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                 and node.value.id in aliases and node.attr.startswith("_")
@@ -149,3 +164,67 @@ def test_the_private_scan_catches_each_form():
     assert private_crossings("from evalsuite.metrics import _loading\n", "di_star.sdxl.reward", ours)
     assert not private_crossings("from evalsuite.metrics import _loading\n",
                                  "evalsuite.metrics.hps", ours)
+    for form in ("from evalsuite.metrics._loading import provenance\n",
+                 "import evalsuite.metrics._loading\n",
+                 "def f():\n    from evalsuite.metrics._loading import provenance\n",
+                 "REGISTRY = {'x': 'evalsuite.metrics._loading:provenance'}\n"):
+        assert private_crossings(form, "di_star.mini.learned_metrics", ours), form
+        assert not private_crossings(form, "evalsuite.metrics.fid", ours), form
+
+
+# The mini world lives in di_star/mini/ and registers itself (di_star/mini/plugin.py): evalsuite
+# holds no module, data file or folder of it and names it nowhere, code, strings or comments.
+_MINI_WORD = re.compile(r"(?<![a-z])mini(?![a-z])", re.IGNORECASE)
+
+
+def mini_mentions(text: str) -> list[int]:
+    """Line numbers where `text` names the mini world ('mini', 'mini_fd', 'MINI_DIR'; not
+    'minimum')."""
+    return [i for i, line in enumerate(text.splitlines(), 1) if _MINI_WORD.search(line)]
+
+
+def test_evalsuite_holds_no_mini_world():
+    pkg = ROOT / "evalsuite"
+    paths = [p for p in pkg.rglob("*") if "__pycache__" not in p.parts]
+    bad = [f"{p.relative_to(ROOT)}: a mini-world file or folder" for p in paths
+           if _MINI_WORD.search(p.name)]
+    for p in paths:
+        if p.is_file() and p.suffix in (".py", ".md", ".toml", ".json"):
+            bad += [f"{p.relative_to(ROOT)}:{n} names the mini world"
+                    for n in mini_mentions(p.read_text(encoding="utf-8"))]
+    assert not bad, "evalsuite names no world; the mini world lives in di_star/mini/:\n" + \
+        "\n".join(bad)
+
+
+def test_the_mini_scan_catches_each_form():
+    for text in ('"mini_fd": ("mini:MiniFD", "...")', "from evalsuite.mini import scene",
+                 'os.environ.get("DISTAR_MINI_DIR")', "# the Mini world's gold judge",
+                 "SUITES.add('mini', ...)"):
+        assert mini_mentions(text), text
+    assert not mini_mentions("minimum = min(x); minimal_k = 4  # Gemini")
+
+
+def test_nothing_imports_tests():
+    """Product code and scripts never reach into tests/ (no sys.path entry for it, no import of
+    a test module): code both use lives in a package (the reference adapters: di_star.bench)."""
+    test_modules = {p.stem for p in (ROOT / "tests").glob("*.py")}
+    bad = []
+    for path in sorted((ROOT / "scripts").glob("*.py")) + [p for p, _ in our_modules()]:
+        text = path.read_text(encoding="utf-8")
+        if re.search(r"sys\.path\.\w+\([^)]*tests", text):
+            bad.append(f"{path.relative_to(ROOT)}: puts tests/ on sys.path")
+        for node in ast.walk(ast.parse(text)):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            bad += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                    if n.split(".")[0] in test_modules | {"tests"}]
+    assert not bad, "\n".join(bad)
+
+
+def test_scripts_hold_only_what_users_run():
+    """At most 8 files; bench helpers and research probes are importable modules
+    (di_star.bench, di_star.mini.probes), not scripts."""
+    files = sorted(p.name for p in (ROOT / "scripts").iterdir()
+                   if p.is_file() and not p.name.startswith("."))
+    assert len(files) <= 8, files

@@ -37,6 +37,16 @@ HPS_META = {i: {"style": s} for i, s in enumerate(
 
 
 BENCH_META = {"parti": (PARTI_META, ("category", "challenge")), "hpsv2": (HPS_META, ("style",))}
+# How each metric describes itself (its MetricInfo's label, direction, decimals, unit), stored
+# with every score as evalsuite.metrics.runner stores it: the tables read it from the store.
+SHOWN = {"imagereward": ("ImageReward", True, 3), "pickscore": ("PickScore", True, 4),
+         "clip": ("CLIP", True, 2), "hpsv21": ("HPSv2.1", True, 2), "fid": ("FID", False, 2)}
+
+
+def score_meta(metric: str) -> dict:
+    label, higher, decimals = SHOWN[metric]
+    return {"info": {"name": metric, "label": label, "higher_is_better": higher,
+                     "decimals": decimals, "unit": ""}}
 
 
 def record_bench(store: ResultsStore, bench: str, n_total: int) -> None:
@@ -74,7 +84,7 @@ def add_model(store: ResultsStore, *, name: str, bench: str, n_total: int, recip
     store.add_images(rows)
     store.add_scores(ScoreRow(recipe_hash=rh, bench=bench, bench_version="1-test",
                               prompt_index=i, k=0, metric=m, metric_version=mv, value=v,
-                              created_at=t)
+                              created_at=t, meta_json=json.dumps(score_meta(m)))
                      for m, (mv, values) in scores.items()
                      for i, v in enumerate(values) if v is not None)
     return rh
@@ -103,7 +113,7 @@ def build_store(root: Path) -> ResultsStore:
                        scores={"clip": ("CLIP|ViT-L-14|224", [base] * 3)})
         store.add_set_score(recipe_hash=rh, bench="coco30k", bench_version="1-test",
                             metric="fid", metric_version="clean-fid|inception|clean",
-                            value=fid, n_images=3)
+                            value=fid, n_images=3, meta=score_meta("fid"))
     add_model(store, name="david", bench="hpsv2", n_total=8, recipe=david,
               scores={"hpsv21": (HPS21, [0.33, 0.34, 0.31, 0.31, 0.30, 0.30, 0.28, 0.28])})
     add_model(store, name="goliath", bench="hpsv2", n_total=8, recipe=goliath,
@@ -119,7 +129,7 @@ def boards(tmp_path, monkeypatch):
 
 
 TABLE1_PARTI = """\
-| model | steps ↓ | type | params ↓ | ImageReward ↑ (ImageReward-v1.0) | Aesthetic ↑ | PickScore ↑ (PickScore-v1 cos) | CLIP ↑ | time / 10 images ↓ (s) |
+| model | steps ↓ | type | params ↓ | ImageReward ↑ | aesthetic | PickScore ↑ | CLIP ↑ | time / 10 images ↓ (s) |
 |:---|---:|:---|---:|---:|---:|---:|---:|---:|
 | goliath | 50 | DiT | 12B | 1.000 [0.541, 1.459] | — | 0.2300 [0.2300, 0.2300] | — | 118.64 |
 | ckpt #c170d64f | 1 | UNet | 2.6B | **1.100** [1.100, 1.100] | — | 0.2300 [0.2300, 0.2300] | **31.00** [31.00, 31.00] | — |
@@ -128,13 +138,13 @@ TABLE1_PARTI = """\
 | dwarf (partial: 2/4 prompts) | 1 | UNet | 2.6B | 2.000 [2.000, 2.000] | — | — | — | — |
 """
 TABLE1_COCO = """\
-| model | steps ↓ | type | params ↓ | ImageReward ↑ | Aesthetic ↑ | PickScore ↑ | CLIP ↑ | time / 10 images ↓ (s) | FID ↓ (clean-fid) |
+| model | steps ↓ | type | params ↓ | ImageReward ↑ | aesthetic | PickScore ↑ | CLIP ↑ | time / 10 images ↓ (s) | FID ↓ |
 |:---|---:|:---|---:|---:|---:|---:|---:|---:|---:|
 | goliath | 50 | DiT | 12B | — | — | — | 30.00 [30.00, 30.00] | — | 24.77 |
 | david | 1 | UNet | 2.6B | — | — | — | **31.00** [31.00, 31.00] | — | **21.15** |
 """
 TABLE2 = """\
-| model | steps | params | (α_rew, α_cfg) | ImageReward ↑ (ImageReward-v1.0) | Aesthetic ↑ | PickScore ↑ (PickScore-v1 cos) | CLIP ↑ |
+| model | steps | params | (α_rew, α_cfg) | ImageReward ↑ | aesthetic | PickScore ↑ | CLIP ↑ |
 |:---|---:|---:|:---:|---:|---:|---:|---:|
 | ckpt #de8124f8 | 1 | 2.6B | (0, 7.5) | 0.900 [0.900, 0.900] | — | 0.2240 [0.2240, 0.2240] | 30.00 [30.00, 30.00] |
 | ckpt #c170d64f | 1 | 2.6B | (100, 7.5) | **1.100** [1.100, 1.100] | — | **0.2300** [0.2300, 0.2300] | **31.00** [31.00, 31.00] |
@@ -168,7 +178,7 @@ def section(text: str, heading: str) -> str:
 def test_tables_exact(boards):
     """Arrows, bold best among comparable rows (dwarf's 2.000 covers 2 of 4 prompts: not bold;
     time bold only on one device), bootstrap intervals, the partial marker, '—' for unmeasured
-    Table 1 columns, and metric versions in the headers."""
+    Table 1 columns, short heads (label and arrow, as the metrics recorded them in the store)."""
     _, files = boards
     t1 = files[lb.TABLE1_FILE].read_text()
     assert section(t1, "## parti (version 1-test)") == TABLE1_PARTI
@@ -178,9 +188,8 @@ def test_tables_exact(boards):
     t3 = files[lb.TABLE3_FILE].read_text()
     assert section(t3, "## HPSv2.1 ↑ on hpsv2 (version 1-test)") == TABLE3
     br = files[lb.BREAKDOWN_FILE].read_text()
-    assert section(br, "## ImageReward ↑ (ImageReward-v1.0) by category, parti (version 1-test)") \
-        == BREAKDOWN
-    assert "## PickScore ↑ (PickScore-v1 cos) by challenge, parti (version 1-test)" in br
+    assert section(br, "## ImageReward ↑ by category, parti (version 1-test)") == BREAKDOWN
+    assert "## PickScore ↑ by challenge, parti (version 1-test)" in br
 
 
 def test_provenance_footer(boards):
@@ -194,8 +203,6 @@ def test_provenance_footer(boards):
             "abc1234 | cuda:0 (NVIDIA H100 80GB HBM3) | 2023-11-14 22:14 | complete | A | "
             "images 2/4; imagereward (ImageReward-v1.0) 2/4 |") in footer
     assert "- versions A: diffusers 0.42.1, torch 2.13.0" in footer
-    assert "- Metric version: PickScore ↑ (PickScore-v1 cos): `pickscore` stored as " \
-           "`PickScore-v1 cos|ViT-H-14|224 bicubic`" in footer
     assert "95% studentised (bootstrap-t) interval with a small-sample expansion, never " \
            "narrower than the t interval, resampling prompts (a prompt's images together; " \
            "1000 resamples, seed 0, evalsuite.metrics.stats)" in footer
@@ -252,7 +259,9 @@ def test_metric_versions_are_never_mixed(tmp_path, monkeypatch):
     lb.write_leaderboards(tmp_path / "results", tmp_path / "lb")
     t1 = (tmp_path / "lb" / lb.TABLE1_FILE).read_text()
     header = section(t1, "## parti (version 1-test)").splitlines()[0]
-    assert "PickScore ↑ (PickScore-v1 cos) | PickScore ↑ (PickScore-v2 cos)" in header
+    assert "PickScore ↑ | PickScore ↑ #2" in header
+    assert "- PickScore ↑: `pickscore`, version `PickScore-v1 cos|ViT-H-14|224 bicubic`" in t1
+    assert "- PickScore ↑ #2: `pickscore`, version `PickScore-v2 cos|x|y`" in t1
     assert "| a | 1 | — | — | — | — | 0.2000 [0.2000, 0.2000] | — | — | — |" in t1
     assert "| b | 1 | — | — | — | — | — | 0.3000 [0.3000, 0.3000] | — | — |" in t1
     assert "0.2500" not in t1
@@ -433,7 +442,8 @@ def test_reported_beside_measured(tmp_path, monkeypatch):
     rh = add_model(store, name="sdxl_base", bench="coco30k", n_total=3, recipe=reg,
                    rh=base.recipe_hash, scores={"clip": ("CLIP|ViT-g-14|dmd2", [31.0] * 3)})
     store.add_set_score(recipe_hash=rh, bench="coco30k", bench_version="1-test", metric="fid",
-                        metric_version="clean-fid|inception|clean", value=16.2, n_images=3)
+                        metric_version="clean-fid|inception|clean", value=16.2, n_images=3,
+                        meta=score_meta("fid"))
 
     add_model(store, name="sdxl_base", bench="hpsv2", n_total=8, recipe=reg,
               rh=base.recipe_hash, scores={"hpsv21": (HPS21, [0.30] * 8)})  # cosines, as stored
@@ -457,9 +467,10 @@ def test_reported_beside_measured(tmp_path, monkeypatch):
     random_w = next(v for k, v in rows.items() if "weights: random" in k)
     assert pretrained[col["ImageReward ↑ (paper)"]] == "0.887"   # T1 Parti row 1
     assert pretrained[col["PickScore ↑ (paper)"]] == "0.2274"
-    assert pretrained[col["Aesthetic ↑ (paper)"]] == "5.72" and pretrained[col["CLIP ↑ (paper)"]] == "32.72"
+    # aesthetic: never measured in this store, so nothing recorded how to show it (no arrow)
+    assert pretrained[col["aesthetic (paper)"]] == "5.72" and pretrained[col["CLIP ↑ (paper)"]] == "32.72"
     assert pretrained[col["time / 10 images ↓ (paper)"]].strip("| ") == "111"
-    assert col["ImageReward ↑ (paper)"] == col["ImageReward ↑ (ImageReward-v1.0)"] + 1
+    assert col["ImageReward ↑ (paper)"] == col["ImageReward ↑"] + 1
     for other in (random_w, rows["david"]):
         assert {other[col[h]].strip("| ") for h in col if h.endswith("(paper)")} == {lb.MISSING}
     assert "**" not in "".join(pretrained[col[h]] for h in col if h.endswith("(paper)"))
@@ -496,3 +507,83 @@ def test_reported_fallback_for_runs_without_registered_as(tmp_path):
     t1 = files[lb.TABLE1_FILE].read_text()
     assert "(paper)" not in section(t1, "## parti (version 1-test)")
     assert "No '(paper)' number for sdxl_base: their runs were recorded before" in t1
+
+
+# How a metric is shown: described once, by its MetricInfo, recorded with its scores --------------
+HEAD_CELL = re.compile(r"^\|(.*)\|\n\|[-:|]+\|$", re.MULTILINE)
+
+
+def header_cells(text: str) -> list[str]:
+    """Every header cell of every markdown table in `text`."""
+    return [c.strip() for m in HEAD_CELL.finditer(text) for c in m.group(1).split(" | ")]
+
+
+def test_heads_are_short_and_the_legend_has_the_versions(boards):
+    """Heads are a label and an arrow (<= 24 characters; <= 32 with a count such as (n=2)); the
+    full version key of each metric column is in the legend right under its table."""
+    _, files = boards
+    cells = [c for p in files.values() if p.suffix == ".md" for c in header_cells(p.read_text())]
+    assert cells and max(map(len, cells)) <= 32, max(cells, key=len)
+    t1 = files[lb.TABLE1_FILE].read_text()
+    assert "ImageReward ↑ (ImageReward-v1.0)" not in t1
+    under = t1.split("## parti (version 1-test)\n\n", 1)[1].split("\n## ", 1)[0]
+    assert f"- ImageReward ↑: `imagereward`, version `{IR}`" in under
+    assert f"- PickScore ↑: `pickscore`, version `{PICK}`" in under
+    coco = t1.split("## coco30k (version 1-test)\n\n", 1)[1]
+    assert "- FID ↓: `fid`, version `clean-fid|inception|clean`" in coco
+
+
+def test_direction_and_precision_come_from_the_store(tmp_path):
+    """A metric's MetricInfo as stored decides arrow, bold and decimals: the same scores stored
+    as lower-is-better with 1 decimal show ↓, the lower value bold, 1 decimal; a store written
+    before metrics described themselves (no label in the info) still reads, heads its column
+    with the metric's name and shows no arrow and no bold."""
+    def board(meta: dict | None) -> str:
+        root = tmp_path / f"s{len(list(tmp_path.iterdir()))}"
+        store = ResultsStore(root)
+        for name, v in (("a", 2.0), ("b", 1.0)):
+            rh = add_model(store, name=name, bench="parti", n_total=4, recipe={"steps": 1},
+                           scores={})
+            store.add_set_score(recipe_hash=rh, bench="parti", bench_version="1-test",
+                                metric="dist", metric_version="d1", value=v, n_images=4,
+                                meta=meta)
+        lb.write_leaderboards(root, root / "lb")
+        return section((root / "lb" / lb.TABLE1_FILE).read_text(), "## parti (version 1-test)")
+
+    t = board({"info": {"label": "Dist", "higher_is_better": False, "decimals": 1}})
+    assert "| Dist ↓ |" in t.splitlines()[0]
+    last = {r.split(" | ")[0].strip("| "): r.split(" | ")[-1].strip("| ") for r in t.splitlines()[2:]}
+    assert last == {"a": "2.0", "b": "**1.0**"}
+    old = board(None)
+    assert "| dist |" in old.splitlines()[0] and "**" not in old and "1.000" in old
+
+
+def test_mini_fd_is_lower_is_better(tmp_path):
+    """mini_fd and mini_kd describe themselves as lower-is-better, and a mini table shows them
+    so: the arrow down, the lower distance bold."""
+    from di_star.mini.metrics import MiniFD, MiniKD
+    fd, kd = MiniFD.from_pretrained(), MiniKD.from_pretrained()
+    assert fd.info.higher_is_better is False and kd.info.higher_is_better is False
+    store = ResultsStore(tmp_path / "results")
+    for name, value in (("ref", 439.2), ("init", 442.7)):
+        rh = add_model(store, name=name, bench="mini_coco", n_total=4, recipe={"steps": 1},
+                       scores={})
+        for m in (fd, kd):
+            store.add_set_score(recipe_hash=rh, bench="mini_coco", bench_version="1-test",
+                                metric=m.info.name, metric_version=m.info.key, value=value,
+                                n_images=4, meta={"info": m.info.as_dict()})
+    lb.write_leaderboards(tmp_path / "results", tmp_path / "lb", suite="mini")
+    t = section((tmp_path / "lb" / "mini_table1.md").read_text(), "## mini_coco (version 1-test)")
+    assert "| mini-FD ↓ | mini-KD ↓ |" in t.splitlines()[0]
+    assert "| ref | 1 | — | — | — | **439.200** | **439.200** |" in t
+
+
+def test_committed_leaderboards_have_short_heads():
+    """The repository's leaderboards/*.md (`distar demo --update-leaderboards`): every header
+    cell <= 32 characters, and mini_fd shows as lower-is-better (arrow down)."""
+    root = Path(__file__).resolve().parents[1] / "leaderboards"
+    cells = {p.name: header_cells(p.read_text()) for p in sorted(root.glob("*.md"))}
+    long = [(n, c) for n, cs in cells.items() for c in cs if len(c) > 32]
+    assert not long, long
+    t1 = (root / "mini_table1.md").read_text()
+    assert "mini-FD ↓" in header_cells(t1) and "- mini-FD ↓: `mini_fd`" in t1

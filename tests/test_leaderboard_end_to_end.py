@@ -9,7 +9,7 @@ import torch
 
 from evalsuite import leaderboard as lb
 from evalsuite.generate import EvalRequest, run_eval
-import metric_refs as rc
+from di_star.bench import refs as rc
 from evalsuite.metrics.hps import hps_benchmark_summary
 from evalsuite.metrics.runner import score_run
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from distar.core.errors import DistarError, WeightsMissingError
-import metric_refs as rc
+from di_star.bench import refs as rc
 from evalsuite.metrics.aesthetic import AestheticScore
 
 TOL = 1e-4

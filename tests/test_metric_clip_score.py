@@ -1,7 +1,7 @@
 """CLIP score parity with DMD2's compute_clip_score, on CPU, offline.
 
 What exactly is compared: DMD2 (tianweiy/DMD2, main/coco_eval/coco_evaluator.py) is not a
-package, so its `compute_clip_score` loop is transcribed below, returning the per-image cosines it
+package, so its `compute_clip_score` loop is transcribed in di_star/bench/refs.py (`dmd2_cosines`), returning the per-image cosines it
 averages: open_clip's `create_model_and_transforms` model + preprocess (a small ViT config with
 seeded random weights instead of ViT-g-14/laion2b_s12b_b42k), images as RGB uint8 arrays through
 CenterCropLongEdge + LANCZOS 256, OpenAI `clip.tokenize(truncate=True)` with the "A photo depicts"
@@ -10,52 +10,15 @@ tokens spliced in. Ours loads the model's state dict from a file (`weights_path=
 import numpy as np
 import pytest
 import torch
-import torchvision.transforms as transforms
-from PIL import Image
 
-import metric_refs as rc
+from di_star.bench import refs as rc
+from di_star.bench.refs import dmd2_cosines, dmd2_tokens
 from evalsuite.metrics.clip_score import ClipScore
 
 TOL = 1e-4
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-
-class CenterCropLongEdge(object):
-    def __call__(self, img):
-        return transforms.functional.center_crop(img, min(img.size))
-
-
-def dmd2_tokens(txts):
-    import clip as openai_clip
-    tokens = openai_clip.tokenize(txts, truncate=True)
-    prepend_text = "A photo depicts "
-    prepend_text_token = openai_clip.tokenize(prepend_text)[:, 1:4]
-    prepend_text_tokens = prepend_text_token.expand(tokens.shape[0], -1)
-    start_tokens = tokens[:, :1]
-    new_text_tokens = torch.cat(
-        [start_tokens, prepend_text_tokens, tokens[:, 1:]], dim=1)[:, :77]
-    last_cols = new_text_tokens[:, 77 - 1:77]
-    last_cols[last_cols > 0] = 49407  # eot token
-    return torch.cat([new_text_tokens[:, :76], last_cols], dim=1)
-
-
-@torch.no_grad()
-def dmd2_cosines(images, captions, clip, clip_preprocessor):
-    """compute_clip_score's loop (one batch), returning cos_sims instead of their mean."""
-    def resize_and_center_crop(image_np, resize_size=256):
-        image_pil = Image.fromarray(image_np)
-        image_pil = CenterCropLongEdge()(image_pil)
-        if resize_size is not None:
-            image_pil = image_pil.resize((resize_size, resize_size), Image.LANCZOS)
-        return image_pil
-
-    imgs = torch.stack([clip_preprocessor(resize_and_center_crop(im)) for im in images])
-    new_text_tokens = dmd2_tokens(captions).to(imgs.device)  # DMD2 runs on the model's device
-    img_embs = clip.encode_image(imgs)
-    text_embs = clip.encode_text(new_text_tokens)
-    return torch.nn.functional.cosine_similarity(img_embs, text_embs, dim=1).cpu().numpy()
 
 
 @pytest.fixture(scope="module")

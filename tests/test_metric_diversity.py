@@ -258,8 +258,9 @@ def test_paired_tests_and_findings_compare_diversity(tmp_path, clip):
     files = write_leaderboards(store.root, tmp_path / "lb", suite="mini", baseline="init")
     paired = next(p for p in files if p.name == "mini_paired_tests.md").read_text()
     header = next(line for line in paired.splitlines() if line.startswith("| model"))
-    assert "mini_diversity" in header
-    col = header.split(" | ").index(next(h for h in header.split(" | ") if "mini_diversity" in h))
+    assert "Diversity (mini)" in header  # the label its MetricInfo recorded; no direction
+    assert "- Diversity (mini): `mini_diversity`" in paired  # the legend under the table
+    col = header.split(" | ").index("Diversity (mini)")
     row = next(line for line in paired.splitlines() if line.startswith("| di_star_in "))
     cell = row.split(" | ")[col]
     assert cell.startswith("-") and "p=" in cell  # collapsed vs distinct: lower, paired

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import di_star  # noqa: F401  (registers the toy metrics, as the CLI does)
-import metric_refs as rc
+from di_star.bench import refs as rc
 from distar.core.errors import DistarError
 from evalsuite.generate import EvalRun
 from evalsuite.leaderboard.markdown import metric_header

@@ -19,7 +19,7 @@ import torchvision.transforms as transforms
 from PIL import Image
 
 from distar.core.errors import DistarError, WeightsMissingError
-import metric_refs as rc
+from di_star.bench import refs as rc
 from evalsuite.metrics.fid import (FID, KID, InceptionV3Features, extract_features,
                                    feature_statistics, frechet_distance,
                                    kernel_inception_distance, list_images)

@@ -18,7 +18,7 @@ import torch
 import torchvision.transforms.functional as TF
 
 from distar.core.errors import WeightsMissingError
-import metric_refs as rc
+from di_star.bench import refs as rc
 from evalsuite.metrics.hps import HPSv20, HPSv21, hps_benchmark_summary
 
 TOL = 1e-4
@@ -58,7 +58,7 @@ def test_benchmark_aggregation_matches_evaluate_benchmark(reference, ours, tmp_p
                                                           monkeypatch):
     """Two styles with 170 and 85 prompts (three and two 80-image chunks), one image missing."""
     model, preprocess_val, _, _, evaluation = reference
-    from metric_refs import import_hpsv2
+    from di_star.bench.refs import import_hpsv2
     hps_open_clip, _, _ = import_hpsv2()
     tokenizer = hps_open_clip.get_tokenizer(rc.TINY_OPEN_CLIP_NAME)
     rng = np.random.default_rng(0)

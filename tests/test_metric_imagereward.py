@@ -1,5 +1,5 @@
 """ImageReward: our batched port against the reference package (image-reward 1.5, run through
-tests/imagereward_ref.py), on a small random-weight build of the real architecture.
+di_star/bench/imagereward_ref.py), on a small random-weight build of the real architecture.
 
 The reference model is the package's own `ImageReward` class and its BLIP classes; only its ViT
 (built by `create_vit`, which hard-codes ViT-L) is swapped for the package's VisionTransformer at
@@ -20,8 +20,8 @@ from PIL import Image
 
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import load_metric
-from evalsuite.metrics._preprocess import OPENAI_CLIP_STD as CLIP_STD
-from evalsuite.metrics._preprocess import clip_pil as preprocess_pil
+from evalsuite.metrics.preprocess import OPENAI_CLIP_STD as CLIP_STD
+from evalsuite.metrics.preprocess import clip_pil as preprocess_pil
 from evalsuite.metrics.blip import BlipRewardConfig
 from evalsuite.metrics.imagereward import ImageReward, load_tokenizer, preprocess_tensor
 from evalsuite.models.loading import read_state_dict
@@ -73,7 +73,7 @@ def vocab_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(vocab_dir, tmp_path_factory):
     """The package's ImageReward at the small config, every weight random and O(1)."""
-    from imagereward_ref import build_reference, randomize_
+    from di_star.bench.imagereward_ref import build_reference, randomize_
 
     med = dict(MED, vocab_size=len(load_tokenizer(vocab_dir)))
     med_file = tmp_path_factory.mktemp("med") / "med_config.json"

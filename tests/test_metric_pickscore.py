@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from distar.core.errors import WeightsMissingError
-import metric_refs as rc
+from di_star.bench import refs as rc
 from evalsuite.metrics.pickscore import PickScore, PickScoreLogit
 
 TOL = 1e-4

@@ -6,8 +6,8 @@ import torch
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from evalsuite.metrics import _preprocess as pp
-import metric_refs as rc
+from evalsuite.metrics import preprocess as pp
+from di_star.bench import refs as rc
 
 MEAN = torch.tensor(pp.OPENAI_CLIP_MEAN)[:, None, None]
 STD = torch.tensor(pp.OPENAI_CLIP_STD)[:, None, None]

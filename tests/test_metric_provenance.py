@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import metric_refs as rc
+from di_star.bench import refs as rc
 from evalsuite.metrics import load_metric
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -56,7 +56,7 @@ def test_version_key_is_the_loaded_metrics_key_where_it_is_known():
     """`Class.version_key(**options)` (runner: skip loading what is all scored) must equal
     `from_pretrained(**options).info.key`, or be None."""
     from evalsuite.metrics.aesthetic import AestheticScore
-    from evalsuite.metrics.mini_learned import MiniAesthetic, MiniPickScore
+    from di_star.mini.learned_metrics import MiniAesthetic, MiniPickScore
     from evalsuite.metrics.pickscore import PickScore, PickScoreLogit
     for options in ({}, {"seed": 3}):
         cls = METRICS.load("smoke_clip").__self__

@@ -9,7 +9,7 @@ import pytest
 
 from distar.core.errors import DistarError
 from evalsuite.generate import EvalRun
-import metric_refs as rc
+from di_star.bench import refs as rc
 from evalsuite.metrics.hps import HPSv21
 from evalsuite.metrics.runner import score_run, split_options
 from evalsuite.store import ResultsStore

@@ -94,7 +94,7 @@ def test_pickscore_refuses_a_checkpoint_missing_a_tensor(tmp_path):
     log it; the metric names the key and refuses."""
     from safetensors.torch import load_file, save_file
 
-    import metric_refs as rc
+    from di_star.bench import refs as rc
     from evalsuite.metrics.pickscore import PickScore
 
     model = rc.tiny_hf_clip(seed=1)
@@ -127,7 +127,7 @@ def test_pickscore_refuses_a_checkpoint_missing_a_tensor(tmp_path):
 def test_hps_and_clip_record_the_full_sha256_and_load_strictly(tmp_path):
     import open_clip
 
-    import metric_refs as rc
+    from di_star.bench import refs as rc
     from evalsuite.metrics.clip_score import ClipScore
     from evalsuite.metrics.hps import HPSv21
 

@@ -1,6 +1,6 @@
 """The mini world's build (`distar lab build mini`) and its shipped weights.
 
-- the shipped folder (evalsuite/data/mini) matches its manifest (sha256 of every file, nothing
+- the shipped folder (di_star/mini/data) matches its manifest (sha256 of every file, nothing
   unlisted), stays within the 40 MB safetensors budget and is package data;
 - a reduced-size build runs every stage end to end, writes the contract's layout, verifies, is
   loaded by the normal loaders (`mini_ref` / `mini_onestep` / the mini metrics through
@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 import torch
 
-from evalsuite.mini import weights as mw
+from distar.core.paths import portable_path
+from di_star.mini import weights as mw
 
 LAYOUT = ("pipeline/model_index.json", "pipeline/distar_recipe.json",
           "pipeline/unet/config.json", "pipeline/vae/config.json",
@@ -32,7 +33,7 @@ LAYOUT = ("pipeline/model_index.json", "pipeline/distar_recipe.json",
 
 def test_shipped_world_matches_its_manifest():
     root = mw.SHIPPED_DIR
-    assert (root / mw.MANIFEST).is_file(), "evalsuite/data/mini/manifest.json is missing"
+    assert (root / mw.MANIFEST).is_file(), "di_star/mini/data/manifest.json is missing"
     assert mw.verify_manifest(root) == []
     m = mw.read_manifest(root)
     for field in ("command", "git_commit", "seed", "size", "wall_s"):
@@ -53,13 +54,13 @@ def test_shipped_world_matches_its_manifest():
 
 
 def test_shipped_world_is_package_data():
-    """pyproject's package-data glob for evalsuite covers every manifest file."""
+    """pyproject's package-data glob for di_star covers every manifest file."""
     import tomllib
     py = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    globs = py["tool"]["setuptools"]["package-data"]["evalsuite"]
+    globs = py["tool"]["setuptools"]["package-data"]["di_star"]
     pkg = mw.SHIPPED_DIR.parents[1]
     covered = {str(p.relative_to(pkg)) for g in globs for p in pkg.glob(g) if p.is_file()}
-    listed = {f"data/mini/{rel}" for rel in mw.read_manifest(mw.SHIPPED_DIR)["files"]}
+    listed = {f"mini/data/{rel}" for rel in mw.read_manifest(mw.SHIPPED_DIR)["files"]}
     assert listed <= covered, sorted(listed - covered)[:5]
 
 
@@ -93,12 +94,13 @@ def test_reduced_build_end_to_end(reduced_world, monkeypatch):
 
     # The registry's mini models and metrics load it through DISTAR_MINI_DIR, as a user would.
     monkeypatch.setenv(mw.ENV_VAR, str(out))
+    from di_star.mini.plugin import register_models
     from evalsuite.models import specs
     from evalsuite.models import fresh_pipeline
     specs.MODELS._entries.pop("mini_ref")
     specs.MODELS._entries.pop("mini_onestep")
     try:
-        specs._mini_specs()
+        register_models()
         for name in ("mini_ref", "mini_onestep"):
             spec = specs.resolve_model(name)
             assert spec.revision == f"world-{mw.manifest_digest(out)}"
@@ -112,7 +114,7 @@ def test_reduced_build_end_to_end(reduced_world, monkeypatch):
         monkeypatch.delenv(mw.ENV_VAR)
         specs.MODELS._entries.pop("mini_ref")
         specs.MODELS._entries.pop("mini_onestep")
-        specs._mini_specs()
+        register_models()
     from PIL import Image
 
     from evalsuite.metrics import load_metric
@@ -175,7 +177,7 @@ def test_shape_swapped_changes_one_shape_and_nothing_else():
     from dataclasses import replace
 
     from di_star.mini.build import shape_swapped
-    from evalsuite.mini.world import parse_caption, training_pairs
+    from di_star.mini.scene import parse_caption, training_pairs
     rng = np.random.default_rng(0)
     swapped = 0
     for _, caption in training_pairs(200, seed=3):
@@ -238,7 +240,7 @@ def test_training_scene_is_the_scene_of_the_training_pair():
     """The labels the CLIP's vision tower learns from are the scene the image was rendered from:
     every shape and colour its caption names is in that scene, and the scene renders to the
     same pixels."""
-    from evalsuite.mini import world
+    from di_star.mini import scene as world
     from di_star.mini.build import scene_labels
     scenes = [world.training_scene(5, i) for i in range(200)]
     y = scene_labels(scenes).numpy()
@@ -266,7 +268,7 @@ def test_clip_vision_steps_train_the_tower_then_freeze_it(monkeypatch):
     start."""
     from dataclasses import replace
     import di_star.mini.build as build
-    from evalsuite.mini import world
+    from di_star.mini import scene as world
     size = replace(build.SIZES["reduced"], clip_vision_steps=3, clip_steps=3, clip_batch=8)
     px, caps = build.render_pairs(16, seed=1)
     labels = build.scene_labels([world.training_scene(1, i) for i in range(16)])
@@ -306,7 +308,7 @@ def test_rebuild_reuses_exactly_the_stages_whose_inputs_did_not_change(reduced_w
     keys = build.stage_keys(3, build.SIZES["reduced"])
     done = {s for s in build.STAGES if build.stage_done(out, s, keys[s])}
     assert done == {"vae", "classifier", "clip"}
-    assert build.stage_done(out, "vae", keys["vae"])["reused_from"] == str(source.resolve())
+    assert build.stage_done(out, "vae", keys["vae"])["reused_from"] == portable_path(source)
     assert "reused_from" not in build.stage_done(out, "clip", keys["clip"])
     vae = out / build.WORK / "vae" / "diffusion_pytorch_model.safetensors"
     assert vae.read_bytes() == (source / "pipeline" / "vae" / vae.name).read_bytes()
@@ -334,7 +336,7 @@ def test_a_second_reference_cycle_continues_a_finished_reference(reduced_world, 
     build.build_world(continued, seed=3, size="reduced", quiet=True, threads=1,
                       stages=("reference",), reuse=source)
     assert build.stage_done(continued, "reference", keys["reference"])["first_cycle"] == \
-        {"reused_from": str(source.resolve())}
+        {"reused_from": portable_path(source)}
     build.build_world(scratch, seed=3, size="reduced", quiet=True, threads=1,
                       stages=("vae", "clip", "reference"))
     assert build.stage_done(scratch, "reference", keys["reference"])["first_cycle"] == "trained here"

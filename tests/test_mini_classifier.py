@@ -7,8 +7,8 @@ import pytest
 
 from distar.core.errors import WeightsMissingError
 from evalsuite.metrics import load_metric
-from evalsuite.metrics.mini import attribute_score
-from evalsuite.mini import classifier as C, world as W
+from di_star.mini.metrics import attribute_score
+from di_star.mini import classifier as C, scene as W
 
 TINY = C.ClassifierConfig(width=4, cell_dim=8)
 
@@ -80,7 +80,7 @@ def test_mini_fd_kd_against_ground_truth_renders(tmp_path):
     """Ground truth of the same prompts is closer than blank images; references are
     deterministic; a prompt the world cannot render is one clear error."""
     from distar.core.errors import DistarError
-    from evalsuite.metrics.mini import reference_renders
+    from di_star.mini.metrics import reference_renders
     recipe = C.TrainRecipe(n=120, epochs=1, batch_size=64)
     out = C.train_attribute_classifier(tmp_path / "clf", seed=0, cfg=TINY, recipe=recipe)
     caps = [c for _, c in W.training_pairs(40, seed=9)]

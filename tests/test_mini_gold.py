@@ -2,7 +2,7 @@
 import numpy as np
 from PIL import Image
 
-from evalsuite.mini import gold, world as W
+from di_star.mini import gold, scene as W
 
 
 def _captions(n=40):

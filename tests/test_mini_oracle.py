@@ -8,8 +8,8 @@ from scipy.stats import spearmanr
 
 from di_star.mini import oracle
 from evalsuite.metrics import METRICS, load_metric
-from evalsuite.mini.gold import gold_score
-from evalsuite.mini.world import render_for_caption, training_pairs
+from di_star.mini.gold import gold_score
+from di_star.mini.scene import render_for_caption, training_pairs
 
 
 def _pixels(images) -> torch.Tensor:

@@ -48,7 +48,7 @@ def _pil(x: torch.Tensor) -> list:
 def test_few_steps_of_di_star_in_raise_the_proxy_beyond_noise_and_keep_the_gold(tmp_path):
     from di_star.sdxl.world import SDWorld
     from di_star.trainer import train
-    from evalsuite.mini.gold import gold_score
+    from di_star.mini.gold import gold_score
 
     torch.set_num_threads(1)
     cfg = get_preset("mini/di_star_in").replace(run={"max_steps": 12, "ckpt_every": 12, "log_every": 4},
@@ -121,8 +121,8 @@ def test_the_presets_600_steps_of_di_star_in_raise_the_proxy_and_the_gold_does_n
     from di_star.sdxl.world import SDWorld
     from di_star.trainer import train
     from evalsuite.benchmarks import load_benchmark
-    from evalsuite.metrics.mini import MiniFD
-    from evalsuite.mini.gold import gold_score
+    from di_star.mini.metrics import MiniFD
+    from di_star.mini.gold import gold_score
 
     torch.set_num_threads(1)
     cfg = get_preset("mini/di_star_in").replace(sd={"sample_every": 0}, world={"eval_samples": 8})

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from distar.core.errors import DistarError
-from evalsuite.mini import world as W
+from di_star.mini import scene as W
 
 
 def _scene_satisfies(scene: W.Scene, req: W.Request) -> bool:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from concurrent.futures import FIRST_COMPLETED, wait
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from distar.core.paths import project_commit
 from di_star.config import TrainConfig
 from di_star.presets import TABLE_ORDER, get_preset, world_scales
 from distar.core.signals import process_pool
@@ -295,7 +295,7 @@ def run_ablation(out: Path, leaderboards: Path, scale: str | Scale = "full", wor
     # Worker seconds: training and evaluation overlap on the pool, so they do not add to the wall.
     timing = {"train_s": sum(r["wall_s"] for r in trained.values()),
               "eval_s": sum(r["wall_s"] for r in evaluated.values()), "workers": workers, "scale": sc.name,
-              "git": _git_commit(), "jobs": {k: {kk: v[kk] for kk in ("steps", "ms_per_step", "wall_s")}
+              "git": project_commit(short=True) or "unknown", "jobs": {k: {kk: v[kk] for kk in ("steps", "ms_per_step", "wall_s")}
                                              for k, v in trained.items()},
               "wall_s": time.time() - t0}  # to the tables; the findings add a second
     names = {m: resolve_model(m).name for m in (reference, init)}  # as the store names them (path: too)
@@ -344,12 +344,3 @@ def preflight(jobs: list[Job], models: list[str], metrics: list[str], benches: t
         check(check_reward, j.cfg.sd.reward)
     if problems:
         raise DistarError("The mini ablation cannot start:\n- " + "\n- ".join(problems))
-
-
-def _git_commit() -> str:
-    try:
-        r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                           cwd=Path(__file__).resolve().parent, timeout=10)
-        return r.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"

@@ -16,7 +16,7 @@ so an interrupted build resumes at the first unfinished stage):
  6. proxy      PickScore architecture (CLIPModel from the mini CLIP) + PickScore's objective on
                synthetic preference pairs labelled by the gold judge.
  7. aesthetic  LAION aesthetic MLP on mini-CLIP image embeddings, regressing gold ratings.
- 8. classifier evalsuite.mini.classifier.train_attribute_classifier.
+ 8. classifier di_star.mini.classifier.train_attribute_classifier.
 Then manifest.json: sha256 of every file, the command, git commit, seed, size, wall times.
 
 Every stage seeds torch from (seed, stage), and every random draw is made on the CPU and moved
@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import fields
@@ -46,9 +45,10 @@ from torch import Tensor
 
 from distar.core.atomic import write_bytes, write_dir
 from distar.core.errors import DistarError
-from evalsuite.metrics._preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
-from evalsuite.mini import weights as mw
-from evalsuite.mini import world
+from distar.core.paths import portable_path, project_commit
+from evalsuite.metrics.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from di_star.mini import weights as mw
+from di_star.mini import scene as world
 from di_star.mini.configs import (CLIP_TEXT, CLIP_VISION, PROJECTION_DIM, SCHEDULE, SIZES, UNET,
                                   VAE, BuildSize)
 
@@ -176,12 +176,12 @@ def render_pairs(n: int, seed: int, workers: int = 1) -> tuple[Tensor, list[str]
 
 
 def _gold_chunk(job: tuple[list, list]) -> np.ndarray:
-    from evalsuite.mini.gold import gold_score
+    from di_star.mini.gold import gold_score
     return gold_score(*job)
 
 
 def gold_scores(images: list, prompts: list[str], workers: int = 1) -> np.ndarray:
-    """evalsuite.mini.gold.gold_score, in chunks across `workers` processes."""
+    """di_star.mini.gold.gold_score, in chunks across `workers` processes."""
     step = 256
     jobs = [(images[i:i + step], prompts[i:i + step]) for i in range(0, len(images), step)]
     return np.concatenate(_pool_map(_gold_chunk, jobs, workers)) if jobs else np.zeros(0)
@@ -503,7 +503,7 @@ def _drop_captions(cond, keep: Tensor):
 def train_reference(pipe, latents: Tensor, captions: list[str], size: BuildSize, seed: int,
                     log: Log, init: torch.nn.Module | None = None, restart: bool = False):
     """DSM training of the reference UNet from scratch, or from a copy of `init` (the warm start
-    of scripts/mini_reference_probe.py's text-encoder experiment). `restart`: the second cycle
+    of di_star/mini/probes/reference.py's text-encoder experiment). `restart`: the second cycle
     (size.unet_restart_steps from `init`, the first cycle's weights), with its own data and noise
     stream and half the first cycle's peak learning rate, so it refines rather than re-learns."""
     from diffusers import UNet2DConditionModel
@@ -646,7 +646,7 @@ def degrade(img: Tensor, rng: np.random.Generator) -> Tensor:
 def candidates(prompts: list[str], ref_pixels: Tensor, seed: int) -> tuple[Tensor, list[int]]:
     """Per prompt: the reference sample, a ground-truth render, a render of a perturbed request,
     and a degraded copy of one of them. Returns images [-1, 1] and each image's prompt index."""
-    from evalsuite.mini.world import parse_caption, render, scene_for_request
+    from di_star.mini.scene import parse_caption, render, scene_for_request
     rng = np.random.default_rng(_seed(seed, "candidates"))
     images, owner = [], []
     for i, p in enumerate(prompts):
@@ -762,16 +762,11 @@ def save_aesthetic(mlp, target: Path, meta: dict) -> None:
 
 
 # Manifest --------------------------------------------------------------------------------------------
-def git_commit() -> str:
-    """HEAD of the checkout, or $DISTAR_BUILD_COMMIT where the code travelled without its .git
-    (a copy of the tree sent to a GPU machine)."""
-    if os.environ.get("DISTAR_BUILD_COMMIT"):
-        return os.environ["DISTAR_BUILD_COMMIT"]
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def portable_command(command: str | None) -> str | None:
+    """The command as typed, its absolute paths recorded as `portable_path` does."""
+    if command is None:
+        return None
+    return " ".join(portable_path(t) if Path(t).is_absolute() else t for t in command.split(" "))
 
 
 def write_manifest(out: Path, meta: dict) -> dict:
@@ -867,7 +862,7 @@ def reuse_stages(out: Path, source: Path, keys: dict[str, dict]) -> list[str]:
         write_dir(out / dst, lambda tmp, src=src: shutil.copytree(source / src, tmp, dirs_exist_ok=True))
         record = {k: v for k, v in m["stages"].get(stage, {}).items() if k != "reused_from"}
         _mark_done(out, stage, keys[stage], m["wall_s"].get(stage, 0.0),
-                   {**record, "reused_from": str(source.resolve())})
+                   {**record, "reused_from": portable_path(source)})
         reused.append(stage)
     # A reference with a second cycle continues from a finished reference equal to its first.
     first = first_cycle_key(keys["reference"])
@@ -875,7 +870,7 @@ def reuse_stages(out: Path, source: Path, keys: dict[str, dict]) -> list[str]:
             and not (out / WORK / FIRST_CYCLE).is_dir():
         def copy_first(tmp: Path) -> None:
             shutil.copytree(source / REUSABLE["reference"][0], tmp, dirs_exist_ok=True)
-            (tmp / "reused_from.json").write_text(json.dumps({"reused_from": str(source.resolve())}))
+            (tmp / "reused_from.json").write_text(json.dumps({"reused_from": portable_path(source)}))
         write_dir(out / WORK / FIRST_CYCLE, copy_first)
         reused.append("reference (first cycle)")
     return reused
@@ -1100,7 +1095,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     stage("aesthetic", run_aesthetic)
 
     def run_classifier():
-        from evalsuite.mini.classifier import TrainRecipe, train_attribute_classifier
+        from di_star.mini.classifier import TrainRecipe, train_attribute_classifier
         train_attribute_classifier(out / "classifier", seed=_seed(seed, "classifier") % 2**31,
                                    recipe=TrainRecipe(n=sz.classifier_n, epochs=sz.classifier_epochs),
                                    log=log)
@@ -1118,12 +1113,12 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
     meta = {"world": "mini", "seed": seed, "size": size,
             # The build's command (without --stages: a stage split changes no output); the
             # command of the process that happened to finish it is kept beside it.
-            "command": f"distar lab build mini --out {out} --seed {seed} --size {size}"
+            "command": f"distar lab build mini --out {portable_path(out)} --seed {seed} --size {size}"
                        + (f" --threads {threads}" if threads else "")
                        + (f" --device {net_type}" if net_type != "cpu" else ""),
             "devices": devices,
-            "finished_by": command,
-            "git_commit": git_commit(), "torch": torch.__version__,
+            "finished_by": portable_command(command),
+            "git_commit": project_commit() or "unknown", "torch": torch.__version__,
             "diffusers": diffusers.__version__, "transformers": transformers.__version__,
             "torch_threads": torch.get_num_threads(), "wall_s": walls,
             "stages": extra, "sizes": sz.__dict__,

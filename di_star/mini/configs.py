@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from evalsuite.mini.world import IMAGE_SIZE
+from di_star.mini.scene import IMAGE_SIZE
 
 TEXT_WIDTH = 48            # CLIP text hidden size = each SDXL text encoder's width
 PROJECTION_DIM = 48        # CLIP joint embedding = SDXL's pooled text embedding
@@ -111,7 +111,7 @@ SIZES = {
 # 'large' with a CLIP that tells shapes apart: its vision tower first learns the renderer's scene
 # labels and is then frozen (LiT), and the reference stage refuses a CLIP below 0.8 zero-shot shape
 # accuracy (docs/mini_build.md). VAE and classifier inputs equal 'large''s, so a rebuild from the
-# shipped world reuses them (`distar lab build mini --size large_lit --reuse evalsuite/data/mini`).
+# shipped world reuses them (`distar lab build mini --size large_lit --reuse di_star/mini/data`).
 SIZES["large_lit"] = replace(SIZES["large"], clip_vision_steps=3000, clip_min_shape=0.8)
 # 'large_lit' whose reference trains a second cycle of 2000 DSM steps from the first's weights
 # (docs/mini_build.md): the first cycle's loss was still falling. `--reuse` a finished large_lit

@@ -1,5 +1,5 @@
 """The mini world's ORACLE REWARD: a differentiable version of the gold judge
-(evalsuite.mini.gold), so a run can be rewarded by (nearly) the thing the learned proxy stands for.
+(di_star.mini.gold), so a run can be rewarded by (nearly) the thing the learned proxy stands for.
 It is a reward, never the measurement: `mini_gold`, with its hard masks and connected components,
 stays the judge every report uses.
 
@@ -14,7 +14,7 @@ The judge's four steps, made smooth (same constants, same posteriors, same score
    judge's three shape descriptors with a soft bounding box (soft extreme coordinates) and a soft
    convex hull (the polygon of HULL_DIRECTIONS soft support lines). An object exists with
    probability sigmoid((area - MIN_AREA) / AREA_TEMPERATURE).
-3. The judge's own colour / shape / size posteriors of those features (evalsuite.mini.gold
+3. The judge's own colour / shape / size posteriors of those features (di_star.mini.gold
    functions' formulas, in torch), times the existence probability.
 4. The judge's score: groups (top-count matches, extra matches cost, asked regions by cell),
    relation logistic, background closeness, soft colour mass; the preference terms (saturation,
@@ -36,8 +36,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from evalsuite.metrics.base import MetricInfo, check_prompts
-from evalsuite.mini import gold
-from evalsuite.mini.world import (BACKGROUND_RGB, CELL_CENTRES, COLOURS, GRADIENT, POSITIONS,
+from di_star.mini import gold
+from di_star.mini.scene import (BACKGROUND_RGB, CELL_CENTRES, COLOURS, GRADIENT, POSITIONS,
                                   SHAPES, Request, in_region, parse_caption)
 
 VERSION = "mini-oracle-v1"

@@ -27,7 +27,7 @@ import math
 from pathlib import Path
 
 from di_star.config import TrainConfig, from_dict, merge
-from evalsuite.mini.weights import ONESTEP_TIMESTEP, REFERENCE_RECIPE
+from di_star.mini.weights import ONESTEP_TIMESTEP, REFERENCE_RECIPE
 
 
 def _huber_c(latent_side: int, channels: int = 4) -> float:
@@ -56,8 +56,8 @@ _TINY = {
            "weight_decay": 0.0, "max_grad_norm": 0.0, "sample_every": 2, "sample_images": 2},
 }
 
-# The mini world (evalsuite.mini; its weights are built by `distar lab build mini` and shipped in
-# evalsuite/data/mini/): the same SDXL code path at 64 px. The Table 2 rows and the alpha_rew
+# The mini world (di_star.mini; its weights are built by `distar lab build mini` and shipped in
+# di_star/mini/data/): the same SDXL code path at 64 px. The Table 2 rows and the alpha_rew
 # frontiers are registered as `mini/<row>` by di_star.presets from these scales. How the paper's
 # SDXL setting was scaled to this world (docs/training.md, "The mini world"):
 # - kept: score regulariser, pseudo-Huber on the x0 difference, the `exact` estimator, w(t) = 1,

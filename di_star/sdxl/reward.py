@@ -66,7 +66,7 @@ def _metric_class(factory):
 
 def split_reward(name: str) -> tuple[str, str | None]:
     """'NAME' or 'NAME@DIR' (the metric NAME with its weights, and processor files when it takes
-    them, read from the local folder DIR: e.g. 'pickscore@evalsuite/data/mini/proxy_reward', the
+    them, read from the local folder DIR: e.g. 'pickscore@di_star/mini/data/proxy_reward', the
     mini world's PickScore-architecture proxy reward)."""
     metric, sep, folder = name.partition("@")
     return metric, (folder or None) if sep else None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import platform
-import subprocess
 import sys
 import time
 from concurrent.futures import as_completed
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from distar.core.paths import project_commit
 from di_star.config import TrainConfig
 from di_star.presets import TABLE_ORDER, get_preset, world_scales
 from distar.core.signals import process_pool
@@ -206,11 +206,7 @@ def run_demo(out: Path, leaderboards: Path, scale: float = 1.0, workers: int | N
 
 def _provenance(scale: float, workers: int, cache_s: dict[str, float]) -> dict:
     import torch
-    try:
-        git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=5).stdout.strip() or "unknown"
-    except Exception:
-        git = "unknown"
+    git = project_commit(short=True) or "unknown"  # this project's, not the user's folder's
     cmd = "distar demo" if scale == 1.0 else f"run_demo(scale={scale})"
     argv = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)) if sys.argv else ""
     return {"command": cmd, "argv": argv, "git": git, "torch": torch.__version__,

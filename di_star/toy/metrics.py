@@ -46,7 +46,8 @@ class _DigitsMetric:
 
 class DigitAccuracy(_DigitsMetric):
     """1 when the classifier reads the prompt's digit (per image)."""
-    info = MetricInfo("digit_acc", "digit-acc-v1", _BACKBONE, "8x8 greyscale in [0,1]")
+    info = MetricInfo("digit_acc", "digit-acc-v1", _BACKBONE, "8x8 greyscale in [0,1]",
+                      label="Digit acc.", unit="share of images")
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
         return self.m.prompt_accuracy(_unit(images), prompts)
@@ -54,7 +55,8 @@ class DigitAccuracy(_DigitsMetric):
 
 class DigitInk(_DigitsMetric):
     """The toy's explicit reward, mean brightness (per image)."""
-    info = MetricInfo("digit_ink", "ink-v1", "none", "8x8 greyscale in [0,1]")
+    info = MetricInfo("digit_ink", "ink-v1", "none", "8x8 greyscale in [0,1]", label="Ink",
+                      unit="mean brightness")
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
         return self.m.reward(_unit(images), prompts)
@@ -74,11 +76,13 @@ class _SetMetric(_DigitsMetric):
 class DigitFD(_SetMetric):
     """Frechet distance to the 1797 real digits in classifier features (lower is better)."""
     info = MetricInfo("digit_fd", "digit-fd-v1", _BACKBONE, "8x8 greyscale in [0,1]",
-                      higher_is_better=False)
+                      higher_is_better=False, label="Digit FD")
     _fn = staticmethod(lambda m, x, p: m.frechet_distance(x))
 
 
 class DigitDiversity(_SetMetric):
     """Within-class feature spread relative to the real digits' (1 = as diverse as the data)."""
-    info = MetricInfo("digit_div", "digit-div-v1", _BACKBONE, "8x8 greyscale in [0,1]")
+    info = MetricInfo("digit_div", "digit-div-v1", _BACKBONE, "8x8 greyscale in [0,1]",
+                      higher_is_better=None, label="Digit diversity",
+                      unit="relative to the real digits' spread")
     _fn = staticmethod(lambda m, x, p: m.diversity(x, p))

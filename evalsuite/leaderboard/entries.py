@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from evalsuite.benchmarks import HPS_CHUNK
-from evalsuite.leaderboard.markdown import column_id
+from evalsuite.leaderboard.markdown import Shown, column_id
 from evalsuite.metrics import stats
 from evalsuite.store import ResultsStore
 
@@ -127,6 +127,8 @@ class Entry:
     set_scores: pd.DataFrame
     prompt_meta: PromptMeta = field(default_factory=lambda: PromptMeta({}, ()))
     label: str = ""                 # unique row label within its table (set by label_entries)
+    # (metric, version) -> how the store's scores say it is shown (one dict per store)
+    shown: dict[tuple[str, str], Shown] = field(default_factory=dict)
 
     def meta(self, key: str) -> Any:
         """A recipe field (steps, params, arch_type, weights, ...) as the runs stored it."""
@@ -145,6 +147,13 @@ class Entry:
         if a_rew is None or a_cfg is None:
             return None
         return float(a_rew), float(a_cfg)
+
+    def shown_as(self, metric: str, version: str | None = None) -> Shown:
+        """How `metric` (at `version`; None: any version the store has) is shown."""
+        if (metric, version) in self.shown:
+            return self.shown[(metric, version)]
+        same = [s for (m, _), s in sorted(self.shown.items()) if m == metric]
+        return same[0] if version is None and same else Shown.from_info(metric, None)
 
     def metric_keys(self) -> list[tuple[str, str]]:
         keys = set(zip(self.scores.metric, self.scores.metric_version))
@@ -291,6 +300,7 @@ def load_entries(store: ResultsStore, show_failed: bool = False) -> list[Entry]:
         return df[(df.recipe_hash == k[0]) & (df.bench == k[1]) & (df.bench_version == k[2])]
 
     prompt_meta: dict[tuple[str, str], PromptMeta] = {}
+    shown = metric_shown(scores, set_scores)
     entries = []
     for k in sorted(keys - failed_keys):
         r = rows(runs, k).sort_values(["started_at", "run_id"])
@@ -308,8 +318,23 @@ def load_entries(store: ResultsStore, show_failed: bool = False) -> list[Entry]:
             runs=r, image_prompts=frozenset(int(i) for i in imgs.prompt_index),
             n_prompts_total=int(total.max()) if len(total) else None,
             scores=rows(scores, k), set_scores=rows(set_scores, k),
-            prompt_meta=prompt_meta[k[1:]]))
+            prompt_meta=prompt_meta[k[1:]], shown=shown))
     return entries
+
+
+def metric_shown(*score_tables: pd.DataFrame) -> dict[tuple[str, str], Shown]:
+    """(metric, version) -> Shown, from the MetricInfo each metric version's latest score
+    recorded in its meta_json (evalsuite.metrics.runner writes it with every score)."""
+    cols = ["metric", "metric_version", "meta_json", "created_at"]
+    tables = [t[cols] for t in score_tables if len(t)]
+    if not tables:
+        return {}
+    last = pd.concat(tables, ignore_index=True).sort_values(
+        "created_at", na_position="first", kind="stable").drop_duplicates(
+        ["metric", "metric_version"], keep="last")
+    return {(m, v): Shown.from_info(m, json.loads(meta).get("info") if isinstance(meta, str)
+                                    and meta else None)
+            for m, v, meta in zip(last.metric, last.metric_version, last.meta_json)}
 
 
 # Grouping and row labels -----------------------------------------------------------------------

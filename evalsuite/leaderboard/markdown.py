@@ -1,27 +1,13 @@
 """The one markdown table writer and the number / metric-name formatting every report shares:
-the leaderboard tables, the gallery's score captions, the toy demo's and the mini ablation's
+the leaderboard tables, the gallery's score captions, di_star's demo
 tables. Nothing else in the project builds a markdown table by hand."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Sequence
 
 MISSING = "—"
-
-# Metric presentation: label, higher_is_better (None: unknown, no arrow and no bold), decimals.
-METRICS_SHOWN: dict[str, tuple[str, bool | None, int]] = {
-    "imagereward": ("ImageReward", True, 3),
-    "aesthetic": ("Aesthetic", True, 2),
-    "pickscore": ("PickScore", True, 4),
-    "pickscore_logit": ("PickScore logit", True, 2),
-    "clip": ("CLIP", True, 2),
-    "hpsv2": ("HPSv2.0", True, 2),
-    "hpsv21": ("HPSv2.1", True, 2),
-    "hpsv2_noaa": ("HPSv2.0 noaa", True, 2),
-    "hpsv21_noaa": ("HPSv2.1 noaa", True, 2),
-    "fid": ("FID", False, 2),
-    "kid": ("KID", False, 4),
-}
 
 # Column alignment codes: 'l' / 'r' / 'c' (left, right, centre), '-' (none: renderer's default).
 _RULE = {"l": ":---", "r": "---:", "c": ":---:", "-": "---"}
@@ -58,9 +44,28 @@ def md_table(header: Sequence[str], rows: Sequence[Sequence[str]],
     return "\n".join(lines)
 
 
-def metric_info(metric: str) -> tuple[str, bool | None, int]:
-    """(label, higher_is_better, decimals) of a stored metric name."""
-    return METRICS_SHOWN.get(metric, (metric, None, 3))
+@dataclass(frozen=True)
+class Shown:
+    """How a metric's numbers are shown, as its MetricInfo recorded it with its scores
+    (evalsuite.metrics.base): a short label, the direction (None: no arrow, no bold), decimals,
+    the unit."""
+    label: str
+    higher: bool | None = None
+    decimals: int = 3
+    unit: str = ""
+
+    @classmethod
+    def from_info(cls, metric: str, info: dict | None) -> "Shown":
+        """From a stored `info` dict; a store written before metrics described themselves has
+        no label, unit or decimals: the metric's name, 3 decimals."""
+        info = info or {}
+        return cls(info.get("label") or metric, info.get("higher_is_better"),
+                   int(info.get("decimals", 3)), info.get("unit") or "")
+
+    @property
+    def header(self) -> str:
+        """The column head: label and arrow (<= 24 characters for the labels metrics give)."""
+        return f"{self.label}{arrow(self.higher)}"
 
 
 def arrow(higher: bool | None) -> str:
@@ -76,15 +81,12 @@ def column_id(metric: str, version: str) -> str:
     return f"{metric} ({short_version(version)})"
 
 
-def metric_header(metric: str, version: str | None) -> str:
-    label, higher, _ = metric_info(metric)
-    if version is None:
-        return f"{label}{arrow(higher)}"
-    short = short_version(version)
-    return f"{label}{arrow(higher)}" + ("" if short == label else f" ({short})")
+def legend_line(header: str, metric: str, version: str, unit: str = "") -> str:
+    """One legend line under a table: a short column head, the stored metric and its full
+    version key."""
+    return f"- {header}: `{metric}`{f' ({unit})' if unit else ''}, version `{version}`"
 
 
-def score_text(metric: str, value: float) -> str:
+def score_text(shown: Shown, value: float) -> str:
     """'PickScore 0.2100': a metric's label and value at its table precision."""
-    label, _, decimals = metric_info(metric)
-    return f"{label} {fmt_number(value, decimals)}"
+    return f"{shown.label} {fmt_number(value, shown.decimals)}"

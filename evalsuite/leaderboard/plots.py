@@ -18,7 +18,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from evalsuite.leaderboard.entries import Entry, bench_groups, label_entries
-from evalsuite.leaderboard.markdown import MISSING, metric_info, short_version
+from evalsuite.leaderboard.markdown import MISSING, short_version
 
 if TYPE_CHECKING:  # the tables module imports this one
     from evalsuite.leaderboard.tables import Suite
@@ -131,9 +131,14 @@ def _latency_points(es: list[Entry], metrics: Sequence[str]):
                 pts.append(Point(label=f"{e.label}\n{t.device}", x=t.value, y=s.value,
                                  yerr=s.ci, size=params_billion(e.meta("params"))))
             if len(pts) >= 1:
-                label, _, _ = metric_info(metric)
-                return pts, f"{label} ({short_version(v)}) ↑"
+                return pts, _axis_label(es, metric, v)
     return [], ""
+
+
+def _axis_label(es: list[Entry], metric: str, version: str) -> str:
+    """'PickScore ↑ (PickScore_v1/cos)': the metric's label and arrow, as its scores recorded
+    them, and its short version."""
+    return f"{es[0].shown_as(metric, version).header} ({short_version(version)})"
 
 
 def write_plots(entries: list[Entry], out_dir: Path, suite: Suite) -> list[Path]:
@@ -168,8 +173,8 @@ def write_plots(entries: list[Entry], out_dir: Path, suite: Suite) -> list[Path]
                     if sx is not None and sy is not None:
                         pts.append(Point(label=f"{e.label} {alphas_text(e)}", x=sx.value,
                                                y=sy.value, xerr=sx.ci, yerr=sy.ci))
-                xlabel = f"{metric_info(x_metric)[0]} ({short_version(xs[0][1])}) ↑  (fidelity to the prompt)"
-                ylabel = f"{metric_info(y_metric)[0]} ({short_version(ys[0][1])}) ↑"
+                xlabel = f"{_axis_label(group, *xs[0])}  (fidelity to the prompt)"
+                ylabel = _axis_label(group, *ys[0])
                 break
     if pts:
         reward_vs_fidelity(pts, xlabel, ylabel, f"{suite.ablation_bench} ablation: reward vs fidelity", path)

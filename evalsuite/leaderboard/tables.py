@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,19 +27,16 @@ from evalsuite.benchmarks import HPS_STYLES
 from evalsuite.leaderboard.entries import (BOOTSTRAP_SEED, CI_LEVEL, INTERVAL, N_BOOTSTRAP,
                                            Entry, Summary, bench_groups, label_entries,
                                            load_entries, style_key)
-from evalsuite.leaderboard.markdown import (MISSING, arrow, fmt_number, md_table, metric_header,
-                                            metric_info)
+from evalsuite.leaderboard.markdown import (MISSING, Shown, arrow, fmt_number, legend_line,
+                                            md_table)
 from evalsuite.leaderboard.plots import alphas_text, write_plots
 from evalsuite.metrics.stats import INTERVAL_TEXT
 from evalsuite.store import STORE_FILENAME, ResultsStore
+from evalsuite.suites import HPS_BENCH, PAPER_SUITE, SUITES, TABLE1_METRICS, Suite, get_suite
 
 
-TABLE1_METRICS = ("imagereward", "aesthetic", "pickscore", "clip")  # the paper's column order
-TABLE1_BENCHES = ("parti", "coco30k")                               # upper part, lower part
-HPS_BENCH = "hpsv2"
 HPS_METRICS = ("hpsv21", "hpsv2")
 HPS_SCALE = 100.0           # ... of 100 x the per-image cosine the store holds (the paper's unit)
-PREFERENCE_FOR_PLOT = ("pickscore", "imagereward", "hpsv21", "aesthetic")
 
 TABLE1_FILE = "table1_parti_coco.md"
 TABLE2_FILE = "table2_ablation.md"
@@ -46,38 +44,6 @@ TABLE3_FILE = "table3_hpsv21.md"
 BREAKDOWN_FILE = "category_breakdown.md"
 PAPER_FILE = "paper_reported.md"
 PAIRED_FILE = "paired_tests.md"
-
-
-@dataclass(frozen=True)
-class Suite:
-    """Which benchmarks and metrics fill the paper's tables. 'paper': Parti / COCO-30K / HPSv2
-    with the paper's four metrics; 'mini': the mini world's benchmarks (evalsuite.mini), every
-    measured metric, files prefixed 'mini_' so both sets live side by side in leaderboards/."""
-    name: str
-    prefix: str                                  # file-name prefix
-    table1_benches: tuple[str, ...]              # upper part, lower part
-    table1_metrics: tuple[str, ...]              # fixed leading columns (others follow by name)
-    fid_bench: str                               # its Table 1 section also leads with FID
-    style_bench: str                             # Table 3's benchmark (per-style scores)
-    ablation_bench: str                          # Table 2's plot
-    plot_metrics: tuple[str, ...]                # y of the plots: the first one measured
-    fidelity_metrics: tuple[str, ...]            # x of the ablation plot: the first one measured
-
-
-SUITES = {
-    "paper": Suite("paper", "", TABLE1_BENCHES, TABLE1_METRICS, "coco30k", HPS_BENCH, "parti",
-                   PREFERENCE_FOR_PLOT, ("clip",)),
-    "mini": Suite("mini", "mini_", ("mini_parti", "mini_coco"), (), "mini_coco", "mini_hps", "mini_parti",
-                  ("mini_pickscore", "mini_gold"), ("mini_clip", "mini_attr_acc")),
-}
-
-
-def get_suite(name: str) -> Suite:
-    if name not in SUITES:
-        raise DistarError(f"Unknown leaderboard suite '{name}'. Choose one of: {', '.join(SUITES)}")
-    return SUITES[name]
-
-
 
 
 @dataclass
@@ -144,7 +110,7 @@ def _with_reported(es: list[Entry], columns: list, keys: list[str | None]) -> li
         out.append(col)
         last_of_key = key is not None and (i + 1 == len(keys) or keys[i + 1] != key)
         if last_of_key and any(_reported_cell(e, key) for e in es):
-            label = col.header.split(" (")[0]
+            label = re.sub(r" \([^)]*\)$", "", col.header)  # without a count or unit: (n=2), (s)
             out.append(ReportedColumn(f"{label} (paper)", [_reported_cell(e, key) for e in es]))
     return out
 
@@ -233,10 +199,10 @@ TIME_NOTE = ("- time / 10 images: seconds per 10 images after warm-up, from the 
              "batches, on the device listed below (not comparable across devices).")
 
 
-def provenance(entries: list[Entry], notes: Sequence[str], how: Sequence[str] = (CELL_NOTE,)
-               ) -> str:
-    """Footer: how each cell was computed, metric versions, and per row the runs, git hash,
-    device, date, software versions and prompts covered (all read from the store)."""
+def provenance(entries: list[Entry], how: Sequence[str] = (CELL_NOTE,)) -> str:
+    """Footer: how each cell was computed, and per row the runs, git hash, device, date,
+    software versions and prompts covered (all read from the store). Each table's legend names
+    its columns' metric versions."""
     version_ids: dict[str, str] = {}
     rows = []
     for e in entries:
@@ -267,7 +233,6 @@ def provenance(entries: list[Entry], notes: Sequence[str], how: Sequence[str] = 
         "fewer than two rows qualify.",
         "- *partial*: the row's images or scores cover fewer prompts than the benchmark has.",
     ]
-    out += [f"- Metric version: {n}" for n in notes]
     out += ["", md_table(["row", "bench", "recipe", "last run", "git", "device", "date (UTC)",
                           "status", "versions", "prompts covered"], rows, ["l"] * 10)]
     if version_ids:
@@ -292,21 +257,19 @@ def table1(entries: list[Entry], with_reported: bool = False, suite: Suite | Non
     out = ["# Table 1: measured quality and latency", "",
            "Layout of the DI* paper's Table 1 (Parti upper part, COCO lower part), filled only "
            "with numbers measured by this suite.", ""]
-    notes: list[str] = []
     shown: list[Entry] = []
-    suite = suite or SUITES["paper"]
+    suite = suite or PAPER_SUITE
     groups = [g for g in bench_groups(entries, suite.table1_benches) if g[0] != suite.style_bench]
     if not groups:
         out += [f"No measured results yet. Run `distar eval --bench {suite.table1_benches[0]} ...` first.", ""]
     for bench, version, es in groups:
         label_entries(es)
         fixed = suite.table1_metrics + (("fid",) if bench == suite.fid_bench and suite.table1_metrics else ())
-        table, n = _table1_section(es, fixed, with_reported, suite.table1_metrics)
-        out += [f"## {bench} (version {version})", "", table, ""]
-        notes += n
+        table, legend = _table1_section(es, fixed, with_reported, suite.table1_metrics)
+        out += [f"## {bench} (version {version})", "", table, "", *legend, ""]
         shown += es
     how = (CELL_NOTE, TIME_NOTE) + ((REPORTED_NOTE,) + _unrecorded_note(shown) if with_reported else ())
-    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), how)
+    return "\n".join(out) + "\n" + provenance(shown, how)
 
 
 def _table1_section(es: list[Entry], fixed: Sequence[str], with_reported: bool = False,
@@ -314,29 +277,37 @@ def _table1_section(es: list[Entry], fixed: Sequence[str], with_reported: bool =
     cols = _metric_columns(es, fixed)
     core = [c for c in cols if c[0] in core_metrics]
     rest = [c for c in cols if c[0] not in core_metrics]
-    columns = _columns(es, core) + [Column("time / 10 images ↓ (s)", [e.latency() for e in es],
-                                           2, False)]
-    columns += _columns(es, rest)
+    columns, legend = _columns(es, core + rest)
+    columns.insert(len(core), Column("time / 10 images ↓ (s)", [e.latency() for e in es], 2, False))
     if with_reported:  # paper keys of each column, in order ('fid' is COCO's last column)
         keys = [m for m, _ in core] + ["time_s_per_10"] + [m if m == "fid" else None for m, _ in rest]
         columns = _with_reported(es, columns, keys)
     header = [h for h, _ in _LEAD_T1] + [c.header for c in columns]
     rows = [[fn(e) for _, fn in _LEAD_T1] + [c.render(i) for c in columns]
             for i, e in enumerate(es)]
-    return md_table(header, rows, ["l", "r", "l", "r"] + ["r"] * len(columns)), _notes(cols)
+    return md_table(header, rows, ["l", "r", "l", "r"] + ["r"] * len(columns)), legend
 
 
-def _columns(es: list[Entry], cols: Sequence[tuple[str, str | None]]) -> list[Column]:
-    out = []
+def _shown(es: list[Entry], metric: str, version: str | None = None) -> Shown:
+    """How `metric` is shown, as the store's scores recorded it (evalsuite.metrics.base)."""
+    return es[0].shown_as(metric, version) if es else Shown.from_info(metric, None)
+
+
+def _columns(es: list[Entry], cols: Sequence[tuple[str, str | None]]
+             ) -> tuple[list[Column], list[str]]:
+    """One Column per (metric, version), headed by the metric's short label and arrow (a second
+    column with the same head numbered '#2'), and the legend under the table: each head's
+    metric and full version key."""
+    columns, legend, seen = [], [], Counter()
     for m, v in cols:
-        _, higher, dec = metric_info(m)
-        out.append(Column(metric_header(m, v), [e.summary(m, v) if v is not None else None
-                                                 for e in es], dec, higher))
-    return out
-
-
-def _notes(cols: Sequence[tuple[str, str | None]]) -> list[str]:
-    return [f"{metric_header(m, v)}: `{m}` stored as `{v}`" for m, v in cols if v is not None]
+        s = _shown(es, m, v)
+        seen[s.header] += 1
+        header = s.header + (f" #{seen[s.header]}" if seen[s.header] > 1 else "")
+        columns.append(Column(header, [e.summary(m, v) if v is not None else None for e in es],
+                              s.decimals, s.higher))
+        if v is not None:
+            legend.append(legend_line(header, m, v, s.unit))
+    return columns, legend
 
 
 def table2(entries: list[Entry], suite: Suite | None = None) -> str:
@@ -345,9 +316,8 @@ def table2(entries: list[Entry], suite: Suite | None = None) -> str:
     out = ["# Table 2: measured ablation over (alpha_rew, alpha_cfg)", "",
            "Rows: evaluated checkpoints whose recipe carries `alpha_rew` and `alpha_cfg` "
            "(written by `distar train`), grouped by those two scales.", ""]
-    suite = suite or SUITES["paper"]
+    suite = suite or PAPER_SUITE
     abl = [e for e in entries if e.alphas is not None and e.bench != suite.style_bench]
-    notes: list[str] = []
     shown: list[Entry] = []
     if not abl:
         out += ["No measured ablation results yet: evaluate `distar train` checkpoints with "
@@ -363,16 +333,15 @@ def table2(entries: list[Entry], suite: Suite | None = None) -> str:
         lead += [(h, lambda e, k=k: str(e.meta(k) or MISSING)) for h, k in
                  (("regulariser", "regulariser"), ("CFG", "guidance"), ("estimator", "estimator"))
                  if any(e.meta(k) for e in es)]
-        cols = _metric_columns(es, suite.table1_metrics)
-        columns = _columns(es, cols)
-        notes += _notes(cols)
+        columns, legend = _columns(es, _metric_columns(es, suite.table1_metrics))
         header = [h for h, _ in lead] + [c.header for c in columns]
         rows = [[fn(e) for _, fn in lead] + [c.render(i) for c in columns]
                 for i, e in enumerate(es)]
         out += [f"## {bench} (version {version})", "",
-                md_table(header, rows, ["l", "r", "r", "c"] + ["c"] * (len(lead) - 4) + ["r"] * len(columns)), ""]
+                md_table(header, rows, ["l", "r", "r", "c"] + ["c"] * (len(lead) - 4) + ["r"] * len(columns)),
+                "", *legend, ""]
         shown += es
-    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)))
+    return "\n".join(out) + "\n" + provenance(shown)
 
 
 def _style_note(styles: str) -> str:
@@ -401,7 +370,6 @@ def table3(entries: list[Entry], with_reported: bool = False) -> str:
            "prompts in benchmark order) of 100 x the per-image score, HPSv2's benchmark unit and "
            "the paper's. Average: mean over all images of the four styles, as HPSv2's "
            "evaluate_benchmark computes it.", ""]
-    notes: list[str] = []
     shown: list[Entry] = []
     hps = [e for e in entries if e.bench == HPS_BENCH]
     if not hps:
@@ -412,9 +380,9 @@ def table3(entries: list[Entry], with_reported: bool = False) -> str:
         n_style = Counter(m.get("style") for m in pm.meta.values())
         for metric in HPS_METRICS:
             for v in sorted({v for e in es for m, v in e.metric_keys() if m == metric}):
-                label, higher, dec = metric_info(metric)
-                notes += _notes([(metric, v)])
-                out += [f"## {metric_header(metric, v)} on {bench} (version {version})", ""]
+                sh = _shown(es, metric, v)
+                higher, dec = sh.higher, sh.decimals
+                out += [f"## {sh.header} on {bench} (version {version})", ""]
                 if not pm.meta:
                     out += [f"Prompt styles unavailable: {pm.missing or 'the stored prompts carry no style'}.", ""]
                     continue
@@ -425,22 +393,21 @@ def table3(entries: list[Entry], with_reported: bool = False) -> str:
                         for s in HPS_STYLES + ("average",)]
                 if with_reported and metric == "hpsv21":  # the paper's Table 3 is HPSv2.1
                     cols = _with_reported(es, cols, list(HPS_STYLES + ("average",)))
-                out += [_style_md(es, cols), ""]
+                out += [_style_md(es, cols), "", legend_line(sh.header, metric, v, sh.unit), ""]
         shown += es
-    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
+    return "\n".join(out) + "\n" + provenance(shown, (
         _style_note("the four styles (HPSv2's)"),)
         + ((REPORTED_NOTE,) + _unrecorded_note(shown) if with_reported else ()))
 
 
 def style_table(entries: list[Entry], suite: Suite) -> str:
-    """Table 3 for a suite whose style benchmark is not HPSv2's (the mini world's mini_hps): per
+    """Table 3 for a suite whose style benchmark is not HPSv2's (a world's own, registered with its suite): per
     style and on average, every per-image metric under HPSv2's aggregation (the one every
     report uses, Entry.style_summaries), with prompt-bootstrap intervals."""
     out = [f"# Table 3: measured scores per style ({suite.style_bench})", "",
            "Per style: HPSv2's aggregation (mean of the means of consecutive 80-image chunks, "
            "images in benchmark order); average: mean over all images of the styles, as HPSv2's "
            "evaluate_benchmark computes it (so styles of unequal size weigh by their images).", ""]
-    notes: list[str] = []
     shown: list[Entry] = []
     es_all = [e for e in entries if e.bench == suite.style_bench]
     if not es_all:
@@ -455,15 +422,16 @@ def style_table(entries: list[Entry], suite: Suite) -> str:
         members = Counter(str(md[key]) for md in pm.meta.values() if md.get(key))
         styles = sorted(members)
         keys = sorted({(m, v) for e in es for m, v in zip(e.scores.metric, e.scores.metric_version)})
-        notes += _notes(keys)
         for m, v in keys:
-            _, higher, dec = metric_info(m)
+            sh = _shown(es, m, v)
+            higher, dec = sh.higher, sh.decimals
             per = [e.style_summaries(m, v, styles) for e in es]
             cols = [Column(f"{g}{arrow(higher)} (n={members[g]})" if g != "average" else f"average{arrow(higher)}",
                            [p_[g] for p_ in per], dec, higher) for g in styles + ["average"]]
-            out += [f"## {metric_header(m, v)} by {key}, {bench} (version {version})", "", _style_md(es, cols), ""]
+            out += [f"## {sh.header} by {key}, {bench} (version {version})", "", _style_md(es, cols), "",
+                    legend_line(sh.header, m, v, sh.unit), ""]
         shown += es
-    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (_style_note("the styles"),))
+    return "\n".join(out) + "\n" + provenance(shown, (_style_note("the styles"),))
 
 
 def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None) -> str:
@@ -482,7 +450,7 @@ def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None
            "the prompt's diversity, so prompts as units compare per-prompt diversity).", ""]
     shown: list[Entry] = []
     found = False
-    for bench, version, es in bench_groups(entries, (suite or SUITES["paper"]).table1_benches):
+    for bench, version, es in bench_groups(entries, (suite or PAPER_SUITE).table1_benches):
         base = [e for e in es if e.name == baseline]
         if not base:
             continue
@@ -496,7 +464,7 @@ def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None
                 continue
             row = [e.label]
             for m, v in keys:
-                _, _, dec = metric_info(m)
+                dec = _shown(es, m, v).decimals
                 x = e.image_scores(m, v).merge(b.image_scores(m, v), on=["prompt_index", "k"])
                 if len(x) < 2 or x.prompt_index.nunique() < 2:
                     row.append(MISSING)
@@ -506,12 +474,13 @@ def paired_tests(entries: list[Entry], baseline: str, suite: Suite | None = None
                 row.append(f"{r.mean_diff:+.{dec + 1}f} [{r.low:+.{dec + 1}f}, {r.high:+.{dec + 1}f}] "
                            f"p={r.p_value:.2g}")
             rows.append(row)
-        header = ["model"] + [metric_header(m, v) for m, v in keys]
-        out += [f"## {bench} (version {version})", "", md_table(header, rows), ""]
+        columns, legend = _columns(es, keys)
+        header = ["model"] + [c.header for c in columns]
+        out += [f"## {bench} (version {version})", "", md_table(header, rows), "", *legend, ""]
         shown += es
     if not found:
         out += [f"No results of `{baseline}` in the store.", ""]
-    return "\n".join(out) + "\n" + provenance(shown, [])
+    return "\n".join(out) + "\n" + provenance(shown)
 
 
 def category_breakdown(entries: list[Entry], suite: Suite | None = None) -> str:
@@ -520,9 +489,8 @@ def category_breakdown(entries: list[Entry], suite: Suite | None = None) -> str:
     the tables narrow; n = prompts in the group."""
     out = ["# Scores by prompt category (measured)", "",
            "Means over the prompts of each group; n = prompts of the benchmark in that group.", ""]
-    notes: list[str] = []
     shown: list[Entry] = []
-    suite = suite or SUITES["paper"]
+    suite = suite or PAPER_SUITE
     groups = [g for g in bench_groups(entries, suite.table1_benches) if g[0] != suite.style_bench]
     written = False
     for bench, version, es in groups:
@@ -537,11 +505,11 @@ def category_breakdown(entries: list[Entry], suite: Suite | None = None) -> str:
                     f"Prompt metadata unavailable: {pm.missing or 'the stored prompts carry none'}.", ""]
             continue
         keys = sorted({(m, v) for e in es for m, v in zip(e.scores.metric, e.scores.metric_version)})
-        notes += _notes(keys)
         if not keys:
             out += [f"## {bench} (version {version})", "", "No per-image scores yet.", ""]
         for m, v in keys:
-            label, higher, dec = metric_info(m)
+            sh = _shown(es, m, v)
+            higher, dec = sh.higher, sh.decimals
             rows_m = [e for e in es if len(e.image_scores(m, v))]
             for key in pm.group_keys:
                 names = sorted({str(md[key]) for md in pm.meta.values() if md.get(key)})
@@ -555,11 +523,11 @@ def category_breakdown(entries: list[Entry], suite: Suite | None = None) -> str:
                          for g in names]
                 header = ["model"] + [c.header for c in cols]
                 rows = [[e.label] + [c.render(i) for c in cols] for i, e in enumerate(rows_m)]
-                out += [f"## {metric_header(m, v)} by {key}, "
-                        f"{bench} (version {version})", "", md_table(header, rows), ""]
+                out += [f"## {sh.header} by {key}, {bench} (version {version})", "",
+                        md_table(header, rows), "", legend_line(sh.header, m, v, sh.unit), ""]
     if not written:
         out += ["No measured results on a benchmark with prompt categories (e.g. parti) yet.", ""]
-    return "\n".join(out) + "\n" + provenance(shown, sorted(set(notes)), (
+    return "\n".join(out) + "\n" + provenance(shown, (
         "- Cells: mean over the group's images scored; no intervals in this file (Table 1 has "
         "the overall ones).",))
 
@@ -618,7 +586,7 @@ def write_leaderboards(results_dir: Path, out_dir: Path, with_reported: bool = F
     """Write Tables 1-3, the Parti breakdown, the paper's reported numbers and the plots into
     out_dir; returns the files written. `with_reported`: Tables 1 and 3 also show, beside each
     measured column, the paper's number for the same model (headed '(paper)'). `suite`: which
-    benchmarks fill the tables ('paper', or 'mini': files mini_*.md). `baseline`: a model name;
+    benchmarks fill the tables ('paper', or one another package registered in SUITES). `baseline`: a model name;
     adds paired tests of every model against it."""
     su = get_suite(suite)
     results_dir, out_dir = Path(results_dir), Path(out_dir)

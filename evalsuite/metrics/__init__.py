@@ -1,7 +1,7 @@
 """Metric registry. Each entry is 'module:Class.from_pretrained'; it takes keyword options
 (device, dtype, local weight paths) and returns an object following evalsuite.metrics.base. Importing a metric
 module is lazy so listing metrics never loads a model. Other packages add their own metrics
-here the same way (the toy digits metrics come from di_star/plugins.py)."""
+here the same way (di_star's worlds add theirs from di_star/plugins.py)."""
 from __future__ import annotations
 
 from distar.core.registry import Registry
@@ -30,28 +30,9 @@ _BUILTIN = {
                     "HPS v2.1, resize without antialias (hpsv2 under torchvision < 0.17)"),
     "fid": ("fid:FID", "FID, clean-fid 'clean' Inception features"),
     "kid": ("fid:KID", "KID, clean-fid 'clean' Inception features"),
-    "mini_gold": ("mini:MiniGold",
-                  "mini world: the gold judge (pixel rules standing for human preference)"),
-    "mini_attr_acc": ("mini:MiniAttrAcc", "mini world: attribute classifier finds every asked "
-                                          "attribute (GenEval-like, 0/1)"),
-    "mini_attr_frac": ("mini:MiniAttrFrac",
-                       "mini world: share of the prompt's asked attributes the classifier finds"),
-    "mini_fd": ("mini:MiniFD", "mini world: Frechet distance to ground-truth renders of the same "
-                               "prompts, in the attribute classifier's cell embeddings (not "
-                               "Inception FID)"),
-    "mini_kd": ("mini:MiniKD", "mini world: kernel distance (KID's estimator), same space and "
-                               "references as mini_fd"),
     "diversity": ("diversity:Diversity",
                   "intra-prompt diversity: mean pairwise cosine distance of CLIP image "
                   "embeddings (k >= 4 images per prompt)"),
-    "mini_diversity": ("diversity:MiniDiversity", "intra-prompt diversity in the mini world's "
-                                                  "CLIP image space (k >= 4 per prompt)"),
-    "mini_pickscore": ("mini_learned:MiniPickScore", "mini world: the proxy reward (PickScore "
-                                                     "architecture and objective, gold-judge "
-                                                     "pairs)"),
-    "mini_aesthetic": ("mini_learned:MiniAesthetic", "mini world: LAION aesthetic MLP on "
-                                                     "mini-CLIP embeddings (gold ratings, 1-10)"),
-    "mini_clip": ("mini_learned:MiniClip", "mini world: CLIP score (100 x cos) with the mini CLIP"),
 }
 for _name, (_ref, _description) in _BUILTIN.items():
     METRICS.add(_name, f"evalsuite.metrics.{_ref}.from_pretrained", _description)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics import preprocess as pp
 from evalsuite.metrics._loading import (build_open_clip, freeze, load_strict, open_clip_records,
                                         open_clip_weights, provenance, resolve_dtype, resolve_file)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, with_dtype
@@ -54,7 +54,7 @@ class AestheticScore(EmbeddingMetric):
 
     `AestheticScore.from_pretrained(...)` loads the published files; the constructor wraps an
     already built open_clip model (or anything with `encode_image` and `visual.image_size`) and
-    head (tests, benchmarks, the trainer, the mini world).
+    head (tests, benchmarks, the trainer, a world's learned metric).
     """
 
     needs_prompts = False
@@ -63,7 +63,8 @@ class AestheticScore(EmbeddingMetric):
         version="LAION-aesthetic-v2 (sac+logos+ava1-l14-linearMSE)",
         backbone="open_clip ViT-L-14 OpenAI weights (QuickGELU)",
         preprocessing="PIL bicubic short side->224, centre crop 224, RGB, CLIP mean/std; "
-                      "L2-normalised embedding")
+                      "L2-normalised embedding",
+        label="Aesthetic", unit="LAION score (1-10)", decimals=2)
 
     def __init__(self, clip_model: nn.Module, mlp: AestheticMLP, device: str = "cpu",
                  dtype: str = "fp32", batch_size: int = 32, provenance: dict | None = None):

@@ -7,7 +7,8 @@ Set metrics (FID, KID): features -> statistics -> distance, each a separate func
 `compute(images) -> float`. A set metric whose number is a mean over prompts of per-image terms
 (intra-prompt diversity) also has `compute_with_images(...) -> (float, array[N])`, so reports can
 give it intervals and paired tests like a per-image metric.
-Every number carries `info`: name, version, backbone and preprocessing.
+Every number carries `info`: name, version, backbone and preprocessing, and how it is shown
+(direction, short label, unit, decimals).
 
 Every metric is built one way: `Class.from_pretrained(**options)` finds and checks the weights
 (device names through evalsuite.models.resolve_device, dtype names through distar.core.dtypes)
@@ -32,7 +33,13 @@ class MetricInfo:
     version: str            # e.g. 'HPSv2.1'; part of the results-store key
     backbone: str           # e.g. 'open_clip ViT-H-14'
     preprocessing: str      # e.g. 'bicubic resize 224, centre crop, CLIP mean/std'
-    higher_is_better: bool = True
+    # How reports show it: the one place (stored with every score, so tables read the store
+    # alone). None: no direction (no arrow, no bold). `label`: a short column head, <= 22
+    # characters ('' = name); `unit`: what one unit is; `decimals`: table precision.
+    higher_is_better: bool | None = True
+    label: str = ""
+    unit: str = ""
+    decimals: int = 3
 
     @property
     def key(self) -> str:
@@ -49,7 +56,10 @@ def with_dtype(info: MetricInfo, dtype) -> MetricInfo:
     key is the text it always was, so stores written before dtypes were named keep their
     columns and are not scored again (evalsuite/metrics/README.md, "Precision")."""
     name = dtype_name(dtype, short=True)
-    return info if name == "fp32" else replace(info, version=f"{info.version} {name}")
+    if name == "fp32":
+        return info
+    return replace(info, version=f"{info.version} {name}",
+                   label=f"{info.label or info.name} {name}")
 
 
 def require_fp32(metric: str, dtype) -> None:
@@ -83,7 +93,7 @@ def run_batches(n: int, batch_size: int, fn: Callable[[slice], torch.Tensor]) ->
 
 class EmbeddingMetric:
     """The shared `score` of the per-image embedding metrics (CLIP score, PickScore, aesthetic,
-    HPS and the mini world's learned ones): images in batches of `batch_size`, each batch turned
+    HPS and the plug-ins' learned ones): images in batches of `batch_size`, each batch turned
     into pixels by `_pixels(images)` and scored by `_score(pixels, prompts) -> Tensor[b]`."""
 
     needs_prompts = True

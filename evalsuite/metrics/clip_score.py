@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics import preprocess as pp
 from evalsuite.metrics._loading import (build_open_clip, freeze, open_clip_records,
                                         open_clip_weights, provenance, resolve_dtype)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts, with_dtype
@@ -44,7 +44,8 @@ def clip_score_info(backbone_name: str, prefix: str, pre_resize: int | None, cla
         version=f"CLIPScore 100cos{' clamp0' if clamp_zero else ''} prefix={prefix!r}",
         backbone=f"open_clip {backbone_name}",
         preprocessing=f"{crop}PIL bicubic short side->{image_size}, centre crop, "
-                      f"mean/std {mean}/{std}")
+                      f"mean/std {mean}/{std}",
+        label="CLIP", unit="100 x cosine", decimals=2)
 
 
 class ClipScore(EmbeddingMetric):

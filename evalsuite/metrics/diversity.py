@@ -11,29 +11,23 @@ values, and the mean of all per-image values equals it whenever every prompt has
 of images (any run of a benchmark without repeated captions).
 
 General: `diversity` embeds with a real open_clip CLIP (by default the `clip` metric's backbone,
-so one weight file serves both); `mini_diversity` with the mini world's CLIP image tower
-(transformers CLIPModel in the built world's clip/ folder). Steps as pure functions:
+so one weight file serves both); another image space plugs in through `ImageEmbedder` (a world's own
+CLIP, registered by its plug-in from di_star). Steps as pure functions:
 embeddings -> `per_image_diversity` -> per-prompt means (`intra_prompt_diversity`) -> mean over
 prompts. Images of the same prompt TEXT are pooled (a benchmark listing a caption twice gives one
 larger group: the same distribution, so the same expected value).
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from distar.core.errors import DistarError, WeightsMissingError
-from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._loading import folder_records
-from evalsuite.metrics.base import (MetricInfo, check_prompts, require_fp32, run_batches,
-                                    with_dtype)
+from distar.core.errors import DistarError
+from evalsuite.metrics import preprocess as pp
+from evalsuite.metrics.base import MetricInfo, check_prompts, run_batches, with_dtype
 
 MIN_K = 4
 
@@ -100,7 +94,7 @@ class Diversity:
     `Diversity.from_pretrained(...)` embeds with an open_clip CLIP; the constructor takes any
     `embedder`: an images -> [N, D] callable with a `name` (tests, other spaces)."""
     needs_prompts = True
-    name = "diversity"
+    name, label = "diversity", "Diversity"
 
     def __init__(self, embedder: Callable[[Sequence[Image.Image]], np.ndarray],
                  min_k: int = MIN_K, provenance: dict | None = None):
@@ -108,9 +102,11 @@ class Diversity:
             raise DistarError(f"min_k must be >= 2 (pairs of images), got {min_k}")
         self.embedder, self.min_k = embedder, min_k
         self.provenance = provenance or {"injected": True}
-        self.info = with_dtype(MetricInfo(self.name, f"intra-prompt mean pairwise cosine "
-                                          f"distance min_k={min_k}", embedder.name,
-                                          getattr(embedder, "preprocessing", "injected")),
+        self.info = with_dtype(MetricInfo(self.name, f"intra-prompt mean pairwise cosine distance "
+                                          f"min_k={min_k}", embedder.name,
+                                          getattr(embedder, "preprocessing", "injected"),
+                                          higher_is_better=None, label=self.label,
+                                          unit="1 - cosine"),
                                getattr(embedder, "dtype", "fp32"))
 
     @classmethod
@@ -165,43 +161,3 @@ class ImageEmbedder:
         c = self.clip
         return run_batches(len(images), c.batch_size, lambda sl: c.image_embeddings(torch.stack(
             [pp.clip_pil(im, c.image_size, c.mean, c.std) for im in images[sl]]))).numpy()
-
-
-def mini_clip_folder(path: str | None = None) -> Path:
-    """The mini CLIP folder: `path`, else $DISTAR_MINI_DIR/clip, else the shipped copy."""
-    if path:
-        return Path(path)
-    root = os.environ.get("DISTAR_MINI_DIR")
-    return (Path(root) if root else Path(__file__).resolve().parents[1] / "data" / "mini") / "clip"
-
-
-class MiniDiversity(Diversity):
-    """`diversity` in the mini world's CLIP image space (the image tower of a transformers
-    CLIPModel folder, run in fp32 whatever its stored dtype)."""
-    name = "mini_diversity"
-    fp32_only = True  # the mini CLIP runs in fp32: a bf16 / fp16 request is refused
-
-    @classmethod
-    def from_pretrained(cls, clip_path: str | None = None, min_k: int = MIN_K,
-                        device: str = "auto", batch_size: int = 64, dtype: str = "fp32",
-                        **_shared_options) -> "MiniDiversity":
-        """Options: clip_path (a CLIPModel folder; default $DISTAR_MINI_DIR/clip, else
-        evalsuite/data/mini/clip), min_k, device, batch_size, dtype (fp32 only)."""
-        require_fp32(cls.name, dtype)
-        from evalsuite.metrics.clip_score import ClipScore
-        from evalsuite.metrics.mini_learned import HFClipBackbone, load_clip_model
-        folder = mini_clip_folder(clip_path)
-        if not (folder / "config.json").is_file():
-            raise WeightsMissingError(
-                "mini CLIP (mini_diversity)", str(folder / "config.json"),
-                "build the mini world (`distar lab build mini --out DIR`) and pass "
-                "clip_path=DIR/clip or set DISTAR_MINI_DIR=DIR")
-        cfg_file = folder / "preprocessor_config.json"
-        proc = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
-        clip = ClipScore(HFClipBackbone(load_clip_model(folder)), None, "mini CLIP",
-                         proc.get("image_mean"), proc.get("image_std"), device=device,
-                         batch_size=batch_size)
-        weights = folder / "model.safetensors"
-        tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "?"
-        return cls(ImageEmbedder(clip, f"mini CLIP image tower sha256:{tag}"), min_k,
-                   {"clip": folder_records(folder, skip_weights=False)})

@@ -37,7 +37,7 @@ from PIL import Image
 from distar.core import atomic
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics._loading import provenance, sha256_file
-from evalsuite.metrics._preprocess import crop_resize_lanczos
+from evalsuite.metrics.preprocess import crop_resize_lanczos
 from evalsuite.metrics.base import MetricInfo, require_fp32
 from evalsuite.models import resolve_device
 
@@ -160,7 +160,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
     (S2 + eps I)), with one difference: an imaginary part of the square root is dropped where
     clean-fid raises when it exceeds 1e-3. It appears when a covariance is singular (a collapsed
     generator: the toy digits world, tiny test sets), and the distance is still finite there.
-    The one Frechet distance of the project: FID, mini_fd and the toy digit_fd all use it."""
+    The one Frechet distance of the project: FID and the worlds' own FDs (di_star's plug-ins) use it."""
     import warnings
 
     from scipy import linalg
@@ -356,6 +356,7 @@ class FID:
 
     metric = "fid"
     fp32_only = True  # Inception runs in fp32: a bf16 / fp16 request is refused, not ignored
+    decimals = 2
 
     def __init__(self, extractor, reference: ReferenceStats, protocol: str | Protocol = "dmd2-256",
                  device: str = "cpu", batch_size: int = 32, num_workers: int | None = None):
@@ -367,7 +368,7 @@ class FID:
         self.info = MetricInfo(
             name=self.metric, version=f"{self._version()} ref={self.reference.key}",
             backbone=self.extractor.name, preprocessing=self.protocol.describe(),
-            higher_is_better=False)
+            higher_is_better=False, label=self.metric.upper(), decimals=self.decimals)
         self.provenance = {"reference": self.reference.description,
                            "inception": getattr(self.extractor, "provenance", "injected")}
 
@@ -427,6 +428,7 @@ class KID(FID):
     seed (0)."""
 
     metric = "kid"
+    decimals = 4
 
     def __init__(self, extractor, reference: ReferenceStats, protocol: str | Protocol = "dmd2-256",
                  device: str = "cpu", batch_size: int = 32, num_workers: int | None = None,

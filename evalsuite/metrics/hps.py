@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from evalsuite.benchmarks import HPS_CHUNK
-from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics import preprocess as pp
 from evalsuite.metrics._loading import (build_open_clip, freeze, open_clip_records, provenance,
                                         resolve_dtype, resolve_file)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts, with_dtype
@@ -64,7 +64,8 @@ class HPS(EmbeddingMetric):
             name=self.name, version=self.version,
             backbone=f"open_clip {arch} + {self.filename}",
             preprocessing=f"RGB float tensor, long side->{self.image_size} {resize} "
-                          f"(torchvision), zero pad to square, CLIP mean/std"), self.dtype)
+                          f"(torchvision), zero pad to square, CLIP mean/std",
+            label=self.version, unit="cosine (x 100 in Table 3)", decimals=2), self.dtype)
 
     @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,

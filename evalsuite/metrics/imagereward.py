@@ -9,7 +9,7 @@ its BLIP text model is 900 lines of which ImageReward uses one path. The port
 (`evalsuite/metrics/blip.py`, ~300 lines) keeps the reference parameter names, so `ImageReward.pt`
 loads unchanged, batches any mix of prompts and images, runs in fp16/bf16 on a GPU, and gives
 gradients for the trainer. The reference package is still run, through the small test-only shim
-tests/imagereward_ref.py, by tests/test_metric_imagereward.py, which checks this port against the
+di_star/bench/imagereward_ref.py, by tests/test_metric_imagereward.py, which checks this port against the
 package's own public `ImageReward.score` to 1e-4 in fp32.
 
 Weights: `ImageReward.pt` (a plain state dict, read with `torch.load(weights_only=True)`) and
@@ -34,11 +34,11 @@ from PIL import Image
 
 from distar.core.dtypes import dtype_name
 from distar.core.errors import DistarError, WeightsMissingError
-from evalsuite.metrics import _preprocess as pp
+from evalsuite.metrics import preprocess as pp
 from evalsuite.metrics._loading import file_record, folder_records, provenance, resolve_dtype
 from evalsuite.metrics.base import MetricInfo, run_batches
 from evalsuite.metrics.blip import (REWARD_MEAN, REWARD_STD, BlipRewardConfig,
-                                     ImageRewardModel)
+                                    ImageRewardModel)
 from evalsuite.models import read_state_dict, resolve_device
 
 MODEL_NAME = "ImageReward-v1.0"
@@ -118,7 +118,7 @@ def tokenizer_records(source: str | os.PathLike | None = None) -> dict:
 # ---- Preprocessing -------------------------------------------------------------------------------
 
 def preprocess_tensor(images: torch.Tensor, size: int = 224) -> torch.Tensor:
-    """The geometry of `_preprocess.clip_pil` (the reference `_transform`) in torch, differentiable: [N, 3, H, W] in [0, 1] -> [N, 3, size, size].
+    """The geometry of `preprocess.clip_pil` (the reference `_transform`) in torch, differentiable: [N, 3, H, W] in [0, 1] -> [N, 3, size, size].
     Antialiased bicubic (PIL's kernel, a = -0.5); torchvision's output-size and crop rounding.
     Unlike PIL it neither clamps the bicubic overshoot nor rounds to 8 bits."""
     if images.ndim != 4 or images.shape[1] != 3:
@@ -168,7 +168,7 @@ class ImageReward:
         self.model.to(device=self.device, dtype=self.dtype)
         self.model.mlp.float()  # the head is tiny and the reference runs it in fp32
         self.info = MetricInfo(
-            name="imagereward",
+            name="imagereward", label="ImageReward", unit="normalised reward", decimals=3,
             version=MODEL_NAME,
             backbone=(f"BLIP ViT {config.vision_depth}x{config.vision_width} "
                       f"/{config.patch_size} + BERT {config.text_depth}x{config.text_width} "

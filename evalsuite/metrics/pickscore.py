@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from distar.core.errors import DistarError, WeightsMissingError
-from evalsuite.metrics import _preprocess as pp
-from evalsuite.metrics._preprocess import TF  # torchvision, imported on first use
+from evalsuite.metrics import preprocess as pp
+from evalsuite.metrics.preprocess import TF  # torchvision, imported on first use
 from evalsuite.metrics._loading import (WEIGHT_SUFFIXES, folder_records, freeze, provenance,
                                         resolve_dtype)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts, with_dtype
@@ -121,7 +121,8 @@ class PickScore(EmbeddingMetric):
         name="pickscore", version="PickScore_v1/cos",
         backbone="transformers CLIPModel yuvalkirstain/PickScore_v1 (ViT-H-14)",
         preprocessing="CLIPImageProcessorPil: PIL bicubic short side->224, centre crop 224 "
-                      "(floor offsets), CLIP mean/std; text truncated to 77 tokens")
+                      "(floor offsets), CLIP mean/std; text truncated to 77 tokens",
+        label="PickScore", unit="cosine", decimals=4)
 
     def __init__(self, model, image_processor, tokenizer, device: str = "cpu",
                  dtype: str = "fp32", batch_size: int = 32, provenance: dict | None = None):
@@ -202,4 +203,5 @@ class PickScoreLogit(PickScore):
     unit = "logit"
     info = MetricInfo(
         name="pickscore_logit", version="PickScore_v1/logit",
-        backbone=PickScore.info.backbone, preprocessing=PickScore.info.preprocessing)
+        backbone=PickScore.info.backbone, preprocessing=PickScore.info.preprocessing,
+        label="PickScore logit", unit="logit_scale x cosine", decimals=2)

@@ -237,7 +237,7 @@ def paired_test(a: Sequence[float], b: Sequence[float], method: str = "permutati
       at any n (see `sign_flip_p`).
     - 'bootstrap': p = share of resampled mean differences (prompts resampled), centred on the
       observed one, at least as far from 0 as it. Liberal at small n: 6-7% rejections at
-      nominal 5% with 15 pairs (scripts/calibrate_paired_tests.py); prefer 'permutation'.
+      nominal 5% with 15 pairs (di_star/bench/paired_tests.py); prefer 'permutation'.
     - 'wilcoxon' / 't': scipy's signed-rank / one-sample t test of the per-prompt mean
       differences (images of a prompt averaged first).
     The interval is always the (cluster) percentile bootstrap one."""

@@ -15,7 +15,6 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 from distar.core.registry import Registry
@@ -206,42 +205,6 @@ _add(ModelSpec(
     default_batch_size=8))
 
 
-def mini_specs(root: Path) -> tuple[ModelSpec, ModelSpec]:
-    """The reference and one-step init (di_star/mini/build.py trains them) of the mini world
-    built in `root`, with the build's sampling recipes (evalsuite.mini.weights)."""
-    from evalsuite.mini import weights as mw
-    # revision = the world's manifest hash: a rebuilt world is a new recipe (its images are not
-    # mistaken for the old ones'); diffusers ignores revisions of local folders.
-    world_rev = f"world-{mw.manifest_digest(root)}"
-    common = dict(revision=world_rev, pipeline="StableDiffusionXLPipeline", repo=str(root / "pipeline"),
-                  dtype="float32", resolution=mw.RESOLUTION, params="mini", weights="pretrained",
-                  vae_scale=4)
-    r = mw.REFERENCE_RECIPE
-    ref = ModelSpec(name="mini_ref", description=f"mini world reference (SDXL architecture), "
-                    f"{r['steps']} steps, CFG {r['guidance']}", scheduler=r["scheduler"],
-                    steps=r["steps"], guidance=r["guidance"],
-                    default_batch_size=r["default_batch_size"], **common)
-    o = mw.ONESTEP_RECIPE
-    onestep = ModelSpec(name="mini_onestep", description="mini world one-step init (ODE regression "
-                        f"onto mini_ref), 1 step at t={o['timesteps'][0]}",
-                        unet=ComponentSource(str(root / "onestep"), subfolder="unet", revision=world_rev),
-                        scheduler=o["scheduler"], steps=o["steps"], guidance=o["guidance"],
-                        timesteps=tuple(o["timesteps"]), default_batch_size=o["default_batch_size"],
-                        **common)
-    return ref, onestep
-
-
-def _mini_specs() -> None:
-    """Registers the mini world in use, evalsuite.mini.weights.mini_dir(): $DISTAR_MINI_DIR (read
-    when evalsuite is imported) or the copy shipped in the package."""
-    from evalsuite.mini import weights as mw
-    for spec in mini_specs(mw.mini_dir()):
-        _add(spec)
-
-
-_mini_specs()
-
-
 # Model kinds named by a prefix, `KIND:SOURCE` -> a ModelSpec for SOURCE. `path:` is built in
 # (below); other packages add theirs (di_star adds `toy-digits`, see di_star/plugins.py). An
 # entry is a function `(source: str) -> ModelSpec`, or its lazy "module:attr" name.
@@ -251,6 +214,11 @@ MODEL_KINDS: Registry = Registry("model kind")
 # them (di_star adds the toy DigitsPipeline, see di_star/plugins.py). Here, not in loading.py,
 # so that registering one imports no torch (`distar models` stays fast).
 PIPELINE_LOADERS: Registry = Registry("pipeline loader")
+# Checks of a model's weights before it is loaded, added by the package whose models need one (the
+# mini world checks its folders against its manifest, see di_star/mini/plugin.py): a function
+# `(spec) -> None` raising DistarError, or its lazy "module:attr" name. Every check sees every
+# spec and returns quietly for the ones that are not its own.
+MODEL_CHECKS: Registry = Registry("model check")
 
 
 def resolve_model(name: str, weights: str = "pretrained") -> ModelSpec:

@@ -2,7 +2,7 @@
 calls the same pipeline with the same batch size and the same inputs (no saving, no store, no
 progress bar). Both sides exclude model loading and include one warm-up batch.
 
-    .venv/bin/python scripts/bench_harness.py --images 96 --batch-size 8 --repeats 3
+    .venv/bin/python -m di_star.bench.harness --images 96 --batch-size 8 --repeats 3
 
 Target: ratio >= 0.95 (saving + store + progress bar cost <= 5%).
 """

@@ -1,5 +1,5 @@
 """Test-only: reference packages made importable offline, and small random-weight builds of the
-real architectures, for the parity tests and scripts/bench_metrics.py (which puts tests/ on its
+real architectures, for the parity tests and di_star/bench/metrics.py (which puts tests/ on its
 path), plus the pieces of reference recipes both of them run (PickScore's model card, a stand-in
 feature extractor for FID). Nothing in evalsuite imports this module.
 
@@ -19,6 +19,8 @@ import os
 from pathlib import Path
 
 import torch
+import torchvision.transforms as transforms
+from PIL import Image
 
 # A few-layer ViT CLIP with the real vocabulary and context length: the same classes and code
 # paths as ViT-H-14 / ViT-g-14 / ViT-L-14, built in well under a second.
@@ -184,7 +186,6 @@ def sample_images(n: int = 10, seed: int = 0, modes: bool = True) -> list:
     """n PIL images of several sizes and aspect ratios, built from scikit-learn's two bundled
     photographs (real image statistics) plus seeded noise; with modes=True one is greyscale."""
     import numpy as np
-    from PIL import Image
     from sklearn.datasets import load_sample_images
 
     photos = [Image.fromarray(a) for a in load_sample_images().images]
@@ -262,3 +263,41 @@ def score_tensor_gaps(metric, images, prompts=None) -> list[float]:
         assert x.grad is not None and x.grad.abs().sum() > 0
         gaps.append(abs(t.item() - s))
     return gaps
+
+
+# DMD2's compute_clip_score (tianweiy/DMD2 main/coco_eval/coco_evaluator.py) is not a package:
+# its loop, transcribed, returning the per-image cosines it averages.
+class CenterCropLongEdge(object):
+    def __call__(self, img):
+        return transforms.functional.center_crop(img, min(img.size))
+
+
+def dmd2_tokens(txts):
+    import clip as openai_clip
+    tokens = openai_clip.tokenize(txts, truncate=True)
+    prepend_text = "A photo depicts "
+    prepend_text_token = openai_clip.tokenize(prepend_text)[:, 1:4]
+    prepend_text_tokens = prepend_text_token.expand(tokens.shape[0], -1)
+    start_tokens = tokens[:, :1]
+    new_text_tokens = torch.cat(
+        [start_tokens, prepend_text_tokens, tokens[:, 1:]], dim=1)[:, :77]
+    last_cols = new_text_tokens[:, 77 - 1:77]
+    last_cols[last_cols > 0] = 49407  # eot token
+    return torch.cat([new_text_tokens[:, :76], last_cols], dim=1)
+
+
+@torch.no_grad()
+def dmd2_cosines(images, captions, clip, clip_preprocessor):
+    """compute_clip_score's loop (one batch), returning cos_sims instead of their mean."""
+    def resize_and_center_crop(image_np, resize_size=256):
+        image_pil = Image.fromarray(image_np)
+        image_pil = CenterCropLongEdge()(image_pil)
+        if resize_size is not None:
+            image_pil = image_pil.resize((resize_size, resize_size), Image.LANCZOS)
+        return image_pil
+
+    imgs = torch.stack([clip_preprocessor(resize_and_center_crop(im)) for im in images])
+    new_text_tokens = dmd2_tokens(captions).to(imgs.device)  # DMD2 runs on the model's device
+    img_embs = clip.encode_image(imgs)
+    text_embs = clip.encode_text(new_text_tokens)
+    return torch.nn.functional.cosine_similarity(img_embs, text_embs, dim=1).cpu().numpy()

@@ -3,8 +3,8 @@ fresh renders (a seed stream training never uses), then mini_attr_acc / mini_att
 ground-truth renders of the 300 mini_parti prompts (per challenge): the ceiling a generator can
 reach by that metric.
 
-    .venv/bin/python scripts/train_mini_classifier.py --out /tmp/mini_classifier [--seed 0]
-    .venv/bin/python scripts/train_mini_classifier.py --out /tmp/mini_classifier --skip-training
+    .venv/bin/python -m di_star.mini.probes.classifier --out /tmp/mini_classifier [--seed 0]
+    .venv/bin/python -m di_star.mini.probes.classifier --out /tmp/mini_classifier --skip-training
 """
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from evalsuite.metrics import load_metric
-from evalsuite.metrics.mini import reference_renders
-from evalsuite.mini import world as W
-from evalsuite.mini.classifier import (held_out_accuracy, load_attribute_classifier,
-                                       train_attribute_classifier)
+from di_star.mini.metrics import reference_renders
+from di_star.mini import scene as W
+from di_star.mini.classifier import (held_out_accuracy, load_attribute_classifier,
+                                     train_attribute_classifier)
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()

@@ -7,10 +7,11 @@
   pre-resize (the images are 64 px, the backbone's own size).
 Each carries its own `info.name` and a version naming the world's manifest hash, so its columns
 never mix with the real metrics' or with another build's. Weights come from
-evalsuite.mini.weights.mini_dir() ($DISTAR_MINI_DIR, else the shipped copy), or `world_dir=`.
+di_star.mini.weights.mini_dir() ($DISTAR_MINI_DIR, else the shipped copy), or `world_dir=`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -18,13 +19,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from evalsuite.metrics._preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from distar.core.errors import WeightsMissingError
+
+from evalsuite.metrics.preprocess import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from evalsuite.metrics.aesthetic import AestheticMLP, AestheticScore
 from evalsuite.metrics.clip_score import ClipScore
+from evalsuite.metrics.diversity import MIN_K, Diversity, ImageEmbedder
 from evalsuite.metrics.pickscore import PickScore
 from evalsuite.metrics._loading import folder_records
-from evalsuite.metrics.base import with_dtype
-from evalsuite.mini import weights as mw
+from evalsuite.metrics.base import MetricInfo, require_fp32, with_dtype
+from di_star.mini import weights as mw
 from evalsuite.models.loading import read_state_dict
 
 _PRE = "PIL bicubic short side->64, centre crop 64, CLIP mean/std"
@@ -82,15 +86,20 @@ class _MiniWorldWeights:
     """A real metric class with the mini world's weights: `from_pretrained(world_dir=...)`
     builds it with the subclass's `_build(root, ...)` and names the world in `info` (its own
     name, a version carrying the manifest hash) and in `provenance`."""
-    mini_name = mini_version = mini_backbone = ""
+    mini_name = mini_version = mini_backbone = mini_label = ""
     mini_components: tuple[str, ...] = ()  # the world's folders the metric reads
 
     @classmethod
-    def version_key(cls, world_dir: str | None = None, **_options) -> str:
+    def version_key(cls, world_dir: str | None = None, dtype: str = "fp32",
+                    **_options) -> str | None:
         """`from_pretrained(...).info.key` from the world's manifest alone, no weights read (a
         finished rerun loads nothing; the runner checks it against the loaded metric's key)."""
         root = _root(world_dir)
-        return f"{_version(cls.mini_version, root)}|{cls.mini_backbone}|{_PRE}"
+        info = MetricInfo(cls.mini_name, _version(cls.mini_version, root), cls.mini_backbone, _PRE)
+        try:
+            return with_dtype(info, dtype).key
+        except ValueError:  # an unknown dtype name: loading reports it clearly
+            return None
 
     @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 64,
@@ -99,7 +108,8 @@ class _MiniWorldWeights:
         metric = cls._build(root, device, dtype, batch_size)
         metric.info = with_dtype(replace(metric.info, name=cls.mini_name,
                                          version=_version(cls.mini_version, root),
-                                         backbone=cls.mini_backbone, preprocessing=_PRE),
+                                         backbone=cls.mini_backbone, preprocessing=_PRE,
+                                         label=cls.mini_label, decimals=3),
                                  metric.dtype)
         metric.provenance = {"world": str(root), "manifest": mw.manifest_digest(root),
                              **{c: folder_records(mw.component_dir(c, root), skip_weights=False)
@@ -111,6 +121,7 @@ class MiniPickScore(_MiniWorldWeights, PickScore):
     """PickScore on the mini proxy reward (cosine, PickScore's paper unit)."""
     mini_name, mini_version = "mini_pickscore", "mini-PickScore/cos"
     mini_components = ("proxy_reward",)
+    mini_label = "Proxy PickScore"
     mini_backbone = ("transformers CLIPModel, mini proxy reward (PickScore objective on "
                      "gold-judge preference pairs)")
 
@@ -127,6 +138,7 @@ class MiniAesthetic(_MiniWorldWeights, AestheticScore):
     """AestheticScore with the mini MLP on mini-CLIP image embeddings (1-10 scale)."""
     mini_name, mini_version = "mini_aesthetic", "mini-aesthetic (gold ratings)"
     mini_components = ("clip", "aesthetic")
+    mini_label = "Aesthetic (mini)"
     mini_backbone = "mini CLIPModel image tower + LAION aesthetic MLP shape"
 
     @classmethod
@@ -150,6 +162,7 @@ class MiniClip(_MiniWorldWeights, ClipScore):
     """ClipScore (100 x cosine) with the mini CLIP."""
     mini_name, mini_version = "mini_clip", "mini-CLIPScore 100cos"
     mini_components = ("clip",)
+    mini_label = "CLIP (mini)"
     mini_backbone = "transformers CLIPModel, mini CLIP"
 
     @classmethod
@@ -159,3 +172,40 @@ class MiniClip(_MiniWorldWeights, ClipScore):
                    OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, prefix="", pre_resize=None,
                    device=device if device != "auto" else "cpu", dtype=dtype,
                    batch_size=batch_size)
+
+
+def mini_clip_folder(path: str | None = None) -> Path:
+    """The mini CLIP folder: `path`, else $DISTAR_MINI_DIR/clip, else the shipped copy."""
+    if path:
+        return Path(path)
+    return mw.mini_dir() / "clip"
+
+
+class MiniDiversity(Diversity):
+    """`diversity` in the mini world's CLIP image space (the image tower of a transformers
+    CLIPModel folder, run in fp32 whatever its stored dtype)."""
+    name, label = "mini_diversity", "Diversity (mini)"
+    fp32_only = True  # the mini CLIP runs in fp32: a bf16 / fp16 request is refused
+
+    @classmethod
+    def from_pretrained(cls, clip_path: str | None = None, min_k: int = MIN_K,
+                        device: str = "auto", batch_size: int = 64, dtype: str = "fp32",
+                        **_shared_options) -> "MiniDiversity":
+        """Options: clip_path (a CLIPModel folder; default $DISTAR_MINI_DIR/clip, else
+        di_star/mini/data/clip), min_k, device, batch_size, dtype (fp32 only)."""
+        require_fp32(cls.name, dtype)
+        folder = mini_clip_folder(clip_path)
+        if not (folder / "config.json").is_file():
+            raise WeightsMissingError(
+                "mini CLIP (mini_diversity)", str(folder / "config.json"),
+                "build the mini world (`distar lab build mini --out DIR`) and pass "
+                "clip_path=DIR/clip or set DISTAR_MINI_DIR=DIR")
+        cfg_file = folder / "preprocessor_config.json"
+        proc = json.loads(cfg_file.read_text()) if cfg_file.is_file() else {}
+        clip = ClipScore(HFClipBackbone(load_clip_model(folder)), None, "mini CLIP",
+                         proc.get("image_mean"), proc.get("image_std"), device=device,
+                         batch_size=batch_size)
+        weights = folder / "model.safetensors"
+        tag = hashlib.sha256(weights.read_bytes()).hexdigest()[:12] if weights.is_file() else "?"
+        return cls(ImageEmbedder(clip, f"mini CLIP image tower sha256:{tag}"), min_k,
+                   {"clip": folder_records(folder, skip_weights=False)})

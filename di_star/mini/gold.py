@@ -45,8 +45,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from evalsuite.mini.world import (BACKGROUND_RGB, COLOURS, GRADIENT, PALETTE, SHAPES, Group,
-                                  Request, in_region, parse_caption, position_to_cell)
+from di_star.mini.scene import (BACKGROUND_RGB, COLOURS, GRADIENT, PALETTE, SHAPES, Group,
+                                Request, in_region, parse_caption, position_to_cell)
 
 VERSION = "mini-gold-v1"
 FG_THRESHOLD = 60.0
@@ -56,7 +56,7 @@ SIZE_THRESHOLD, SIZE_SCALE = 7.0, 0.25
 RELATION_MARGIN, RELATION_SCALE = 4.0, 2.0
 WEIGHT_F = 0.75
 # (fill, compactness, solidity): mean and spread per shape, measured on 600 jittered renders
-# over 4 backgrounds (scripts/bench_mini_world.py --calibrate prints them); spreads floored at 0.03.
+# over 4 backgrounds (di_star/mini/probes/world_speed.py --calibrate prints them); spreads floored at 0.03.
 SHAPE_STATS = {
     "circle": ((0.780, 0.866, 0.930), (0.039, 0.031, 0.03)),
     "square": ((0.856, 0.642, 0.931), (0.084, 0.03, 0.038)),
@@ -92,7 +92,7 @@ class Analysis:
 def analyse(image: Image.Image | np.ndarray) -> Analysis:
     """Background, foreground and objects of one image (any size; the world draws 64 px)."""
     # scipy here, not at the top: importing it costs ~0.7 s, and a finished rerun only needs
-    # this module's VERSION (evalsuite.metrics.mini.MiniGold.version_key).
+    # this module's VERSION (di_star.mini.metrics.MiniGold.version_key).
     from scipy import ndimage
     from scipy.spatial import ConvexHull, QhullError
     a = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image,

@@ -2,10 +2,10 @@
 with variants of its vision tower and its data, each at the same small CPU budget, and measures
 zero-shot colour and shape accuracy on ground-truth single-object renders (chance: 1/6 colour,
 1/5 shape). The shipped CLIP picks the colour every time and the shape at chance
-(`scripts/mini_quality.py --conditioning`); this says which change makes shape learnable, before
+(`di_star/mini/quality.py --conditioning`); this says which change makes shape learnable, before
 a GPU rebuild spends its time on it.
 
-    .venv/bin/python scripts/mini_clip_probe.py --steps 300 --batch 128 --variants patch8 patch4 patch8+single
+    .venv/bin/python -m di_star.mini.probes.clip --steps 300 --batch 128 --variants patch8 patch4 patch8+single
 
 Variants: `patchP` = vision patch size P (the build's `clip_patch`); `+single` = half of the
 training pairs replaced by renders of the 30 probe prompts themselves (the world's own scenes are
@@ -15,7 +15,7 @@ vision tower first trained S steps on the renderer's scene labels and then froze
 `clip_vision_steps`). Every variant is scored by the build's own check,
 `di_star.mini.build.clip_zero_shot`.
 
-    .venv/bin/python scripts/mini_clip_probe.py --n-train 30000 --steps 600 --variants patch8+vision3000
+    .venv/bin/python -m di_star.mini.probes.clip --n-train 30000 --steps 600 --variants patch8+vision3000
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ import evalsuite  # noqa: F401  (environment fixes before torch / transformers)
 import numpy as np
 import torch
 
-from evalsuite.mini import world
-from evalsuite.mini.world import render_for_caption, single_object_prompts
+from di_star.mini import scene as world
+from di_star.mini.scene import render_for_caption, single_object_prompts
 
 
 def single_object_pairs(n: int, seed: int) -> list:

@@ -1,15 +1,15 @@
 """Is the text encoder what keeps the mini reference from drawing the asked shape? A controlled
 A/B on the CPU (docs/mini_build.md, "Why the shapes are soft"):
 
-    .venv/bin/python scripts/mini_reference_probe.py --clip runs/clip_models/patch4 --steps 400 --per-combo 8
+    .venv/bin/python -m di_star.mini.probes.reference --clip runs/clip_models/patch4 --steps 400 --per-combo 8
 
 Both arms start from the shipped reference UNet (or, with --from-scratch, from the build's fresh
 initialisation) and train it with the build's own reference stage (`di_star.mini.build.train_reference`: DSM, min-SNR, caption dropout, EMA) for the same
 steps on the same training pairs and seed; they differ only in the CLIP whose text towers are the
 pipeline's two text encoders: (a) the shipped CLIP, (b) each CLIP in --clip (one trained to tell
-shapes apart, e.g. by `scripts/mini_clip_probe.py --save`). Each arm, and the shipped reference
+shapes apart, e.g. by `di_star/mini/probes/clip.py --save`). Each arm, and the shipped reference
 untouched, then samples the 30 single-object prompts x --per-combo noises with the reference's
-recipe (DPM-Solver++ 15 steps, CFG 4; for every arm the noises of scripts/mini_quality.py, so the
+recipe (DPM-Solver++ 15 steps, CFG 4; for every arm the noises of di_star/mini/quality.py, so the
 untouched arm at --per-combo 4 reproduces its figure), and the world's attribute classifier reads
 them: strict accuracy (one object, asked colour and shape), and how often the asked colour /
 shape is drawn. Each fine-tuned arm is compared with the fine-tuned control image by image
@@ -28,14 +28,14 @@ from pathlib import Path
 import evalsuite  # noqa: F401  (environment fixes before torch / diffusers)
 import numpy as np
 import torch
-from mini_quality import attribute_accuracy, noise_for, per_attribute  # scripts/ is on sys.path
+from di_star.mini.quality import attribute_accuracy, noise_for, per_attribute
 
 import di_star.mini.build as build
 from di_star.mini.configs import SIZES
-from evalsuite.mini import weights as mw
-from evalsuite.mini.classifier import detect, load_attribute_classifier
-from evalsuite.mini import world
-from evalsuite.mini.world import single_object_prompts
+from di_star.mini import weights as mw
+from di_star.mini.classifier import detect, load_attribute_classifier
+from di_star.mini import scene as world
+from di_star.mini.scene import single_object_prompts
 
 
 def sample(pipe, prompts: list[str], z: torch.Tensor) -> list:

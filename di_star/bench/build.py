@@ -3,9 +3,9 @@ now (created on the device in the target dtype: `architectures.created_on`) agai
 did before (created in fp32 on the CPU, then cast). Each build runs in its own process so its
 peak RSS (ru_maxrss) is its own.
 
-    .venv/bin/python scripts/bench_build.py --net sd15_unet                 # both ways, bf16, CPU
-    .venv/bin/python scripts/bench_build.py --net sdxl_unet --ways new      # 2.6B: 5 GB in bf16
-    .venv/bin/python scripts/bench_build.py --net flux_transformer --device cuda --ways new
+    .venv/bin/python -m di_star.bench.build --net sd15_unet                 # both ways, bf16, CPU
+    .venv/bin/python -m di_star.bench.build --net sdxl_unet --ways new      # 2.6B: 5 GB in bf16
+    .venv/bin/python -m di_star.bench.build --net flux_transformer --device cuda --ways new
 
 Full FLUX (12B) or SD3.5 Large (8B) the old way needs 4 bytes per parameter of host memory
 (48 / 32 GB) before the cast: do not run `--ways old` on those on a small machine.
@@ -18,9 +18,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
@@ -67,7 +64,7 @@ def main() -> None:
         print(json.dumps(build_once(args.net, args.child, to_dtype(args.dtype), args.device)))
         return
     for way in args.ways.split(","):
-        out = subprocess.run([sys.executable, __file__, "--net", args.net, "--dtype", args.dtype,
+        out = subprocess.run([sys.executable, "-m", "di_star.bench.build", "--net", args.net, "--dtype", args.dtype,
                               "--device", args.device, "--child", way],
                              capture_output=True, text=True, check=True)
         print(out.stdout.strip().splitlines()[-1], flush=True)

@@ -2,7 +2,7 @@
 truth, gold judge and proxy reward of the reference (`mini_ref`) and the one-step init
 (`mini_onestep`), plus a sample grid to look at.
 
-    .venv/bin/python scripts/mini_quality.py [--world DIR] [--per-combo 4] [--captions 192]
+    .venv/bin/python -m di_star.mini.quality [--world DIR] [--per-combo 4] [--captions 192]
         [--out runs/mini_quality]
 
 - Single-object prompts: every colour x shape ("a red circle", 30 prompts) x per-combo seeds.
@@ -41,8 +41,9 @@ import numpy as np
 import torch
 from PIL import Image
 
+from distar.core.paths import portable_path
 from di_star.mini.build import zero_shot
-from evalsuite.mini.world import single_object_prompts
+from di_star.mini.scene import single_object_prompts
 
 
 def noise_for(spec, n_prompts: int, k: int) -> torch.Tensor:
@@ -63,7 +64,7 @@ def generate(spec, pipe, prompts: list[str], latents: torch.Tensor, batch: int =
 
 
 def attribute_accuracy(scenes, prompts: list[str]) -> dict:
-    from evalsuite.mini.world import parse_caption
+    from di_star.mini.scene import parse_caption
     strict, present = [], []
     for sc, p in zip(scenes, prompts):
         g = parse_caption(p).groups[0]
@@ -82,9 +83,9 @@ def fd(feat_a: np.ndarray, feat_b: np.ndarray) -> float:
 def vae_round_trip(root: Path, captions: list[str], clf) -> dict:
     from diffusers import AutoencoderKL
 
-    from evalsuite.mini.classifier import detect
-    from evalsuite.mini.gold import gold_score
-    from evalsuite.mini.world import render_for_caption
+    from di_star.mini.classifier import detect
+    from di_star.mini.gold import gold_score
+    from di_star.mini.scene import render_for_caption
     vae = AutoencoderKL.from_pretrained(root / "pipeline", subfolder="vae",
                                         torch_dtype=torch.float32).eval()
     rng = np.random.default_rng(99)
@@ -105,7 +106,7 @@ def vae_round_trip(root: Path, captions: list[str], clf) -> dict:
 def per_attribute(scenes, prompts: list[str]) -> dict:
     """How often some detected object has the asked colour / the asked shape (overall and per
     asked shape), and how often exactly one object is seen (single-object prompts)."""
-    from evalsuite.mini.world import SHAPES, parse_caption
+    from di_star.mini.scene import SHAPES, parse_caption
     asked = [parse_caption(p).groups[0] for p in prompts]
     hit = np.array([any(o.shape == g.shape for o in sc.objects) for sc, g in zip(scenes, asked)])
     by_shape = {s: float(hit[[g.shape == s for g in asked]].mean()) for s in SHAPES
@@ -119,7 +120,7 @@ def per_attribute(scenes, prompts: list[str]) -> dict:
 def pair_cosines(vectors: torch.Tensor, prompts: list[str]) -> dict:
     """Mean cosine between the rows of prompts that differ only in shape, and only in colour
     (single-object prompts)."""
-    from evalsuite.mini.world import parse_caption
+    from di_star.mini.scene import parse_caption
     v = torch.nn.functional.normalize(vectors.float(), dim=-1)
     sim = (v @ v.T).numpy()
     g = [parse_caption(p).groups[0] for p in prompts]
@@ -138,11 +139,11 @@ def pair_cosines(vectors: torch.Tensor, prompts: list[str]) -> dict:
 def conditioning_report(single: list[str], k: int, clf) -> dict:
     from di_star.mini.build import condition
     from evalsuite.metrics import load_metric
-    from evalsuite.mini.classifier import detect
-    from evalsuite.mini.world import render_for_caption
+    from di_star.mini.classifier import detect
+    from di_star.mini.scene import render_for_caption
     from evalsuite.models.loading import load_pipeline
-    from evalsuite.mini import weights as mw
-    from evalsuite.models.specs import mini_specs
+    from di_star.mini import weights as mw
+    from di_star.mini.plugin import mini_specs
     spec = mini_specs(mw.mini_dir())[0]
     pipe = load_pipeline(spec, torch.device("cpu"))
     prompts = single * k
@@ -170,9 +171,9 @@ def sampling_report(root: Path, single: list[str], k: int, clf, feats, gt_single
     """The reference's single-object scores at each (CFG scale, steps) in `settings`."""
     from dataclasses import replace
 
-    from evalsuite.mini.classifier import detect
+    from di_star.mini.classifier import detect
     from evalsuite.models.loading import load_pipeline
-    from evalsuite.models.specs import mini_specs
+    from di_star.mini.plugin import mini_specs
     spec0 = mini_specs(root)[0]
     pipe = load_pipeline(spec0, torch.device("cpu"))
     prompts, f_gt, rows = single * k, feats(gt_single), []
@@ -220,12 +221,12 @@ def main() -> None:
     if args.world:
         os.environ["DISTAR_MINI_DIR"] = str(Path(args.world).resolve())
     from evalsuite.metrics import load_metric
-    from evalsuite.mini import weights as mw
-    from evalsuite.mini.classifier import detect, load_attribute_classifier, to_tensor
-    from evalsuite.mini.gold import gold_score
-    from evalsuite.mini.world import render_for_caption, training_pairs
+    from di_star.mini import weights as mw
+    from di_star.mini.classifier import detect, load_attribute_classifier, to_tensor
+    from di_star.mini.gold import gold_score
+    from di_star.mini.scene import render_for_caption, training_pairs
     from evalsuite.models.loading import load_pipeline
-    from evalsuite.models.specs import mini_specs
+    from di_star.mini.plugin import mini_specs
 
     root = mw.mini_dir()
     out = Path(args.out)
@@ -243,7 +244,7 @@ def main() -> None:
     single = single_object_prompts()
     k = args.per_combo
     if args.conditioning:
-        report = {"world": str(root), "manifest": mw.manifest_digest(root),
+        report = {"world": portable_path(root), "manifest": mw.manifest_digest(root),
                   **conditioning_report(single, k, clf)}
         (out / "conditioning.json").write_text(json.dumps(report, indent=2))
         print(json.dumps(report, indent=2))
@@ -254,13 +255,13 @@ def main() -> None:
     rng = np.random.default_rng(1234)
     gt_single = [render_for_caption(p, rng) for p in single_all]
     if args.sampling:
-        report = {"world": str(root), "manifest": mw.manifest_digest(root), "per_combo": k,
+        report = {"world": portable_path(root), "manifest": mw.manifest_digest(root), "per_combo": k,
                   "settings": sampling_report(root, single, k, clf, feats, gt_single, args.sampling)}
         (out / "sampling.json").write_text(json.dumps(report, indent=2))
         return
     gt_caps = [render_for_caption(p, rng) for p in captions]
     gt_caps2 = [render_for_caption(p, rng) for p in captions]
-    report: dict = {"world": str(root), "manifest": mw.manifest_digest(root),
+    report: dict = {"world": portable_path(root), "manifest": mw.manifest_digest(root),
                     "per_combo": k, "captions": len(captions),
                     "ground_truth": {
                         "attr_acc": attribute_accuracy(detect(clf, gt_single), single_all),

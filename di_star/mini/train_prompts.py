@@ -1,10 +1,10 @@
 """Write the mini world's DI* training prompts (di_star/sdxl/data/mini_train_prompts.txt).
 
 DI* needs prompts only, no images. As the paper trains on LAION prompts and evaluates on Parti
-and COCO, these are fresh captions of the world's own scene distribution (evalsuite.mini.world,
+and COCO, these are fresh captions of the world's own scene distribution (di_star.mini.scene,
 seed below), with every prompt of the mini benchmarks removed so no evaluation prompt is trained on.
 
-    .venv/bin/python scripts/mini_train_prompts.py            # deterministic; rerun after the world changes
+    .venv/bin/python -m di_star.mini.train_prompts            # deterministic; rerun after the world changes
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from di_star.sdxl.presets import MINI_TRAIN_PROMPTS
 from distar.core.atomic import write_text
 from distar.core.errors import DistarError
 from evalsuite.benchmarks import load_benchmark
-from evalsuite.mini.world import caption, sample_scene
+from di_star.mini.scene import caption, sample_scene
 
 N, SEED = 4000, 20_261_129
 BENCHES = ("mini_parti", "mini_coco", "mini_hps")

@@ -12,7 +12,6 @@ attributes the world has, available without the mini CLIP.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -25,17 +24,16 @@ import torch.nn.functional as F
 from PIL import Image
 
 from distar.core.errors import DistarError, WeightsMissingError
-from evalsuite.mini.world import (BACKGROUNDS, COLOURS, IMAGE_SIZE, POSITIONS, SHAPES, SIZES,
-                                  Obj, Scene, render, sample_scene)
+from di_star.mini.weights import mini_dir
+from di_star.mini.scene import (BACKGROUNDS, COLOURS, IMAGE_SIZE, POSITIONS, SHAPES, SIZES,
+                                Obj, Scene, render, sample_scene)
 
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
-SHIPPED = Path(__file__).resolve().parents[1] / "data" / "mini" / "classifier"
 
 
 def default_folder() -> Path:
     """$DISTAR_MINI_DIR/classifier when set (a built world elsewhere), else the shipped copy."""
-    root = os.environ.get("DISTAR_MINI_DIR")
-    return Path(root) / "classifier" if root else SHIPPED
+    return mini_dir() / "classifier"
 
 
 @dataclass(frozen=True)
@@ -220,7 +218,7 @@ def load_attribute_classifier(path: str | Path | None = None) -> AttributeClassi
             "mini attribute classifier", ", ".join(str(folder / f) for f in missing),
             "build the mini world (`distar lab build mini --out DIR`) and pass "
             "classifier_path=DIR/classifier, or train one alone with "
-            "evalsuite.mini.classifier.train_attribute_classifier(DIR)")
+            "di_star.mini.classifier.train_attribute_classifier(DIR)")
     meta = json.loads((folder / CONFIG_FILE).read_text())
     known = {f.name for f in fields(ClassifierConfig)}
     cfg = ClassifierConfig(**{k: v for k, v in meta.items() if k in known})

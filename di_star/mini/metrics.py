@@ -1,4 +1,4 @@
-"""Metrics of the mini world (evalsuite.mini), in the suite's metric shape so mini runs go through
+"""Metrics of the mini world (di_star.mini), in the suite's metric shape so mini runs go through
 the same harness, store and leaderboard as real models."""
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from PIL import Image
 from evalsuite.metrics._loading import folder_records
 from evalsuite.metrics.base import (MetricInfo, check_prompts, require_fp32,
                                     run_batches)
-from evalsuite.mini import gold
+from di_star.mini import gold
 
 
 class MiniGold:
-    """The mini world's gold judge (evalsuite.mini.gold): the stand-in for human preference,
+    """The mini world's gold judge (di_star.mini.gold): the stand-in for human preference,
     per image in [0, 1]. Pure pixels, no weights."""
     info = MetricInfo("mini_gold", gold.VERSION, "none (pixel rules)",
-                      "RGB as given (the world draws 64 px)")
+                      "RGB as given (the world draws 64 px)", label="Gold judge",
+                      unit="gold score in [0, 1]")
     fp32_only = True  # numpy pixel rules: a bf16 / fp16 request is refused, not ignored
 
     @classmethod
@@ -39,7 +40,7 @@ class MiniGold:
 
 def _weights_tag(folder) -> str:
     import hashlib
-    from evalsuite.mini.classifier import WEIGHTS_FILE
+    from di_star.mini.classifier import WEIGHTS_FILE
     return hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()[:12]
 
 
@@ -56,7 +57,7 @@ def attribute_score(checks: dict[str, bool], mode: str) -> float:
 class _WithClassifier:
     """A metric reading images with the mini attribute classifier; `info` names its weights'
     sha256. The constructor takes the loaded classifier and the folder it came from."""
-    name, version_suffix = "", ""
+    name, version_suffix, label, unit = "", "", "", ""
     fp32_only = True  # the classifier runs in fp32: a bf16 / fp16 request is refused
 
     def __init__(self, model, folder: Path, batch_size: int = 256):
@@ -64,21 +65,22 @@ class _WithClassifier:
         self.batch_size = batch_size
         self.info = MetricInfo(self.name, f"{self.model.cfg.version} {self.version_suffix}",
                                f"mini attribute classifier sha256:{_weights_tag(folder)}",
-                               "RGB, bilinear to 64 px, 24 px cell crops")
+                               "RGB, bilinear to 64 px, 24 px cell crops", label=self.label,
+                               unit=self.unit)
         self.provenance = {"classifier": folder_records(folder, skip_weights=False)}
 
     @classmethod
     def from_pretrained(cls, classifier_path: str | None = None, batch_size: int = 256,
                         dtype: str = "fp32", **_shared_options):
         """Options: classifier_path (a folder with model.safetensors + config.json; default
-        $DISTAR_MINI_DIR/classifier, else the shipped evalsuite/data/mini/classifier),
+        $DISTAR_MINI_DIR/classifier, else the shipped di_star/mini/data/classifier),
         batch_size, dtype (fp32 only); other shared ones (device) are ignored."""
         require_fp32(cls.name, dtype)
         return cls(*_load_classifier(classifier_path), batch_size)
 
 
 def _load_classifier(classifier_path: str | None):
-    from evalsuite.mini.classifier import default_folder, load_attribute_classifier
+    from di_star.mini.classifier import default_folder, load_attribute_classifier
     folder = Path(classifier_path) if classifier_path else default_folder()
     return load_attribute_classifier(folder), folder
 
@@ -86,13 +88,13 @@ def _load_classifier(classifier_path: str | None):
 class MiniAttrAcc(_WithClassifier):
     """Attribute accuracy (GenEval-like) by the mini attribute classifier: per image, 1 when the
     classifier finds every attribute the prompt asks for (shape, colour, size, count, position,
-    relation, background; see evalsuite.mini.world.request_checks), else 0."""
+    relation, background; see di_star.mini.scene.request_checks), else 0."""
     mode = version_suffix = "all"
-    name = "mini_attr_acc"
+    name, label, unit = "mini_attr_acc", "Attribute acc.", "share of images"
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
-        from evalsuite.mini.classifier import detect
-        from evalsuite.mini.world import parse_caption, request_checks
+        from di_star.mini.classifier import detect
+        from di_star.mini.scene import parse_caption, request_checks
         prompts = check_prompts(images, prompts)
         scenes = detect(self.model, list(images), self.batch_size)
         return np.array([attribute_score(request_checks(s, parse_caption(p)), self.mode)
@@ -102,7 +104,7 @@ class MiniAttrAcc(_WithClassifier):
 class MiniAttrFrac(MiniAttrAcc):
     """As mini_attr_acc, but the share of the prompt's asked attributes found (partial credit)."""
     mode = version_suffix = "frac"
-    name = "mini_attr_frac"
+    name, label, unit = "mini_attr_frac", "Attribute frac.", "share of asked attributes"
 
 
 def reference_renders(prompts: Sequence[str], seed: int = 0) -> list[Image.Image]:
@@ -112,7 +114,7 @@ def reference_renders(prompts: Sequence[str], seed: int = 0) -> list[Image.Image
     import hashlib
 
     from distar.core.errors import DistarError
-    from evalsuite.mini.world import render_for_caption
+    from di_star.mini.scene import render_for_caption
     seen: dict[str, int] = {}
     out = []
     for p in prompts:
@@ -136,7 +138,7 @@ class MiniFD(_WithClassifier):
     is not the network whose text tower conditions the generator.
     Steps: fid.feature_statistics -> fid.frechet_distance (clean-fid's). Options:
     classifier_path, reference_seed (0), batch_size (`from_pretrained`)."""
-    name = "mini_fd"
+    name, label, unit = "mini_fd", "mini-FD", "classifier cell-embedding distance"
     needs_prompts = True
 
     def __init__(self, model, folder: Path, batch_size: int = 256, reference_seed: int = 0):
@@ -144,7 +146,8 @@ class MiniFD(_WithClassifier):
         self.reference_seed = reference_seed
         self.info = MetricInfo(self.name, f"{self._kind()} ground-truth renders of the same "
                                f"prompts seed={reference_seed}", self.info.backbone,
-                               self.info.preprocessing, higher_is_better=False)
+                               self.info.preprocessing, higher_is_better=False,
+                               label=self.label, unit=self.unit)
 
     @classmethod
     def from_pretrained(cls, classifier_path: str | None = None, reference_seed: int = 0,
@@ -159,7 +162,7 @@ class MiniFD(_WithClassifier):
     def features(self, images: Sequence) -> np.ndarray:
         import torch
 
-        from evalsuite.mini.classifier import to_tensor
+        from di_star.mini.classifier import to_tensor
         with torch.no_grad():
             feats = run_batches(len(images), self.batch_size,
                                 lambda sl: self.model.features(to_tensor(images[sl])))
@@ -181,7 +184,7 @@ class MiniFD(_WithClassifier):
 class MiniKD(MiniFD):
     """Kernel distance (KID's unbiased MMD^2, cubic kernel, seeded subsets) in the same space and
     against the same references as mini_fd; raw units."""
-    name = "mini_kd"
+    name, label = "mini_kd", "mini-KD"
 
     def _kind(self) -> str:
         return "mini-KD subsets=100x1000 seed=0"

@@ -3,7 +3,7 @@ PNG encoder at its fastest level, on a photo (sklearn's sample image, resized to
 SDXL's outputs are) and on a 64^2 image (tiny_sdxl's size). Both are lossless; the script
 checks that every file decodes to the same pixels.
 
-    .venv/bin/python scripts/bench_png.py
+    .venv/bin/python -m di_star.bench.png
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Metric speed: evalsuite's batched scorers vs each reference's public scoring path, with the
 same random weights (built locally, nothing downloaded), the same images and the same prompts.
 
-    .venv/bin/python scripts/bench_metrics.py --arch tiny --images 32
-    .venv/bin/python scripts/bench_metrics.py --arch full --images 8 --metrics hpsv2,aesthetic
-    .venv/bin/python scripts/bench_metrics.py --arch full --images 256 --device cuda   # batch 32
+    .venv/bin/python -m di_star.bench.metrics --arch tiny --images 32
+    .venv/bin/python -m di_star.bench.metrics --arch full --images 8 --metrics hpsv2,aesthetic
+    .venv/bin/python -m di_star.bench.metrics --arch full --images 256 --device cuda   # batch 32
 
 References (one call each, as their users call them):
 - hpsv2 / hpsv21: `hpsv2.img_score.score(images_of_one_prompt, prompt, cp=checkpoint,
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,11 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference adapters
-
-import evalsuite  # noqa: E402,F401  (torchvision fix before anything imports torchvision)
-import metric_refs as rc  # noqa: E402
+import evalsuite  # noqa: F401  (torchvision fix before anything imports torchvision)
+from di_star.bench import refs as rc
 
 SIZES = [(512, 512), (768, 512), (512, 768), (1024, 1024)]  # typical generator outputs
 FULL = {"hpsv2": "ViT-H-14", "hpsv21": "ViT-H-14", "clip": "ViT-g-14", "aesthetic": "ViT-L/14 (OpenAI)",
@@ -118,7 +114,7 @@ def setup_aesthetic(arch, images, prompts, device, batch, tmp):
     import clip.model
 
     from evalsuite.metrics.aesthetic import AestheticMLP, AestheticScore
-    from evalsuite.metrics._loading import build_open_clip
+    from evalsuite.metrics.aesthetic import build_open_clip  # the aesthetic metric's own builder
     if arch == "full":  # OpenAI ViT-L/14
         torch.manual_seed(0)
         ref_clip = clip.model.CLIP(768, 224, 24, 1024, 14, 77, 49408, 768, 12, 12).eval()
@@ -158,8 +154,7 @@ def setup_clip(arch, images, prompts, device, batch, tmp):
     model = model.eval().to(device)
     ours = ClipScore(model, open_clip.get_tokenizer(name), name, device=str(device),
                      batch_size=batch)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from test_metric_clip_score import dmd2_cosines  # the transcribed DMD2 loop
+    from di_star.bench.refs import dmd2_cosines  # the transcribed DMD2 loop
     arrays = [np.array(im.convert("RGB")) for im in images]
 
     def ref(ims, ps):  # DMD2 holds its images as uint8 arrays already (converted above, untimed)

@@ -7,12 +7,12 @@ The built world (`distar lab build mini --out DIR`, di_star/mini/build.py) is a 
     clip/           CLIPModel + tokenizer + image processor (CLIP score, the text encoders' source)
     proxy_reward/   CLIPModel trained with PickScore's objective + tokenizer + image processor
     aesthetic/      the aesthetic MLP (model.safetensors + config.json)
-    classifier/     the attribute classifier (evalsuite.mini.classifier)
-A copy ships in the package (evalsuite/data/mini/); DISTAR_MINI_DIR=DIR points everything that
+    classifier/     the attribute classifier (di_star.mini.classifier)
+A copy ships in the package (di_star/mini/data/); DISTAR_MINI_DIR=DIR points everything that
 reads the mini weights (the `mini_*` models and metrics) at another build.
 
-The recipes are constants here, not in the build, so the registry (evalsuite) and the build
-(di_star) read one definition; the build also writes them into each folder's distar_recipe.json
+The recipes are constants here, not in the build, so the registry (di_star/mini/plugin.py) and the build
+read one definition; the build also writes them into each folder's distar_recipe.json
 so `--model path:DIR/pipeline` samples the same way.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 from distar.core.errors import WeightsMissingError
 
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "data" / "mini"
+SHIPPED_DIR = Path(__file__).resolve().parent / "data"
 ENV_VAR = "DISTAR_MINI_DIR"
 MANIFEST = "manifest.json"
 RESOLUTION = 64
@@ -74,6 +74,16 @@ def _sha256(f: Path) -> str:
     return _VERIFIED[key]
 
 
+def verify_spec(spec) -> None:
+    """A model (an evalsuite ModelSpec) whose folders belong to a built world (a manifest.json
+    beside them) is checked against the manifest before loading (registered by the plug-in as
+    a MODEL_CHECKS entry); other models pass untouched."""
+    for repo in (spec.repo, spec.unet.repo if spec.unet else None):
+        folder = Path(repo) if repo else None
+        if folder is not None and folder.is_dir() and (folder.parent / MANIFEST).is_file():
+            verify_component(folder.parent, folder.name)
+
+
 def verify_component(root: Path, name: str) -> None:
     """The files of component `name` (a folder of the world in `root`, e.g. 'proxy_reward',
     'pipeline') match the sha256 its manifest lists, so a metric version or recipe that names
@@ -99,10 +109,14 @@ def verify_component(root: Path, name: str) -> None:
 
 
 def manifest_digest(root: Path | None = None) -> str:
-    """A short hash of the world's manifest: names the exact weights in metric versions."""
+    """A short hash of the sha256 list in the world's manifest: names the exact weights in
+    metric versions and model revisions. Only the files count, so a provenance edit (a path
+    made portable, a note) renames nothing."""
     root = Path(root) if root is not None else mini_dir()
-    m = root / MANIFEST
-    return hashlib.sha256(m.read_bytes()).hexdigest()[:12] if m.is_file() else "unbuilt"
+    if not (root / MANIFEST).is_file():
+        return "unbuilt"
+    files = {rel: entry["sha256"] for rel, entry in read_manifest(root)["files"].items()}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def read_manifest(root: Path | None = None) -> dict:

@@ -7,18 +7,15 @@ Two settings, as the scoring tables meet them:
   (images as units, what t and Wilcoxon did before clusters were honoured);
 - small n: 15 independent pairs.
 
-    .venv/bin/python scripts/calibrate_paired_tests.py --sims 2000
+    .venv/bin/python -m di_star.bench.paired_tests --sims 2000
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from evalsuite.metrics.stats import paired_test  # noqa: E402
+from evalsuite.metrics.stats import paired_test
 
 
 def clustered_null(rng, prompts: int = 30, per_prompt: int = 4, icc: float = 0.8):

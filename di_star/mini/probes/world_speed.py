@@ -1,7 +1,7 @@
 """Mini world figures: render speed, the gold judge's shape calibration and separation.
 
-    .venv/bin/python scripts/bench_mini_world.py              # speed + gold separation
-    .venv/bin/python scripts/bench_mini_world.py --calibrate  # gold.SHAPE_STATS from renders
+    .venv/bin/python -m di_star.mini.probes.world_speed              # speed + gold separation
+    .venv/bin/python -m di_star.mini.probes.world_speed --calibrate  # gold.SHAPE_STATS from renders
 
 Separation: for the 300 mini_parti prompts, the gold score of a ground-truth render of the prompt
 vs a ground-truth render of ANOTHER prompt, a blank background and uniform noise; reports means,
@@ -15,7 +15,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from evalsuite.mini import gold, world as W
+from di_star.mini import gold, scene as W
 
 
 def render_speed(n: int = 2000) -> float:

@@ -13,8 +13,8 @@ else equal (reward through the VAE, CFG-enhanced reference 'in' at 7.5):
 Variants are timed round-robin (one step of each in turn) so load on a shared machine hits
 them alike; the table gives medians and the median of the per-round ratios to kl.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_train_step.py            # tiny_sdxl, CPU
-    .venv/bin/python scripts/bench_train_step.py --config full                 # GPU: SDXL size
+    OMP_NUM_THREADS=1 .venv/bin/python -m di_star.bench.train_step            # tiny_sdxl, CPU
+    .venv/bin/python -m di_star.bench.train_step --config full                 # GPU: SDXL size
 
 --config full uses full-size SDXL UNets / VAE / text encoders and a ViT-H/14 PickScore, all
 with random weights (nothing downloaded), batch 1, bf16 autocast, gradient checkpointing; it

@@ -2,9 +2,9 @@
 weights, same images and prompts. Offline: nothing is downloaded (random weights, a generated
 BERT-sized vocab). The reference scores one prompt per call, one image per forward pass.
 
-    .venv/bin/python scripts/bench_imagereward.py --config small --images 64
-    .venv/bin/python scripts/bench_imagereward.py --config full --images 8     # BLIP ViT-L, 447M
-    .venv/bin/python scripts/bench_imagereward.py --config full --images 256 --device cuda --dtype bf16
+    .venv/bin/python -m di_star.bench.imagereward --config small --images 64
+    .venv/bin/python -m di_star.bench.imagereward --config full --images 8     # BLIP ViT-L, 447M
+    .venv/bin/python -m di_star.bench.imagereward --config full --images 256 --device cuda --dtype bf16
 
 Prints images/s for: reference `score`, ours `score` (PIL path, batched), ours `score_tensor`
 forward+backward (the trainer's reward), and the largest score difference between the first two.
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import string
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,13 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the reference adapters
-
 from distar.core.dtypes import dtype_name, to_dtype  # noqa: E402
 import evalsuite  # noqa: E402,F401  (torchvision fix before anything imports torchvision)
+from evalsuite.benchmarks import DATA  # noqa: E402
 from evalsuite.metrics.blip import BlipRewardConfig  # noqa: E402
-from imagereward_ref import build_reference, randomize_  # noqa: E402
+from di_star.bench.imagereward_ref import build_reference, randomize_  # noqa: E402
 from evalsuite.metrics.imagereward import ImageReward, load_tokenizer  # noqa: E402
 
 # ImageReward v1.0's med_config.json (BLIP's BERT-base with cross-attention).
@@ -58,7 +55,7 @@ def write_vocab(folder: Path, size: int = 30522) -> Path:
 
 
 def read_prompts(n: int) -> list[str]:
-    path = Path(__file__).resolve().parents[1] / "evalsuite/data/parti/PartiPrompts.tsv"
+    path = DATA / "parti" / "PartiPrompts.tsv"
     lines = path.read_text(encoding="utf-8").splitlines()[1:]
     return [line.split("\t")[0] for line in lines[::max(1, len(lines) // n)]][:n]
 

@@ -5,7 +5,7 @@ stage's optimiser, steps and batch. Scored on the same 120 fresh ground-truth re
 `di_star.mini.build.clip_zero_shot`. If it learns shape quickly, the contrastive training (not
 the architecture) is what is slow (docs/mini_build.md).
 
-    .venv/bin/python scripts/mini_vision_probe.py --steps 600 --batch 128 --patches 8 4
+    .venv/bin/python -m di_star.mini.probes.vision --steps 600 --batch 128 --patches 8 4
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import di_star.mini.build as build
 from di_star.mini.configs import CLIP_VISION
-from evalsuite.mini import world
+from di_star.mini import scene as world
 
 
 def main() -> None:
