@@ -425,8 +425,8 @@ def check_request(req: EvalRequest) -> None:
 
 
 def verify_world_weights(spec: ModelSpec) -> None:
-    """The checks plug-ins registered for their models' weights (MODEL_CHECKS; the mini world
-    checks a built world's folders against its manifest), before loading."""
+    """The checks plug-ins registered for their models' weights (MODEL_CHECKS; a built world
+    checks its folders against its manifest), before loading."""
     from evalsuite.models.specs import MODEL_CHECKS
     for name in MODEL_CHECKS.names():
         MODEL_CHECKS.load(name)(spec)

@@ -191,7 +191,7 @@ def _fid_needs(metric: str, o: dict) -> list[HubNeed]:
 
 
 def metric_needs(name: str, options: dict | None = None) -> list[HubNeed]:
-    """What a registered metric loads from outside ([] for the offline / mini / smoke ones)."""
+    """What a registered metric loads from outside ([] for the offline / world / smoke ones)."""
     o = options or {}
     if name in ("clip", "diversity"):
         return _clip_needs(name, o)

@@ -146,7 +146,7 @@ def _none(o: dict) -> list[Problem]:
 
 # Metric name -> its check, `check(options) -> [Problem]`. A registered metric with no entry here
 # needs nothing from outside. Other packages add the checks of the metrics they register (the
-# mini world's: di_star/mini/plugin.py), a function or its lazy "module:attr" name.
+# worlds' plug-ins, see di_star/plugins.py), a function or its lazy "module:attr" name.
 METRIC_CHECKS: Registry[Callable[[dict], list[Problem]]] = Registry("metric check")
 for _name, _check in {
     # Weights from the hub: the list in evalsuite.needs, which distar fetch downloads.
@@ -187,11 +187,8 @@ def spec_problems(spec, use_folder: str = "--model path:{}") -> list[Problem]:
     if Path(spec.repo).expanduser().is_dir():
         return []  # a local pipeline folder; spec_from_path already checked model_index.json
     if spec.repo.startswith(("/", "~", "./", "../")):  # a folder, never a hub id
-        env = " (the mini world: $DISTAR_MINI_DIR)" if spec.name.startswith("mini") else ""
-        return [Problem(f"model '{spec.name}': the folder {spec.repo}{env} does not exist.",
-                        ("unset DISTAR_MINI_DIR   # the shipped mini world",
-                         "distar lab build mini --out DIR && export DISTAR_MINI_DIR=DIR")
-                        if env else ("--model path:/an/existing/pipeline/folder",))]
+        return [Problem(f"model '{spec.name}': the folder {spec.repo} does not exist.",
+                        spec.missing_fix or ("--model path:/an/existing/pipeline/folder",))]
     problems = []
     for need in model_needs(spec):  # the pipeline, then an override UNet from the hub
         if any(_hub_has(need.repo_id, f, revision=need.revision) for f in need.check):
@@ -267,8 +264,8 @@ METRIC_DTYPES = ("fp32", "bf16", "fp16")
 def metric_dtype_problems(names: Sequence[str], dtype: str, device: str = "auto"
                           ) -> list[Problem]:
     """`--metric-dtype`: a known name; fp16 only on a GPU; and no metric asked for a dtype it
-    does not compute in (`fp32_only` classes: FID/KID, the mini and toy pixel / classifier
-    metrics), which would otherwise run in fp32 under a key claiming bf16 / fp16."""
+    does not compute in (`fp32_only` classes: FID/KID, the worlds' pixel / classifier metrics),
+    which would otherwise run in fp32 under a key claiming bf16 / fp16."""
     if dtype not in METRIC_DTYPES:
         return [Problem(f"Unknown --metric-dtype '{dtype}'. Choose one of: "
                         f"{', '.join(METRIC_DTYPES)}.")]

@@ -107,7 +107,7 @@ def test_core_imports_only_itself():
 
 def private_parent(name: str) -> str | None:
     """The package that owns the first private module on dotted path `name` (`evalsuite.metrics`
-    for `evalsuite.metrics._loading.x`), or None when no part of it is private."""
+    for `evalsuite.metrics.loading.x`), or None when no part of it is private."""
     parts = name.split(".")
     for i, part in enumerate(parts):
         if part.startswith("_") and not part.startswith("__"):

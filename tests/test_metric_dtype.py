@@ -11,7 +11,7 @@ import di_star  # noqa: F401  (registers the toy metrics, as the CLI does)
 from di_star.bench import refs as rc
 from distar.core.errors import DistarError
 from evalsuite.generate import EvalRun
-from evalsuite.leaderboard.markdown import metric_header
+from evalsuite.leaderboard.markdown import Shown
 from evalsuite.metrics import METRICS, load_metric
 from evalsuite.metrics.base import MetricInfo, with_dtype
 from evalsuite.metrics.runner import score_run
@@ -50,7 +50,7 @@ def test_bf16_and_fp32_scores_of_the_same_images_get_two_keys_and_columns(run, t
     # fp32 keeps the key text stores were written with; bf16 names itself where tables look.
     assert fp32.metric_version.startswith("HPSv2.1|")
     assert bf16.metric_version.startswith("HPSv2.1 bf16|")
-    headers = {metric_header("hpsv21", k) for k in keys}
+    headers = {Shown.from_info("hpsv21", json.loads(m)["info"]).header for m in scores.meta_json}
     assert len(headers) == 2 and any("bf16" in h for h in headers)
     by = {k: g.sort_values("prompt_index").value.to_numpy() for k, g in
           scores.groupby("metric_version")}

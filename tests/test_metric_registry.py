@@ -8,7 +8,7 @@ from PIL import Image
 import di_star  # noqa: F401  (registers the toy metrics, as the CLI does)
 from distar.core.errors import DistarError
 from evalsuite.metrics import METRICS, load_metric
-from evalsuite.metrics._loading import resolve_dtype
+from evalsuite.metrics.loading import resolve_dtype
 from evalsuite.metrics.base import run_batches
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

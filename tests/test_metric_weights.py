@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from distar.core.errors import DistarError
-from evalsuite.metrics import _loading
-from evalsuite.metrics._loading import (ALLOW_MISMATCH_ENV, KNOWN_SHA256, WeightsMismatchError,
+from evalsuite.metrics import loading
+from evalsuite.metrics.loading import (ALLOW_MISMATCH_ENV, KNOWN_SHA256, WeightsMismatchError,
                                         provenance)
 from evalsuite.metrics.aesthetic import AestheticMLP, AestheticScore
 
@@ -83,10 +83,10 @@ def test_a_renamed_copy_is_checked_too(tmp_path, monkeypatch):
 def test_hashing_is_cached_until_the_file_changes(tmp_path):
     f = tmp_path / "w.pt"
     f.write_bytes(b"one")
-    assert _loading.sha256_file(f) == hashlib.sha256(b"one").hexdigest()
+    assert loading.sha256_file(f) == hashlib.sha256(b"one").hexdigest()
     f.write_bytes(b"two!")
     os.utime(f, ns=(1, 1))
-    assert _loading.sha256_file(f) == hashlib.sha256(b"two!").hexdigest()
+    assert loading.sha256_file(f) == hashlib.sha256(b"two!").hexdigest()
 
 
 def test_pickscore_refuses_a_checkpoint_missing_a_tensor(tmp_path):

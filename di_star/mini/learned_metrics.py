@@ -26,7 +26,7 @@ from evalsuite.metrics.aesthetic import AestheticMLP, AestheticScore
 from evalsuite.metrics.clip_score import ClipScore
 from evalsuite.metrics.diversity import MIN_K, Diversity, ImageEmbedder
 from evalsuite.metrics.pickscore import PickScore
-from evalsuite.metrics._loading import folder_records
+from evalsuite.metrics.loading import folder_records
 from evalsuite.metrics.base import MetricInfo, require_fp32, with_dtype
 from di_star.mini import weights as mw
 from evalsuite.models.loading import read_state_dict

@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from evalsuite.metrics._loading import folder_records
+from evalsuite.metrics.loading import folder_records
 from evalsuite.metrics.base import (MetricInfo, check_prompts, require_fp32,
                                     run_batches)
 from di_star.mini import gold

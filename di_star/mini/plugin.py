@@ -104,7 +104,9 @@ def mini_specs(root: Path):
     # revision = the world's manifest hash: a rebuilt world is a new recipe (its images are not
     # mistaken for the old ones'); diffusers ignores revisions of local folders.
     world_rev = f"world-{mw.manifest_digest(root)}"
-    common = dict(revision=world_rev, pipeline="StableDiffusionXLPipeline", repo=str(root / "pipeline"),
+    common = dict(missing_fix=("unset DISTAR_MINI_DIR   # the shipped mini world",
+                               "distar lab build mini --out DIR && export DISTAR_MINI_DIR=DIR"),
+                  revision=world_rev, pipeline="StableDiffusionXLPipeline", repo=str(root / "pipeline"),
                   dtype="float32", resolution=mw.RESOLUTION, params="mini", weights="pretrained",
                   vae_scale=4)
     r = mw.REFERENCE_RECIPE

@@ -22,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from evalsuite.metrics import preprocess as pp
-from evalsuite.metrics._loading import (build_open_clip, freeze, load_strict, open_clip_records,
+from evalsuite.metrics.loading import (build_open_clip, freeze, load_strict, open_clip_records,
                                         open_clip_weights, provenance, resolve_dtype, resolve_file)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, with_dtype
 from evalsuite.models import read_state_dict, resolve_device

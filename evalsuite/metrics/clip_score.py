@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from evalsuite.metrics import preprocess as pp
-from evalsuite.metrics._loading import (build_open_clip, freeze, open_clip_records,
+from evalsuite.metrics.loading import (build_open_clip, freeze, open_clip_records,
                                         open_clip_weights, provenance, resolve_dtype)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts, with_dtype
 from evalsuite.models import read_state_dict, resolve_device

@@ -36,7 +36,7 @@ from PIL import Image
 
 from distar.core import atomic
 from distar.core.errors import DistarError, WeightsMissingError
-from evalsuite.metrics._loading import provenance, sha256_file
+from evalsuite.metrics.loading import provenance, sha256_file
 from evalsuite.metrics.preprocess import crop_resize_lanczos
 from evalsuite.metrics.base import MetricInfo, require_fp32
 from evalsuite.models import resolve_device

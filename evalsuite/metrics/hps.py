@@ -25,7 +25,7 @@ from PIL import Image
 
 from evalsuite.benchmarks import HPS_CHUNK
 from evalsuite.metrics import preprocess as pp
-from evalsuite.metrics._loading import (build_open_clip, freeze, open_clip_records, provenance,
+from evalsuite.metrics.loading import (build_open_clip, freeze, open_clip_records, provenance,
                                         resolve_dtype, resolve_file)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts, with_dtype
 from evalsuite.metrics.stats import chunked_means

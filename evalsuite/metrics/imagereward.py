@@ -35,7 +35,7 @@ from PIL import Image
 from distar.core.dtypes import dtype_name
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import preprocess as pp
-from evalsuite.metrics._loading import file_record, folder_records, provenance, resolve_dtype
+from evalsuite.metrics.loading import file_record, folder_records, provenance, resolve_dtype
 from evalsuite.metrics.base import MetricInfo, run_batches
 from evalsuite.metrics.blip import (REWARD_MEAN, REWARD_STD, BlipRewardConfig,
                                     ImageRewardModel)

@@ -27,7 +27,7 @@ from PIL import Image
 from distar.core.errors import DistarError, WeightsMissingError
 from evalsuite.metrics import preprocess as pp
 from evalsuite.metrics.preprocess import TF  # torchvision, imported on first use
-from evalsuite.metrics._loading import (WEIGHT_SUFFIXES, folder_records, freeze, provenance,
+from evalsuite.metrics.loading import (WEIGHT_SUFFIXES, folder_records, freeze, provenance,
                                         resolve_dtype)
 from evalsuite.metrics.base import EmbeddingMetric, MetricInfo, check_prompts, with_dtype
 from evalsuite.models import resolve_device
@@ -65,7 +65,7 @@ def _folder(local: str | None, repo_id: str, revision: str | None) -> Path | Non
 
 
 def _weights_provenance(folder: Path | None, what: str) -> dict:
-    """Check and record every weight file in a from_pretrained folder (see _loading.provenance),
+    """Check and record every weight file in a from_pretrained folder (see loading.provenance),
     and record its other files (config.json, ...) by path, sha256 and revision."""
     if folder is None or not folder.is_dir():
         return {}  # a missing folder is reported by the loader, with its fix

@@ -99,6 +99,9 @@ class ModelSpec:
     # Display name in summaries, leaderboards and the gallery ('' = name). Not hashed: renaming
     # a run never changes which images are its own.
     label: str = ""
+    # How to get this model's local folder back when it is missing (lines of a fix; a world's
+    # plug-in says how to build its world). Not hashed: it changes no pixel.
+    missing_fix: tuple[str, ...] = ()
 
     def recipe(self) -> dict[str, Any]:
         """The fields that change an image (the hash's input)."""
@@ -128,7 +131,8 @@ class ModelSpec:
         return replace(self, weights=weights)
 
 
-_NOT_HASHED = ("description", "arch_type", "params", "default_batch_size", "meta", "label")
+_NOT_HASHED = ("description", "arch_type", "params", "default_batch_size", "meta", "label",
+               "missing_fix")
 
 # The one table of model families: diffusers pipeline class -> family (the embedded tiny/random
 # architectures, evalsuite.models.architectures, exist for exactly these).
@@ -214,8 +218,8 @@ MODEL_KINDS: Registry = Registry("model kind")
 # them (di_star adds the toy DigitsPipeline, see di_star/plugins.py). Here, not in loading.py,
 # so that registering one imports no torch (`distar models` stays fast).
 PIPELINE_LOADERS: Registry = Registry("pipeline loader")
-# Checks of a model's weights before it is loaded, added by the package whose models need one (the
-# mini world checks its folders against its manifest, see di_star/mini/plugin.py): a function
+# Checks of a model's weights before it is loaded, added by the package whose models need one (a
+# built world checks its folders against its manifest, see di_star/plugins.py): a function
 # `(spec) -> None` raising DistarError, or its lazy "module:attr" name. Every check sees every
 # spec and returns quietly for the ones that are not its own.
 MODEL_CHECKS: Registry = Registry("model check")
