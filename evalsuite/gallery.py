@@ -24,8 +24,7 @@ from PIL import Image
 from distar.core import atomic
 from distar.core.errors import DistarError
 from distar.core.validate import inside
-from evalsuite.leaderboard.entries import read_prompt_meta
-from evalsuite.leaderboard.entries import metric_shown
+from evalsuite.leaderboard.entries import metric_shown, read_prompt_meta
 from evalsuite.leaderboard.markdown import score_text
 from evalsuite.store import STORE_FILENAME, ResultsStore
 
@@ -173,15 +172,16 @@ _JS = """
 
 
 def model_means(scores: pd.DataFrame, images: pd.DataFrame) -> dict[str, list]:
-    """recipe hash -> [(metric, mean, n)] over that column's shown images (every k), one
-    metric version each (the newest key when a metric was scored under several)."""
+    """recipe hash -> [(metric, version, mean, n)] over that column's shown images (every k),
+    one metric version each (the newest key when a metric was scored under several)."""
     shown = set(zip(images.recipe_hash, images.prompt_index.astype(int), images.k.astype(int)))
     keep = [(rh, int(p), int(k)) in shown for rh, p, k in zip(scores.recipe_hash, scores.prompt_index, scores.k)]
     df = scores[keep] if len(scores) else scores
     out: dict[str, list] = {}
     for (rh, metric), g in df.groupby(["recipe_hash", "metric"], sort=True):
-        g = g[g.metric_version == g.sort_values("created_at").metric_version.iloc[-1]]
-        out.setdefault(rh, []).append((metric, float(g.value.mean()), len(g)))
+        version = g.sort_values("created_at").metric_version.iloc[-1]
+        g = g[g.metric_version == version]
+        out.setdefault(rh, []).append((metric, version, float(g.value.mean()), len(g)))
     return out
 
 
@@ -289,8 +289,8 @@ def write_gallery(results_dir: Path, bench: str, models: list[str] | None, out_d
     means = model_means(scores, images)
     head_cells = "".join(f'<th title="recipe {e(rh)}">{e(label)}'
                          + "".join(f'<div class="means" title="mean over its {n} scored images">'
-                                   f'{e(m)}: {e(score_text(m, x))}</div>'
-                                   for m, x, n in means.get(rh, []))
+                                   f'{e(score_text(shown[(m, v)], x))}</div>'
+                                   for m, v, x, n in means.get(rh, []))
                          + "</th>" for rh, label in cols)
     page = f"""<!doctype html>
 <html lang="en">

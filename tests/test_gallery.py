@@ -78,7 +78,7 @@ def test_gallery_page_is_self_contained(gallery):
            '<option value="Animals">Animals</option><option value="Arts">Arts</option>' in text
     assert text.count('data-g-category="Animals"') == 2
     # Per-model means under each column title; each thumbnail links to its full image.
-    assert 'pickscore: PickScore 0.2010</div></th>' in text  # blue: mean of 0.200, 0.201, 0.202
+    assert '>PickScore 0.2010</div></th>' in text  # blue: mean of 0.200, 0.201, 0.202
     hrefs = re.findall(r'<a href="([^"]+)"><img', text)
     assert len(hrefs) == 6 and all((page.parent / h).resolve().is_file() for h in hrefs)
     assert all(Path(h).parts[-4] == "images" for h in hrefs)
