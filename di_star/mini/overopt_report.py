@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from distar.core.paths import portable_path
 from evalsuite.metrics.stats import bootstrap_ci, paired_test
 
 GOLD, ORACLE, PROXY = "mini_gold", "mini_oracle", "mini_pickscore"
@@ -122,7 +123,10 @@ def challenge_table(rec: dict, scores: pd.DataFrame, challenge: dict, models: li
             v = s[s.challenge == ch].groupby("prompt_index").value.mean().dropna().to_numpy()
             if len(v) >= 2:
                 ci = bootstrap_ci(v)
-                cells.append(f"{ci.mean:.2f} [{ci.low:.2f}, {ci.high:.2f}] (n={len(v)})")
+                # An accuracy lies in [0, 1]: clipping the interval there loses no coverage
+                # (the studentised one can leave the range at a handful of prompts).
+                low, high = max(ci.low, 0.0), min(ci.high, 1.0)
+                cells.append(f"{ci.mean:.2f} [{low:.2f}, {high:.2f}] (n={len(v)})")
             else:
                 cells.append("n/a")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -187,7 +191,7 @@ def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = Non
     plan = rec["plan"]
     fig = plot(rows, Path(out_dir) / "figures" / "mini_overoptimization.png")
     L = [f"# Mini world: does DI* raise what its reward stands for? ({plan['label']})", "",
-         f"Written by `distar lab overopt-report` from the store of `distar lab sweep` ({sweep_dir}). "
+         f"Written by `distar lab overopt-report` from the store of `distar lab sweep` ({portable_path(sweep_dir)}). "
          f"Plan: rewards {', '.join(plan['rewards'])}; regularisers {', '.join(plan['regularisers'])}; "
          f"seeds {', '.join(map(str, plan['seeds']))} (each its own training noise and prompt order); "
          f"checkpoints {', '.join(map(str, plan['checkpoints']))} generator steps; "
@@ -232,7 +236,7 @@ def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = Non
     groups = [("15-step reference", [rec["reference"]]), ("one-step init", [rec["init"]])] + \
         [(f"{_label(cfg)} @ {last}", [r["models"][str(last)] for r in runs if str(last) in r["models"]])
          for cfg, runs in configs(rec).items()]
-    L += ["", "## Attribute accuracy per challenge (`mini_attr_acc`, prompt means, 95% bootstrap)", "",
+    L += ["", "## Attribute accuracy per challenge (`mini_attr_acc`, prompt means, 95% studentised bootstrap clipped to [0, 1])", "",
           challenge_table(rec, scores, challenge, groups), "",
           "## Cost", "",
           "Per generator step, as the trainer recorded it (RUN/stats.jsonl, its last entry): wall and CPU "
