@@ -487,7 +487,6 @@ def run_eval(req: EvalRequest, generate: bool = True, adopt: bool = False,
                           req.resolution, req.name, req.variant)
     check_recipe(spec)
     verify_world_weights(spec)
-    check_local_weights(spec)
     bench = load_benchmark(req.bench)
     prompts = select_prompts(bench, req.limit)
     with ExitStack() as stack:
@@ -600,6 +599,9 @@ def _generate(req, state, store, spec, bench, device, batch_size, missing, mine,
                           disable=not state.is_main_process)
         bar.phase(f"loading {spec.pipeline}")
         try:
+            # Here, not before the lock: a finished rerun has nothing to load, and reading a
+            # folder's weight files (and diffusers' model configs) costs seconds on a CPU.
+            check_local_weights(spec)
             pipe = load_pipeline(spec, device)
             if spec.weights == "pretrained":  # a NaN weight makes black images, silently
                 check_loaded(pipe, spec.repo)
