@@ -196,9 +196,7 @@ def eval_cmd(
     from evalsuite.generate import EvalRequest, check_request
     from evalsuite.preflight import check_evals
     metric_names = [m.strip() for m in metrics.split(",") if m.strip()]
-    if json_out is not None and json_out.is_dir():  # found now, not after the whole evaluation
-        raise DistarError(f"--json {json_out} is a directory. Fix: give a file name, e.g. "
-                          f"--json {json_out / 'summary.json'}.")
+    _check_json_out(json_out)
     per_metric: dict = {}
     if fid_ref is not None:
         per_metric = {m: {"reference_dir": str(fid_ref)} for m in ("fid", "kid")}
@@ -248,6 +246,13 @@ def _cpu_default_batch(batch_size: int, device: str) -> int:
         return batch_size
     from evalsuite.models.loading import resolve_device
     return CPU_DEFAULT_BATCH if resolve_device(device).type == "cpu" else 0
+
+
+def _check_json_out(json_out: Optional[Path]) -> None:
+    """--json naming a folder is refused now, not after the whole evaluation or scoring."""
+    if json_out is not None and json_out.is_dir():
+        raise DistarError(f"--json {json_out} is a directory. Fix: give a file name, e.g. "
+                          f"--json {json_out / 'summary.json'}.")
 
 
 def _names(text: str, option: str) -> list[str]:
@@ -337,7 +342,8 @@ def merge_cmd(
 @app.command("score")
 @_friendly
 def score_cmd(
-    images: Path = typer.Option(..., help="Folder of images (PNG, JPEG, WebP) made elsewhere."),
+    images: Path = typer.Option(..., help="Folder of images (PNG, JPEG, WebP) made elsewhere.",
+                                **PATH),
     metrics: str = typer.Option(..., help="Comma-separated metrics, e.g. pickscore,clip or fid."),
     prompts: Optional[str] = typer.Option(None, help="A benchmark (parti, file:my.txt, a .txt / "
                                           ".tsv) whose prompt index names each image "
@@ -345,14 +351,16 @@ def score_cmd(
                                           "{file, prompt} lines, .csv file,prompt). Not needed "
                                           "for FID / KID."),
     ref: Optional[Path] = typer.Option(None, help="Folder of real images: FID / KID of --images "
-                                       "against it."),
-    out: Path = typer.Option(Path("results"), help="Results folder (as eval's --out)."),
+                                       "against it.", **PATH),
+    out: Path = typer.Option(Path("results"), help="Results folder (as eval's --out).", **PATH),
     name: Optional[str] = typer.Option(None, help="Display name (default: the folder's name)."),
     device: str = typer.Option("auto", help="'auto', 'cpu', 'cuda', 'cuda:1', ..."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary here."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the summary here.",
+                                            **PATH),
 ) -> None:
     """Score a folder of existing images into the results store (same summary, --json and
     leaderboards as `distar eval`)."""
+    _check_json_out(json_out)
     from evalsuite.score_folder import score_folder
     from evalsuite.summary import render, write_json
     names = [m.strip() for m in metrics.split(",") if m.strip()]
@@ -390,7 +398,8 @@ def fetch_cmd(
                               "downloaded (works offline; sizes need the hub)."),
     to: Optional[Path] = typer.Option(None, help="Download into this folder (an HF cache under "
                                       "DIR/hub plus a sha256 manifest), to copy to a machine "
-                                      "without internet; default: the local HF cache."),
+                                      "without internet; default: the local HF cache.",
+                                      **PATH),
 ) -> None:
     """Download every weight and prompt file an eval or train command needs (for offline use)."""
     from evalsuite.fetch import fetch
@@ -549,9 +558,10 @@ def lab_build_cmd(
 @lab_app.command("oracle-check")
 @_friendly
 def lab_oracle_check_cmd(
-    out: Path = typer.Option(Path("runs/oracle_check"), help="Results store of the samples (resumes)."),
+    out: Path = typer.Option(Path("runs/oracle_check"), help="Results store of the samples (resumes).",
+                             **PATH),
     report: Optional[Path] = typer.Option(None, help="Also write the JSON report here (e.g. "
-                                          "docs/mini_quality/oracle_check.json)."),
+                                          "docs/mini_quality/oracle_check.json).", **PATH),
     limit: Optional[int] = typer.Option(None, help="Only the first N mini_parti prompts."),
     images_per_prompt: int = typer.Option(2, help="Images per prompt and model."),
 ) -> None:
@@ -569,7 +579,8 @@ def lab_oracle_check_cmd(
 @lab_app.command("sweep")
 @_friendly
 def lab_sweep_cmd(
-    out: Path = typer.Option(Path("runs/overopt"), help="Sweep folder: runs, store parts, results, sweep.json (resumes)."),
+    out: Path = typer.Option(Path("runs/overopt"), help="Sweep folder: runs, store parts, results, "
+                             "sweep.json (resumes).", **PATH),
     rewards: Optional[str] = typer.Option(None, help="Comma-separated rewards (registered metrics with "
                                           "score_tensor, or pickscore@DIR) [mini_oracle,mini_pickscore]."),
     regularisers: Optional[str] = typer.Option(None, help="'score' (DI*-In) and/or 'kl' (DI++) [score,kl]."),
@@ -627,10 +638,13 @@ def lab_sweep_cmd(
 @lab_app.command("overopt-report")
 @_friendly
 def lab_overopt_report_cmd(
-    sweep: Path = typer.Option(Path("runs/overopt"), help="A `distar lab sweep --out` folder."),
-    out: Path = typer.Option(Path("leaderboards"), help="Where mini_overoptimization.md and figures/ go."),
+    sweep: Path = typer.Option(Path("runs/overopt"), help="A `distar lab sweep --out` folder.",
+                               **PATH),
+    out: Path = typer.Option(Path("leaderboards"), help="Where mini_overoptimization.md and figures/ go.",
+                             **PATH),
     oracle_check: Optional[Path] = typer.Option(Path("docs/mini_quality/oracle_check.json"),
-                                                help="The oracle-check report to quote (skipped if absent)."),
+                                                help="The oracle-check report to quote (skipped if absent).",
+                                                **PATH),
 ) -> None:
     """The over-optimisation report from a sweep's store: gold vs reward along training, paired
     tests against the init and the best run against the reference, per-challenge accuracy."""

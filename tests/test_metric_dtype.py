@@ -4,19 +4,17 @@ and a dtype a metric does not compute in is refused, not ignored."""
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import di_star  # noqa: F401  (registers the toy metrics, as the CLI does)
 from di_star.bench import refs as rc
 from distar.core.errors import DistarError
-from evalsuite.generate import EvalRun
 from evalsuite.leaderboard.markdown import Shown
 from evalsuite.metrics import METRICS, load_metric
 from evalsuite.metrics.base import MetricInfo, with_dtype
 from evalsuite.metrics.runner import score_run
 from evalsuite.preflight import metric_dtype_problems
-from evalsuite.store import ResultsStore
+from store_helpers import image_run
 from fault_helpers import invoke, one_clear_error
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -24,15 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 @pytest.fixture()
 def run(tmp_path):
-    store = ResultsStore(tmp_path / "results")
-    rows = []
-    for i, (im, p) in enumerate(zip(rc.sample_images(5, seed=2), rc.sample_prompts(5))):
-        path = f"images/m/{i:05d}_0.png"
-        (store.root / path).parent.mkdir(parents=True, exist_ok=True)
-        im.save(store.root / path)
-        rows.append(dict(prompt_index=i, k=0, prompt=p, seed=i, path=path))
-    return EvalRun(store=store, model="m", recipe_hash="abc", bench="parti", bench_version="1",
-                   images=pd.DataFrame(rows), device="cpu", run_id="r1")
+    return image_run(tmp_path / "results", 5, seed=2, recipe_hash="abc")
 
 
 def test_bf16_and_fp32_scores_of_the_same_images_get_two_keys_and_columns(run, tmp_path):

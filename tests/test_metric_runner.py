@@ -4,15 +4,13 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from distar.core.errors import DistarError
-from evalsuite.generate import EvalRun
 from di_star.bench import refs as rc
 from evalsuite.metrics.hps import HPSv21
 from evalsuite.metrics.runner import score_run, split_options
-from evalsuite.store import ResultsStore
+from store_helpers import image_run
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -20,15 +18,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 @pytest.fixture()
 def run(tmp_path):
-    store = ResultsStore(tmp_path / "results")
-    rows = []
-    for i, (im, p) in enumerate(zip(rc.sample_images(7, seed=4), rc.sample_prompts(7))):
-        path = f"images/m/{i:05d}_0.png"
-        (store.root / path).parent.mkdir(parents=True, exist_ok=True)
-        im.save(store.root / path)
-        rows.append(dict(prompt_index=i, k=0, prompt=p, seed=100 + i, path=path))
-    return EvalRun(store=store, model="m", recipe_hash="abc123", bench="parti",
-                   bench_version="1", images=pd.DataFrame(rows), device="cpu", run_id="r1")
+    return image_run(tmp_path / "results", 7, seed=4, recipe_hash="abc123", seed_offset=100)
 
 
 @pytest.fixture(scope="module")

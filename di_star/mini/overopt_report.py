@@ -25,8 +25,6 @@ KEYS = ["prompt_index", "k"]
 
 def load(sweep_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
     """(sweep record, per-image scores, set scores with their model, prompt challenge by index)."""
-    import sqlite3
-
     from distar.core.errors import DistarError
     from evalsuite.store import ResultsStore
     rec_path = sweep_dir / "sweep.json"
@@ -36,14 +34,9 @@ def load(sweep_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
     store = ResultsStore(sweep_dir / "results", create=False)
     scores = store.table("model_scores")
     scores = scores[scores.bench == rec["bench"]]
-    con = sqlite3.connect(sweep_dir / "results" / "results.sqlite")
-    try:
-        sets = pd.read_sql("select s.metric, s.value, i.model from set_scores s join "
-                           "(select distinct recipe_hash, model from images) i using (recipe_hash)", con)
-        prompts = pd.read_sql("select prompt_index, meta_json from prompts where bench = ?", con,
-                              params=(rec["bench"],))
-    finally:
-        con.close()
+    models = store.table("images")[["recipe_hash", "model"]].drop_duplicates()
+    sets = store.table("set_scores").merge(models, on="recipe_hash")[["metric", "value", "model"]]
+    prompts = store.table("prompts", "WHERE bench=?", (rec["bench"],))[["prompt_index", "meta_json"]]
     challenge = {int(i): json.loads(m).get("challenge", "?") for i, m in prompts.itertuples(index=False)}
     return rec, scores, sets, challenge
 

@@ -1,0 +1,23 @@
+"""A results store holding sample images as an EvalRun, for tests that score images without
+generating them (the metric runner, the scorers' dtypes)."""
+from pathlib import Path
+
+import pandas as pd
+
+from di_star.bench import refs as rc
+from evalsuite.generate import EvalRun
+from evalsuite.store import ResultsStore
+
+
+def image_run(root: Path, n: int, seed: int, recipe_hash: str, seed_offset: int = 0) -> EvalRun:
+    """`n` sample images (rc.sample_images(n, seed)) with sample prompts, saved under `root` as
+    model 'm' on 'parti' v1; image i has seed `seed_offset + i`."""
+    store = ResultsStore(root)
+    rows = []
+    for i, (im, p) in enumerate(zip(rc.sample_images(n, seed=seed), rc.sample_prompts(n))):
+        path = f"images/m/{i:05d}_0.png"
+        (store.root / path).parent.mkdir(parents=True, exist_ok=True)
+        im.save(store.root / path)
+        rows.append(dict(prompt_index=i, k=0, prompt=p, seed=seed_offset + i, path=path))
+    return EvalRun(store=store, model="m", recipe_hash=recipe_hash, bench="parti",
+                   bench_version="1", images=pd.DataFrame(rows), device="cpu", run_id="r1")
