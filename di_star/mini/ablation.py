@@ -15,18 +15,14 @@ Every stage resumes: finished runs are reused, finished images and scores are no
 from __future__ import annotations
 
 import json
-import os
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distar.core.paths import project_commit
 from di_star.config import TrainConfig
+from di_star.experiment import Job, default_workers, run_experiment, stderr_to
 from di_star.presets import TABLE_ORDER, get_preset, world_scales
-from distar.core.signals import process_pool
 
 REFERENCE, INIT = "mini_ref", "mini_onestep"
 FIRST_PARTS = ("reference", "init")   # evaluation parts of the reference and the init
@@ -61,13 +57,6 @@ SCALES = {
 }
 
 
-@dataclass
-class Job:
-    key: str                  # 'di_star_in', 'frontier/kl/30', 'di_star_in@s1'
-    cfg: TrainConfig
-    run_dir: Path
-
-
 def _sized(cfg: TrainConfig, scale: Scale, sd: dict[str, Any]) -> TrainConfig:
     run, optim = {}, {}
     if scale.steps is not None:
@@ -91,151 +80,50 @@ def plan(out: Path, scale: Scale, sd: dict[str, Any] | None = None) -> list[Job]
     jobs = []
     for row in scale.rows:
         cfg = _sized(get_preset(f"mini/{row}"), scale, sd)
-        jobs.append(Job(row, cfg, out / "runs" / row))
+        jobs.append(Job(row, _train_job, out / "runs" / row, cfg=cfg))
         if row == "di_star_in":
             for s in scale.seeds[1:]:
-                jobs.append(Job(f"{row}@s{s}", cfg.replace(run={"seed": s}), out / "runs" / f"{row}@s{s}"))
+                jobs.append(Job(f"{row}@s{s}", _train_job, out / "runs" / f"{row}@s{s}",
+                                cfg=cfg.replace(run={"seed": s})))
     if scale.frontier:
         for reg, alphas in world_scales("mini").frontier.items():
             for a in alphas:
                 key = f"frontier/{reg}/{a:g}"
-                jobs.append(Job(key, _sized(get_preset(f"mini/{key}"), scale, sd), out / "runs" / key))
+                jobs.append(Job(key, _train_job, out / "runs" / key,
+                                cfg=_sized(get_preset(f"mini/{key}"), scale, sd)))
     return jobs
 
 
-def _train_job(key: str, cfg_dict: dict, run_dir: str, threads: int) -> dict:
+def _train_job(job: Job) -> dict:
     """Worker: one training run -> its export folder and timings."""
-    import torch
-
-    from di_star.config import from_dict
     from di_star.trainer import train
-    torch.set_num_threads(threads)
     t0 = time.time()
-    r = train(from_dict(cfg_dict), Path(run_dir), progress=False)
-    return {"key": key, "export": str(Path(run_dir) / "export"), "steps": r.step,
+    r = train(job.cfg, Path(job.out), progress=False)
+    return {"key": job.key, "export": str(Path(job.out) / "export"), "steps": r.step,
             "ms_per_step": r.ms_per_step, "wall_s": time.time() - t0, "train_reward": r.metrics.get("reward")}
 
 
-def _eval_job(model: str, part: str, scale: Scale, metrics: list[str], benches: tuple[str, ...],
-              threads: int) -> dict:
-    """Worker: `distar eval` of one model on every benchmark, into its own store folder `part`
-    (one writer per store; the parts are merged when every job is done)."""
-    import torch
-    torch.set_num_threads(threads)
+def eval_job(job: Job) -> dict:
+    """Worker: `distar eval` of `job.model` on the benchmarks into its own store part `job.out`
+    (one writer per store; the runner merges the parts when every job is done)."""
     t0 = time.time()
-    Path(part).mkdir(parents=True, exist_ok=True)
-    with stderr_to(Path(part) / "eval.log"):  # two workers' progress bars would interleave
-        evaluate_all([model], scale, Path(part), metrics, benches)
-    return {"model": model, "part": part, "wall_s": time.time() - t0}
+    part = Path(job.out)
+    part.mkdir(parents=True, exist_ok=True)
+    with stderr_to(part / "eval.log"):  # two workers' progress bars would interleave
+        evaluate_all([job.model], job.args["scale"], part, job.args["metrics"], job.args["benches"],
+                     device=job.args.get("device", "cpu"))
+    return {"model": job.model, "part": str(part), "parts": [str(part)], "wall_s": time.time() - t0}
 
 
-@contextmanager
-def stderr_to(log: Path):
-    """Everything written to stderr (file descriptor 2: Python and C alike) goes to `log`
-    (appended) while inside; restored on the way out, also on an exception."""
-    import sys
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(log, "ab") as f:
-            os.dup2(f.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+def _eval(model: str, part: Path, scale: Scale, metrics: list[str], benches: tuple[str, ...]) -> Job:
+    return Job(f"eval/{part.name}", eval_job, part, model=model,
+               args={"scale": scale, "metrics": metrics, "benches": benches})
 
 
 def _run_part(key: str) -> str:
     """The evaluation part (store folder name) of training job `key`'s export."""
     from distar.core.paths import safe_name
     return safe_name(f"run-{key}")
-
-
-def train_and_evaluate(jobs: list[Job], first: list[str], scale: Scale, parts: Path, metrics: list[str],
-                       benches: tuple[str, ...], workers: int, console=None) -> tuple[dict, dict]:
-    """Every training run, and the evaluation of the `first` models (reference, init) and of each
-    run's export as soon as it exists, on one pool of `workers` processes (one torch thread each
-    on 2 cores: the tiny networks gain little from a second thread). Evaluation overlaps training,
-    so no core idles while the slowest runs finish. Each evaluation writes its own store,
-    `parts/<name>` (a store has one writer). Returns ({job key: training record},
-    {part name: evaluation record}), the records of evaluations holding 'model' and 'part'."""
-    trained: dict[str, dict] = {}
-    evaluated: dict[str, dict] = {}
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    evals = list(zip(first, FIRST_PARTS))            # (model, part name)
-
-    def exported(key: str) -> tuple[str, str]:
-        return f"path:{trained[key]['export']}", _run_part(key)
-
-    def say(text: str) -> None:
-        if console:
-            console.print(text, highlight=False)
-
-    if workers == 1:  # in-process (tests register benchmarks a spawned process would not see)
-        for j in jobs:
-            trained[j.key] = r = _train_job(j.key, j.cfg.to_dict(), str(j.run_dir), threads)
-            say(f"  trained {j.key} ({r['wall_s']:.0f} s)")
-        for model, name in evals + [exported(j.key) for j in jobs]:
-            evaluated[name] = r = _eval_job(model, str(parts / name), scale, metrics, benches, threads)
-            say(f"  evaluated {name} ({r['wall_s']:.0f} s)")
-        return trained, evaluated
-    # Jobs wait here, not in the pool's queue: at most `workers` are ever handed over, so after
-    # Ctrl-C (which reaches the workers too: a training run checkpoints its step and stops, an
-    # evaluation marks itself interrupted) nothing new starts and the command ends in seconds.
-    todo: list[tuple] = [(_eval_job, (m, str(parts / name)), ("eval", name)) for m, name in evals] + \
-        [(_train_job, (j.key, j.cfg.to_dict(), str(j.run_dir)), ("train", j.key)) for j in jobs]
-    # process_pool: on Ctrl-C, SIGTERM or a job's error its workers are stopped, not awaited, and
-    # a worker dies with the parent (no orphan keeps training after `kill -9` of the demo).
-    with blas_threads(threads), process_pool(workers) as pool:
-        running: dict = {}
-        while todo or running:
-            while todo and len(running) < workers:  # FIFO: the reference's evaluation (the
-                fn, args, what = todo.pop(0)        # longest job, multi-step CFG) first
-                extra = (scale, metrics, benches, threads) if fn is _eval_job else (threads,)
-                running[pool.submit(fn, *args, *extra)] = what
-            done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for f in done:
-                kind, key = running.pop(f)
-                r = f.result()  # a job's error (or its Ctrl-C) ends the ablation; reruns resume
-                if kind == "train":
-                    trained[key] = r
-                    say(f"  trained {key} ({r['wall_s']:.0f} s)")
-                    model, name = exported(key)
-                    todo.append((_eval_job, (model, str(parts / name)), ("eval", name)))
-                else:
-                    evaluated[key] = r
-                    say(f"  evaluated {key} ({r['wall_s']:.0f} s)")
-    return trained, evaluated
-
-
-@contextmanager
-def blas_threads(n: int):
-    """Spawned workers start with numpy's BLAS limited to `n` threads (read once, at import).
-    OpenBLAS otherwise starts a thread per core in every worker: on 2 busy cores mini_kd's 300
-    small matrix products took 3.4 s instead of 0.29 s."""
-    names = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update({k: str(n) for k in names})
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def merge_parts(parts: Path, names: list[str], results: Path) -> None:
-    """The evaluation parts, in a fixed order, into the one store the tables read."""
-    from distar.core.runlock import out_lock
-    from evalsuite.store import merge_store
-    with out_lock(results, "the mini ablation's merge of its evaluation parts"):
-        for name in names:
-            merge_store(parts / name, results)
 
 
 def mini_metrics() -> list[str]:
@@ -271,40 +159,58 @@ def evaluate_all(models: list[str], scale: Scale, results: Path, metrics: list[s
 def run_ablation(out: Path, leaderboards: Path, scale: str | Scale = "full", workers: int | None = None,
                  sd: dict[str, Any] | None = None, reference: str = REFERENCE, init: str = INIT,
                  metrics: list[str] | None = None, benches: tuple[str, ...] = BENCHES) -> dict:
-    """Train, evaluate, tabulate. Returns the timings and the files written."""
+    """Train, evaluate, tabulate. Every training run and the evaluations of the reference, the
+    init and each run's export (as soon as it exists) share one pool of `workers` processes
+    (one torch thread each on 2 cores: the tiny networks gain little from a second thread), so
+    no core idles while the slowest runs finish. Returns the timings and the files written."""
     from rich.console import Console
-
-    from di_star.mini.findings import write_findings
-    from evalsuite.leaderboard import write_leaderboards
-    from evalsuite.models.specs import resolve_model
 
     console = Console(stderr=True)
     sc = SCALES[scale] if isinstance(scale, str) else scale
     out, leaderboards = Path(out), Path(leaderboards)
-    workers = workers or max(1, min(2, os.cpu_count() or 1))
+    workers = workers or default_workers()
     metrics = metrics if metrics is not None else mini_metrics()
-    t0 = time.time()
     jobs = plan(out, sc, sd)
     preflight(jobs, [reference, init], metrics, benches)
     console.print(f"[bold]mini ablation[/] ({sc.name}): {len(jobs)} training runs on {workers} worker(s), "
                   f"each evaluated on {len(benches)} benchmarks as it finishes, with the reference and the init; in {out}", highlight=False)
-    trained, evaluated = train_and_evaluate(jobs, [reference, init], sc, out / "parts", metrics, benches,
-                                            workers, console)
-    merge_parts(out / "parts", [*FIRST_PARTS, *(_run_part(j.key) for j in jobs)], out / "results")
-    files = write_leaderboards(out / "results", leaderboards, suite="mini", baseline=resolve_model(init).name)
-    # Worker seconds: training and evaluation overlap on the pool, so they do not add to the wall.
-    timing = {"train_s": sum(r["wall_s"] for r in trained.values()),
-              "eval_s": sum(r["wall_s"] for r in evaluated.values()), "workers": workers, "scale": sc.name,
-              "git": project_commit(short=True) or "unknown", "jobs": {k: {kk: v[kk] for kk in ("steps", "ms_per_step", "wall_s")}
-                                             for k, v in trained.items()},
-              "wall_s": time.time() - t0}  # to the tables; the findings add a second
-    names = {m: resolve_model(m).name for m in (reference, init)}  # as the store names them (path: too)
-    files += write_findings(out / "results", leaderboards, reference=names[reference], init=names[init],
-                            timing=timing, main_bench=benches[0], set_bench=benches[min(1, len(benches) - 1)])
-    wall = timing["wall_s"] = time.time() - t0
-    (out / "timing.json").write_text(json.dumps(timing, indent=1))
-    console.print(f"tables and figures: {', '.join(str(f) for f in files)}\nwall time {wall:.0f} s", highlight=False)
-    return {"files": files, "timing": timing}
+    parts = out / "parts"
+    # The reference's evaluation (the longest job, multi-step CFG) first.
+    first = [_eval(m, parts / name, sc, metrics, benches) for m, name in zip((reference, init), FIRST_PARTS)]
+
+    def after(job: Job, r: dict) -> list[Job]:
+        if job.cfg is None:
+            console.print(f"  evaluated {job.out.name} ({r['wall_s']:.0f} s)", highlight=False)
+            return []
+        console.print(f"  trained {job.key} ({r['wall_s']:.0f} s)", highlight=False)
+        return [_eval(f"path:{r['export']}", parts / _run_part(job.key), sc, metrics, benches)]
+
+    def findings(records: dict[str, dict], prov: dict) -> dict:
+        from di_star.mini.findings import write_findings
+        from evalsuite.leaderboard import write_leaderboards
+        from evalsuite.models.specs import resolve_model
+
+        files = write_leaderboards(out / "results", leaderboards, suite="mini", baseline=resolve_model(init).name)
+        trained = {k: r for k, r in records.items() if "export" in r}
+        # Worker seconds: training and evaluation overlap on the pool, so they do not add to the wall.
+        timing = {"train_s": sum(r["wall_s"] for r in trained.values()),
+                  "eval_s": sum(r["wall_s"] for r in records.values() if "part" in r), "workers": workers,
+                  "scale": sc.name, "git": prov["git"],
+                  "jobs": {k: {kk: v[kk] for kk in ("steps", "ms_per_step", "wall_s")} for k, v in trained.items()},
+                  "wall_s": time.time() - t0}  # to the tables; the findings add a second
+        names = {m: resolve_model(m).name for m in (reference, init)}  # as the store names them (path: too)
+        files += write_findings(out / "results", leaderboards, reference=names[reference], init=names[init],
+                                timing=timing, main_bench=benches[0], set_bench=benches[min(1, len(benches) - 1)])
+        timing["wall_s"] = time.time() - t0
+        (out / "timing.json").write_text(json.dumps(timing, indent=1))
+        return {"files": files, "timing": timing}
+
+    t0 = time.time()
+    _, _, result = run_experiment("the mini ablation", out, sc, first + jobs, workers, after=after,
+                                  results=out / "results", findings=findings)
+    console.print(f"tables and figures: {', '.join(str(f) for f in result['files'])}\n"
+                  f"wall time {result['timing']['wall_s']:.0f} s", highlight=False)
+    return result
 
 
 def preflight(jobs: list[Job], models: list[str], metrics: list[str], benches: tuple[str, ...]) -> None:
@@ -333,14 +239,15 @@ def preflight(jobs: list[Job], models: list[str], metrics: list[str], benches: t
                 raise DistarError(f"Model '{name}' reads weights from {where}, which does not exist. Fix: build "
                                   f"the mini world (`distar lab build mini --out DIR`) and set DISTAR_MINI_DIR=DIR.")
 
-    for m in models + sorted({j.cfg.sd.reference for j in jobs} | {j.cfg.sd.generator for j in jobs}):
+    cfgs = [j.cfg for j in jobs if j.cfg is not None]
+    for m in models + sorted({c.sd.reference for c in cfgs} | {c.sd.generator for c in cfgs}):
         check(local_weights, m)
     for name in metrics:
         check(METRICS.get, name)
     for b in benches:
         check(load_benchmark, b)
-    for j in jobs:
-        check(validate_sd, j.cfg)
-        check(check_reward, j.cfg.sd.reward)
+    for c in cfgs:
+        check(validate_sd, c)
+        check(check_reward, c.sd.reward)
     if problems:
         raise DistarError("The mini ablation cannot start:\n- " + "\n- ".join(problems))

@@ -25,12 +25,11 @@ import json
 import os
 import shutil
 import time
-from concurrent.futures import FIRST_COMPLETED, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from distar.core.signals import process_pool
-from di_star.mini.ablation import INIT, REFERENCE, Scale, blas_threads, stderr_to, evaluate_all, merge_parts
+from di_star.experiment import Job, run_experiment, stderr_to
+from di_star.mini.ablation import INIT, REFERENCE, Scale, eval_job, evaluate_all
 from di_star.mini.overopt_presets import ORACLE
 
 BENCH = "mini_parti"
@@ -120,66 +119,50 @@ def _scale(plan: SweepPlan) -> Scale:
     return Scale(plan.label, None, None, None, (), False, (), {BENCH: plan.prompts}, plan.images_per_prompt)
 
 
-def _run_job(run: dict, plan: dict, out: str, threads: int, device: str) -> dict:
-    """Worker: train one run stage by stage; after each stage copy its export and evaluate it.
-    Returns {step: model string} and timings."""
-    import torch
-
-    from di_star.config import from_dict
+def _run_job(job: Job) -> dict:
+    """Worker: train one run stage by stage; after each stage copy its export and evaluate it
+    into a store part of its own. Returns {step: model string}, its parts and timings."""
     from di_star.trainer import train
-    torch.set_num_threads(threads)
-    p = SweepPlan(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan.items()})
-    run_dir = Path(out) / "runs" / run["key"]
-    models, t_train, t_eval = {}, 0.0, 0.0
+    p = job.args["plan"]
+    run_dir = Path(job.out)
+    models, parts, t_train, t_eval = {}, [], 0.0, 0.0
     for step in sorted(s for s in p.checkpoints if s > 0):
         at = run_dir / "at" / f"step{step}"
         if not (at / "model_index.json").exists():
             t0 = time.time()
-            cfg = from_dict(run["cfg"]).replace(run={"max_steps": step})
-            train(cfg, run_dir, progress=False)
+            train(job.cfg.replace(run={"max_steps": step}), run_dir, progress=False)
             tmp = at.with_name(at.name + f".tmp{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.copytree(run_dir / "export", tmp)
             tmp.replace(at)
             t_train += time.time() - t0
         model = f"path:{at}"
-        part = Path(out) / "parts" / _part(f"{run['key']}@{step}")
+        part = Path(job.args["parts"]) / _part(f"{job.key}@{step}")
         part.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         with stderr_to(part / "eval.log"):
-            evaluate_all([model], _scale(p), part, p.metrics, (BENCH,), device=device)
+            evaluate_all([model], _scale(p), part, p.metrics, (BENCH,), device=job.args["device"])
         t_eval += time.time() - t0
-        models[step] = model
-    return {"key": run["key"], "models": models, "train_s": t_train, "eval_s": t_eval}
-
-
-def _eval_job(model: str, plan: dict, out: str, threads: int, device: str) -> dict:
-    import torch
-    torch.set_num_threads(threads)
-    p = SweepPlan(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan.items()})
-    part = Path(out) / "parts" / _part(model)
-    part.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-    with stderr_to(part / "eval.log"):
-        evaluate_all([model], _scale(p), part, p.metrics, (BENCH,), device=device)
-    return {"key": model, "models": {0: model}, "eval_s": time.time() - t0, "train_s": 0.0}
+        models[str(step)] = model
+        parts.append(str(part))
+    return {"key": job.key, "models": models, "parts": parts, "train_s": t_train, "eval_s": t_eval}
 
 
 def preflight(plan: SweepPlan, runs: list[Run]) -> None:
     """Every preset, reward, metric and model checked before the first run; all at once."""
     from di_star.mini.ablation import preflight as ablation_preflight
-    from di_star.mini.ablation import Job
     from di_star.config import from_dict
     from distar.core.errors import DistarError
     if not plan.checkpoints or min(plan.checkpoints) < 0:
         raise DistarError("sweep checkpoints must be generator steps >= 0, e.g. 0,150,300,600")
-    ablation_preflight([Job(r.key, from_dict(r.cfg), Path(r.key)) for r in runs], [REFERENCE, INIT],
-                       plan.metrics, (BENCH,))
+    ablation_preflight([Job(r.key, _run_job, Path(r.key), cfg=from_dict(r.cfg)) for r in runs],
+                       [REFERENCE, INIT], plan.metrics, (BENCH,))
 
 
 def run_sweep(out: Path, plan: SweepPlan, workers: int = 2, device: str = "cpu", console=None) -> dict:
     """Train and evaluate the plan's runs on `workers` processes; merge the store; write
     OUT/sweep.json (plan, runs, models per step, timings). Returns that record."""
+    from di_star.config import from_dict
     from distar.core.atomic import write_text
     out = Path(out)
     runs = plan_runs(plan)
@@ -189,32 +172,25 @@ def run_sweep(out: Path, plan: SweepPlan, workers: int = 2, device: str = "cpu",
     say(f"[bold]over-optimisation sweep[/] ({plan.label}): {len(runs)} runs x checkpoints "
         f"{list(plan.checkpoints)}, {workers} worker(s) on {device}; in {out}")
     t0 = time.time()
-    plan_d = asdict(plan)
-    todo = [(_eval_job, (m, plan_d, str(out))) for m in (REFERENCE, INIT)] + \
-           [(_run_job, ({"key": r.key, "cfg": r.cfg}, plan_d, str(out))) for r in runs]
-    done: dict[str, dict] = {}
-    # process_pool: workers stopped on Ctrl-C, SIGTERM or a job's error, and die with the parent.
-    with blas_threads(threads), process_pool(workers) as pool:
-        running: dict = {}
-        while todo or running:
-            while todo and len(running) < workers:
-                fn, args = todo.pop(0)
-                running[pool.submit(fn, *args, threads, device)] = args[0]
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for f in finished:
-                running.pop(f)
-                r = f.result()
-                done[r["key"]] = r
-                say(f"  {r['key']}: train {r['train_s']:.0f} s, eval {r['eval_s']:.0f} s")
-    names = [_part(m) for m in (REFERENCE, INIT)] + \
-        [_part(f"{r.key}@{s}") for r in runs for s in sorted(x for x in plan.checkpoints if x > 0)]
-    merge_parts(out / "parts", names, out / "results")
-    record = {"plan": plan_d, "reference": REFERENCE, "init": INIT, "bench": BENCH,
+    parts = out / "parts"
+    jobs = [Job(m, eval_job, parts / _part(m), model=m, args={"scale": _scale(plan), "metrics": plan.metrics,
+                                                               "benches": (BENCH,), "device": device})
+            for m in (REFERENCE, INIT)]
+    jobs += [Job(r.key, _run_job, out / "runs" / r.key, cfg=from_dict(r.cfg),
+                 args={"plan": plan, "parts": str(parts), "device": device}) for r in runs]
+
+    def after(job: Job, r: dict) -> list[Job]:
+        say(f"  {job.key}: train {r.get('train_s', 0.0):.0f} s, eval {r.get('eval_s', r['wall_s']):.0f} s")
+        return []
+
+    done, prov, _ = run_experiment("the over-optimisation sweep", out, plan, jobs, workers, after=after,
+                                   threads=threads, device=device, results=out / "results")
+    record = {"plan": asdict(plan), "reference": REFERENCE, "init": INIT, "bench": BENCH,
               "runs": [{"key": r.key, "regulariser": r.regulariser, "reward": r.reward, "seed": r.seed,
                         "alpha_cfg": r.cfg["objective"]["alpha_cfg"], "alpha_rew": r.cfg["objective"]["alpha_rew"],
-                        "models": {str(k): v for k, v in done[r.key]["models"].items()},
+                        "models": done[r.key]["models"],
                         "train_s": done[r.key]["train_s"], "eval_s": done[r.key]["eval_s"]} for r in runs],
-              "device": device, "workers": workers, "wall_s": time.time() - t0}
+              "device": device, "workers": workers, "git": prov["git"], "wall_s": time.time() - t0}
     write_text(out / "sweep.json", json.dumps(record, indent=1) + "\n")
     say(f"sweep done in {record['wall_s']:.0f} s: {out / 'sweep.json'}, store {out / 'results'}")
     return record

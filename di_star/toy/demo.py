@@ -12,35 +12,22 @@ Every run lives in its own run dir under `out`; rerunning the demo resumes or re
 """
 from __future__ import annotations
 
-import os
-import platform
-import sys
 import time
-from concurrent.futures import as_completed
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from distar.core.paths import project_commit
 from di_star.config import TrainConfig
+from di_star.experiment import Job, default_workers, run_experiment
 from di_star.presets import TABLE_ORDER, get_preset, world_scales
-from distar.core.signals import process_pool
 
 FRONTIER_ALPHAS = {  # alpha_rew sweeps on gmm, per regulariser; each spans "no effect" to "collapsed"
     "kl": (1.0, 2.0, 3.0, 5.0),
     "score": (0.3, 0.6, 1.0, 2.0),
     "score_x0": (0.5, 1.0, 2.0, 3.0),
 }
-
-
-@dataclass
-class Job:
-    key: str                 # e.g. 'gmm/di_star_in' or 'gmm/frontier/kl/30'
-    cfg: TrainConfig
-    run_dir: Path
 
 
 def _scaled(cfg: TrainConfig, scale: float, steps: int | None = None) -> TrainConfig:
@@ -69,8 +56,9 @@ SEEDS = {"gmm": (0, 1), "digits": (0,)}
 
 def _seeded(key: str, cfg: TrainConfig, run_dir: Path, seed: int) -> Job:
     if seed == 0:
-        return Job(key, cfg, run_dir)
-    return Job(f"{key}@s{seed}", cfg.replace(run={"seed": seed}), run_dir.with_name(f"{run_dir.name}@s{seed}"))
+        return Job(key, _run_job, run_dir, cfg=cfg)
+    return Job(f"{key}@s{seed}", _run_job, run_dir.with_name(f"{run_dir.name}@s{seed}"),
+               cfg=cfg.replace(run={"seed": seed}))
 
 
 def plan(out: Path, scale: float) -> list[Job]:
@@ -104,19 +92,14 @@ def average_seeds(results: dict[str, dict]) -> tuple[dict[str, dict], dict[str, 
     return out, {m: float(np.median(v)) for m, v in diffs.items()}
 
 
-def _run_job(key: str, cfg_dict: dict, run_dir: str) -> dict:
+def _run_job(job: Job) -> dict:
     """Worker: one training run -> its numbers (and timings)."""
-    import torch
-
-    from di_star.config import from_dict
     from di_star.trainer import train
-    torch.set_num_threads(1)
-    cfg = from_dict(cfg_dict)
     w0, c0 = time.time(), time.process_time()
-    r = train(cfg, Path(run_dir), progress=False)
-    return {"key": key, "metrics": r.metrics, "ms_per_step": r.cpu_ms_per_step, "wall_ms_per_step": r.ms_per_step,
+    r = train(job.cfg, Path(job.out), progress=False)
+    return {"key": job.key, "metrics": r.metrics, "ms_per_step": r.cpu_ms_per_step, "wall_ms_per_step": r.ms_per_step,
             "steps": r.step,
-            "wall_s": time.time() - w0, "cpu_s": time.process_time() - c0, "run_dir": run_dir}
+            "wall_s": time.time() - w0, "cpu_s": time.process_time() - c0, "run_dir": str(job.out)}
 
 
 def build_caches(scale: float) -> dict[str, float]:
@@ -150,7 +133,7 @@ def run_demo(out: Path, leaderboards: Path, scale: float = 1.0, workers: int | N
     out, leaderboards = Path(out), Path(leaderboards)
     figures = leaderboards / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    workers = workers or max(1, min(2, os.cpu_count() or 1))
+    workers = workers or default_workers()
     t0 = time.time()
     console.print(f"[bold]distar demo[/]: toy ablation (paper Table 2) on {workers} worker(s); "
                   f"runs in {out}", highlight=False)
@@ -164,55 +147,43 @@ def run_demo(out: Path, leaderboards: Path, scale: float = 1.0, workers: int | N
     jobs = plan(out, scale)
     # Longest first (digits, then exact-estimator gmm runs) so the pool drains evenly.
     jobs.sort(key=lambda j: (j.cfg.world.name != "digits", j.cfg.objective.estimator == "x0"))
-    results: dict[str, dict] = {}
     bar.description, bar.total = "training runs", len(jobs)
     bar.start()
+
+    def after(job: Job, r: dict) -> list[Job]:
+        bar.advance(item=f"finished {job.key}")
+        return []
+
+    def findings(per_seed: dict[str, dict], prov: dict) -> dict:
+        bar.close()
+        results, seed_noise = average_seeds(per_seed)
+        results["_per_seed"] = per_seed
+        results["_seed_noise"] = seed_noise
+        results["_estimator_cost"] = {w: estimator_cost(w, scale, reps=40 if scale == 1.0 else 3)
+                                      for w in ("gmm", "digits")}
+        train_s = time.time() - t0
+        meta = {**prov, "command": "distar demo" if scale == 1.0 else f"run_demo(scale={scale})",
+                "cache_s": cache_s, "seed_noise": seed_noise}
+        set_noise(seed_noise)
+        gmm_md = write_gmm(results, jobs, out, leaderboards, figures, scale, meta, train_s)
+        digits_md = write_digits(results, jobs, out, leaderboards, figures, scale, meta, train_s)
+        wall = time.time() - t0
+        for path in (gmm_md, digits_md):  # the wall time is known only now
+            path.write_text(path.read_text().replace("{{WALL}}", f"{wall:.0f} s"))
+        return {"results": results, "wall_s": wall, "tables": [gmm_md, digits_md]}
+
+    # One torch thread per run: these networks are far too small for intra-op threads to pay.
     with closing(bar):
-        if workers == 1:
-            for j in jobs:
-                bar.item = f"running {j.key}"
-                bar.phase(None)
-                results[j.key] = _run_job(j.key, j.cfg.to_dict(), str(j.run_dir))
-                bar.advance(item=f"finished {j.key}")
-        else:
-            with process_pool(workers) as pool:  # workers stopped on a signal or error
-                futs = [pool.submit(_run_job, j.key, j.cfg.to_dict(), str(j.run_dir)) for j in jobs]
-                for f in as_completed(futs):
-                    r = f.result()
-                    results[r["key"]] = r
-                    bar.advance(item=f"finished {r['key']}")
-    per_seed = results
-    results, seed_noise = average_seeds(per_seed)
-    results["_per_seed"] = per_seed
-    results["_seed_noise"] = seed_noise
-    results["_estimator_cost"] = {w: estimator_cost(w, scale, reps=40 if scale == 1.0 else 3)
-                                  for w in ("gmm", "digits")}
-    train_s = time.time() - t0
-    meta = _provenance(scale, workers, cache_s)
-    meta["seed_noise"] = seed_noise
-    set_noise(seed_noise)
-    gmm_md = write_gmm(results, jobs, out, leaderboards, figures, scale, meta, train_s)
-    digits_md = write_digits(results, jobs, out, leaderboards, figures, scale, meta, train_s)
-    wall = time.time() - t0
-    for path in (gmm_md, digits_md):  # the wall time is known only now
-        path.write_text(path.read_text().replace("{{WALL}}", f"{wall:.0f} s"))
+        _, _, found = run_experiment("distar demo", out, {"scale": scale, "seeds": SEEDS, "frontier": FRONTIER_ALPHAS},
+                       jobs, workers, after=after, threads=1, findings=findings)
+    gmm_md, digits_md = found["tables"]
     console.print(f"tables: {gmm_md}, {digits_md}", highlight=False)
     console.print(f"figures: {', '.join(str(p) for p in sorted(figures.glob('toy_*.png')))}", highlight=False)
-    console.print(f"runs: {out}   total wall time {wall:.0f} s", highlight=False)
-    return {"results": results, "wall_s": wall, "tables": [gmm_md, digits_md]}
+    console.print(f"runs: {out}   total wall time {found['wall_s']:.0f} s", highlight=False)
+    return found
 
 
-# Provenance.
-
-def _provenance(scale: float, workers: int, cache_s: dict[str, float]) -> dict:
-    import torch
-    git = project_commit(short=True) or "unknown"  # this project's, not the user's folder's
-    cmd = "distar demo" if scale == 1.0 else f"run_demo(scale={scale})"
-    argv = " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)) if sys.argv else ""
-    return {"command": cmd, "argv": argv, "git": git, "torch": torch.__version__,
-            "python": platform.python_version(), "cpus": os.cpu_count(), "workers": workers,
-            "cache_s": cache_s, "date": time.strftime("%Y-%m-%d %H:%M")}
-
+# Tables.
 
 def _header(title: str, meta: dict, jobs: list[Job], world: str, train_s: float) -> list[str]:
     cfgs = [j.cfg for j in jobs if j.cfg.world.name == world]
