@@ -180,7 +180,8 @@ def run_sweep(out: Path, plan: SweepPlan, workers: int = 2, device: str = "cpu",
                  args={"plan": plan, "parts": str(parts), "device": device}) for r in runs]
 
     def after(job: Job, r: dict) -> list[Job]:
-        say(f"  {job.key}: train {r.get('train_s', 0.0):.0f} s, eval {r.get('eval_s', r['wall_s']):.0f} s")
+        train_s, eval_s = (r["train_s"], r["eval_s"]) if job.cfg is not None else (0.0, r["wall_s"])
+        say(f"  {job.key}: train {train_s:.0f} s, eval {eval_s:.0f} s")
         return []
 
     done, prov, _ = run_experiment("the over-optimisation sweep", out, plan, jobs, workers, after=after,
