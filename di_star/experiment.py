@@ -15,7 +15,9 @@ what ran where, at which commit of this project; a findings hook writes the tabl
   reported as one line naming the job.
 - Resume: each finished job's record is kept in OUT/jobs.json with a fingerprint of what it
   ran (config, model, arguments); a rerun reuses the records of unchanged jobs whose folders
-  still exist, and the jobs themselves resume what they had half done.
+  still exist, and the jobs themselves resume what they had half done. The fingerprint covers
+  what the job is given, not the files a model name points at: after rebuilding weights in
+  place, delete OUT/jobs.json (or the job's folder) to run it again.
 - Records come back in plan order (a job's follow-ups right after it), not completion order,
   so tables, merges and provenance do not depend on which worker was faster.
 

@@ -3,6 +3,7 @@ on the pool, records in plan order, a rerun reusing finished work, a failing job
 pool with one line that names it."""
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -47,20 +48,21 @@ def test_pool_runs_every_job_and_follow_up_in_workers_records_in_plan_order(tmp_
     assert [done[k]["record"]["value"] for k in "abc"] == [0, 1, 2]
 
 
-def test_rerun_reuses_finished_jobs_and_reruns_what_changed(tmp_path):
+def test_rerun_reuses_finished_jobs_and_reruns_what_changed(tmp_path, monkeypatch):
+    from distar.core.paths import project_commit
     out = tmp_path / "exp"
+    monkeypatch.chdir(tmp_path)  # the provenance names this project's commit, not the cwd's
     first, prov, found = run_experiment("test", out, {"n": 3}, _jobs(out), 1, after=_follow(out),
                                         findings=lambda records, prov: sorted(records))
-    assert found == ["a", "a/eval", "b", "c"] and prov["git"] and prov["plan"] == {"n": 3}
+    assert found == ["a", "a/eval", "b", "c"] and prov["plan"] == {"n": 3}
+    assert prov["git"] == (project_commit(short=True) or "unknown")
     assert json.loads((out / PROVENANCE).read_text())["jobs"]["b"]["reused"] is False
     again, prov, _ = run_experiment("test", out, {"n": 3}, _jobs(out), 1, after=_follow(out))
     assert again == first and all(j["reused"] for j in prov["jobs"].values())
     assert [_calls(out / k) for k in ("a", "a-eval", "b", "c")] == [1, 1, 1, 1]  # nothing ran again
     changed = _jobs(out)
     changed[1].args["value"] = 7                       # b computes something else now
-    (out / "c" / "calls").rename(out / "c-calls")      # c's folder lost: rerun it
-    import shutil
-    shutil.rmtree(out / "c")
+    shutil.rmtree(out / "c")                           # c's folder lost: rerun it
     third, prov, _ = run_experiment("test", out, {"n": 3}, changed, 1, after=_follow(out))
     assert third["b"]["value"] == 7 and _calls(out / "b") == 2 and _calls(out / "c") == 1
     assert [prov["jobs"][k]["reused"] for k in ("a", "a/eval", "b", "c")] == [True, True, False, False]
