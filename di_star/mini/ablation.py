@@ -111,13 +111,15 @@ def eval_job(job: Job) -> dict:
     part.mkdir(parents=True, exist_ok=True)
     with stderr_to(part / "eval.log"):  # two workers' progress bars would interleave
         evaluate_all([job.model], job.args["scale"], part, job.args["metrics"], job.args["benches"],
-                     device=job.args.get("device", "cpu"))
-    return {"model": job.model, "part": str(part), "parts": [str(part)], "wall_s": time.time() - t0}
+                     device=job.args["device"])
+    return {"model": job.model, "parts": [str(part)], "wall_s": time.time() - t0}
 
 
-def _eval(model: str, part: Path, scale: Scale, metrics: list[str], benches: tuple[str, ...]) -> Job:
+def evaluation(model: str, part: Path, scale: Scale, metrics: list[str], benches: tuple[str, ...],
+               device: str = "cpu") -> Job:
+    """The job that evaluates `model` (`eval_job`) into the store part `part`."""
     return Job(f"eval/{part.name}", eval_job, part, model=model,
-               args={"scale": scale, "metrics": metrics, "benches": benches})
+               args={"scale": scale, "metrics": metrics, "benches": benches, "device": device})
 
 
 def _run_part(key: str) -> str:
@@ -176,14 +178,14 @@ def run_ablation(out: Path, leaderboards: Path, scale: str | Scale = "full", wor
                   f"each evaluated on {len(benches)} benchmarks as it finishes, with the reference and the init; in {out}", highlight=False)
     parts = out / "parts"
     # The reference's evaluation (the longest job, multi-step CFG) first.
-    first = [_eval(m, parts / name, sc, metrics, benches) for m, name in zip((reference, init), FIRST_PARTS)]
+    first = [evaluation(m, parts / name, sc, metrics, benches) for m, name in zip((reference, init), FIRST_PARTS)]
 
     def after(job: Job, r: dict) -> list[Job]:
         if job.cfg is None:
             console.print(f"  evaluated {job.out.name} ({r['wall_s']:.0f} s)", highlight=False)
             return []
         console.print(f"  trained {job.key} ({r['wall_s']:.0f} s)", highlight=False)
-        return [_eval(f"path:{r['export']}", parts / _run_part(job.key), sc, metrics, benches)]
+        return [evaluation(f"path:{r['export']}", parts / _run_part(job.key), sc, metrics, benches)]
 
     def findings(records: dict[str, dict], prov: dict) -> dict:
         from di_star.mini.findings import write_findings
@@ -194,7 +196,7 @@ def run_ablation(out: Path, leaderboards: Path, scale: str | Scale = "full", wor
         trained = {k: r for k, r in records.items() if "export" in r}
         # Worker seconds: training and evaluation overlap on the pool, so they do not add to the wall.
         timing = {"train_s": sum(r["wall_s"] for r in trained.values()),
-                  "eval_s": sum(r["wall_s"] for r in records.values() if "part" in r), "workers": workers,
+                  "eval_s": sum(r["wall_s"] for r in records.values() if "model" in r), "workers": workers,
                   "scale": sc.name, "git": prov["git"],
                   "jobs": {k: {kk: v[kk] for kk in ("steps", "ms_per_step", "wall_s")} for k, v in trained.items()},
                   "wall_s": time.time() - t0}  # to the tables; the findings add a second

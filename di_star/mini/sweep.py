@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from di_star.experiment import Job, run_experiment, stderr_to
-from di_star.mini.ablation import INIT, REFERENCE, Scale, eval_job, evaluate_all
+from di_star.mini.ablation import INIT, REFERENCE, Scale, evaluate_all, evaluation
 from di_star.mini.overopt_presets import ORACLE
 
 BENCH = "mini_parti"
@@ -173,15 +173,15 @@ def run_sweep(out: Path, plan: SweepPlan, workers: int = 2, device: str = "cpu",
         f"{list(plan.checkpoints)}, {workers} worker(s) on {device}; in {out}")
     t0 = time.time()
     parts = out / "parts"
-    jobs = [Job(m, eval_job, parts / _part(m), model=m, args={"scale": _scale(plan), "metrics": plan.metrics,
-                                                               "benches": (BENCH,), "device": device})
-            for m in (REFERENCE, INIT)]
+    jobs = [evaluation(m, parts / _part(m), _scale(plan), plan.metrics, (BENCH,), device) for m in (REFERENCE, INIT)]
     jobs += [Job(r.key, _run_job, out / "runs" / r.key, cfg=from_dict(r.cfg),
                  args={"plan": plan, "parts": str(parts), "device": device}) for r in runs]
 
     def after(job: Job, r: dict) -> list[Job]:
-        train_s, eval_s = (r["train_s"], r["eval_s"]) if job.cfg is not None else (0.0, r["wall_s"])
-        say(f"  {job.key}: train {train_s:.0f} s, eval {eval_s:.0f} s")
+        if job.cfg is None:
+            say(f"  {job.model}: train 0 s, eval {r['wall_s']:.0f} s")
+        else:
+            say(f"  {job.key}: train {r['train_s']:.0f} s, eval {r['eval_s']:.0f} s")
         return []
 
     done, prov, _ = run_experiment("the over-optimisation sweep", out, plan, jobs, workers, after=after,
