@@ -128,18 +128,18 @@ def run_jobs(jobs: list[Job], workers: int, *, ledger_dir: Path | None = None,
     ledger = Ledger(ledger_dir)
     done: dict[str, dict] = {}
     children: dict[str, list[str]] = {}
-    todo: list[tuple[Job, str | None]] = [(j, None) for j in jobs]   # (job, parent key)
+    todo = list(jobs)
 
     def finish(job: Job, entry: dict, reused: bool) -> None:
         done[job.key] = {**entry, "reused": reused}
         follow = after(job, entry["record"]) if after else []
         children[job.key] = [f.key for f in follow]
-        todo.extend((f, job.key) for f in follow)
+        todo.extend(follow)
 
     def next_to_run() -> Job | None:
         """The next job that needs a worker; finished ones met on the way are reused."""
         while todo:
-            job, _ = todo.pop(0)
+            job = todo.pop(0)
             entry = ledger.reusable(job)
             if entry is None:
                 return job
