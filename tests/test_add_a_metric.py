@@ -35,3 +35,32 @@ def test_a_metric_is_a_class_and_one_registration_line(tmp_path, install_recipe)
     assert len(values) == 2 and sum(v.startswith("**") for v in values) == 1  # the lower one
     assert all(len(v.replace("*", "").split(" ")[0].split(".")[1]) == 2 for v in values)  # 2 decimals
     assert "- Brightness ↓: `brightness` (mean pixel / 255), version `brightness-v1|none|" in t1
+
+
+def test_a_metric_declares_the_hub_files_it_reads_once(tmp_path, monkeypatch):
+    """A metric whose from_pretrained reads files from the hub says which on its class
+    (`hub_needs`): preflight checks them and `distar fetch` plans them, with nothing else
+    registered."""
+    from evalsuite.metrics import METRICS
+    from evalsuite.needs import HubNeed, command_needs
+    from evalsuite.preflight import metric_problems
+
+    class Hubbed:
+        @classmethod
+        def hub_needs(cls, name: str, options: dict) -> list:
+            return [HubNeed(f"{name}: its weights", "someone/hubbed", ("w.safetensors",),
+                            ("w.safetensors",), env_var="HUBBED_PATH")]
+
+        @classmethod
+        def from_pretrained(cls, **_options):
+            raise AssertionError("preflight and fetch never load a metric")
+
+    monkeypatch.setitem(METRICS._entries, "hubbed", Hubbed.from_pretrained)
+    assert [(n.repo_id, n.files) for n in command_needs([], None, ["hubbed"])] == [
+        ("someone/hubbed", ("w.safetensors",))]
+    (problem,) = metric_problems(["hubbed"])  # offline (conftest) and not cached
+    assert problem.what.startswith("hubbed: its weights: someone/hubbed/w.safetensors is not on")
+    assert problem.fixes[0] == "hf download someone/hubbed w.safetensors"
+    (tmp_path / "w.safetensors").write_bytes(b"local copy")
+    monkeypatch.setenv("HUBBED_PATH", str(tmp_path / "w.safetensors"))
+    assert metric_problems(["hubbed"]) == []
