@@ -142,8 +142,8 @@ def _fid(name: str) -> Callable[[dict], list[Problem]]:
 # Metric name -> a check of its own, `check(options) -> [Problem]`, in place of the declared one
 # (`declared_problems`, what every other metric gets): FID / KID (their references, and
 # Inception's weights only where clean-fid would not download them), and what other packages
-# add for the metrics they register (the mini world's folder checks, see
-# di_star/mini/plugin.py), a function or its lazy "module:attr" name.
+# add for the metrics they register (a world's local folders, from its plug-in), a function or
+# its lazy "module:attr" name.
 METRIC_CHECKS: Registry[Callable[[dict], list[Problem]]] = Registry("metric check")
 METRIC_CHECKS.add("fid", _fid("fid"))
 METRIC_CHECKS.add("kid", _fid("kid"))
