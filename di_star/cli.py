@@ -8,10 +8,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from di_star.config import TrainConfig, load_config, validate
+from di_star.config import SD_WORLDS, TrainConfig, load_config, validate
 from distar.core.errors import DistarError
-
-TOY_WORLDS = ("gmm", "digits")
 
 
 def resolve_config(preset: str | None, config: Path | None, max_steps: int | None) -> TrainConfig:
@@ -39,7 +37,7 @@ def default_out(cfg: TrainConfig, config: Path | None) -> Path:
 def fetch_targets(cfg: TrainConfig) -> tuple[list, str | None, list[str]]:
     """(the model specs, benchmark, reward metric) an SD run loads from outside, for `distar
     fetch --preset` (preflight checks the same roles)."""
-    if cfg.world.name in TOY_WORLDS:
+    if cfg.world.name not in SD_WORLDS:  # the other worlds build everything locally
         return [], None, []
     from di_star.sdxl.models import resolve_spec
     from di_star.sdxl.reward import RANDOM_REWARDS, split_reward
@@ -52,8 +50,8 @@ def fetch_targets(cfg: TrainConfig) -> tuple[list, str | None, list[str]]:
 
 def preflight(cfg: TrainConfig) -> None:
     """Every weight, reward and prompt source an SD run needs, checked before anything loads;
-    all problems reported in one message (toy worlds build everything locally)."""
-    if cfg.world.name in TOY_WORLDS:
+    all problems reported in one message (the other worlds build everything locally)."""
+    if cfg.world.name not in SD_WORLDS:
         return
     from evalsuite.preflight import (Problem, bench_problems, metric_problems, model_problems,
                                      raise_if_any)
@@ -111,7 +109,7 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
     cfg = resolve_config(preset, config, max_steps)
     preflight(cfg)
     out = Path(out) if out is not None else default_out(cfg, config)
-    if cfg.world.name in TOY_WORLDS:
+    if cfg.world.name not in SD_WORLDS:
         import torch
         torch.set_num_threads(1)  # toy networks are too small for intra-op threads to pay
     # Under `accelerate launch` every process runs this; only the first one talks.
@@ -132,9 +130,9 @@ def train(preset: str | None = None, config: Path | None = None, max_steps: int 
     for k, v in result.metrics.items():
         table.add_row(k, f"{v:.4g}")
     Console(quiet=quiet).print(table)
-    if cfg.world.name in TOY_WORLDS:
-        evaluate = (f"distar eval --model toy-digits:{out} --bench digits" if cfg.world.name == "digits"
-                    else "metrics.json")
+    if cfg.world.name not in SD_WORLDS:
+        from di_star.trainer import WORLDS
+        evaluate = WORLDS.get(cfg.world.name).evaluate.format(out=out) or "metrics.json"
         console.print(f"run dir: {out} (config.json, stats.jsonl, metrics.json, generator.safetensors); "
                       f"evaluate: {evaluate}", markup=False, highlight=False, soft_wrap=True)
     else:  # SD worlds export a diffusers pipeline that the harness loads with path:

@@ -33,7 +33,10 @@ LOGGERS = ("tensorboard", "wandb", "none")
 class WorldConfig:
     name: str = "gmm"                 # a registered world (di_star.world.WORLDS): gmm, digits, sdxl, sd15
     eval_samples: int = 2000          # samples drawn for the final metrics
-    recipe_scale: float = 1.0         # fraction of the once-trained (cached) networks' steps; < 1 only for tests
+    # Fraction of the once-trained (cached) networks' steps. Product, not test-only: `run_demo(scale=)`
+    # shrinks a whole toy ablation with it, and a run records it in config.json so that
+    # `toy-digits:RUN` rebuilds the networks that run trained against (di_star.toy.pipeline).
+    recipe_scale: float = 1.0
 
 
 @dataclass

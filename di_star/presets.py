@@ -109,15 +109,19 @@ def frontier_rows(s: WorldScales) -> dict[str, tuple[dict, str]]:
     return out
 
 
-def _register() -> None:
-    for world, scales in _WORLD_SCALES.items():
-        for row, (over, desc) in {**_rows(scales), **frontier_rows(scales)}.items():
-            name = f"{world}/{row}"
-            data = merge(merge(TrainConfig().to_dict(), scales.base), {**over, "preset": name})
-            PRESETS.add(name, lambda data=data: from_dict(data), desc)
+def register_world_presets(world: str, scales: WorldScales) -> None:
+    """Table 2's rows (and the registered frontiers) for `world` as presets '<world>/<row>':
+    each is TrainConfig's defaults, then `scales.base`, then the row. A world's plug-in calls it
+    with its own scales (docs/architecture.md, "Add a world: three files")."""
+    _WORLD_SCALES[world] = scales
+    for row, (over, desc) in {**_rows(scales), **frontier_rows(scales)}.items():
+        name = f"{world}/{row}"
+        data = merge(merge(TrainConfig().to_dict(), scales.base), {**over, "preset": name})
+        PRESETS.add(name, lambda data=data: from_dict(data), desc)
 
 
-_register()
+for _world, _scales in list(_WORLD_SCALES.items()):
+    register_world_presets(_world, _scales)
 
 # The Stable Diffusion worlds' presets (di_star_sdxl, di_star_sdxl_dpo, di_star_sd15, tiny_*).
 from di_star.sdxl.presets import register as _register_sd  # noqa: E402

@@ -371,10 +371,11 @@ class StopSignal:
 
 # The loop.
 
-def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: bool = True,
-          on_step: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+def train(cfg: TrainConfig, out: Path, *, world: World | None = None,
+          progress: bool = True) -> TrainResult:
     """Run (or resume) one DI* training run in `out`, evaluate and export the final generator.
-    `on_step(step, stats)` is called after every generator step (tests use it to interrupt)."""
+    Per-step extras belong to the world (`after_step`; tests/loop_hooks.py interrupts a run
+    through it)."""
     check_trainable(cfg)
     o, opt_cfg, run = cfg.objective, cfg.optim, cfg.run
     run_dir = make_run_dir(out)
@@ -511,8 +512,6 @@ def train(cfg: TrainConfig, out: Path, *, world: World | None = None, progress: 
                     accelerator.log(scores, step=step)
                 if signum:
                     break
-                if on_step is not None:
-                    on_step(step, {k: v.mean().item() for k, v in terms.items()})
     except BaseException:
         for tracker in accelerator.trackers:  # flush what was logged up to the stop
             tracker.finish()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from distar.core.registry import Registry
+from distar.core.registry import Registry, resolve_ref
 
 if TYPE_CHECKING:
     import torch
@@ -103,16 +103,21 @@ class PlainWorld:
 class WorldEntry:
     """A registered world: `entry(cfg, device=None)` builds it; `entry.options(cfg)` are its loop
     settings, known before it is built (the loop makes the accelerator, and so the device,
-    first)."""
-    make: Callable[..., World]                                  # (cfg, device) -> World
+    first). `make` may be the lazy "module:attr" name of the factory, so a plug-in registers a
+    world without importing it (torch and all). `evaluate`: the command that evaluates a
+    finished run, `{out}` its folder, which `distar train` prints ('' = see metrics.json)."""
+    make: Callable[..., World] | str                            # (cfg, device) -> World
     options: Callable[["TrainConfig"], LoopOptions] = lambda cfg: LoopOptions()
+    evaluate: str = ""
 
     def __call__(self, cfg: "TrainConfig", device=None) -> World:
-        return self.make(cfg, device)
+        make = resolve_ref(self.make) if isinstance(self.make, str) else self.make
+        return make(cfg, device)
 
 
-# Entries are added by the modules that define the worlds; di_star.trainer imports those
-# modules (WORLD_MODULES) before it looks a name up.
+# Entries are added by the modules that define the shipped worlds (di_star.trainer imports those
+# modules, WORLD_MODULES, before it looks a name up), or by a plug-in's register() (a world
+# outside di_star, named in $DISTAR_PLUGINS; see di_star/plugins.py).
 WORLDS: Registry[WorldEntry] = Registry("world")
 WORLD_MODULES = ("di_star.toy.gmm", "di_star.toy.digits", "di_star.sdxl.world")
 

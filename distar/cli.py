@@ -73,9 +73,10 @@ def _friendly(fn):
         try:
             # SIGTERM (timeout, kill, a scheduler) stops a command as Ctrl-C does (exit 143).
             with sigterm_as_interrupt():
-                # di_star's toy plug-ins (toy-digits models, the digits bench and metrics) join
-                # evalsuite's registries when di_star is imported (di_star/plugins.py).
-                import di_star  # noqa: F401
+                # di_star's plug-ins (the toy and mini worlds' models, benches and metrics, and
+                # those named in $DISTAR_PLUGINS) join the registries (di_star/plugins.py).
+                from di_star.plugins import register
+                register()
                 return fn(*args, **kwargs)
         except DistarError as e:
             report_error(str(e))

@@ -115,11 +115,17 @@ def model_needs(spec) -> list[HubNeed]:
 
 
 # Metrics ------------------------------------------------------------------------------------
+# A metric declares what its `from_pretrained` reads from outside once, on its class: the class
+# method `hub_needs(name, options) -> [HubNeed]` beside `from_pretrained` (which reads the same
+# declaration or the same constants). preflight checks it and `distar fetch` downloads it; a
+# metric class without one needs nothing from outside. The helpers below are what several
+# metrics' declarations share.
 OPEN_CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
-def _open_clip(what: str, arch: str, pretrained: str, env_var: str,
-               option: str = "weights_path") -> list[HubNeed]:
+def open_clip_needs(what: str, arch: str, pretrained: str, env_var: str,
+                    option: str = "weights_path") -> list[HubNeed]:
+    """The hub file open_clip reads for (arch, pretrained) ([] when it is not on the hub)."""
     import open_clip
     cfg = open_clip.get_pretrained_cfg(arch, pretrained) or {}
     repo = (cfg.get("hf_hub") or "").rstrip("/") or None
@@ -130,21 +136,6 @@ def _open_clip(what: str, arch: str, pretrained: str, env_var: str,
                     option=option)]
 
 
-def _clip_needs(metric: str, o: dict) -> list[HubNeed]:
-    backbone = o.get("backbone", "ViT-g-14")
-    what = "CLIP score" if metric == "clip" else "CLIP image"
-    return _open_clip(f"{metric}: {what} weights ({backbone})", backbone,
-                      o.get("pretrained", "laion2b_s12b_b42k"), "DISTAR_CLIP_PATH")
-
-
-def _aesthetic_needs(o: dict) -> list[HubNeed]:
-    from evalsuite.metrics.aesthetic import MLP_FILE, MLP_REPO
-    return ([HubNeed("aesthetic: LAION aesthetic MLP", MLP_REPO, (MLP_FILE,), (MLP_FILE,),
-                     env_var="DISTAR_AESTHETIC_PATH")]
-            + _open_clip("aesthetic: OpenAI CLIP ViT-L/14", "ViT-L-14", "openai",
-                         "DISTAR_AESTHETIC_CLIP_PATH", option="clip_weights_path"))
-
-
 # transformers reads a model folder's config and weights (safetensors first), the tokenizer and
 # processor configs.
 HF_MODEL_FILES = ("config.json", "model.safetensors|model-*-of-*.safetensors|pytorch_model.bin",
@@ -153,59 +144,15 @@ HF_CLIP_PROCESSOR_FILES = ("preprocessor_config.json", "tokenizer_config.json", 
                            "merges.txt", "?special_tokens_map.json", "?tokenizer.json")
 
 
-def _pickscore_needs(metric: str, o: dict) -> list[HubNeed]:
-    from evalsuite.metrics.pickscore import MODEL_REPO, PROCESSOR_REPO
-    return [HubNeed(f"{metric}: PickScore_v1 model", MODEL_REPO, HF_MODEL_FILES, ("config.json",),
-                    revision=o.get("revision"), env_var="DISTAR_PICKSCORE_PATH", folder=True),
-            HubNeed(f"{metric}: its CLIP processor/tokenizer", PROCESSOR_REPO,
-                    HF_CLIP_PROCESSOR_FILES, ("preprocessor_config.json",),
-                    revision=o.get("processor_revision"),
-                    env_var="DISTAR_PICKSCORE_PROCESSOR_PATH", option="processor_path",
-                    folder=True)]
-
-
-def _imagereward_needs(o: dict) -> list[HubNeed]:
-    from evalsuite.metrics import imagereward as ir
-    return [HubNeed("imagereward: ImageReward v1.0 weights", ir.HUB_REPO,
-                    (ir.WEIGHTS_FILE, ir.CONFIG_FILE), (ir.WEIGHTS_FILE,), env_var=ir.WEIGHTS_ENV),
-            HubNeed("imagereward: its BERT tokenizer", ir.TOKENIZER_ID,
-                    ("vocab.txt", "?tokenizer_config.json", "?config.json"), ("vocab.txt",),
-                    env_var=ir.TOKENIZER_ENV, option="tokenizer_path", folder=True)]
-
-
-HPS_FILES = {"hpsv2": ("HPSv2.0", "HPS_v2_compressed.pt", "DISTAR_HPSV20_PATH"),
-             "hpsv21": ("HPSv2.1", "HPS_v2.1_compressed.pt", "DISTAR_HPSV21_PATH")}
-
-
-def _hps_needs(metric: str, o: dict) -> list[HubNeed]:
-    from evalsuite.metrics.hps import HPS_REPO
-    version, filename, env_var = HPS_FILES[metric.removesuffix("_noaa")]
-    return [HubNeed(f"{metric}: {version} weights", HPS_REPO, (filename,), (filename,),
-                    revision=o.get("revision"), env_var=env_var)]
-
-
-def _fid_needs(metric: str, o: dict) -> list[HubNeed]:
-    from evalsuite.metrics.fid import INCEPTION_FILE, INCEPTION_URL
-    return [HubNeed(f"{metric}: InceptionV3 weights", None, (INCEPTION_FILE,), (INCEPTION_FILE,),
-                    env_var="DISTAR_INCEPTION_PATH", url=INCEPTION_URL)]
-
-
 def metric_needs(name: str, options: dict | None = None) -> list[HubNeed]:
-    """What a registered metric loads from outside ([] for the offline / world / smoke ones)."""
-    o = options or {}
-    if name in ("clip", "diversity"):
-        return _clip_needs(name, o)
-    if name == "aesthetic":
-        return _aesthetic_needs(o)
-    if name in ("pickscore", "pickscore_logit"):
-        return _pickscore_needs(name, o)
-    if name == "imagereward":
-        return _imagereward_needs(o)
-    if name.removesuffix("_noaa") in HPS_FILES:
-        return _hps_needs(name, o)
-    if name in ("fid", "kid"):
-        return _fid_needs(name, o)
-    return []
+    """What a registered metric loads from outside: its class's `hub_needs` ([] for a metric
+    that declares none, or an unknown name)."""
+    from evalsuite.metrics import METRICS
+    from evalsuite.metrics.runner import metric_class
+    if name not in METRICS:
+        return []
+    declared = getattr(metric_class(name), "hub_needs", None)
+    return declared(name, options or {}) if declared is not None else []
 
 
 # Benchmarks ---------------------------------------------------------------------------------

@@ -99,11 +99,11 @@ def need_problems(need, explicit: str | None = None) -> list[Problem]:
                           revision=need.revision)
 
 
-def _hub_metric(name: str) -> Callable[[dict], list[Problem]]:
-    def check(o: dict) -> list[Problem]:
-        from evalsuite.needs import metric_needs
-        return [p for n in metric_needs(name, o) for p in need_problems(n, o.get(n.option))]
-    return check
+def declared_problems(name: str, o: dict) -> list[Problem]:
+    """The files a metric's class declares its from_pretrained reads (`hub_needs`, listed by
+    evalsuite.needs.metric_needs, which distar fetch downloads), each checked."""
+    from evalsuite.needs import metric_needs
+    return [p for n in metric_needs(name, o) for p in need_problems(n, o.get(n.option))]
 
 
 def _fid(name: str) -> Callable[[dict], list[Problem]]:
@@ -139,23 +139,14 @@ def _fid(name: str) -> Callable[[dict], list[Problem]]:
 
 
 
-
-def _none(o: dict) -> list[Problem]:
-    return []
-
-
-# Metric name -> its check, `check(options) -> [Problem]`. A registered metric with no entry here
-# needs nothing from outside. Other packages add the checks of the metrics they register (the
-# worlds' plug-ins, see di_star/plugins.py), a function or its lazy "module:attr" name.
+# Metric name -> a check of its own, `check(options) -> [Problem]`, in place of the declared one
+# (`declared_problems`, what every other metric gets): FID / KID (their references, and
+# Inception's weights only where clean-fid would not download them), and what other packages
+# add for the metrics they register (a world's local folders, from its plug-in), a function or
+# its lazy "module:attr" name.
 METRIC_CHECKS: Registry[Callable[[dict], list[Problem]]] = Registry("metric check")
-for _name, _check in {
-    # Weights from the hub: the list in evalsuite.needs, which distar fetch downloads.
-    **{m: _hub_metric(m) for m in ("clip", "aesthetic", "pickscore", "pickscore_logit",
-                                   "imagereward", "hpsv2", "hpsv21", "hpsv2_noaa",
-                                   "hpsv21_noaa", "diversity")},
-    "fid": _fid("fid"), "kid": _fid("kid"),
-}.items():
-    METRIC_CHECKS.add(_name, _check)
+METRIC_CHECKS.add("fid", _fid("fid"))
+METRIC_CHECKS.add("kid", _fid("kid"))
 
 
 def metric_problems(names: Sequence[str], options: dict[str, dict] | None = None
@@ -172,8 +163,8 @@ def metric_problems(names: Sequence[str], options: dict[str, dict] | None = None
             f"Choose one of: {', '.join(METRICS.names())} (`distar metrics` describes them)."))
     for n in names:
         if n in METRICS:
-            check = METRIC_CHECKS.load(n) if n in METRIC_CHECKS else _none
-            problems += check(options.get(n, {}))
+            o = options.get(n, {})
+            problems += METRIC_CHECKS.load(n)(o) if n in METRIC_CHECKS else declared_problems(n, o)
     return problems
 
 

@@ -1,36 +1,23 @@
-"""docs/architecture.md's recipe for a metric, followed from outside the packages: one class
-(this module) and one registration line. `distar eval` scores with it, and the leaderboard
-shows it the way its MetricInfo says (label, arrow, decimals, bold), with nothing else edited."""
+"""docs/architecture.md's recipe for a metric, followed from outside the packages: the page's
+two files (the metric's module, a plug-in with its one registration line), taken from the
+page. `distar eval` scores with it, and the leaderboard shows it the way its MetricInfo says
+(label, arrow, decimals, bold), with nothing else edited."""
 from __future__ import annotations
 
-import numpy as np
 from typer.testing import CliRunner
 
-from evalsuite.metrics.base import MetricInfo
+from recipes import install_recipe, recipe_files  # noqa: F401  (a fixture)
 
 
-class Brightness:
-    """Mean pixel value in [0, 1]; lower is better (a dummy for the recipe)."""
-    info = MetricInfo("brightness", "brightness-v1", "none", "RGB mean / 255",
-                      higher_is_better=False, label="Brightness", unit="mean pixel / 255",
-                      decimals=2)
-
-    @classmethod
-    def from_pretrained(cls, **_shared_options) -> "Brightness":
-        return cls()
-
-    def score(self, images, prompts) -> np.ndarray:
-        return np.array([np.asarray(im.convert("RGB"), dtype=np.float64).mean() / 255
-                         for im in images])
+def test_a_metric_is_two_files():
+    assert sorted(recipe_files("Add a metric: two files")) == ["brightness.py",
+                                                                "brightness_plugin.py"]
 
 
-def test_a_metric_is_a_class_and_one_registration_line(tmp_path, monkeypatch):
+def test_a_metric_is_a_class_and_one_registration_line(tmp_path, install_recipe):
     from distar.cli import app
-    from evalsuite.metrics import METRICS
-    # The registration line (METRICS.add(name, "module:Class.from_pretrained", description));
-    # through monkeypatch so the registry is restored after the test.
-    monkeypatch.setitem(METRICS._entries, "brightness", Brightness.from_pretrained)
-    monkeypatch.setitem(METRICS._descriptions, "brightness", "mean pixel value (dummy)")
+    # The page's two files, from a folder outside the packages, named in $DISTAR_PLUGINS.
+    install_recipe("Add a metric: two files")
     out = tmp_path / "results"
     for model in ("tiny_sdxl", "tiny_sd15"):
         r = CliRunner().invoke(app, ["eval", "--model", model, "--bench", "tiny", "--limit", "2",
@@ -48,3 +35,32 @@ def test_a_metric_is_a_class_and_one_registration_line(tmp_path, monkeypatch):
     assert len(values) == 2 and sum(v.startswith("**") for v in values) == 1  # the lower one
     assert all(len(v.replace("*", "").split(" ")[0].split(".")[1]) == 2 for v in values)  # 2 decimals
     assert "- Brightness ↓: `brightness` (mean pixel / 255), version `brightness-v1|none|" in t1
+
+
+def test_a_metric_declares_the_hub_files_it_reads_once(tmp_path, monkeypatch):
+    """A metric whose from_pretrained reads files from the hub says which on its class
+    (`hub_needs`): preflight checks them and `distar fetch` plans them, with nothing else
+    registered."""
+    from evalsuite.metrics import METRICS
+    from evalsuite.needs import HubNeed, command_needs
+    from evalsuite.preflight import metric_problems
+
+    class Hubbed:
+        @classmethod
+        def hub_needs(cls, name: str, options: dict) -> list:
+            return [HubNeed(f"{name}: its weights", "someone/hubbed", ("w.safetensors",),
+                            ("w.safetensors",), env_var="HUBBED_PATH")]
+
+        @classmethod
+        def from_pretrained(cls, **_options):
+            raise AssertionError("preflight and fetch never load a metric")
+
+    monkeypatch.setitem(METRICS._entries, "hubbed", Hubbed.from_pretrained)
+    assert [(n.repo_id, n.files) for n in command_needs([], None, ["hubbed"])] == [
+        ("someone/hubbed", ("w.safetensors",))]
+    (problem,) = metric_problems(["hubbed"])  # offline (conftest) and not cached
+    assert problem.what.startswith("hubbed: its weights: someone/hubbed/w.safetensors is not on")
+    assert problem.fixes[0] == "hf download someone/hubbed w.safetensors"
+    (tmp_path / "w.safetensors").write_bytes(b"local copy")
+    monkeypatch.setenv("HUBBED_PATH", str(tmp_path / "w.safetensors"))
+    assert metric_problems(["hubbed"]) == []

@@ -204,22 +204,52 @@ def test_the_mini_scan_catches_each_form():
     assert not mini_mentions("minimum = min(x); minimal_k = 4  # Gemini")
 
 
+def reaches_tests(source: str, test_modules: set[str]) -> list[tuple[int, str]]:
+    """(line, what) for each way `source` reaches a test module: an import statement, a
+    "module:attr" string (a lazy registry entry) or an importlib.import_module("...") string."""
+    roots = test_modules | {"tests"}
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                 else [])
+        found += [(node.lineno, f"imports {n}") for n in names if n.split(".")[0] in roots]
+        if (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", ""))
+                == "import_module" and node.args and isinstance(node.args[0], ast.Constant)
+                and str(node.args[0].value).split(".")[0] in roots):
+            found.append((node.lineno, f"imports {node.args[0].value} by name"))
+        if (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                and re.fullmatch(r"[\w.]+:[\w.]+", node.value)
+                and node.value.split(".")[0].split(":")[0] in roots):
+            found.append((node.lineno, f"names {node.value}"))
+    return found
+
+
 def test_nothing_imports_tests():
     """Product code and scripts never reach into tests/ (no sys.path entry for it, no import of
-    a test module): code both use lives in a package (the reference adapters: di_star.bench)."""
+    a test module, in any form): code both use lives in a package (the reference adapters:
+    di_star.bench); code only tests use lives in tests/ (tests/loop_hooks.py,
+    tests/closed_form_helpers.py)."""
     test_modules = {p.stem for p in (ROOT / "tests").glob("*.py")}
     bad = []
     for path in sorted((ROOT / "scripts").glob("*.py")) + [p for p, _ in our_modules()]:
         text = path.read_text(encoding="utf-8")
         if re.search(r"sys\.path\.\w+\([^)]*tests", text):
             bad.append(f"{path.relative_to(ROOT)}: puts tests/ on sys.path")
-        for node in ast.walk(ast.parse(text)):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
-                     else [])
-            bad += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
-                    if n.split(".")[0] in test_modules | {"tests"}]
+        bad += [f"{path.relative_to(ROOT)}:{line} {what}"
+                for line, what in reaches_tests(text, test_modules)]
     assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("source", [
+    "import loop_hooks", "from tests.loop_hooks import hooked", "import tests.recipes",
+    "def f():\n    from closed_form_helpers import GaussianMixtureWorld",
+    "importlib.import_module('loop_hooks')", "REG.add('x', 'loop_hooks:hooked')",
+])
+def test_the_tests_scan_catches_each_form(source):
+    assert reaches_tests(source, {"loop_hooks", "closed_form_helpers", "recipes"})
+    assert not reaches_tests("import di_star.trainer\nREG.add('x', 'di_star.toy.gmm:GMMWorld')",
+                            {"loop_hooks", "closed_form_helpers", "recipes"})
 
 
 def test_scripts_hold_only_what_users_run():

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from di_star.closed_form import DetachedGrad, GaussianMixtureWorld, maths_world, mean_and_se
+from closed_form_helpers import GaussianMixtureWorld
+from di_star.closed_form import DetachedGrad, maths_world, mean_and_se
 from di_star.losses import (PseudoHuber, ScaledDistance, SquaredL2, assistant_dsm_loss, implicit_cfg_reward_loss,
                             kl_regularizer_loss)
 from di_star.noise import sample_sigma_lognormal, sd_alphas_cumprod, ve_schedule, vp_schedule

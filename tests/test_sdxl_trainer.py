@@ -14,6 +14,7 @@ from di_star.errors import DistarError, NonFiniteLossError
 from di_star.presets import get_preset
 from di_star.trainer import generator_terms, train
 
+from loop_hooks import hooked
 from sd_helpers import ckpt_tensors, launch_tiny_sdxl
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,11 +117,11 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
     world.reward = reward
 
-    def poison_after_2(step, _):
+    def poison_after_2(step):
         poisoned["on"] = step >= 2
 
     with pytest.raises(NonFiniteLossError) as e:
-        train(cfg, tmp_path, world=world, progress=False, on_step=poison_after_2)
+        train(cfg, tmp_path, world=hooked(world, poison_after_2), progress=False)
     msg = str(e.value)
     assert "L_rew" in msg and "step 3" in msg and "last good checkpoint is step 2" in msg
     assert json.loads((tmp_path / "latest.json").read_text())["step"] == 2

@@ -15,6 +15,7 @@ import di_star  # noqa: F401
 from di_star.errors import NonFiniteLossError
 from di_star.presets import get_preset
 from di_star.trainer import WORLDS, train
+from loop_hooks import step_hook
 from sd_helpers import ckpt_tensors
 from toy_helpers import Spy, tiny, tiny_cache  # noqa: F401 (autouse fixture)
 from distar.core.errors import DistarError
@@ -75,12 +76,12 @@ def test_kill_and_resume_equals_an_uninterrupted_run(world, straight_runs, tmp_p
     make, kill_at, in_force, export = WORLD_CASES[world]
     cfg = make()
 
-    def kill(step, stats):  # as a SIGKILL would: nothing after the last checkpoint is written
+    def kill(step):  # as a SIGKILL would: nothing after the last checkpoint is written
         if step == kill_at:
             raise Killed
 
-    with pytest.raises(Killed):
-        train(cfg, tmp_path, progress=False, on_step=kill)
+    with step_hook(cfg.world.name, kill), pytest.raises(Killed):
+        train(cfg, tmp_path, progress=False)
     assert json.loads((tmp_path / "latest.json").read_text())["step"] == in_force
     assert sorted(p.name for p in tmp_path.glob("ckpt-*")) == [f"ckpt-{in_force:07d}"]
     train(cfg, tmp_path, progress=False)  # "to resume, rerun the same command"
@@ -95,13 +96,14 @@ def test_a_signal_checkpoints_the_step_then_stops_as_the_signal_would(world, sig
     make, _, _, export = WORLD_CASES[world]
     cfg = make(ckpt_every=100)  # no scheduled checkpoint before the end
 
-    def send(step, stats):
+    def send(step):
         if step == 1:
             os.kill(os.getpid(), sig)  # handled between steps: the loop stops after step 2
 
     before = signal.getsignal(sig)  # SIG_IGN for SIGINT when the suite runs under nohup
     with pytest.raises(KeyboardInterrupt if sig == signal.SIGINT else SystemExit) as stopped:
-        train(cfg, tmp_path, progress=False, on_step=send)
+        with step_hook(cfg.world.name, send):
+            train(cfg, tmp_path, progress=False)
     if sig == signal.SIGTERM:
         assert stopped.value.code == 143
     assert json.loads((tmp_path / "latest.json").read_text())["step"] == 2
@@ -203,12 +205,12 @@ def test_a_resume_between_two_stats_lines_writes_the_same_stats(tmp_path):
     cfg = tiny("gmm/di_star_in", 6, ckpt_every=2, log_every=3)
     straight = train(cfg, tmp_path / "straight", progress=False).run_dir
 
-    def kill(step, stats):
+    def kill(step):
         if step == 5:
             raise Killed
 
-    with pytest.raises(Killed):
-        train(cfg, tmp_path / "cut", progress=False, on_step=kill)
+    with step_hook(cfg.world.name, kill), pytest.raises(Killed):
+        train(cfg, tmp_path / "cut", progress=False)
     train(cfg, tmp_path / "cut", progress=False)
     assert [s["step"] for s in _stats(straight)] == [3, 6]
     assert _stats(tmp_path / "cut") == _stats(straight)

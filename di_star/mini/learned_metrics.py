@@ -90,6 +90,10 @@ class _MiniWorldWeights:
     mini_components: tuple[str, ...] = ()  # the world's folders the metric reads
 
     @classmethod
+    def hub_needs(cls, name: str, options: dict) -> list:
+        return []  # the world's own folders (the plug-in's check), nothing from the hub
+
+    @classmethod
     def version_key(cls, world_dir: str | None = None, dtype: str = "fp32",
                     **_options) -> str | None:
         """`from_pretrained(...).info.key` from the world's manifest alone, no weights read (a
@@ -186,6 +190,10 @@ class MiniDiversity(Diversity):
     CLIPModel folder, run in fp32 whatever its stored dtype)."""
     name, label = "mini_diversity", "Diversity (mini)"
     fp32_only = True  # the mini CLIP runs in fp32: a bf16 / fp16 request is refused
+
+    @classmethod
+    def hub_needs(cls, name: str, options: dict) -> list:
+        return []  # the world's CLIP folder (the plug-in's check), nothing from the hub
 
     @classmethod
     def from_pretrained(cls, clip_path: str | None = None, min_k: int = MIN_K,

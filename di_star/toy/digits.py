@@ -332,4 +332,5 @@ def _from_config(cfg, device=None) -> DigitsWorld:
                        sigma_mean=cfg.objective.sigma_mean, sigma_std=cfg.objective.sigma_std)
 
 
-WORLDS.add("digits", WorldEntry(_from_config), "sklearn 8x8 digits, small cached reference diffusion")
+WORLDS.add("digits", WorldEntry(_from_config, evaluate="distar eval --model toy-digits:{out} --bench digits"),
+            "sklearn 8x8 digits, small cached reference diffusion")

@@ -16,7 +16,7 @@ _BACKBONE = "distar digits classifier (cached, sklearn digits)"
 
 
 def _digits_metrics(recipe_scale: float):
-    """`recipe_scale` < 1 only for tests: the classifier trained with fewer steps."""
+    """`recipe_scale` < 1: the classifier trained with fewer steps (a scaled run's or demo's)."""
     from di_star.toy.digits import DigitsMetrics, DigitsRecipe
     return DigitsMetrics(DigitsRecipe().scaled(recipe_scale))
 
@@ -38,8 +38,8 @@ class _DigitsMetric:
 
     @classmethod
     def from_pretrained(cls, recipe_scale: float = 1.0, dtype: str = "fp32", **_shared_options):
-        """Options: recipe_scale (< 1 only for tests), dtype (fp32 only); other shared ones
-        (device, ...) are ignored."""
+        """Options: recipe_scale (< 1: the classifier of a scaled run), dtype (fp32 only);
+        other shared ones (device, ...) are ignored."""
         require_fp32(cls.info.name, dtype)
         return cls(_digits_metrics(recipe_scale))
 

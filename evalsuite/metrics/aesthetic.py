@@ -78,6 +78,15 @@ class AestheticScore(EmbeddingMetric):
         self.info = with_dtype(type(self).info, self.dtype)
 
     @classmethod
+    def hub_needs(cls, name: str, options: dict) -> list:
+        """What from_pretrained reads from the hub (evalsuite.needs): the MLP, then the CLIP."""
+        from evalsuite.needs import HubNeed, open_clip_needs
+        return ([HubNeed(f"{name}: LAION aesthetic MLP", MLP_REPO, (MLP_FILE,), (MLP_FILE,),
+                         revision=options.get("revision"), env_var="DISTAR_AESTHETIC_PATH")]
+                + open_clip_needs(f"{name}: OpenAI CLIP ViT-L/14", "ViT-L-14", "openai",
+                                  "DISTAR_AESTHETIC_CLIP_PATH", option="clip_weights_path"))
+
+    @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
                         weights_path: str | None = None, clip_weights_path: str | None = None,
                         revision: str | None = None, clip_arch: str = "ViT-L-14"
@@ -87,9 +96,10 @@ class AestheticScore(EmbeddingMetric):
         ViT-L-14 OpenAI weights; env DISTAR_AESTHETIC_CLIP_PATH), revision (of the MLP hub
         repo), clip_arch (open_clip config of the backbone; 'ViT-L-14', other values only for
         tests)."""
-        mlp_file = resolve_file("aesthetic predictor MLP", repo_id=MLP_REPO, filename=MLP_FILE,
-                                path=weights_path, env_var="DISTAR_AESTHETIC_PATH",
-                                revision=revision)
+        mlp = AestheticScore.hub_needs("aesthetic", {"revision": revision})[0]  # the declaration
+        mlp_file = resolve_file("aesthetic predictor MLP", repo_id=mlp.repo_id,
+                                filename=mlp.files[0], path=weights_path, env_var=mlp.env_var,
+                                revision=mlp.revision)
         clip_file = open_clip_weights("aesthetic predictor CLIP ViT-L/14", "ViT-L-14", "openai",
                                       path=clip_weights_path, env_var="DISTAR_AESTHETIC_CLIP_PATH",
                                       option="clip_weights_path")

@@ -74,6 +74,16 @@ class ClipScore(EmbeddingMetric):
                                                self.image_size, self.mean, self.std), self.dtype)
 
     @classmethod
+    def hub_needs(cls, name: str, options: dict) -> list:
+        """What from_pretrained reads from the hub (evalsuite.needs): the open_clip weights of
+        its backbone / pretrained options."""
+        from evalsuite.needs import open_clip_needs
+        backbone = options.get("backbone", "ViT-g-14")
+        what = "CLIP score" if name == "clip" else "CLIP image"
+        return open_clip_needs(f"{name}: {what} weights ({backbone})", backbone,
+                               options.get("pretrained", "laion2b_s12b_b42k"), "DISTAR_CLIP_PATH")
+
+    @classmethod
     def from_pretrained(cls, backbone: str = "ViT-g-14", pretrained: str = "laion2b_s12b_b42k",
                         prefix: str = DMD2_PREFIX, pre_resize: int | None = 256,
                         clamp_zero: bool = False, device: str = "auto", dtype: str = "fp32",
@@ -139,6 +149,10 @@ class TinyRandomClipScore(ClipScore):
     so, and it never shares a column with the real `clip`."""
 
     NAME = "smoke_clip"
+
+    @classmethod
+    def hub_needs(cls, name: str, options: dict) -> list:
+        return []  # built offline: nothing from the hub
 
     @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,

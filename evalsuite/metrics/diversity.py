@@ -110,6 +110,12 @@ class Diversity:
                                getattr(embedder, "dtype", "fp32"))
 
     @classmethod
+    def hub_needs(cls, name: str, options: dict) -> list:
+        """The `clip` metric's, whose image tower from_pretrained builds."""
+        from evalsuite.metrics.clip_score import ClipScore
+        return ClipScore.hub_needs(name, options)
+
+    @classmethod
     def from_pretrained(cls, backbone: str = "ViT-g-14", pretrained: str = "laion2b_s12b_b42k",
                         weights_path: str | None = None, min_k: int = MIN_K,
                         device: str = "auto", dtype: str = "fp32", batch_size: int = 32

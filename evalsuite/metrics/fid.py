@@ -376,6 +376,14 @@ class FID:
         return "FID clean-fid clean"
 
     @classmethod
+    def hub_needs(cls, name: str, options: dict) -> list:
+        """What from_pretrained reads from outside (evalsuite.needs): Inception's weights, a
+        file outside the hub (preflight's own check, _fid, also asks for the references)."""
+        from evalsuite.needs import HubNeed
+        return [HubNeed(f"{name}: InceptionV3 weights", None, (INCEPTION_FILE,), (INCEPTION_FILE,),
+                        env_var="DISTAR_INCEPTION_PATH", url=INCEPTION_URL)]
+
+    @classmethod
     def from_pretrained(cls, reference_dir: str | None = None, reference_stats: str | None = None,
                         protocol: str = "dmd2-256", max_reference_images: int | None = None,
                         content_hash: bool = False, weights_path: str | None = None,

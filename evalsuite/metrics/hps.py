@@ -68,6 +68,13 @@ class HPS(EmbeddingMetric):
             label=self.version, unit="cosine (x 100 in Table 3)", decimals=2), self.dtype)
 
     @classmethod
+    def hub_needs(cls, name: str, options: dict) -> list:
+        """What from_pretrained reads from the hub (evalsuite.needs): the checkpoint."""
+        from evalsuite.needs import HubNeed
+        return [HubNeed(f"{name}: {cls.version.removesuffix(' noaa')} weights", HPS_REPO, (cls.filename,),
+                        (cls.filename,), revision=options.get("revision"), env_var=cls.env_var)]
+
+    @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
                         weights_path: str | None = None, revision: str | None = None,
                         arch: str = "ViT-H-14") -> "HPS":
@@ -76,8 +83,9 @@ class HPS(EmbeddingMetric):
         revision, arch ('ViT-H-14'; any open_clip config whose state dict the checkpoint
         matches)."""
         import open_clip
-        path = resolve_file(cls.version, repo_id=HPS_REPO, filename=cls.filename,
-                            path=weights_path, env_var=cls.env_var, revision=revision)
+        need, = cls.hub_needs(cls.name, {"revision": revision})
+        path = resolve_file(cls.version, repo_id=need.repo_id, filename=need.files[0],
+                            path=weights_path, env_var=need.env_var, revision=need.revision)
         prov = {"hps": provenance(path, cls.version),  # checked before it is read
                 **open_clip_records(arch)}  # its config and tokenizer vocabulary
         model = build_open_clip(arch, read_state_dict(path))

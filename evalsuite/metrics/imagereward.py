@@ -179,6 +179,17 @@ class ImageReward:
         )
 
     @classmethod
+    def hub_needs(cls, name: str, options: dict) -> list:
+        """What from_pretrained reads from the hub (evalsuite.needs): weights and config, then
+        the BERT tokenizer."""
+        from evalsuite.needs import HubNeed
+        return [HubNeed(f"{name}: ImageReward v1.0 weights", HUB_REPO, (WEIGHTS_FILE, CONFIG_FILE),
+                        (WEIGHTS_FILE,), env_var=WEIGHTS_ENV),
+                HubNeed(f"{name}: its BERT tokenizer", TOKENIZER_ID,
+                        ("vocab.txt", "?tokenizer_config.json", "?config.json"), ("vocab.txt",),
+                        env_var=TOKENIZER_ENV, option="tokenizer_path", folder=True)]
+
+    @classmethod
     def from_pretrained(cls, device: str | torch.device = "auto",
                         weights_path: str | os.PathLike | None = None,
                         dtype: str | torch.dtype = "fp32",

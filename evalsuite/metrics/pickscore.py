@@ -138,6 +138,20 @@ class PickScore(EmbeddingMetric):
         self.info = with_dtype(type(self).info, self.dtype)
 
     @classmethod
+    def hub_needs(cls, name: str, options: dict) -> list:
+        """What from_pretrained reads from the hub (evalsuite.needs): the model, then the
+        processor / tokenizer folder."""
+        from evalsuite.needs import HF_CLIP_PROCESSOR_FILES, HF_MODEL_FILES, HubNeed
+        return [HubNeed(f"{name}: PickScore_v1 model", MODEL_REPO, HF_MODEL_FILES, ("config.json",),
+                        revision=options.get("revision"), env_var="DISTAR_PICKSCORE_PATH",
+                        folder=True),
+                HubNeed(f"{name}: its CLIP processor/tokenizer", PROCESSOR_REPO,
+                        HF_CLIP_PROCESSOR_FILES, ("preprocessor_config.json",),
+                        revision=options.get("processor_revision"),
+                        env_var="DISTAR_PICKSCORE_PROCESSOR_PATH", option="processor_path",
+                        folder=True)]
+
+    @classmethod
     def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 32,
                         weights_path: str | None = None, processor_path: str | None = None,
                         revision: str | None = None, processor_revision: str | None = None
