@@ -1,0 +1,58 @@
+"""Per-challenge means (di_star.mini.challenges, `distar lab challenges`): prompts as units, the
+latest stored metric version only, one clear line for a folder without a store."""
+import numpy as np
+from typer.testing import CliRunner
+
+from distar.cli import app
+from evalsuite.store import ImageRow, ResultsStore, ScoreRow
+
+CHALLENGE = {0: "colour", 1: "colour", 2: "colour", 3: "spatial", 4: "spatial", 5: "spatial"}
+# model -> per (prompt, k) strict accuracy: prompt means colour (1, 0.5, 0), spatial (0, 0, 0.5)
+VALUES = {"ref": [[1, 1], [1, 0], [0, 0], [0, 0], [0, 0], [0, 1]]}
+
+
+def _store(root, old_value=None):
+    store = ResultsStore(root)
+    store.add_benchmark("mini_parti", "1", "", ("challenge",),
+                        [(i, f"p{i}", {"challenge": c}) for i, c in CHALLENGE.items()])
+    imgs, scores = [], []
+    for model, per_prompt in VALUES.items():
+        for i, vs in enumerate(per_prompt):
+            for k, v in enumerate(vs):
+                imgs.append(ImageRow(model, "mini_parti", "1", i, k, model, f"p{i}", k, "x.png", ""))
+                if old_value is not None:  # an older definition's score, stored first
+                    scores.append(ScoreRow(model, "mini_parti", "1", i, k, "mini_attr_acc",
+                                           "lenient", old_value, created_at=1.0))
+                scores.append(ScoreRow(model, "mini_parti", "1", i, k, "mini_attr_acc", "strict",
+                                       float(v), created_at=2.0))
+    store.add_images(imgs)
+    store.add_scores(scores)
+    return root
+
+
+def test_per_challenge_means_use_the_latest_version_and_prompts_as_units(tmp_path):
+    r = CliRunner().invoke(app, ["lab", "challenges", "--results", str(_store(tmp_path, 1.0))])
+    assert r.exit_code == 0, r.output
+    row = next(line for line in r.output.splitlines() if line.startswith("| ref |"))
+    cells = [c.strip() for c in row.split("|")[2:-1]]
+    # columns: colour, spatial, all; the lenient 1.0 scores are not mixed in
+    assert [c.split(" [")[0] for c in cells] == ["0.50", "0.17", "0.33"]
+    assert [c.split("(n=")[1][:-1] for c in cells] == ["3", "3", "6"]
+    for c in cells:  # an interval inside [0, 1] around the mean
+        low, high = (float(x) for x in c.split("[")[1].split("]")[0].split(", "))
+        assert 0.0 <= low <= float(c.split(" ")[0]) <= high <= 1.0
+    assert "Version: `strict`" in r.output
+
+
+def test_challenge_means_closed_form():
+    import pandas as pd
+    from di_star.mini.challenges import challenge_means
+    rows = [(i, v) for i, vs in enumerate(VALUES["ref"]) for v in vs]
+    out = challenge_means(pd.DataFrame(rows, columns=["prompt_index", "value"]), CHALLENGE)
+    assert out.group.tolist() == ["colour", "spatial", "all"]
+    assert np.allclose(out["mean"], [0.5, 1 / 6, 1 / 3]) and out.n.tolist() == [3, 3, 6]
+
+
+def test_no_store_is_one_clear_line(tmp_path):
+    r = CliRunner().invoke(app, ["lab", "challenges", "--results", str(tmp_path / "none")])
+    assert r.exit_code == 2 and "holds no results store" in r.output and "distar eval" in r.output
