@@ -56,3 +56,17 @@ def test_challenge_means_closed_form():
 def test_no_store_is_one_clear_line(tmp_path):
     r = CliRunner().invoke(app, ["lab", "challenges", "--results", str(tmp_path / "none")])
     assert r.exit_code == 2 and "holds no results store" in r.output and "distar eval" in r.output
+
+
+def test_chance_of_position_and_relation_words_closed_form():
+    """Chance = every placement of the objects on distinct cells: 'left' holds in 3 of 9 cells,
+    a corner in 1 of 9; 'above' in 27 of the 72 ordered pairs of distinct cells."""
+    from di_star.mini import scene as W
+    from di_star.mini.probes.attr_checks import chance
+    circle, cross = W.Obj("circle", "red", "small", "centre"), W.Obj("cross", "blue", "small", "top")
+    one = W.Scene((circle,), "white")
+    assert chance(one, W.parse_caption("a red circle on the left"))["position"] == 3 / 9
+    assert chance(one, W.parse_caption("a red circle in the top left corner on white")) == {
+        "position": 1 / 9, "background": 1 / 4}
+    two = W.Scene((circle, cross), "white")
+    assert chance(two, W.parse_caption("a red circle above a blue cross")) == {"relation": 27 / 72}
