@@ -1,5 +1,7 @@
 """Per-challenge means (di_star.mini.challenges, `distar lab challenges`): prompts as units, the
-latest stored metric version only, one clear line for a folder without a store."""
+latest stored metric version only, one clear line for a folder without a store; chance of the
+position / relation words (the attr_checks probe); the findings' seed sentence (paired tests, no
+seed spread)."""
 import numpy as np
 from typer.testing import CliRunner
 
@@ -70,3 +72,13 @@ def test_chance_of_position_and_relation_words_closed_form():
         "position": 1 / 9, "background": 1 / 4}
     two = W.Scene((circle, cross), "white")
     assert chance(two, W.parse_caption("a red circle above a blue cross")) == {"relation": 27 / 72}
+
+
+def test_findings_seed_sentence_names_paired_tests_and_no_seed_spread():
+    from di_star.mini.findings import seeds_sentence
+    c = {"diff": 0.03, "low": 0.01, "high": 0.05, "p": 0.001, "n": 256}
+    text = seeds_sentence([(0, c), (1, None), (2, c)], c, "proxy")
+    assert "seed 0: proxy +0.0300 [+0.0100, +0.0500], p=0.001 (higher)" in text
+    assert "seed 1" not in text and "the 2 seeds pooled" in text
+    assert "paired" in text and "standard deviation" not in text and " SD" not in text
+    assert seeds_sentence([(0, c)], c, "proxy") == ""  # one seed: its test is the main one
