@@ -110,7 +110,7 @@ class MiniAttrFrac(MiniAttrAcc):
     extra object or a wrong count costs one check, not the whole image."""
     mode = "frac"
     version_suffix = f"{CHECKS_VERSION} frac"
-    name, label, unit = "mini_attr_frac", "Attribute frac.", "share of asked attributes"
+    name, label, unit = "mini_attr_frac", "Attribute frac.", "share of strict checks"
 
 
 def reference_renders(prompts: Sequence[str], seed: int = 0) -> list[Image.Image]:
