@@ -3,6 +3,7 @@ latest stored metric version only, one clear line for a folder without a store; 
 position / relation words (the attr_checks probe); the findings' seed sentence (paired tests, no
 seed spread)."""
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from distar.cli import app
@@ -82,3 +83,23 @@ def test_findings_seed_sentence_names_paired_tests_and_no_seed_spread():
     assert "seed 1" not in text and "the 2 seeds pooled" in text
     assert "paired" in text and "standard deviation" not in text and " SD" not in text
     assert seeds_sentence([(0, c)], c, "proxy") == ""  # one seed: its test is the main one
+
+
+def test_findings_pool_seeds_within_prompts_closed_form():
+    """Two seeds' runs against one base on the same (prompt, k): the pooled change is the mean
+    of all pairs, over the prompts as units."""
+    import pandas as pd
+    from di_star.mini.findings import compare_pooled
+
+    class Run:  # the one Entry method compare_pooled reads
+        def __init__(self, values):
+            self.df = pd.DataFrame({"prompt_index": range(len(values)), "k": 0, "value": values})
+
+        def image_scores(self, metric, version):
+            return self.df
+
+    base = Run([0.5, 0.6, 0.7, 0.4])
+    seeds = [Run([0.6, 0.7, 0.8, 0.5]), Run([0.5, 0.6, 0.7, 0.4])]   # +0.1 each, and 0
+    c = compare_pooled(seeds, base, ("m", "v"))
+    assert c["diff"] == pytest.approx(0.05) and c["n"] == 8
+    assert compare_pooled([], base, ("m", "v")) is None and compare_pooled(seeds, None, ("m", "v")) is None
