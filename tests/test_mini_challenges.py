@@ -103,3 +103,12 @@ def test_findings_pool_seeds_within_prompts_closed_form():
     c = compare_pooled(seeds, base, ("m", "v"))
     assert c["diff"] == pytest.approx(0.05) and c["n"] == 8
     assert compare_pooled([], base, ("m", "v")) is None and compare_pooled(seeds, None, ("m", "v")) is None
+
+
+def test_keep_latest_versions_drops_an_older_definition(tmp_path):
+    from di_star.mini.challenges import keep_latest_versions
+    store = ResultsStore(_store(tmp_path, 1.0), create=False)
+    scores = store.table("model_scores")
+    assert set(scores.metric_version) == {"lenient", "strict"}
+    kept = keep_latest_versions(scores)
+    assert set(kept.metric_version) == {"strict"} and len(kept) == 12

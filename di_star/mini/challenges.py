@@ -36,6 +36,12 @@ def latest_version(scores: pd.DataFrame, metric: str) -> str | None:
     return str(s.sort_values("created_at").metric_version.iloc[-1])
 
 
+def keep_latest_versions(scores: pd.DataFrame) -> pd.DataFrame:
+    """Each metric's rows of its latest stored version only (see latest_version)."""
+    latest = {m: latest_version(scores, m) for m in scores.metric.unique()}
+    return scores[scores.metric_version == scores.metric.map(latest)]
+
+
 def challenge_means(values: pd.DataFrame, challenge: Mapping[int, str],
                     unit_range: bool = True) -> pd.DataFrame:
     """Rows (group, n, mean, low, high) per challenge and 'all', from per-image rows

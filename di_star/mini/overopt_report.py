@@ -18,7 +18,7 @@ import pandas as pd
 
 from distar.core.paths import portable_path
 from evalsuite.metrics.stats import paired_test
-from di_star.mini.challenges import prompt_challenges
+from di_star.mini.challenges import keep_latest_versions, prompt_challenges
 
 GOLD, ORACLE, PROXY = "mini_gold", "mini_oracle", "mini_pickscore"
 KEYS = ["prompt_index", "k"]
@@ -34,7 +34,9 @@ def load(sweep_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
     rec = json.loads(rec_path.read_text())
     store = ResultsStore(sweep_dir / "results", create=False)
     scores = store.table("model_scores")
-    scores = scores[scores.bench == rec["bench"]]
+    # A resumed sweep can hold a metric under two definitions (mini_attr_acc before and after
+    # its strict checks): pair only the latest one.
+    scores = keep_latest_versions(scores[scores.bench == rec["bench"]])
     models = store.table("images")[["recipe_hash", "model"]].drop_duplicates()
     sets = store.table("set_scores").merge(models, on="recipe_hash")[["metric", "value", "model"]]
     return rec, scores, sets, prompt_challenges(store, rec["bench"])
