@@ -636,6 +636,20 @@ def lab_sweep_cmd(
     run_sweep(out, plan, workers=workers, device=device, console=Console(stderr=True))
 
 
+@lab_app.command("challenges")
+@_friendly
+def lab_challenges_cmd(
+    results: Path = typer.Option(Path("results"), help="A `distar eval --out` folder (its store).",
+                                 **PATH),
+    bench: str = typer.Option("mini_parti", help="A benchmark whose prompts carry a challenge."),
+    metrics: str = typer.Option("mini_attr_acc", help="Comma-separated per-image metrics."),
+) -> None:
+    """Per-challenge means of per-image metrics for every model in a store, prompts as units,
+    95% bootstrap intervals (e.g. strict attribute accuracy per mini_parti challenge)."""
+    from di_star.mini.challenges import store_report
+    print(store_report(results, bench, _names(metrics, "--metrics")))
+
+
 @lab_app.command("overopt-report")
 @_friendly
 def lab_overopt_report_cmd(

@@ -1,6 +1,7 @@
 """Quality bar of issue 11: does DI*-In at the paper's (scaled) setting raise the mini proxy reward
-by more than 5 seed-to-seed standard deviations over the one-step init, and what does the gold
-judge say? Trains `mini/di_star_in` with several training seeds, then scores the init and every
+over the one-step init, and what does the gold judge say? Quote each seed's paired change and
+standard error (`proxy_delta_se`, `gold_delta_se`); `z_over_init` (seed-to-seed SDs) ignores prompt
+noise, and the seeds share prompts and noise, so it never stands alone. Trains `mini/di_star_in` with several training seeds, then scores the init and every
 run on the same prompts (mini_parti) and the same noise, in-process (the proxy through the
 trainer's own reward path, the gold judge on the decoded 8-bit images).
 

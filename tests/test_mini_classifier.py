@@ -50,6 +50,49 @@ def test_count_and_position_and_relation_checks():
     assert W.request_checks(up, rel)["relation"] and not W.request_checks(down, rel)["relation"]
 
 
+RED_CIRCLE = W.Obj("circle", "red", "small", "top left")
+# (caption, scene, strict checks that fail, share of checks that hold): each scene passed the
+# lenient rules before CHECKS_VERSION strict-v2 (a single object's count and extra objects
+# were not checked) and fails the strict ones.
+STRICT_CASES = [
+    ("a red circle", (RED_CIRCLE,), set(), 1.0),
+    # extra object: shape, colour, count hold; only_asked fails
+    ("a red circle", (RED_CIRCLE, W.Obj("square", "blue", "large", "right")), {"only_asked"}, 3 / 4),
+    # wrong count: two red circles where one was asked
+    ("a red circle", (RED_CIRCLE, replace(RED_CIRCLE, position="bottom right")), {"0.count"}, 3 / 4),
+    # wrong position by an extra copy: both copies on the left (the lenient position check held)
+    ("a red circle on the left", (RED_CIRCLE, replace(RED_CIRCLE, position="bottom left")),
+     {"0.count"}, 4 / 5),
+    # two asked, three drawn, one of them a stray object beside the relation
+    ("a blue star above a green cross",
+     (W.Obj("star", "blue", "small", "top"), W.Obj("cross", "green", "small", "centre"),
+      W.Obj("circle", "red", "small", "bottom left")), {"only_asked"}, 7 / 8),
+    # the asked count of alike objects plus one different object
+    ("two red circles", (RED_CIRCLE, replace(RED_CIRCLE, position="top right"),
+                         W.Obj("triangle", "yellow", "small", "centre")), {"only_asked"}, 3 / 4),
+]
+
+
+@pytest.mark.parametrize("caption, objects, failing, frac", STRICT_CASES)
+def test_strict_checks_closed_form(caption, objects, failing, frac):
+    checks = W.request_checks(W.Scene(objects, "white"), W.parse_caption(caption))
+    assert {k for k, ok in checks.items() if not ok} == failing, checks
+    assert attribute_score(checks, "all") == float(not failing)
+    assert attribute_score(checks, "frac") == pytest.approx(frac)
+
+
+def test_strict_metrics_on_renders_of_the_hand_built_scenes():
+    """The shipped classifier reads clean renders of the scenes above as built, so the metrics
+    give the closed-form values; the version key names the strict checks."""
+    rng = np.random.default_rng(0)
+    imgs = [W.render(W.Scene(objs, "white"), rng) for _, objs, _, _ in STRICT_CASES]
+    caps = [c for c, _, _, _ in STRICT_CASES]
+    acc, frac = load_metric("mini_attr_acc"), load_metric("mini_attr_frac")
+    assert acc.score(imgs, caps).tolist() == [float(not f) for _, _, f, _ in STRICT_CASES]
+    assert frac.score(imgs, caps) == pytest.approx([f for *_, f in STRICT_CASES])
+    assert W.CHECKS_VERSION in acc.info.version and W.CHECKS_VERSION in frac.info.version
+
+
 def test_train_save_load_and_metric(tmp_path):
     recipe = C.TrainRecipe(n=120, epochs=1, batch_size=64)
     out = C.train_attribute_classifier(tmp_path / "clf", seed=0, cfg=TINY, recipe=recipe)

@@ -1,7 +1,7 @@
 """The mini-world ablation: the paper's Tables 1-3 in miniature, made by the suite's own commands.
 
 1. Train every `mini/*` preset (paper Table 2 rows, the KL / score alpha_rew frontiers, extra
-   training seeds of DI*-In for the seed-to-seed spread) with `distar train`'s library call, two
+   training seeds of DI*-In, each paired against the init) with `distar train`'s library call, two
    runs at a time (one torch thread each: a 2-core machine).
 2. Evaluate the multi-step reference, the one-step init and every export with `distar eval`'s
    library calls (generation keyed by model, benchmark, prompt and seed; then every `mini_*`
@@ -39,7 +39,7 @@ class Scale:
     batch_size: int | None
     rows: tuple[str, ...]                 # Table 2 rows (TABLE_ORDER names)
     frontier: bool                        # the KL / score alpha_rew sweeps
-    seeds: tuple[int, ...]                # training seeds of mini/di_star_in (seed-to-seed spread)
+    seeds: tuple[int, ...]                # training seeds of mini/di_star_in (per-seed paired tests)
     limits: dict[str, int | None] = field(default_factory=dict)   # prompts per benchmark
     images_per_prompt: int = 4            # >= 4: intra-prompt diversity
     eval_samples: int | None = None       # the trainer's own final reward check; None = the preset's

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 
 from di_star.presets import TABLE_ORDER, world_scales
 from di_star.toy.demo import frontier_compare
@@ -76,6 +77,32 @@ def compare(a: Entry | None, b: Entry | None, key: tuple[str, str] | None) -> di
     return {"diff": r.mean_diff, "low": r.low, "high": r.high, "p": r.p_value, "n": r.n}
 
 
+def compare_pooled(runs: Sequence[Entry], b: Entry | None, key: tuple[str, str] | None) -> dict | None:
+    """Paired test of several seeds' runs against b, the seeds pooled as replications within each
+    prompt and the prompt the unit (the seeds share the evaluation's prompts and noise, so they
+    are not independent of one another); None when nothing is paired."""
+    if b is None or key is None:
+        return None
+    xs = [a.image_scores(*key).merge(b.image_scores(*key), on=["prompt_index", "k"]) for a in runs]
+    x = pd.concat([x for x in xs if len(x)], ignore_index=True) if any(len(x) for x in xs) else None
+    if x is None or x.prompt_index.nunique() < 2:
+        return None
+    r = paired_test(x.value_x.to_numpy(), x.value_y.to_numpy(), n_boot=2000, seed=0,
+                    clusters=x.prompt_index.to_numpy())
+    return {"diff": r.mean_diff, "low": r.low, "high": r.high, "p": r.p_value, "n": r.n}
+
+
+def seeds_sentence(per_seed: Sequence[tuple[int, dict | None]], pooled: dict | None, name: str) -> str:
+    """The seeds' changes as paired tests: each seed's own (seed, test), then the pooled one. No
+    seed-to-seed spread: it ignores prompt noise, and the seeds share prompts and noise."""
+    tests = [f"seed {i}: {said(c, name)}" for i, c in per_seed if c is not None]
+    if len(tests) < 2 or pooled is None:
+        return ""
+    return (f" Per training seed, paired against the init (same prompts and noise, prompts as units): "
+            f"{'; '.join(tests)}; the {len(tests)} seeds pooled as replications within each prompt: "
+            f"{said(pooled, name)}.")
+
+
 def verdict(c: dict | None) -> str:
     if c is None:
         return "not measured"
@@ -106,16 +133,11 @@ def findings(entries: list[Entry], reference: str, init: str, timing: dict | Non
 
     # 1. Does DI* raise the proxy AND the gold?
     cp, cg = compare(best, b.init, proxy), compare(best, b.init, gold)
-    seeds = [mean(e, proxy) for e in b.seeds("di_star_in")]
-    seeds = [s for s in seeds if s is not None]
-    spread = float(np.std(seeds, ddof=1)) if len(seeds) >= 2 else None
-    z = (np.mean(seeds) - mean(b.init, proxy)) / spread if spread else None
+    runs = b.seeds("di_star_in")
     line = (f"**DI\\*-In at the best row ({best_s.rewards[2]:g}, {best_s.alpha_cfg:g}) vs the one-step init**, "
             f"{main_bench}: {said(cp, 'proxy reward')}; {said(cg, 'gold judge')}.")
-    if z is not None:
-        line += (f" Over {len(seeds)} training seeds the proxy mean is {np.mean(seeds):.4f} against the init's "
-                 f"{mean(b.init, proxy):.4f}: {z:.1f} seed-to-seed standard deviations ({spread:.4f}) "
-                 f"{'above' if z > 0 else 'below'} it (quality bar: > 5).")
+    line += seeds_sentence([(int(e.meta("seed") or 0), compare(e, b.init, proxy)) for e in runs],
+                           compare_pooled(runs, b.init, proxy), "proxy")
     vp, vg = verdict(cp), verdict(cg)
     line += {("higher", "higher"): " DI* raises the learned proxy and the hidden gold judge: the proxy's gains are real.",
              ("higher", "lower"): " The proxy rises while the gold judge falls: reward hacking.",
@@ -220,12 +242,15 @@ def findings(entries: list[Entry], reference: str, init: str, timing: dict | Non
 
     # 9. David and Goliath: one-step DI* vs the multi-step reference.
     if b.reference is not None:
-        cmp = {n: compare(best, b.reference, k) for n, k in (("proxy", proxy), ("gold", gold))}
+        # Every seed of the best row, pooled within prompts: the paired test the claim "the
+        # one-step model beats its teacher" needs (a comparison of two means is not one).
+        cmp = {n: compare_pooled(runs, b.reference, k) for n, k in (("proxy", proxy), ("gold", gold))}
         lat = [e.latency() for e in (best, b.reference) if e is not None]
         speed = (f" Latency per 10 images: {lat[0].value:.3f} s vs {lat[1].value:.3f} s ({lat[1].device})."
                  if len(lat) == 2 and lat[0] is not None and lat[1] is not None else "")
-        out.append("**One-step DI\\*-In vs the multi-step reference**: " + "; ".join(said(c, n) for n, c in cmp.items())
-                   + "." + speed)
+        out.append(f"**One-step DI\\*-In vs the multi-step reference** (paired test, same prompts and noise, "
+                   f"prompts as units, {len(runs)} training seed(s) pooled): "
+                   + "; ".join(said(c, n) for n, c in cmp.items()) + "." + speed)
     return out
 
 

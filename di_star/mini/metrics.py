@@ -12,6 +12,7 @@ from evalsuite.metrics.loading import folder_records
 from evalsuite.metrics.base import (MetricInfo, check_prompts, require_fp32,
                                     run_batches)
 from di_star.mini import gold
+from di_star.mini.scene import CHECKS_VERSION
 
 
 class MiniGold:
@@ -45,9 +46,9 @@ def _weights_tag(folder) -> str:
 
 
 def attribute_score(checks: dict[str, bool], mode: str) -> float:
-    """One image's score from its prompt's attribute checks: 'all' = 1 when every asked
-    attribute holds (GenEval's per-prompt correctness), 'frac' = the share that hold; NaN when
-    the prompt asks nothing the mini world knows."""
+    """One image's score from its prompt's strict attribute checks (scene.request_checks):
+    'all' = 1 when every check holds (GenEval's per-prompt correctness), 'frac' = the share that
+    hold; NaN when the prompt asks nothing the mini world knows."""
     if not checks:
         return float("nan")
     values = list(checks.values())
@@ -86,10 +87,13 @@ def _load_classifier(classifier_path: str | None):
 
 
 class MiniAttrAcc(_WithClassifier):
-    """Attribute accuracy (GenEval-like) by the mini attribute classifier: per image, 1 when the
-    classifier finds every attribute the prompt asks for (shape, colour, size, count, position,
-    relation, background; see di_star.mini.scene.request_checks), else 0."""
-    mode = version_suffix = "all"
+    """Strict attribute accuracy (GenEval-like) by the mini attribute classifier: per image, 1
+    when the classifier sees exactly the asked objects (no others), each with the asked shape,
+    colour and size, the asked count, the asked region or relation, and the asked background
+    (di_star.mini.scene.request_checks), else 0."""
+    mode = "all"
+    # The checks' version is in the key: scores stored under the lenient rules are never reused.
+    version_suffix = f"{CHECKS_VERSION} all"
     name, label, unit = "mini_attr_acc", "Attribute acc.", "share of images"
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
@@ -102,9 +106,11 @@ class MiniAttrAcc(_WithClassifier):
 
 
 class MiniAttrFrac(MiniAttrAcc):
-    """As mini_attr_acc, but the share of the prompt's asked attributes found (partial credit)."""
-    mode = version_suffix = "frac"
-    name, label, unit = "mini_attr_frac", "Attribute frac.", "share of asked attributes"
+    """As mini_attr_acc, but the share of its strict checks that hold (partial credit): one
+    extra object or a wrong count costs one check, not the whole image."""
+    mode = "frac"
+    version_suffix = f"{CHECKS_VERSION} frac"
+    name, label, unit = "mini_attr_frac", "Attribute frac.", "share of strict checks"
 
 
 def reference_renders(prompts: Sequence[str], seed: int = 0) -> list[Image.Image]:

@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from distar.core.paths import portable_path
-from evalsuite.metrics.stats import bootstrap_ci, paired_test
+from evalsuite.metrics.stats import paired_test
+from di_star.mini.challenges import keep_latest_versions, prompt_challenges
 
 GOLD, ORACLE, PROXY = "mini_gold", "mini_oracle", "mini_pickscore"
 KEYS = ["prompt_index", "k"]
@@ -33,12 +34,12 @@ def load(sweep_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
     rec = json.loads(rec_path.read_text())
     store = ResultsStore(sweep_dir / "results", create=False)
     scores = store.table("model_scores")
-    scores = scores[scores.bench == rec["bench"]]
+    # A resumed sweep can hold a metric under two definitions (mini_attr_acc before and after
+    # its strict checks): pair only the latest one.
+    scores = keep_latest_versions(scores[scores.bench == rec["bench"]])
     models = store.table("images")[["recipe_hash", "model"]].drop_duplicates()
     sets = store.table("set_scores").merge(models, on="recipe_hash")[["metric", "value", "model"]]
-    prompts = store.table("prompts", "WHERE bench=?", (rec["bench"],))[["prompt_index", "meta_json"]]
-    challenge = {int(i): json.loads(m).get("challenge", "?") for i, m in prompts.itertuples(index=False)}
-    return rec, scores, sets, challenge
+    return rec, scores, sets, prompt_challenges(store, rec["bench"])
 
 
 def configs(rec: dict) -> dict[tuple, list[dict]]:
@@ -105,25 +106,10 @@ def curve_rows(rec: dict, scores: pd.DataFrame, sets: pd.DataFrame) -> list[dict
 
 
 def challenge_table(rec: dict, scores: pd.DataFrame, challenge: dict, models: list[str]) -> str:
-    """Attribute accuracy (mini_attr_acc) per challenge, mean with a prompt-bootstrap interval."""
-    lines = ["| model | " + " | ".join(sorted(set(challenge.values()))) + " |",
-             "|---" * (1 + len(set(challenge.values()))) + "|"]
-    for name, ms in models:
-        s = scores[scores.model.isin(ms) & (scores.metric == "mini_attr_acc")].copy()
-        s["challenge"] = s.prompt_index.map(challenge)
-        cells = []
-        for ch in sorted(set(challenge.values())):
-            v = s[s.challenge == ch].groupby("prompt_index").value.mean().dropna().to_numpy()
-            if len(v) >= 2:
-                ci = bootstrap_ci(v)
-                # An accuracy lies in [0, 1]: clipping the interval there loses no coverage
-                # (the studentised one can leave the range at a handful of prompts).
-                low, high = max(ci.low, 0.0), min(ci.high, 1.0)
-                cells.append(f"{ci.mean:.2f} [{low:.2f}, {high:.2f}] (n={len(v)})")
-            else:
-                cells.append("n/a")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """Attribute accuracy (mini_attr_acc, its latest stored version) per challenge, mean with a
+    prompt-bootstrap interval (di_star.mini.challenges)."""
+    from di_star.mini.challenges import challenge_table as table
+    return table(scores, challenge, "mini_attr_acc", models)
 
 
 def best_vs_reference(rec: dict, scores: pd.DataFrame, rows: list[dict]):

@@ -20,10 +20,12 @@ from evalsuite.suites import Suite
 _METRICS = {
     "mini_gold": ("metrics:MiniGold",
                   "mini world: the gold judge (pixel rules standing for human preference)"),
-    "mini_attr_acc": ("metrics:MiniAttrAcc", "mini world: attribute classifier finds every asked "
-                                             "attribute (GenEval-like, 0/1)"),
+    "mini_attr_acc": ("metrics:MiniAttrAcc", "mini world: attribute classifier sees exactly the "
+                                             "asked objects, colours, shapes, count and positions, "
+                                             "nothing else (strict, GenEval-like, 0/1)"),
     "mini_attr_frac": ("metrics:MiniAttrFrac",
-                       "mini world: share of the prompt's asked attributes the classifier finds"),
+                       "mini world: share of mini_attr_acc's strict checks that hold (partial "
+                       "credit)"),
     "mini_fd": ("metrics:MiniFD", "mini world: Frechet distance to ground-truth renders of the same "
                                   "prompts, in the attribute classifier's cell embeddings (not "
                                   "Inception FID)"),

@@ -6,8 +6,8 @@ truth, gold judge and proxy reward of the reference (`mini_ref`) and the one-ste
         [--out runs/mini_quality]
 
 - Single-object prompts: every colour x shape ("a red circle", 30 prompts) x per-combo seeds.
-  Attribute accuracy by the world's attribute classifier: 'strict' = exactly one object
-  detected and it has the asked colour and shape; 'present' = some detected object has both
+  Attribute accuracy by the world's attribute classifier: 'strict' = mini_attr_acc's checks
+  (exactly one object detected, of the asked colour and shape); 'present' = some detected object has both
   (GenEval's colour task).
 - FD: Frechet distance between classifier features (AttributeClassifier.features, the mini
   world's Inception) of generated images and ground-truth renders of the same prompts
@@ -64,13 +64,15 @@ def generate(spec, pipe, prompts: list[str], latents: torch.Tensor, batch: int =
 
 
 def attribute_accuracy(scenes, prompts: list[str]) -> dict:
-    from di_star.mini.scene import parse_caption
+    """'strict': mini_attr_acc's checks (scene.request_checks; for 'a red circle': exactly one
+    object, of the asked colour and shape); 'present': some object has the asked colour and shape."""
+    from di_star.mini.scene import parse_caption, request_checks
     strict, present = [], []
     for sc, p in zip(scenes, prompts):
-        g = parse_caption(p).groups[0]
-        hit = [o for o in sc.objects if o.shape == g.shape and o.colour == g.colour]
-        strict.append(len(sc.objects) == 1 and len(hit) == 1)
-        present.append(bool(hit))
+        req = parse_caption(p)
+        g = req.groups[0]
+        strict.append(all(request_checks(sc, req).values()))
+        present.append(any(o.shape == g.shape and o.colour == g.colour for o in sc.objects))
     return {"strict": float(np.mean(strict)), "present": float(np.mean(present))}
 
 

@@ -123,13 +123,18 @@ def position_to_cell(x: float, y: float) -> str:
     return POSITIONS[3 * row + col]
 
 
+CHECKS_VERSION = "strict-v2"  # bump when request_checks changes: the attribute metrics' version
+
+
 def request_checks(scene: Scene, req: Request) -> dict[str, bool]:
-    """Each attribute a request asks for, checked against a scene (GenEval-style units):
-    per group i: 'i.shape' (an object of that shape exists), 'i.colour' (of that colour, bound to
-    the asked shape), 'i.size' (matching shape, colour and size), 'i.count' (only for counts > 1:
-    exactly that many objects match), 'i.position' (every matching object lies in the region);
-    'relation' (every pair of the two groups' matches); 'background'. A group asking nothing of
-    these gets 'i.present'."""
+    """Each attribute a request asks for, checked strictly against a scene (GenEval-style units;
+    all True = the image shows exactly what was asked). Per group i: 'i.shape' (an object of that
+    shape exists), 'i.colour' (of that colour, bound to the asked shape), 'i.size' (an object
+    matching shape, colour and size), 'i.count' (exactly the asked number of objects match, one
+    included), 'i.position' (every matching object lies in the region); 'relation' (every pair of
+    the two groups' matches); 'only_asked' (no object outside the groups' descriptions: an extra
+    object fails it); 'background'. Before CHECKS_VERSION strict-v2 a single object's count and
+    extra objects were not checked, so 'a red circle' passed beside a blue square."""
     checks: dict[str, bool] = {}
     matches = []
     for i, g in enumerate(req.groups):
@@ -142,18 +147,18 @@ def request_checks(scene: Scene, req: Request) -> dict[str, bool]:
                                         for o in objs)
         if g.size:
             checks[f"{i}.size"] = bool(m)
-        if g.count > 1:
-            checks[f"{i}.count"] = len(m) == g.count
+        checks[f"{i}.count"] = len(m) == g.count
         if g.position:
             checks[f"{i}.position"] = bool(m) and all(in_region(o.position, g.position)
                                                       for o in m)
-        if not any(k.startswith(f"{i}.") for k in checks):
-            checks[f"{i}.present"] = bool(m)
         matches.append(m)
     if req.relation and len(matches) >= 2:
         checks["relation"] = bool(matches[0]) and bool(matches[1]) and all(
             relation_holds(a.position, b.position, req.relation)
             for a in matches[0] for b in matches[1])
+    if req.groups:
+        checks["only_asked"] = all(any(_describes(g, (o.shape, o.colour, o.size))
+                                       for g in req.groups) for o in scene.objects)
     if req.background:
         checks["background"] = scene.background == req.background
     return checks

@@ -71,8 +71,8 @@ _TINY = {
 #   before the gold judge falls (MINI_REWARDS, measured in scripts/mini_ablation.py);
 # - lr: 5e-7 is for fine-tuning 2.6B parameters for thousands of steps; the mini UNet is ~1000x
 #   smaller and a CPU affords hundreds of steps, so the lr is the mini reference's fine-tuning scale;
-# - length: 600 generator steps, the shortest measured at which DI*-In's proxy gain clears the
-#   seed-to-seed noise of the shipped world (300 steps: 3.0 seed SDs, 600: 7.0; docs/training.md);
+# - length: 600 generator steps, the shortest measured at which every seed's proxy gain is about
+#   3 paired standard errors on the shipped world (300 steps: 1.9-3.2, 600: 2.7-3.3; docs/training.md);
 #   13-16 minutes on one CPU thread (1.3-1.6 s per step). The demo and tests override it.
 # - huber_c by the same rule as SDXL's (iCT: 0.00054 sqrt(d), d = the latent size);
 # - batch 8 prompts per step instead of DMD2's large batches; fp32 Adam, no clipping changes.
