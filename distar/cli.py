@@ -593,7 +593,7 @@ def lab_proxy_ladder_cmd(
     gold, prompt-bootstrap interval; Spearman)."""
     import json
 
-    from di_star.mini.proxy_ladder import DRY_RUN, LADDER_DIR, PLAN, run_ladder
+    from di_star.mini.proxy_ladder import DRY_RUN, LADDER_DIR, PLAN, markdown_table, run_ladder
     if dry_run and ship:
         raise DistarError("--dry-run rungs are not shipped. Fix: drop --ship (or --dry-run).")
     command = "distar lab " + " ".join(sys.argv[sys.argv.index("proxy-ladder"):]) \
@@ -602,9 +602,8 @@ def lab_proxy_ladder_cmd(
     m = run_ladder(out / "dry-run" if dry_run else out, DRY_RUN if dry_run else PLAN,
                    ship=LADDER_DIR if ship else None,
                    command=command)
-    print(json.dumps({k: {f: v.get(f) for f in ("agreement", "agreement_ci", "spearman",
-                                                 "pairs_heldout")}
-                      for k, v in m["proxies"].items()}, indent=1))
+    print(markdown_table(m))
+    print(json.dumps({"held_out": m["held_out"], "span": m["span"], "wall_s_this_call": m["wall_s_this_call"]}))
 
 
 @lab_app.command("sweep")

@@ -255,21 +255,25 @@ def make_samples(gens: Generators, src: Source, split: str, prompts: list[str], 
                  out: Path, seed: int, log) -> None:
     """`images` samples per prompt of `src` (image k of prompt i in row k * len(prompts) + i),
     their gold scores, cached in out/samples/<split>/<source>.safetensors. A cached file with
-    at least as many prompts is kept."""
+    at least as many prompts is kept; one image per prompt for fewer prompts is extended (the
+    noise of row i does not depend on how many rows are drawn)."""
     from safetensors.torch import load_file
     from distar.core.atomic import save_tensors
     from di_star.mini.gold import gold_score
     from di_star.mini.build import to_pil
     f = sample_file(out, split, src.name)
-    if f.is_file():
-        meta = load_file(str(f))
-        if int(meta["prompts"]) >= len(prompts) and int(meta["images"]) >= images:
-            return
+    old = load_file(str(f)) if f.is_file() else None
+    if old is not None and int(old["prompts"]) >= len(prompts) and int(old["images"]) >= images:
+        return
+    keep = int(old["prompts"]) if old is not None and images == int(old["images"]) == 1 else 0
     t0 = time.time()
     texts = prompts * images
-    z = gens.B.noise(len(texts), _seed(seed, split, src.name))
-    px = gens.sample(src, texts, z)
-    gold = gold_score(to_pil(torch.from_numpy(px).permute(0, 3, 1, 2).float() / 127.5 - 1), texts)
+    z = gens.B.noise(len(texts), _seed(seed, split, src.name))[keep:]
+    px = gens.sample(src, texts[keep:], z)
+    gold = gold_score(to_pil(torch.from_numpy(px).permute(0, 3, 1, 2).float() / 127.5 - 1), texts[keep:])
+    if keep:
+        px = np.concatenate([old["pixels"].numpy(), px])
+        gold = np.concatenate([old["gold"].numpy(), gold])
     save_tensors({"pixels": torch.from_numpy(px).contiguous(), "gold": torch.tensor(gold),
                   "prompts": torch.tensor(len(prompts)), "images": torch.tensor(images)}, f)
     log(f"{split}/{src.name}: {len(texts)} samples, gold mean {np.mean(gold):.3f} "
@@ -385,6 +389,24 @@ def measure(model, held: tuple, prompts: list[str]) -> dict:
             "images_heldout": int(len(px))}
 
 
+def ensure_rung(rung: Rung, out: Path, log) -> tuple[object, dict, Path]:
+    """The rung fitted (or its cached fit, when out/ladder/<rung>/train.json records the same
+    Rung): (the shipped proxy with the saved fp16 delta over it, training record, delta file)."""
+    from safetensors.torch import load_file
+    from distar.core.atomic import save_tensors, write_text
+    f = out / "ladder" / rung.name / DELTA
+    record = f.with_name("train.json")
+    if not (f.is_file() and record.is_file() and json.loads(record.read_text()).get("rung") == repr(rung)):
+        t1 = time.time()
+        model, data = fit_rung(rung, out, log)
+        data["wall_s"] = round(time.time() - t1, 1)
+        save_tensors(delta_state(model, shipped_proxy()), f)
+        write_text(record, json.dumps({"rung": repr(rung), "data": data}, indent=1) + "\n")
+    # measured as it ships: the fp16 delta over the shipped proxy
+    return (apply_delta(shipped_proxy(), load_file(str(f))),
+            json.loads(record.read_text())["data"], f)
+
+
 def _sha256(f: Path) -> str:
     return hashlib.sha256(f.read_bytes()).hexdigest()
 
@@ -393,8 +415,7 @@ def run_ladder(out: Path, plan: LadderPlan = PLAN, ship: Path | None = None,
                command: str | None = None, log=None) -> dict:
     """Train the generators, sample and label, fit and measure every rung; write
     out/ladder/<rung>/delta.safetensors and out/ladder/manifest.json (and copy them to `ship`)."""
-    from safetensors.torch import load_file
-    from distar.core.atomic import save_tensors, write_dir, write_text
+    from distar.core.atomic import write_dir, write_text
     from distar.core.paths import project_commit
     from di_star.mini import weights as mw
     from di_star.mini.build import Log
@@ -412,17 +433,7 @@ def run_ladder(out: Path, plan: LadderPlan = PLAN, ship: Path | None = None,
     log(f"{SHIPPED}: {proxies[SHIPPED]}")
     ladder = out / "ladder"
     for rung in plan.rungs:
-        f = ladder / rung.name / DELTA
-        record = ladder / rung.name / "train.json"
-        if f.is_file() and record.is_file() and json.loads(record.read_text()).get("rung") == repr(rung):
-            model, data = apply_delta(shipped_proxy(), load_file(str(f))), json.loads(record.read_text())["data"]
-        else:
-            t1 = time.time()
-            model, data = fit_rung(rung, out, log)
-            data["wall_s"] = round(time.time() - t1, 1)
-            save_tensors(delta_state(model, base), f)
-            write_text(record, json.dumps({"rung": repr(rung), "data": data}, indent=1) + "\n")
-            model = apply_delta(shipped_proxy(), load_file(str(f)))  # measure what ships
+        model, data, f = ensure_rung(rung, out, log)
         proxies[rung.name] = {"name": rung.name, **measure(model, held, held_p), "train": data,
                               "file": f"{rung.name}/{DELTA}", "sha256": _sha256(f),
                               "bytes": f.stat().st_size}
@@ -433,7 +444,8 @@ def run_ladder(out: Path, plan: LadderPlan = PLAN, ship: Path | None = None,
         "what": "proxy rewards fine-tuned from the shipped proxy (mini_pickscore) on gold-labelled "
                 "generator samples; each file holds only the tensors it changed (fp16), loaded over "
                 "the shipped proxy",
-        "command": command, "commit": project_commit(), "wall_s": round(time.time() - t0, 1),
+        # this invocation's wall time: stages a rerun finds done (runs, samples, rungs) are reused
+        "command": command, "commit": project_commit(), "wall_s_this_call": round(time.time() - t0, 1),
         "base": {"proxy_reward/model.safetensors":
                  _sha256(mw.component_dir("proxy_reward") / "model.safetensors")},
         "min_gap": MIN_GAP, "held_out": {"bench": HELD_OUT_BENCH, "prompts": len(held_p),
@@ -529,3 +541,19 @@ def rung_delta(name: str, root: Path, folder: Path = LADDER_DIR) -> dict[str, Te
         raise DistarError(f"{f} is missing or does not match {folder / MANIFEST}. Fix: git checkout "
                           f"{folder}, or rebuild with `distar lab proxy-ladder --ship`.")
     return load_file(str(f))
+
+
+def markdown_table(manifest: dict) -> str:
+    """The ladder as docs show it: agreement [95% interval], Spearman [interval], training data."""
+    rows = ["| proxy | agreement with gold [95% CI] | Spearman [95% CI] | fine-tuned on |",
+            "|---|---|---|---|"]
+    for name, e in manifest["proxies"].items():
+        t = e["train"]
+        data = t if isinstance(t, str) else (
+            f"{t['pairs']} pairs ({t['pairs_gap_ge_min']} with gap >= {manifest['min_gap']:g}) "
+            f"from {t['samples']} samples of {len(t['sources'])} generators on {t['prompts']} "
+            f"training prompts; {t['steps']} steps x {t['batch']}")
+        rows.append(f"| `{name}` | {e['agreement']:.3f} [{e['agreement_ci'][0]:.3f}, "
+                    f"{e['agreement_ci'][1]:.3f}] | {e['spearman']:.2f} [{e['spearman_ci'][0]:.2f}, "
+                    f"{e['spearman_ci'][1]:.2f}] | {data} |")
+    return "\n".join(rows)
