@@ -64,6 +64,26 @@ def test_shipped_ladder_matches_its_manifest_and_is_small():
     assert m["commit"] and m["command"].startswith("distar lab proxy-ladder")
 
 
+def test_a_changed_rung_file_or_another_base_proxy_is_refused(tmp_path):
+    import shutil
+
+    from di_star.mini import weights as mw
+    from distar.core.errors import DistarError
+    copy = tmp_path / "ladder"
+    shutil.copytree(L.LADDER_DIR, copy)
+    assert L.rung_delta("mini_proxy_r2", mw.SHIPPED_DIR, copy)  # intact: loads
+    f = copy / "mini_proxy_r2" / L.DELTA
+    f.write_bytes(f.read_bytes()[:-1] + b"\x01")
+    assert L.verify_ladder(copy) == ["changed: mini_proxy_r2/delta.safetensors"]
+    with pytest.raises(DistarError, match="does not match"):
+        L.rung_delta("mini_proxy_r2", mw.SHIPPED_DIR, copy)
+    world = tmp_path / "world" / "proxy_reward"
+    world.mkdir(parents=True)
+    (world / "model.safetensors").write_bytes(b"another proxy")
+    with pytest.raises(DistarError, match="fine-tuned from the shipped proxy"):
+        L.rung_delta("mini_proxy_r1", world.parent, copy)
+
+
 def test_rungs_load_as_metrics_with_distinct_versions_and_gradients():
     import di_star  # noqa: F401  (registers the mini world)
     from evalsuite.metrics import METRICS, load_metric
