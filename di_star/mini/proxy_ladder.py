@@ -114,7 +114,7 @@ PLAN = LadderPlan(
     rungs=(Rung("mini_proxy_r1", 100, ("onestep", "ref15_cfg4"), 1, 60),
            Rung("mini_proxy_r2", 400, ("onestep", "ref15_cfg4", "ref4_cfg4", "ref15_cfg1",
                                        "ref15_cfg8"), 1, 400),
-           Rung("mini_proxy_r3", 800, _ALL, 1, 1000)),
+           Rung("mini_proxy_r3", 1600, _ALL, 1, 2000)),
     held_out_prompts=None, held_out_images=1,
     held_out_sources=("onestep", "ref15_cfg4") + tuple(s.name for s in trained_sources(_RUNS)))
 
