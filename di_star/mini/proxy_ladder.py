@@ -32,11 +32,14 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import Tensor
 
 from distar.core.errors import DistarError
+
+if TYPE_CHECKING:  # torch is imported where it is used: registering the rungs stays light
+    from torch import Tensor
 
 LADDER_DIR = Path(__file__).resolve().parent / "data" / "proxy_ladder"
 MANIFEST = "manifest.json"
@@ -222,15 +225,21 @@ class Generators:
         self.onestep_dir = mw.component_dir("onestep") / "unet"
 
     def one_step(self, folder: Path):
+        import torch
         from diffusers import UNet2DConditionModel
         from di_star.mini import weights as mw
         from di_star.sdxl.models import OneStepGenerator
         unet = UNet2DConditionModel.from_pretrained(folder, torch_dtype=torch.float32).eval()
         return OneStepGenerator(unet, self.B._schedule(), mw.ONESTEP_TIMESTEP)
 
-    @torch.no_grad()
     def sample(self, src: Source, prompts: list[str], z: Tensor, batch: int = 64) -> np.ndarray:
         """uint8 images [N, 64, 64, 3] (as a PNG of the sample holds them)."""
+        import torch
+        with torch.no_grad():
+            return self._sample(src, prompts, z, batch)
+
+    def _sample(self, src: Source, prompts: list[str], z: Tensor, batch: int) -> np.ndarray:
+        import torch
         B = self.B
         if src.kind == "reference":
             lat = torch.cat([self.pipe(prompts[i:i + batch], latents=z[i:i + batch],
@@ -257,6 +266,7 @@ def make_samples(gens: Generators, src: Source, split: str, prompts: list[str], 
     their gold scores, cached in out/samples/<split>/<source>.safetensors. A cached file with
     at least as many prompts is kept; one image per prompt for fewer prompts is extended (the
     noise of row i does not depend on how many rows are drawn)."""
+    import torch
     from safetensors.torch import load_file
     from distar.core.atomic import save_tensors
     from di_star.mini.gold import gold_score
@@ -333,6 +343,7 @@ def shipped_proxy():
 
 
 def _chw(px: np.ndarray) -> Tensor:
+    import torch
     return torch.from_numpy(px).permute(0, 3, 1, 2)
 
 
@@ -357,6 +368,7 @@ def fit_rung(rung: Rung, out: Path, log) -> tuple[object, dict]:
 
 def delta_state(model, base) -> dict[str, Tensor]:
     """The fp16 tensors of `model` that differ from `base` (the frozen ones never do)."""
+    import torch
     ref = base.state_dict()
     return {k: v.detach().half().contiguous() for k, v in model.state_dict().items()
             if v.is_floating_point() and k not in FROZEN and not torch.equal(v.half(), ref[k].half())}
