@@ -110,20 +110,31 @@ def bench_prompts(n: int) -> list[str]:
     return [texts[i] for i in np.linspace(0, len(texts) - 1, n).round().astype(int)]
 
 
-def change(before: dict, after: dict, prompt_ids: np.ndarray) -> dict[str, str]:
-    """Paired change per judge: mean [95% cluster-bootstrap interval], prompts as units."""
-    from evalsuite.metrics.stats import paired_test
+def every_tenth() -> list[str]:
+    """mini_parti prompts 0, 10, ..., 290 (the latent ascent's 30)."""
+    from di_star.mini.scene import held_out_prompts
+    return [t for t, _, _ in held_out_prompts()][::10]
+
+
+def change(before: dict, after: dict, prompt_ids: np.ndarray, n_boot: int = 4000) -> dict[str, str]:
+    """Paired change per judge: mean over images [95% percentile bootstrap of the per-prompt mean
+    changes, prompts resampled], prompts as units."""
     out = {}
+    rng = np.random.default_rng(0)
     for j in before:
-        r = paired_test(after[j], before[j], method="bootstrap", clusters=prompt_ids, n_boot=4000)
-        out[j] = f"{r.mean_diff:+.3f} [{r.low:+.3f}, {r.high:+.3f}]"
+        d = after[j] - before[j]
+        per_prompt = np.array([d[prompt_ids == p].mean() for p in np.unique(prompt_ids)])
+        boot = rng.choice(per_prompt, (n_boot, len(per_prompt))).mean(1)
+        lo, hi = np.quantile(boot, [0.025, 0.975])
+        out[j] = f"{per_prompt.mean():+.3f} [{lo:+.3f}, {hi:+.3f}]"
     return out
 
 
-def latent(reward: str, steps: int = 150, lr: float = 0.02, prompts: int = 30) -> dict:
-    """Adam on the init's latents (one per prompt) to raise `reward`; judges before and after."""
+def latent(reward: str, steps: int = 150, lr: float = 0.02) -> dict:
+    """Adam on the init's latents (one per prompt, 30 prompts) to raise `reward`; judges before
+    and after."""
     _, world, m = world_for(reward)
-    texts = bench_prompts(prompts)
+    texts = every_tenth()
     g = torch.Generator().manual_seed(9)
     with torch.no_grad():
         cond = world.encode(texts)
@@ -136,7 +147,7 @@ def latent(reward: str, steps: int = 150, lr: float = 0.02, prompts: int = 30) -
         (-world.reward(x, cond).mean()).backward()
         opt.step()
     after = judge(world, x.detach(), texts)
-    return {"reward": reward, "steps": steps, "lr": lr, "prompts": prompts,
+    return {"reward": reward, "steps": steps, "lr": lr, "prompts": len(texts),
             "latent_moved": round(float((x - x0).norm() / x0.norm()), 3),
             **change(before, after, np.arange(len(texts)))}
 
@@ -154,13 +165,15 @@ def run(reward: str, steps: int = 100, reward_only: bool = False, alpha_scale: f
                       sd={"sample_every": 0}, world={"eval_samples": 1})
     texts = bench_prompts(prompts)
 
-    def sample() -> dict[str, np.ndarray]:
-        g = torch.Generator().manual_seed(777)
+    def sample() -> dict[str, np.ndarray]:  # image k of every prompt: noise stream 777 + k
+        x0 = []
         with torch.no_grad():
-            z = torch.randn((images * len(texts), *world.latent_shape), generator=g)
-            x0 = torch.cat([m.generator(z[i:i + 16], world.encode((texts * images)[i:i + 16]))
-                            for i in range(0, len(z), 16)])
-        return judge(world, x0, texts * images)
+            for k in range(images):
+                g = torch.Generator().manual_seed(777 + k)
+                for i in range(0, len(texts), 16):
+                    z = torch.randn((len(texts[i:i + 16]), *world.latent_shape), generator=g)
+                    x0.append(m.generator(z, world.encode(texts[i:i + 16])))
+        return judge(world, torch.cat(x0), texts * images)
 
     before = sample()
     tmp = Path(tempfile.mkdtemp(prefix="oracle_ascent_"))
