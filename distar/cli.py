@@ -576,6 +576,36 @@ def lab_oracle_check_cmd(
     print(json.dumps({k: rep[k] for k in ("spearman", "mean_abs_diff", "gradient")}, indent=1))
 
 
+@lab_app.command("proxy-ladder")
+@_friendly
+def lab_proxy_ladder_cmd(
+    out: Path = typer.Option(Path("runs/proxy_ladder"), help="Work folder: trained generators, "
+                             "gold-labelled samples, rungs, manifest (resumes).", **PATH),
+    ship: bool = typer.Option(False, "--ship", help="Also write the rungs and manifest to "
+                              "di_star/mini/data/proxy_ladder (what mini_proxy_r1..r3 load)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="The tiny plan (4 held-out prompts, "
+                                 "rungs of 1-2 steps, one 1-step DI* run): the whole path on a "
+                                 "CPU in about a minute; never shipped."),
+) -> None:
+    """A ladder of proxy rewards of measured quality: the shipped proxy fine-tuned on gold-labelled
+    samples of the init, the reference and DI*-trained generators (growing, increasingly
+    on-policy data), each measured on held-out mini_parti generator-sample pairs (agreement with
+    gold, prompt-bootstrap interval; Spearman)."""
+    import json
+
+    from di_star.mini.proxy_ladder import DRY_RUN, LADDER_DIR, PLAN, markdown_table, run_ladder
+    if dry_run and ship:
+        raise DistarError("--dry-run rungs are not shipped. Fix: drop --ship (or --dry-run).")
+    command = "distar lab " + " ".join(sys.argv[sys.argv.index("proxy-ladder"):]) \
+        if "proxy-ladder" in sys.argv else None
+    # a dry run works in its own sub-folder: its tiny samples and rungs never replace real ones
+    m = run_ladder(out / "dry-run" if dry_run else out, DRY_RUN if dry_run else PLAN,
+                   ship=LADDER_DIR if ship else None,
+                   command=command)
+    print(markdown_table(m))
+    print(json.dumps({"held_out": m["held_out"], "span": m["span"], "wall_s_this_call": m["wall_s_this_call"]}))
+
+
 @lab_app.command("sweep")
 @_friendly
 def lab_sweep_cmd(

@@ -240,9 +240,12 @@ def merge_parts(parts: Path, names: list[str], results: Path) -> None:
 
 def mini_metrics() -> list[str]:
     """Every registered metric of the mini world (the suite's own names) but the oracle reward,
-    a training reward standing in for mini_gold, which is already measured."""
+    a training reward standing in for mini_gold, which is already measured, and the proxy-ladder
+    rungs (rewards of the over-optimisation sweep, which scores them itself)."""
     from evalsuite.metrics import METRICS
-    return [m for m in METRICS.names() if m.startswith("mini_") and m != "mini_oracle"]
+    from di_star.mini.proxy_ladder import RUNGS
+    return [m for m in METRICS.names() if m.startswith("mini_") and m != "mini_oracle"
+            and m not in RUNGS]
 
 
 def evaluate_all(models: list[str], scale: Scale, results: Path, metrics: list[str],

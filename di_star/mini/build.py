@@ -691,18 +691,27 @@ def pickscore_loss(model, pixels: Tensor, ids: Tensor, mask: Tensor, a: Tensor, 
     return -(target * logits.log_softmax(-1)).sum(-1)
 
 
+def unit_range(images: Tensor) -> Tensor:
+    """uint8 images [N, 3, H, W] (as stored) or floats in [-1, 1] -> floats in [-1, 1]."""
+    return images.float() / 127.5 - 1.0 if images.dtype == torch.uint8 else images
+
+
 def train_proxy(clip, images: Tensor, owner: list[int], prompts: list[str], pairs, size: BuildSize,
-                seed: int, log: Log):
+                seed: int, log: Log, lr: float = 2e-4, frozen: tuple[str, ...] = ()):
+    """PickScore's objective on preference pairs, from `clip`; `images` [N, 3, 64, 64] uint8 or
+    in [-1, 1] (converted a batch at a time); parameters named in `frozen` stay fixed."""
     torch.manual_seed(_seed(seed, "proxy"))
     dev = clip.device
     model = copy.deepcopy(clip).train().requires_grad_(True)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in frozen)
     enc = {k: v.to(dev) for k, v in tokenize(clip_tokenizer(), prompts, max_length=32).items()}
-    px = clip_pixels(images).to(dev)
     a_all = torch.tensor([p[0] for p in pairs])
     b_all = torch.tensor([p[1] for p in pairs])
     y_all = torch.tensor([p[2] for p in pairs], dtype=torch.float32)
     owner_t = torch.tensor(owner)
-    opt, sched = stage_optimizer(model.parameters(), 2e-4, size.proxy_steps, wd=0.05)
+    opt, sched = stage_optimizer([p for p in model.parameters() if p.requires_grad], lr,
+                                 size.proxy_steps, wd=0.05)
     gen = torch.Generator().manual_seed(_seed(seed, "proxy-data"))
     for step, idx in enumerate(index_batches(len(pairs), size.proxy_batch, size.proxy_steps, gen)):
         a, b = a_all[idx], b_all[idx]
@@ -711,7 +720,7 @@ def train_proxy(clip, images: Tensor, owner: list[int], prompts: list[str], pair
         ra = torch.tensor([remap[int(k)] for k in a])
         rb = torch.tensor([remap[int(k)] for k in b])
         tid = owner_t[a].to(dev)
-        loss = pickscore_loss(model, px[used.to(dev)], enc["input_ids"][tid],
+        loss = pickscore_loss(model, clip_pixels(unit_range(images[used])).to(dev), enc["input_ids"][tid],
                               enc["attention_mask"][tid], ra.to(dev), rb.to(dev),
                               y_all[idx].to(dev)).mean()
         stage_step(opt, sched, loss, step, size.proxy_steps, log, "proxy")
@@ -719,12 +728,20 @@ def train_proxy(clip, images: Tensor, owner: list[int], prompts: list[str], pair
 
 
 @torch.no_grad()
-def pair_accuracy(model, images: Tensor, owner: list[int], prompts: list[str], pairs) -> float:
-    """Share of non-tied pairs the model orders as the gold judge does."""
+def proxy_scores(model, images: Tensor, owner: list[int], prompts: list[str]) -> Tensor:
+    """The proxy's cosine of each image with its prompt (images uint8 or in [-1, 1])."""
     enc = {k: v.to(model.device) for k, v in tokenize(clip_tokenizer(), prompts, max_length=32).items()}
     img = image_embeddings(model, images)
-    txt = F.normalize(_features(model.get_text_features(**enc)), dim=-1).cpu()
-    s = (img * txt[torch.tensor(owner)]).sum(-1)
+    txt = torch.cat([F.normalize(_features(model.get_text_features(
+        **{k: v[i:i + 1024] for k, v in enc.items()})), dim=-1).cpu()
+        for i in range(0, len(prompts), 1024)])
+    return (img * txt[torch.tensor(owner)]).sum(-1)
+
+
+@torch.no_grad()
+def pair_accuracy(model, images: Tensor, owner: list[int], prompts: list[str], pairs) -> float:
+    """Share of non-tied pairs the model orders as the gold judge does."""
+    s = proxy_scores(model, images, owner, prompts)
     hits = [(s[a] > s[b]) == (y > 0.5) for a, b, y in pairs if y != 0.5]
     return float(np.mean(hits)) if hits else float("nan")
 
@@ -735,7 +752,7 @@ def image_embeddings(clip, images: Tensor) -> Tensor:
     """L2-normalised CLIP image embeddings of CPU images [-1, 1], computed on the model's device."""
     dev = clip.device
     return torch.cat([F.normalize(_features(clip.get_image_features(
-        pixel_values=clip_pixels(images[i:i + 1024]).to(dev))), dim=-1).cpu()
+        pixel_values=clip_pixels(unit_range(images[i:i + 1024])).to(dev))), dim=-1).cpu()
         for i in range(0, len(images), 1024)])
 
 

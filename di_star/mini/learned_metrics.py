@@ -90,12 +90,17 @@ class _MiniWorldWeights:
     mini_components: tuple[str, ...] = ()  # the world's folders the metric reads
 
     @classmethod
+    def version_name(cls) -> str:
+        """The version's first part (a ladder rung adds its own weights' hash)."""
+        return cls.mini_version
+
+    @classmethod
     def version_key(cls, world_dir: str | None = None, dtype: str = "fp32",
                     **_options) -> str | None:
         """`from_pretrained(...).info.key` from the world's manifest alone, no weights read (a
         finished rerun loads nothing; the runner checks it against the loaded metric's key)."""
         root = _root(world_dir)
-        info = MetricInfo(cls.mini_name, _version(cls.mini_version, root), cls.mini_backbone, _PRE)
+        info = MetricInfo(cls.mini_name, _version(cls.version_name(), root), cls.mini_backbone, _PRE)
         try:
             return with_dtype(info, dtype).key
         except ValueError:  # an unknown dtype name: loading reports it clearly
@@ -107,7 +112,7 @@ class _MiniWorldWeights:
         root = _root(world_dir)
         metric = cls._build(root, device, dtype, batch_size)
         metric.info = with_dtype(replace(metric.info, name=cls.mini_name,
-                                         version=_version(cls.mini_version, root),
+                                         version=_version(cls.version_name(), root),
                                          backbone=cls.mini_backbone, preprocessing=_PRE,
                                          label=cls.mini_label, decimals=3),
                                  metric.dtype)
@@ -132,6 +137,46 @@ class MiniPickScore(_MiniWorldWeights, PickScore):
         return super(_MiniWorldWeights, cls).from_pretrained(
             device=device, dtype=dtype, batch_size=batch_size, weights_path=folder,
             processor_path=folder)
+
+
+class MiniProxyRung(MiniPickScore):
+    """A rung of the proxy ladder (di_star.mini.proxy_ladder): the shipped proxy with the rung's
+    fine-tuned tensors (data/proxy_ladder/<rung>/delta.safetensors) loaded over it. Its label
+    names its measured agreement with the gold judge on held-out generator-sample pairs."""
+    mini_backbone = ("transformers CLIPModel, mini proxy reward fine-tuned on gold-labelled "
+                     "generator samples (proxy ladder)")
+
+    @classmethod
+    def version_name(cls) -> str:
+        from di_star.mini.proxy_ladder import rung_entry
+        return f"{cls.mini_version}/{rung_entry(cls.mini_name)['sha256'][:12]}"
+
+    @classmethod
+    def from_pretrained(cls, device: str = "auto", dtype: str = "fp32", batch_size: int = 64,
+                        world_dir: str | None = None):
+        from di_star.mini.proxy_ladder import rung_entry, rung_label
+        metric = super().from_pretrained(device, dtype, batch_size, world_dir)
+        metric.info = replace(metric.info, label=rung_label(cls.mini_name))
+        entry = rung_entry(cls.mini_name)
+        metric.provenance["ladder"] = {k: entry[k] for k in ("file", "sha256", "agreement",
+                                                             "agreement_ci", "spearman")}
+        return metric
+
+    @classmethod
+    def _build(cls, root: Path, device: str, dtype: str, batch_size: int) -> "MiniProxyRung":
+        from di_star.mini.proxy_ladder import apply_delta, rung_delta
+        metric = super()._build(root, device, dtype, batch_size)
+        apply_delta(metric.model, rung_delta(cls.mini_name, root))
+        return metric
+
+
+def _rung(name: str) -> type:
+    return type(f"MiniProxy{name[-2:].upper()}", (MiniProxyRung,),
+                {"mini_name": name, "mini_version": f"mini-proxy-{name[-2:]}/cos",
+                 "mini_label": f"Proxy {name[-2:]}", "__module__": __name__})
+
+
+MiniProxyR1, MiniProxyR2, MiniProxyR3 = (_rung(f"mini_proxy_r{k}") for k in (1, 2, 3))
 
 
 class MiniAesthetic(_MiniWorldWeights, AestheticScore):

@@ -82,6 +82,11 @@ def register() -> None:
         METRICS.add(name, f"di_star.mini.{ref}.from_pretrained", description)
         if name in _NEEDS:  # the gold judge is pixel rules: it needs no weights
             METRIC_CHECKS.add(name, folder_check(name, *_NEEDS[name]))
+    from di_star.mini.proxy_ladder import RUNGS, rung_description
+    for k, name in enumerate(RUNGS, 1):  # the proxy ladder: descriptions name measured agreement
+        METRICS.add(name, f"di_star.mini.learned_metrics:MiniProxyR{k}.from_pretrained",
+                    rung_description(name))
+        METRIC_CHECKS.add(name, folder_check(name, "world_dir", "proxy_reward", "model.safetensors"))
     SUITES.add("mini", "di_star.mini.plugin:MINI_SUITE",
                "the mini world's benchmarks, every measured metric; files mini_*.md")
     MODEL_CHECKS.add("mini-manifest", "di_star.mini.weights:verify_spec",

@@ -27,6 +27,9 @@ from distar.core.errors import WeightsMissingError
 SHIPPED_DIR = Path(__file__).resolve().parent / "data"
 ENV_VAR = "DISTAR_MINI_DIR"
 MANIFEST = "manifest.json"
+# Folders beside the world with a manifest of their own (built after the world, over it):
+# the proxy ladder (di_star.mini.proxy_ladder.verify_ladder checks it).
+OWN_MANIFESTS = ("proxy_ladder",)
 RESOLUTION = 64
 
 # The reference: DPM-Solver++(2M) on SD's scaled-linear schedule, trailing timesteps (the first
@@ -139,6 +142,7 @@ def verify_manifest(root: Path | None = None) -> list[str]:
         if h != entry["sha256"] or f.stat().st_size != entry["bytes"]:
             problems.append(f"changed: {rel}")
     on_disk = {str(p.relative_to(root)) for p in root.rglob("*")
-               if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+               if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+               and p.relative_to(root).parts[0] not in OWN_MANIFESTS}
     problems += [f"not in manifest: {rel}" for rel in sorted(on_disk - set(listed))]
     return problems
