@@ -48,3 +48,17 @@ def test_dry_run_then_report(tmp_path):
     assert "| DI*-In, reward mini_oracle, alpha_cfg 4 | 2 | 1 |" in md
     assert "Best one-step run vs the 15-step reference" in md
     assert (tmp_path / "lb" / "figures" / "mini_overoptimization.png").stat().st_size > 1000
+
+
+def test_report_quotes_each_ladder_rungs_measured_agreement(tmp_path):
+    """The proxy ladder's manifest numbers reach the report, rungs the sweep optimised marked;
+    no manifest, no paragraph."""
+    from di_star.mini.overopt_report import ladder_lines
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"proxies": {
+        "mini_proxy_r1": {"name": "mini_proxy_r1", "agreement": 0.612, "agreement_ci": [0.58, 0.64], "spearman": 0.31},
+        "mini_proxy_r3": {"name": "mini_proxy_r3", "agreement": 0.871, "agreement_ci": [0.85, 0.89], "spearman": 0.78}}}))
+    text = "\n".join(ladder_lines(manifest, ("mini_oracle", "mini_proxy_r3")))
+    assert "`mini_proxy_r1` 0.612 [0.580, 0.640] (Spearman 0.31)" in text
+    assert "`mini_proxy_r3` 0.871 [0.850, 0.890] (Spearman 0.78; optimised here)" in text
+    assert ladder_lines(tmp_path / "absent.json", ()) == []

@@ -7,6 +7,13 @@ on the init's samples is PROXY_SPREAD; the oracle's spread is ORACLE_SPREAD (bot
 `distar lab oracle-check` on the init's mini_parti samples, docs/mini_quality/oracle_check.json),
 so the oracle rows take alpha_rew x PROXY_SPREAD / ORACLE_SPREAD: the same reward gradient size
 per unit of spread, the rule the presets' scales follow.
+
+Measured (`python -m di_star.mini.probes.oracle_ascent`, docs/training.md): this rule is not why the
+oracle rows do not raise the oracle. At alpha_rew 97 the reward term already dominates the
+generator step (its gradient 1.1-179x the regulariser's at the init), so under Adam a larger
+alpha_rew only nears the reward-only limit, and 100 reward-only steps do not raise the oracle
+either (-0.019 [-0.061, +0.023]), while the proxy's do (+0.045 [+0.018, +0.072]): the oracle's
+gradient, on the few pixels at its sharp thresholds, is a poor ascent direction.
 """
 from __future__ import annotations
 

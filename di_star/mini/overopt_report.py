@@ -22,6 +22,10 @@ from di_star.mini.challenges import keep_latest_versions, prompt_challenges
 
 GOLD, ORACLE, PROXY = "mini_gold", "mini_oracle", "mini_pickscore"
 KEYS = ["prompt_index", "k"]
+# The proxy ladder's manifest (`distar lab proxy-ladder --ship`): each rung's measured agreement
+# with the hard gold on held-out pairs of generator samples. Read as JSON: the report needs the
+# numbers, not the rungs' weights.
+LADDER_MANIFEST = Path(__file__).resolve().parent / "data" / "proxy_ladder" / "manifest.json"
 
 
 def load(sweep_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
@@ -91,13 +95,14 @@ def curve_rows(rec: dict, scores: pd.DataFrame, sets: pd.DataFrame) -> list[dict
     """One row per configuration and checkpoint: paired changes vs the init of gold, oracle,
     proxy, attribute accuracy, diversity; FD per seed."""
     init = rec["init"]
+    metrics = list(dict.fromkeys([GOLD, ORACLE, PROXY, *rec["plan"]["rewards"], "mini_attr_acc", "mini_diversity"]))
     rows = []
     for cfg, runs in configs(rec).items():
         steps = sorted({int(s) for r in runs for s in r["models"]})
         for step in steps:
             models = [r["models"][str(step)] for r in runs if str(step) in r["models"]]
             row = {"config": cfg, "step": step, "seeds": len(models)}
-            for metric in (GOLD, ORACLE, PROXY, "mini_attr_acc", "mini_diversity"):
+            for metric in metrics:
                 row[metric] = paired_change(scores, models, init, metric)
             fd = sets[(sets.metric == "mini_fd") & sets.model.isin(models)].value.to_numpy()
             row["fd"] = fd
@@ -162,7 +167,8 @@ def plot(rows: list[dict], path: Path) -> Path | None:
     return save_png(fig, path)
 
 
-def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = None) -> list[Path]:
+def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = None,
+                 ladder_manifest: Path | None = LADDER_MANIFEST) -> list[Path]:
     """leaderboards/mini_overoptimization.md and figures/mini_overoptimization.png."""
     from distar.core.atomic import write_text
     rec, scores, sets, challenge = load(Path(sweep_dir))
@@ -189,15 +195,19 @@ def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = Non
               f"reference + init images, {a['n_prompts']} prompts; Spearman, 95% prompt-bootstrap interval): "
               f"oracle `mini_oracle` {a['rho']:.3f} [{a['low']:.3f}, {a['high']:.3f}]; shipped proxy "
               f"`mini_pickscore` {p['rho']:.3f} [{p['low']:.3f}, {p['high']:.3f}].", ""]
+    L += ladder_lines(ladder_manifest, plan["rewards"])
+    others = [m for m in plan["rewards"] if m not in (ORACLE, PROXY)]  # the ladder's rungs
     L += ["## Changes against the one-step init along training", "",
           "Mean change over images (seeds pooled), 95% cluster-bootstrap interval and sign-flip p with prompts "
           "as units; each seed's own mean change in brackets. FD: each seed's value (the init's below).", "",
-          "| run | step | seeds | gold | oracle | proxy (mini_pickscore) | attr. acc. | diversity | FD per seed |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| run | step | seeds | gold | oracle | proxy (mini_pickscore) | "
+          + "".join(f"{m} | " for m in others) + "attr. acc. | diversity | FD per seed |",
+          "|---" * (9 + len(others)) + "|"]
     for r in rows:
         fd = ", ".join(f"{v:.0f}" for v in r["fd"]) or "n/a"
         L.append(f"| {_label(r['config'])} | {r['step']} | {r['seeds']} | {_fmt(*r[GOLD])} | {_fmt(*r[ORACLE])} | "
-                 f"{_fmt(*r[PROXY])} | {_fmt(*r['mini_attr_acc'], d=2)} | {_fmt(*r['mini_diversity'])} | {fd} |")
+                 f"{_fmt(*r[PROXY])} | " + "".join(f"{_fmt(*r[m])} | " for m in others)
+                 + f"{_fmt(*r['mini_attr_acc'], d=2)} | {_fmt(*r['mini_diversity'])} | {fd} |")
     init_fd = sets[(sets.metric == "mini_fd") & (sets.model == rec["init"])].value.to_numpy()
     ref_fd = sets[(sets.metric == "mini_fd") & (sets.model == rec["reference"])].value.to_numpy()
     L += ["", f"FD of the init: {', '.join(f'{v:.0f}' for v in init_fd) or 'n/a'}; of the 15-step reference: "
@@ -228,6 +238,26 @@ def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = Non
     path = Path(out_dir) / "mini_overoptimization.md"
     write_text(path, "\n".join(L) + "\n")
     return [path] + ([fig] if fig else [])
+
+
+def ladder_lines(manifest: Path | None, rewards) -> list[str]:
+    """Each proxy rung's measured agreement with the hard gold on held-out pairs of generator
+    samples, from the ladder's manifest (nothing when there is no ladder); rungs this sweep
+    optimised are marked."""
+    if manifest is None or not Path(manifest).is_file():
+        return []
+    from distar.core.errors import read_json_file
+    proxies = read_json_file(Path(manifest), "rebuild it with `distar lab proxy-ladder --ship`").get("proxies", {})
+    if not proxies:
+        return []
+    cells = []
+    for name, e in proxies.items():
+        lo, hi = e["agreement_ci"]
+        cells.append(f"`{name}` {e['agreement']:.3f} [{lo:.3f}, {hi:.3f}] (Spearman {e['spearman']:.2f}"
+                     f"{'; optimised here' if name in rewards else ''})")
+    return [f"**The proxy ladder's agreement with the hard gold judge** on held-out pairs of generator samples "
+            f"(share of pairs ordered as gold orders them, 95% prompt-bootstrap interval; image-level Spearman; "
+            f"from {portable_path(Path(manifest))}): " + "; ".join(cells) + ".", ""]
 
 
 def last_stats(run_dir: Path) -> dict:
