@@ -55,7 +55,9 @@ class Board:
         return None
 
     def seeds(self, row: str) -> list[Entry]:
-        return [e for e in self.entries if e.meta("preset") == f"mini/{row}"]
+        """The row's runs in seed order (the store lists them in the order they finished)."""
+        return sorted((e for e in self.entries if e.meta("preset") == f"mini/{row}"),
+                      key=lambda e: int(e.meta("seed") or 0))
 
 
 def mean(e: Entry | None, key: tuple[str, str] | None) -> float | None:
