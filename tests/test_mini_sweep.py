@@ -62,3 +62,14 @@ def test_report_quotes_each_ladder_rungs_measured_agreement(tmp_path):
     assert "`mini_proxy_r1` 0.612 [0.580, 0.640] (Spearman 0.31)" in text
     assert "`mini_proxy_r3` 0.871 [0.850, 0.890] (Spearman 0.78; optimised here)" in text
     assert ladder_lines(tmp_path / "absent.json", ()) == []
+
+
+def test_report_counts_a_model_once_when_its_recipe_was_rehashed():
+    """A store resumed in another clone holds a model under two recipe hashes: the report keeps
+    the newest, so paired tests see each image once."""
+    import pandas as pd
+
+    from di_star.mini.overopt_report import latest_recipes
+    images = pd.DataFrame({"model": ["a", "a", "b", "a"], "recipe_hash": ["old", "old", "hb", "new"],
+                           "created_at": [1.0, 2.0, 1.5, 3.0]})
+    assert latest_recipes(images) == {"new", "hb"}

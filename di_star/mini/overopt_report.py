@@ -40,10 +40,20 @@ def load(sweep_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
     scores = store.table("model_scores")
     # A resumed sweep can hold a metric under two definitions (mini_attr_acc before and after
     # its strict checks): pair only the latest one.
-    scores = keep_latest_versions(scores[scores.bench == rec["bench"]])
-    models = store.table("images")[["recipe_hash", "model"]].drop_duplicates()
+    images = store.table("images")
+    current = latest_recipes(images)
+    scores = keep_latest_versions(scores[(scores.bench == rec["bench"]) & scores.recipe_hash.isin(current)])
+    models = images[images.recipe_hash.isin(current)][["recipe_hash", "model"]].drop_duplicates()
     sets = store.table("set_scores").merge(models, on="recipe_hash")[["metric", "value", "model"]]
     return rec, scores, sets, prompt_challenges(store, rec["bench"])
+
+
+def latest_recipes(images: pd.DataFrame) -> set[str]:
+    """Per model name, the recipe hash of its newest images. A store resumed in another clone
+    holds the same models under a second hash (a local model's recipe names its folder), with
+    identical images: counting both would double every image in the paired tests."""
+    newest = images.sort_values("created_at").groupby("model").recipe_hash.last()
+    return set(newest.to_numpy())
 
 
 def configs(rec: dict) -> dict[tuple, list[dict]]:
