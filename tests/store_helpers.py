@@ -21,3 +21,19 @@ def image_run(root: Path, n: int, seed: int, recipe_hash: str, seed_offset: int 
         rows.append(dict(prompt_index=i, k=0, prompt=p, seed=seed_offset + i, path=path))
     return EvalRun(store=store, model="m", recipe_hash=recipe_hash, bench="parti",
                    bench_version="1", images=pd.DataFrame(rows), device="cpu", run_id="r1")
+
+
+def save_inception_standin(folder, layers) -> None:
+    """A torchscript file laid out as clean-fid's inception-2015-12-05.pt (a `layers` module
+    mapping normalised input to 2048 features), with `layers` standing in for the network."""
+    import torch
+
+    class Base(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = layers
+
+        def forward(self, x):
+            return self.layers(x)
+
+    torch.jit.script(Base()).save(str(Path(folder) / "inception-2015-12-05.pt"))

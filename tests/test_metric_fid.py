@@ -23,6 +23,7 @@ from di_star.bench import refs as rc
 from evalsuite.metrics.fid import (FID, KID, InceptionV3Features, extract_features,
                                    feature_statistics, frechet_distance,
                                    kernel_inception_distance, list_images)
+from store_helpers import save_inception_standin
 
 TOL = 1e-4
 
@@ -181,16 +182,8 @@ def test_inception_wrapper_matches_clean_fid_wrapper(tmp_path):
         def forward(self, x):
             return self.conv(x).mean(dim=(2, 3))
 
-    class Base(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layers = Layers()
-
-        def forward(self, x):
-            return self.layers(x)
-
     torch.manual_seed(0)
-    torch.jit.script(Base()).save(str(tmp_path / "inception-2015-12-05.pt"))
+    save_inception_standin(tmp_path, Layers())
     x = torch.rand(2, 3, 299, 299) * 255
     ref = InceptionV3W(str(tmp_path), download=False)(x)
     ours = InceptionV3Features(weights_path=str(tmp_path), device="cpu")

@@ -16,6 +16,7 @@ import torch
 
 from di_star.bench import refs as rc
 from evalsuite.metrics import load_metric
+from store_helpers import save_inception_standin
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -151,15 +152,7 @@ def test_fid_and_mini_metrics_list_their_files(tmp_path):
         def forward(self, x):
             return x.mean(dim=(2, 3)).repeat(1, 683)[:, :2048]
 
-    class Base(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layers = Layers()
-
-        def forward(self, x):
-            return self.layers(x)
-
-    torch.jit.script(Base()).save(str(tmp_path / "inception-2015-12-05.pt"))
+    save_inception_standin(tmp_path, Layers())
     ref = tmp_path / "ref"
     ref.mkdir()
     for i, im in enumerate(rc.sample_images(3, seed=1)):

@@ -224,6 +224,16 @@ def _fmt(v: float, nd: int = 3) -> str:
 _SETTINGS_HEADER = ["model", "regulariser", "guidance", "(α_rew, α_cfg)", "estimator"]
 
 
+def _trained_rows(world: str, results: dict, jobs, cols) -> list:
+    """The table rows of the world's trained presets, in TABLE_ORDER."""
+    rows = []
+    for r in TABLE_ORDER:
+        res = results[f"{world}/{r}"]
+        cfg = next(j.cfg for j in jobs if j.key == f"{world}/{r}")
+        rows.append(_row(f"`{world}/{r}`", _settings(cfg), res["metrics"], f"{res['ms_per_step']:.1f}", cols))
+    return rows
+
+
 def _row(name: str, settings: list[str], m: dict, ms: str, cols) -> list[str]:
     """One table row: the model, its training settings, its metrics (`cols`), ms per step."""
     return [name, *settings, *(_fmt(m[k], nd) for k, _, nd in cols), ms]
@@ -267,10 +277,7 @@ def write_gmm(results, jobs, out, leaderboards, figures, scale, meta, train_s) -
     ]
     rows = [_row("reference (exact samples)", ["-"] * 4, ref, "-", GMM_COLS),
             _row("initial generator (ODE regression)", ["-"] * 4, init, "-", GMM_COLS)]
-    for r in TABLE_ORDER:
-        res = results[f"gmm/{r}"]
-        cfg = next(j.cfg for j in jobs if j.key == f"gmm/{r}")
-        rows.append(_row(f"`gmm/{r}`", _settings(cfg), res["metrics"], f"{res['ms_per_step']:.1f}", GMM_COLS))
+    rows += _trained_rows("gmm", results, jobs, GMM_COLS)
     lines.append(md_table(_SETTINGS_HEADER + [h for _, h, _ in GMM_COLS] + ["CPU ms/step ↓"], rows, "-"))
 
     frontier = _frontier_points(results)
@@ -593,10 +600,7 @@ def write_digits(results, jobs, out, leaderboards, figures, scale, meta, train_s
     rows = [_row(f"reference diffusion ({recipe.ode_steps}-step Heun, no CFG)", ["-"] * 4, ref, "-", DIGITS_COLS),
             _row(f"reference diffusion (CFG {cfg_scale:g})", ["-"] * 4, refg, "-", DIGITS_COLS),
             _row("initial generator (ODE regression)", ["-"] * 4, init, "-", DIGITS_COLS)]
-    for r in TABLE_ORDER:
-        res = results[f"digits/{r}"]
-        cfg = next(j.cfg for j in jobs if j.key == f"digits/{r}")
-        rows.append(_row(f"`digits/{r}`", _settings(cfg), res["metrics"], f"{res['ms_per_step']:.1f}", DIGITS_COLS))
+    rows += _trained_rows("digits", results, jobs, DIGITS_COLS)
     lines.append(md_table(_SETTINGS_HEADER + [h for _, h, _ in DIGITS_COLS] + ["CPU ms/step ↓"], rows, "-"))
     lines += ["", "![samples](figures/toy_digits_samples.png)", "",
               "## Findings (generated from the numbers above)", ""]
