@@ -38,17 +38,35 @@ def _copy(src, dst):
     return dst
 
 
-def _foreign_wal(tmp_path, into):
-    """A -wal written by another application's database (left behind by a killed process),
-    placed beside `into`'s store under the store's name."""
-    other = tmp_path / "other.db"
-    con = sqlite3.connect(other)
+def _edited_copy(src, dst, *sql):
+    """A copy of the store at src with the statements run on it (a planted fault)."""
+    _copy(src, dst)
+    con = sqlite3.connect(dst / STORE_FILENAME)
+    for statement in sql:
+        con.execute(statement)
+    con.commit()
+    con.close()
+    return dst
+
+
+def _other_wal_database(path, *sql):
+    """Another application's WAL-mode database with the statements in its -wal (no checkpoint),
+    left open: its -wal and -shm stay beside it until the connection closes."""
+    con = sqlite3.connect(path)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA wal_autocheckpoint=0")
     with con:
-        con.execute("CREATE TABLE accounts (id INTEGER, owner TEXT)")
-        con.execute("INSERT INTO accounts VALUES (1, 'x')")
-    shutil.copyfile(other.with_name("other.db-wal"), into / (STORE_FILENAME + "-wal"))
+        for statement in sql:
+            con.execute(statement)
+    return con
+
+
+def _foreign_wal(tmp_path, into):
+    """A -wal written by another application's database (left behind by a killed process),
+    placed beside `into`'s store under the store's name."""
+    con = _other_wal_database(tmp_path / "other.db", "CREATE TABLE accounts (id INTEGER, owner TEXT)",
+                              "INSERT INTO accounts VALUES (1, 'x')")
+    shutil.copyfile(tmp_path / "other.db-wal", into / (STORE_FILENAME + "-wal"))
     con.close()
 
 
@@ -113,12 +131,7 @@ def test_foreign_and_future_stores_are_refused_and_left_untouched(tmp_path, kind
 
 
 def test_a_store_of_an_older_distar_is_migrated(good_store, tmp_path):
-    out = _copy(good_store, tmp_path / "out")
-    con = sqlite3.connect(out / STORE_FILENAME)
-    con.execute("PRAGMA application_id = 0")
-    con.execute("PRAGMA user_version = 0")
-    con.commit()
-    con.close()
+    out = _edited_copy(good_store, tmp_path / "out", "PRAGMA application_id = 0", "PRAGMA user_version = 0")
     r = invoke("leaderboard", "--results", out, "--out", tmp_path / "lb")  # read-only: works
     assert r.exit_code == 0, r.output
     r = invoke(*EVAL, "--out", out)
@@ -130,12 +143,7 @@ def test_a_store_of_an_older_distar_is_migrated(good_store, tmp_path):
 
 
 def test_a_store_missing_a_table_is_damaged_not_recreated(good_store, tmp_path):
-    out = _copy(good_store, tmp_path / "out")
-    con = sqlite3.connect(out / STORE_FILENAME)
-    con.execute("DROP VIEW model_scores")
-    con.execute("DROP TABLE scores")
-    con.commit()
-    con.close()
+    out = _edited_copy(good_store, tmp_path / "out", "DROP VIEW model_scores", "DROP TABLE scores")
     before = _hashes(out)
     for cmd in _commands(out, tmp_path):
         one_clear_error(invoke(*cmd), str(out / STORE_FILENAME), "scores", "--repair-store")
@@ -147,12 +155,7 @@ def test_a_store_missing_a_table_is_damaged_not_recreated(good_store, tmp_path):
     "ALTER TABLE images RENAME COLUMN path TO p",
 ])
 def test_a_store_missing_a_column_is_one_clear_line(good_store, tmp_path, damage):
-    out = _copy(good_store, tmp_path / "out")
-    con = sqlite3.connect(out / STORE_FILENAME)
-    con.execute("DROP VIEW model_scores")
-    con.execute(damage)
-    con.commit()
-    con.close()
+    out = _edited_copy(good_store, tmp_path / "out", "DROP VIEW model_scores", damage)
     for cmd in _commands(out, tmp_path):
         one_clear_error(invoke(*cmd), str(out / STORE_FILENAME), "column")
 
@@ -171,13 +174,8 @@ def test_a_stale_shm_from_another_database_changes_nothing(good_store, tmp_path)
     """The -shm is only an index of the -wal, rebuilt by the first process that opens the
     store: with no -wal beside it, another database's -shm cannot bring anything in."""
     out = _copy(good_store, tmp_path / "out")
-    other = tmp_path / "other.db"
-    con = sqlite3.connect(other)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.execute("PRAGMA wal_autocheckpoint=0")
-    with con:
-        con.execute("CREATE TABLE accounts (id INTEGER)")
-    shutil.copyfile(other.with_name("other.db-shm"), out / (STORE_FILENAME + "-shm"))
+    con = _other_wal_database(tmp_path / "other.db", "CREATE TABLE accounts (id INTEGER)")
+    shutil.copyfile(tmp_path / "other.db-shm", out / (STORE_FILENAME + "-shm"))
     con.close()
     r = invoke("leaderboard", "--results", out, "--out", tmp_path / "lb")
     assert r.exit_code == 0, r.output
