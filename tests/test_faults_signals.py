@@ -81,6 +81,7 @@ if __name__ == "__main__":
         futs = [pool.submit(time.sleep, 120) for _ in range(2)]
         time.sleep(1.0)
         print(" ".join(str(p) for p in pool._processes), flush=True)
+        sys.stdin.readline()  # the test has seen the workers alive: only then fail or wait
         if sys.argv[1] == "raise":
             raise RuntimeError("a job failed")
         time.sleep(120)
@@ -91,9 +92,12 @@ if __name__ == "__main__":
 def test_pool_workers_stop_with_an_error_or_their_parents_death(tmp_path, how):
     script = tmp_path / "pool.py"
     script.write_text(POOL)
-    proc = _popen([sys.executable, str(script), how], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _popen([sys.executable, str(script), how], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                  stderr=subprocess.PIPE)
     workers = [int(p) for p in proc.stdout.readline().split()]
     assert len(workers) == 2 and all(_alive(p) for p in workers), proc.stderr.read()
+    proc.stdin.write("go\n")  # without this handshake a loaded machine could see them already stopped
+    proc.stdin.flush()
     t0 = time.time()
     if how == "sigkill":
         proc.kill()
