@@ -154,6 +154,9 @@ def eval_cmd(
     bench: str = typer.Option(..., "--bench", "-b", help="Benchmark name (see `distar benches`); "
                               "several comma-separated."),
     limit: Optional[int] = typer.Option(None, help="Only the first N prompts."),
+    spread: bool = typer.Option(False, "--spread", help="With --limit N: N prompts evenly spaced "
+                                "over the benchmark (every category of one stored in blocks) "
+                                "instead of the first N."),
     metrics: str = typer.Option("", help="Comma-separated metrics to score, e.g. pickscore,clip."),
     out: Path = typer.Option(Path("results"), help="Output directory (images + results store).",
                              **PATH),
@@ -211,7 +214,10 @@ def eval_cmd(
                 metric_options=per_metric, generate=not skip_generation, device=device,
                 force=force, metric_dtype=metric_dtype)
     batch_size = _cpu_default_batch(batch_size, device)
-    reqs = [EvalRequest(model=m, bench=b, limit=limit, out=out, batch_size=batch_size,
+    if spread and limit is None:
+        raise DistarError("--spread spreads the --limit N prompts over the benchmark. Fix: add "
+                          "--limit N, or leave --spread out to run every prompt.")
+    reqs = [EvalRequest(model=m, bench=b, limit=limit, spread=spread, out=out, batch_size=batch_size,
                         images_per_prompt=images_per_prompt, weights=weights, device=device,
                         steps=steps, guidance=guidance, resolution=resolution, name=name,
                         shard=shard_of, variant=variant) for m in models for b in benches]
@@ -619,7 +625,10 @@ def lab_sweep_cmd(
     checkpoints: Optional[str] = typer.Option(None, help="Generator steps at which each run is evaluated [0,150,300,600]."),
     cfg_ladder: Optional[str] = typer.Option(None, help="alpha_cfg values for the first reward's DI*-In runs [0,2,4]; '' for none."),
     reward_free: bool = typer.Option(True, "--reward-free/--no-reward-free", help="Also the alpha_rew = 0 runs."),
-    prompts: Optional[int] = typer.Option(None, help="First N mini_parti prompts [all 300]."),
+    prompts: Optional[int] = typer.Option(None, help="N mini_parti prompts, evenly spaced over its "
+                                          "challenges [all 300]."),
+    first_prompts: bool = typer.Option(False, "--first-prompts", help="With --prompts N: the first N "
+                                       "(mini_parti's first 60 are all colour prompts)."),
     images_per_prompt: Optional[int] = typer.Option(None, help="Images per prompt, >= 4 for diversity [4]."),
     workers: int = typer.Option(2, help="Concurrent runs (processes); on a GPU, many share the device."),
     device: str = typer.Option("cpu", help="Evaluation device, 'cpu' or 'cuda' (training takes CUDA whenever present)."),
@@ -662,7 +671,7 @@ def lab_sweep_cmd(
     for key, value in (("prompts", prompts), ("images_per_prompt", images_per_prompt), ("label", label)):
         if value is not None:
             over[key] = value
-    plan = replace(DRY_RUN if dry_run else SweepPlan(), reward_free=reward_free, **over)
+    plan = replace(DRY_RUN if dry_run else SweepPlan(), reward_free=reward_free, spread=not first_prompts, **over)
     run_sweep(out, plan, workers=workers, device=device, console=Console(stderr=True))
 
 

@@ -58,6 +58,7 @@ class EvalRequest:
     model: str
     bench: str
     limit: int | None = None
+    spread: bool = False             # with limit N: N prompts evenly spaced over the benchmark
     out: Path = Path("results")
     batch_size: int = 0              # 0: the recipe's default
     images_per_prompt: int = 1
@@ -189,12 +190,18 @@ def check_writable(out: Path) -> None:
                           f"Pick another with --out.")
 
 
-def select_prompts(bench: Benchmark, limit: int | None):
+def select_prompts(bench: Benchmark, limit: int | None, spread: bool = False):
+    """The benchmark's prompts, its first `limit`, or (spread) `limit` prompts evenly spaced over
+    it: a benchmark stored in blocks (one category after another) has every block in a spread subset
+    has every block in a spread subset and only the first in a first-N one. A prompt keeps its
+    index, and so its seeds: its images are those of a run over the whole benchmark."""
     if limit is None:
         return bench.prompts
     if not 1 <= limit <= len(bench):
         raise DistarError(f"--limit {limit} is out of range for '{bench.name}', which has "
                           f"{len(bench)} prompts. Use 1..{len(bench)}.")
+    if spread:
+        return [bench.prompts[i * len(bench) // limit] for i in range(limit)]
     return bench.prompts[:limit]
 
 
@@ -488,7 +495,7 @@ def run_eval(req: EvalRequest, generate: bool = True, adopt: bool = False,
     check_recipe(spec)
     verify_world_weights(spec)
     bench = load_benchmark(req.bench)
-    prompts = select_prompts(bench, req.limit)
+    prompts = select_prompts(bench, req.limit, req.spread)
     with ExitStack() as stack:
         if state.is_main_process:
             check_writable(req.out)

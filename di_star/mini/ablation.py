@@ -44,6 +44,7 @@ class Scale:
     images_per_prompt: int = 4            # >= 4: intra-prompt diversity
     eval_samples: int | None = None       # the trainer's own final reward check; None = the preset's
     sample_grids: bool = True             # the trainer's PNG sample grid at the end of each run
+    spread: bool = False                  # the limited prompts evenly spaced, not the first N
 
 
 SCALES = {
@@ -151,7 +152,7 @@ def evaluate_all(models: list[str], scale: Scale, results: Path, metrics: list[s
         for model in models:
             t0 = time.time()
             run = run_eval(EvalRequest(model=model, bench=bench, limit=scale.limits.get(bench),
-                                       out=results, images_per_prompt=scale.images_per_prompt, device=device))
+                                       spread=scale.spread, out=results, images_per_prompt=scale.images_per_prompt, device=device))
             score_run(run, metrics, progress=False, device=device)
             # What is alive now (modules, classes) lives to the end: frozen, the runner's
             # gc.collect() after each metric skips it (0.25 s a call otherwise, ~15% of a

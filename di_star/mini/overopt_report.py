@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from distar.core.paths import portable_path
-from evalsuite.metrics.stats import paired_test
+from evalsuite.metrics.stats import paired_test, replicate_interval
 from di_star.mini.challenges import keep_latest_versions, prompt_challenges
 
 GOLD, ORACLE, PROXY = "mini_gold", "mini_oracle", "mini_pickscore"
@@ -72,10 +72,16 @@ def _values(scores: pd.DataFrame, model: str, metric: str) -> pd.DataFrame:
 def paired_change(scores: pd.DataFrame, models: list[str], base: str, metric: str):
     """Runs `models` (seeds) vs `base` on the same prompts and noise: the pooled paired test
     (prompts as units) and each seed's mean change."""
-    b = _values(scores, base, metric)
+    return paired_pairs(scores, [(m, base) for m in models], metric)
+
+
+def paired_pairs(scores: pd.DataFrame, pairs: list[tuple[str, str]], metric: str):
+    """Model a vs model b of each pair (a seed's run vs the init, the reference, or the same
+    seed's run of another configuration) on the same prompts and noise, the pairs pooled within
+    prompts: the paired test (prompts as units) and each pair's mean change."""
     a_all, b_all, clusters, per_seed = [], [], [], []
-    for m in models:
-        j = _values(scores, m, metric).merge(b, on=KEYS, suffixes=("_a", "_b"))
+    for m, base in pairs:
+        j = _values(scores, m, metric).merge(_values(scores, base, metric), on=KEYS, suffixes=("_a", "_b"))
         if j.empty:
             continue
         a_all.append(j.value_a.to_numpy())
@@ -93,6 +99,12 @@ def _fmt(res, per_seed, d: int = 3) -> str:
         return "n/a"
     seeds = ", ".join(f"{x:+.{d}f}" for x in per_seed)
     return f"{res.mean_diff:+.{d}f} [{res.low:+.{d}f}, {res.high:+.{d}f}] p={res.p_value:.3g} (seeds: {seeds})"
+
+
+def _subset(plan: dict) -> str:
+    if plan["prompts"] is None:
+        return ""
+    return " (evenly spaced over its challenges)" if plan.get("spread") else " (the first ones)"
 
 
 def _label(cfg: tuple) -> str:
@@ -140,14 +152,16 @@ def best_vs_reference(rec: dict, scores: pd.DataFrame, rows: list[dict]):
         paired_change(scores, models, rec["reference"], PROXY)
 
 
-def plot(rows: list[dict], path: Path) -> Path | None:
+def plot(rows: list[dict], path: Path, init_fd: float = float("nan")) -> Path | None:
     """Gold change against the optimised reward's change along training, per configuration
-    (Gao et al.'s over-optimisation curves in miniature), 95% intervals both ways."""
+    (Gao et al.'s over-optimisation curves in miniature), 95% intervals both ways; gold change
+    against steps; and the frontier of gold change against drift from the data (FD, the seeds'
+    t-interval), DI*-In (circles) against DI++ (KL, squares)."""
     from matplotlib.figure import Figure
 
     from evalsuite.leaderboard.plots import save_png
-    fig = Figure(figsize=(11, 4.5))
-    ax1, ax2 = fig.subplots(1, 2)
+    fig = Figure(figsize=(16, 4.8))
+    ax1, ax2, ax3 = fig.subplots(1, 3)
     for cfg in dict.fromkeys(r["config"] for r in rows):
         pts = [r for r in rows if r["config"] == cfg and r[GOLD][0] is not None]
         if not pts:
@@ -164,6 +178,12 @@ def plot(rows: list[dict], path: Path) -> Path | None:
         for x, y, s in zip(xs, ys, steps):
             ax1.annotate(str(s), (x, y), fontsize=7)
         ax2.errorbar(steps, ys, yerr=yerr, marker="o", capsize=2, color=line[0].get_color(), label=_label(cfg))
+        fds = [replicate_interval(r["fd"]) if len(r["fd"]) else (np.nan,) * 3 for r in pts]
+        fx = [init_fd] + [f[0] for f in fds]
+        fxerr = [[0.0] + [f[0] - f[1] if np.isfinite(f[1]) else 0.0 for f in fds],
+                 [0.0] + [f[2] - f[0] if np.isfinite(f[2]) else 0.0 for f in fds]]
+        ax3.errorbar(fx, ys, xerr=fxerr, yerr=yerr, marker="o" if cfg[0] == "score" else "s", capsize=2,
+                     color=line[0].get_color(), label=_label(cfg))
     ax1.axhline(0, color="grey", lw=0.5)
     ax1.set_xlabel("change of the optimised reward vs init (reward-free: the proxy)")
     ax1.set_ylabel("change of the hard gold judge vs init")
@@ -171,6 +191,9 @@ def plot(rows: list[dict], path: Path) -> Path | None:
     ax2.axhline(0, color="grey", lw=0.5)
     ax2.set_xlabel("generator steps")
     ax2.set_ylabel("change of the hard gold judge vs init")
+    ax3.axhline(0, color="grey", lw=0.5)
+    ax3.set_xlabel("FD to ground truth (seeds' mean, 95% t-interval)")
+    ax3.set_ylabel("change of the hard gold judge vs init")
     fig.suptitle("mini world: gold vs optimised reward along DI* training (labels: steps; bars: 95% CI, prompts as units)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,7 +207,9 @@ def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = Non
     rec, scores, sets, challenge = load(Path(sweep_dir))
     rows = curve_rows(rec, scores, sets)
     plan = rec["plan"]
-    fig = plot(rows, Path(out_dir) / "figures" / "mini_overoptimization.png")
+    init_fd = sets[(sets.metric == "mini_fd") & (sets.model == rec["init"])].value.to_numpy()
+    fig = plot(rows, Path(out_dir) / "figures" / "mini_overoptimization.png",
+               float(init_fd[-1]) if len(init_fd) else float("nan"))
     L = [f"# Mini world: does DI* raise what its reward stands for? ({plan['label']})", "",
          f"Written by `distar lab overopt-report` from the store of `distar lab sweep` ({portable_path(sweep_dir)}). "
          f"Plan: rewards {', '.join(plan['rewards'])}; regularisers {', '.join(plan['regularisers'])}; "
@@ -192,8 +217,10 @@ def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = Non
          f"checkpoints {', '.join(map(str, plan['checkpoints']))} generator steps; "
          f"reward-free runs: {'yes' if plan['reward_free'] else 'no'}; alpha_cfg ladder: "
          f"{', '.join(f'{c:g}' for c in plan['cfg_ladder']) or 'none'}; "
-         f"{plan['prompts'] or 'all'} mini_parti prompts x {plan['images_per_prompt']} images, the same noise "
-         f"for every model. Device: {rec['device']}, {rec['workers']} concurrent runs, wall {rec['wall_s'] / 60:.1f} min.", ""]
+         f"{plan['prompts'] or 'all'} mini_parti prompts{_subset(plan)} x {plan['images_per_prompt']} images, the same noise "
+         f"for every model. Device: {rec['device']}, {rec['workers']} concurrent runs; the runs' training and "
+         f"evaluation {sum(r['train_s'] + r['eval_s'] for r in rec['runs']) / 60:.0f} process-minutes "
+         f"(a resumed sweep counts only its last call's work; the last call's wall {rec['wall_s'] / 60:.1f} min).", ""]
     missing = missing_from_full(plan)
     if missing:
         L += ["**Not in this sweep** (the full plan of `distar lab sweep` has them; they wait for a GPU): "
@@ -218,7 +245,6 @@ def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = Non
         L.append(f"| {_label(r['config'])} | {r['step']} | {r['seeds']} | {_fmt(*r[GOLD])} | {_fmt(*r[ORACLE])} | "
                  f"{_fmt(*r[PROXY])} | " + "".join(f"{_fmt(*r[m])} | " for m in others)
                  + f"{_fmt(*r['mini_attr_acc'], d=2)} | {_fmt(*r['mini_diversity'])} | {fd} |")
-    init_fd = sets[(sets.metric == "mini_fd") & (sets.model == rec["init"])].value.to_numpy()
     ref_fd = sets[(sets.metric == "mini_fd") & (sets.model == rec["reference"])].value.to_numpy()
     L += ["", f"FD of the init: {', '.join(f'{v:.0f}' for v in init_fd) or 'n/a'}; of the 15-step reference: "
           f"{', '.join(f'{v:.0f}' for v in ref_fd) or 'n/a'} (FD is a set statistic: no per-prompt interval).", ""]
@@ -226,6 +252,7 @@ def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = Non
         L += [f"![gold vs reward](figures/{fig.name})", ""]
     L += ["## Findings (generated from the paired tests above)", ""]
     L += findings(rows)
+    L += contrast_lines(rec, scores)
     best = best_vs_reference(rec, scores, rows)
     if best:
         b, (g, gs), (p, ps) = best
@@ -303,6 +330,43 @@ def missing_from_full(plan: dict) -> list[str]:
     if plan["prompts"] is not None:
         out.append(f"all 300 prompts (here {plan['prompts']})")
     return out
+
+
+def contrasts(rec: dict) -> list[tuple[str, tuple, tuple]]:
+    """(what, configuration a, configuration b) pairs compared seed by seed at the last step:
+    each reward's run against the same regulariser's reward-free run (what the reward adds), and
+    DI++ (KL) against DI*-In (score) for the same reward (what the regulariser changes)."""
+    cfgs = configs(rec)
+    out = []
+    for a in cfgs:
+        free = [k for k in cfgs if k[0] == a[0] and k[1] == "none"]
+        if a[1] != "none" and free:
+            out.append((f"{_label(a)} vs its reward-free run", a, free[0]))
+    for a in cfgs:
+        twin = [k for k in cfgs if k[0] == "score" and k[1] == a[1]]
+        if a[0] == "kl" and twin:
+            out.append((f"DI++ (KL) vs DI*-In, reward {a[1]}", a, twin[0]))
+    return out
+
+
+def contrast_lines(rec: dict, scores: pd.DataFrame) -> list[str]:
+    """The contrasts' paired tests on gold (seed s of a against seed s of b: the same evaluation
+    prompts and noise; prompts as units)."""
+    cfgs = configs(rec)
+    lines = []
+    for what, a, b in contrasts(rec):
+        pairs = []
+        for ra in cfgs[a]:
+            rb = [r for r in cfgs[b] if r["seed"] == ra["seed"]]
+            if rb:
+                step = str(max(int(s) for s in ra["models"]))
+                if step in rb[0]["models"]:
+                    pairs.append((ra["models"][step], rb[0]["models"][step]))
+        res, per = paired_pairs(scores, pairs, GOLD)
+        if res is not None:
+            lines.append(f"- {what}, seed by seed at the last step ({len(pairs)} seeds): gold {_fmt(res, per)}.")
+    return (["", "**Contrasts** (paired: seed s of one configuration against seed s of the other, same "
+             "evaluation prompts and noise; prompts as units):", ""] + lines) if lines else []
 
 
 def findings(rows: list[dict]) -> list[str]:

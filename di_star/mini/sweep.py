@@ -46,6 +46,7 @@ class SweepPlan:
     cfg_ladder: tuple[float, ...] = (0.0, 2.0, 4.0)
     reward_free: bool = True
     prompts: int | None = None            # mini_parti prompts (None: all 300)
+    spread: bool = True                   # a subset spread over every challenge, not the first N (one challenge)
     images_per_prompt: int = 4            # >= 4: intra-prompt diversity (mini_diversity)
     batch_size: int | None = None         # training batch (None: the preset's)
     k_ta: int | None = None               # assistant steps per generator step (None: the preset's)
@@ -116,7 +117,8 @@ def _part(name: str) -> str:
 
 
 def _scale(plan: SweepPlan) -> Scale:
-    return Scale(plan.label, None, None, None, (), False, (), {BENCH: plan.prompts}, plan.images_per_prompt)
+    return Scale(plan.label, None, None, None, (), False, (), {BENCH: plan.prompts}, plan.images_per_prompt,
+                 spread=plan.spread)
 
 
 def _run_job(job: Job) -> dict:

@@ -162,6 +162,18 @@ def studentized_interval(sums, counts, level: float, n_boot: int, seed: int):
     return min(theta - q_high * se, t_low), max(theta - q_low * se, t_high)
 
 
+def replicate_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+    """(mean, low, high): Student's t interval of the mean of a few replications (training seeds
+    of a set statistic such as FD, which has no per-prompt values); (x, nan, nan) for one."""
+    from scipy.stats import t as student_t
+    v = np.asarray(values, dtype=float)
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, float("nan"), float("nan")
+    h = float(student_t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return m, m - h, m + h
+
+
 def group_means(values: Sequence[float], groups: Sequence, level: float = 0.95,
                 n_boot: int = 10_000, seed: int = 0,
                 clusters: Sequence | None = None) -> pd.DataFrame:
