@@ -192,8 +192,8 @@ def check_writable(out: Path) -> None:
 
 def select_prompts(bench: Benchmark, limit: int | None, spread: bool = False):
     """The benchmark's prompts, its first `limit`, or (spread) `limit` prompts evenly spaced over
-    it: a benchmark stored in blocks (one category after another) has every block in a spread subset
-    has every block in a spread subset and only the first in a first-N one. A prompt keeps its
+    it: a benchmark stored in blocks (one category after another) has every block in a spread
+    subset and only the first in a first-N one. A prompt keeps its
     index, and so its seeds: its images are those of a run over the whole benchmark."""
     if limit is None:
         return bench.prompts
