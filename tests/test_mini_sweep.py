@@ -12,10 +12,16 @@ from di_star.mini.sweep import DRY_RUN, SweepPlan, plan_runs
 from distar.cli import app
 
 
+def by_key_reward(runs) -> set[str]:
+    return {r.cfg["sd"].get("reward", "mini_oracle") for r in runs if r.reward != "none"}
+
+
 def test_full_plan_is_the_issue_matrix_with_distinct_seeds():
     runs = plan_runs(SweepPlan())
-    # {oracle, proxy, reward-free} x {score, kl} x 3 seeds + the alpha_cfg ladder (3) x 3 seeds
-    assert len(runs) == 3 * 2 * 3 + 3 * 3
+    # {oracle, shipped proxy, 3 ladder rungs, reward-free} x {score, kl} x 3 seeds
+    # + the alpha_cfg ladder (3) x 3 seeds
+    assert len(runs) == 6 * 2 * 3 + 3 * 3
+    assert by_key_reward(runs) >= {"mini_oracle", "mini_pickscore", "mini_proxy_r1", "mini_proxy_r2", "mini_proxy_r3"}
     by_key = {r.key: r.cfg for r in runs}
     assert by_key["score/mini_oracle/s0"]["sd"]["reward"] == "mini_oracle"
     assert by_key["kl/mini_pickscore/s1"]["objective"]["regulariser"] == "kl"

@@ -31,6 +31,7 @@ from pathlib import Path
 from di_star.experiment import Job, run_experiment, stderr_to
 from di_star.mini.ablation import INIT, REFERENCE, Scale, evaluate_all, evaluation
 from di_star.mini.overopt_presets import ORACLE
+from di_star.mini.proxy_ladder import RUNGS
 
 BENCH = "mini_parti"
 PROXY = "mini_pickscore"
@@ -39,7 +40,7 @@ REGULARISERS = {"score": ("di_star_in", "sim"), "kl": ("di_pp", "diff_instruct")
 
 @dataclass(frozen=True)
 class SweepPlan:
-    rewards: tuple[str, ...] = (ORACLE, PROXY)
+    rewards: tuple[str, ...] = (ORACLE, PROXY, *RUNGS)   # the oracle and the ladder of proxies
     regularisers: tuple[str, ...] = ("score", "kl")
     seeds: tuple[int, ...] = (0, 1, 2)
     checkpoints: tuple[int, ...] = (0, 150, 300, 600)
