@@ -88,7 +88,11 @@ def summarize(run, outcomes: Sequence = ()) -> EvalSummary:
         values, prompts = df.value.to_numpy(float), df.prompt_index.to_numpy()
         low = high = None
         if len(np.unique(prompts)) >= 2:
-            ci = stats.bootstrap_ci(values, CI_LEVEL, N_BOOTSTRAP, BOOTSTRAP_SEED, clusters=prompts)
+            # The range the metric's values lie in (MetricInfo.bounds, stored with its scores).
+            meta = df.meta_json.iloc[-1]
+            bounds = (json.loads(meta).get("info") or {}).get("bounds") if meta else None
+            ci = stats.bootstrap_ci(values, CI_LEVEL, N_BOOTSTRAP, BOOTSTRAP_SEED, clusters=prompts,
+                                    bounds=bounds)
             low, high = ci.low, ci.high
         out.metrics.append(MetricSummary(o.metric, o.metric_version, float(values.mean()),
                                          low, high, len(values)))

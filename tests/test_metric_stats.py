@@ -199,3 +199,35 @@ def test_sign_flip_p_by_hand():
     # Above 16 units: Monte Carlo with the +1 correction, never 0.
     p = sign_flip_p(np.ones(40), n_perm=2000, seed=0)
     assert p == pytest.approx(1 / 2001)
+
+
+def test_an_interval_is_clipped_to_the_metrics_bounds_and_only_then():
+    """A share at 4 prompts: the studentised interval leaves [0, 1]; with the metric's bounds
+    (MetricInfo.bounds) it ends at them; the mean is unchanged."""
+    values, prompts = np.array([0.0, 0.0, 0.0, 1.0]), np.arange(4)
+    free = bootstrap_ci(values, clusters=prompts)
+    held = bootstrap_ci(values, clusters=prompts, bounds=(0.0, 1.0))
+    assert free.low < 0.0 and held.low == 0.0 and held.high == min(free.high, 1.0)
+    assert held.mean == free.mean == 0.25
+
+
+def test_eval_summary_and_leaderboard_cells_keep_a_share_inside_its_range(tmp_path):
+    """`distar eval` at 4 prompts prints mini_attr_acc's interval inside [0, 1] (it read
+    [-0.69, 1.05] before the metric declared its bounds), and the leaderboard's cell does too."""
+    from typer.testing import CliRunner
+
+    from distar.cli import app
+    from evalsuite.leaderboard.entries import interval, metric_shown
+    from evalsuite.store import ResultsStore
+    r = CliRunner().invoke(app, ["eval", "--model", "mini_onestep", "--bench", "mini_parti", "--limit", "4",
+                                 "--metrics", "mini_attr_acc", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.output.splitlines() if x.strip().startswith("mini_attr_acc") and "[" in x)
+    low, high = (float(x) for x in line.split("[")[1].split("]")[0].split(","))
+    assert 0.0 <= low <= high <= 1.0
+    scores = ResultsStore(tmp_path, readonly=True).table("scores")
+    shown = metric_shown(scores)
+    (key,) = [k for k in shown if k[0] == "mini_attr_acc"]
+    assert shown[key].bounds == (0.0, 1.0)
+    lo, hi = interval(scores.value.to_numpy(), scores.prompt_index.to_numpy(), shown[key].bounds)
+    assert 0.0 <= lo <= hi <= 1.0

@@ -2,6 +2,8 @@
 latest stored metric version only, one clear line for a folder without a store; chance of the
 position / relation words (the attr_checks probe); the findings' seed sentence (paired tests, no
 seed spread)."""
+import json
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -12,6 +14,10 @@ from evalsuite.store import ImageRow, ResultsStore, ScoreRow
 CHALLENGE = {0: "colour", 1: "colour", 2: "colour", 3: "spatial", 4: "spatial", 5: "spatial"}
 # model -> per (prompt, k) strict accuracy: prompt means colour (1, 0.5, 0), spatial (0, 0, 0.5)
 VALUES = {"ref": [[1, 1], [1, 0], [0, 0], [0, 0], [0, 0], [0, 1]]}
+
+
+# As the runner stores it with every score: the metric's MetricInfo, bounds included.
+INFO = json.dumps({"info": {"name": "mini_attr_acc", "bounds": [0.0, 1.0]}})
 
 
 def _store(root, old_value=None):
@@ -27,7 +33,7 @@ def _store(root, old_value=None):
                     scores.append(ScoreRow(model, "mini_parti", "1", i, k, "mini_attr_acc",
                                            "lenient", old_value, created_at=1.0))
                 scores.append(ScoreRow(model, "mini_parti", "1", i, k, "mini_attr_acc", "strict",
-                                       float(v), created_at=2.0))
+                                       float(v), INFO, created_at=2.0))
     store.add_images(imgs)
     store.add_scores(scores)
     return root

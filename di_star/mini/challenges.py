@@ -5,8 +5,8 @@ what a generator of the mini world can and cannot do, read from a results store
 Statistics: prompts are the units. A prompt's images (k = 0, 1, ... and, when several models
 are pooled, their seeds) are averaged first; a challenge's figure is the mean over its prompts
 with a 95% studentised bootstrap interval over prompts (evalsuite.metrics.stats.group_means),
-clipped to [0, 1] for a score that lies there (the studentised interval can leave the range at
-a handful of prompts; clipping loses no coverage).
+clipped to the range the metric's values lie in (MetricInfo.bounds, stored with its scores: the
+studentised interval can leave [0, 1] at a handful of prompts; clipping loses no coverage).
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from evalsuite.leaderboard.entries import metric_shown
 from evalsuite.metrics.stats import group_means
 
-UNIT_RANGE = ("mini_attr_acc", "mini_attr_frac", "mini_gold")  # scores that lie in [0, 1]
 
 
 def prompt_challenges(store, bench: str) -> dict[int, str]:
@@ -43,14 +43,13 @@ def keep_latest_versions(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def challenge_means(values: pd.DataFrame, challenge: Mapping[int, str],
-                    unit_range: bool = True) -> pd.DataFrame:
+                    bounds: tuple[float, float] | None = None) -> pd.DataFrame:
     """Rows (group, n, mean, low, high) per challenge and 'all', from per-image rows
-    (prompt_index, value) of one metric version: each prompt's images averaged first."""
+    (prompt_index, value) of one metric version: each prompt's images averaged first; intervals
+    clipped to the values' `bounds`, if any."""
     per_prompt = values.groupby("prompt_index").value.mean().dropna()
-    out = group_means(per_prompt.to_numpy(), [challenge.get(int(i), "?") for i in per_prompt.index])
-    if unit_range:
-        out["low"], out["high"] = out.low.clip(lower=0.0), out.high.clip(upper=1.0)
-    return out
+    return group_means(per_prompt.to_numpy(), [challenge.get(int(i), "?") for i in per_prompt.index],
+                       bounds=bounds)
 
 
 def challenge_table(scores: pd.DataFrame, challenge: Mapping[int, str], metric: str,
@@ -65,7 +64,8 @@ def challenge_table(scores: pd.DataFrame, challenge: Mapping[int, str], metric: 
                    & (scores.metric_version == version)]
         cells = {}
         if not s.empty:
-            for r in challenge_means(s, challenge, metric in UNIT_RANGE).itertuples():
+            bounds = metric_shown(s)[(metric, version)].bounds
+            for r in challenge_means(s, challenge, bounds).itertuples():
                 cells[r.group] = (f"{r.mean:.2f} [{r.low:.2f}, {r.high:.2f}] (n={r.n})"
                                   if r.n >= 2 else "n/a")
         lines.append(f"| {label} | " + " | ".join(cells.get(n, "n/a") for n in names) + " |")

@@ -20,7 +20,7 @@ class MiniGold:
     per image in [0, 1]. Pure pixels, no weights."""
     info = MetricInfo("mini_gold", gold.VERSION, "none (pixel rules)",
                       "RGB as given (the world draws 64 px)", label="Gold judge",
-                      unit="gold score in [0, 1]")
+                      unit="gold score in [0, 1]", bounds=(0.0, 1.0))
     fp32_only = True  # numpy pixel rules: a bf16 / fp16 request is refused, not ignored
 
     @classmethod
@@ -59,6 +59,7 @@ class _WithClassifier:
     """A metric reading images with the mini attribute classifier; `info` names its weights'
     sha256. The constructor takes the loaded classifier and the folder it came from."""
     name, version_suffix, label, unit = "", "", "", ""
+    bounds: tuple[float, float] | None = None   # MetricInfo.bounds of its values
     fp32_only = True  # the classifier runs in fp32: a bf16 / fp16 request is refused
 
     def __init__(self, model, folder: Path, batch_size: int = 256):
@@ -67,7 +68,7 @@ class _WithClassifier:
         self.info = MetricInfo(self.name, f"{self.model.cfg.version} {self.version_suffix}",
                                f"mini attribute classifier sha256:{_weights_tag(folder)}",
                                "RGB, bilinear to 64 px, 24 px cell crops", label=self.label,
-                               unit=self.unit)
+                               unit=self.unit, bounds=self.bounds)
         self.provenance = {"classifier": folder_records(folder, skip_weights=False)}
 
     @classmethod
@@ -95,6 +96,7 @@ class MiniAttrAcc(_WithClassifier):
     # The checks' version is in the key: scores stored under the lenient rules are never reused.
     version_suffix = f"{CHECKS_VERSION} all"
     name, label, unit = "mini_attr_acc", "Attribute acc.", "share of images"
+    bounds = (0.0, 1.0)
 
     def score(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> np.ndarray:
         from di_star.mini.classifier import detect

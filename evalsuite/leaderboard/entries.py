@@ -29,13 +29,14 @@ INTERVAL = "studentized"
 
 
 # Statistics: evalsuite.metrics.stats does the resampling; these adapt it to table cells.
-def interval(values: np.ndarray, prompts: np.ndarray) -> tuple[float, float] | None:
+def interval(values: np.ndarray, prompts: np.ndarray, bounds=None) -> tuple[float, float] | None:
     """95% bootstrap interval (INTERVAL) of the mean image score, resampling prompts (a
-    prompt's images stay together). None with fewer than two prompts."""
+    prompt's images stay together), clipped to the values' `bounds` if they have any. None with
+    fewer than two prompts."""
     if len(np.unique(prompts)) < 2:
         return None
     ci = stats.bootstrap_ci(values, CI_LEVEL, N_BOOTSTRAP, BOOTSTRAP_SEED, clusters=prompts,
-                            method=INTERVAL)
+                            method=INTERVAL, bounds=bounds)
     return ci.low, ci.high
 
 
@@ -184,7 +185,7 @@ class Entry:
         if s.empty:
             return None
         values, ids = s.value.to_numpy(np.float64), s.prompt_index.to_numpy()
-        return Summary(float(values.mean()), interval(values, ids),
+        return Summary(float(values.mean()), interval(values, ids, self.shown_as(metric, version).bounds),
                        prompts=frozenset(int(i) for i in ids))
 
     def style_summaries(self, metric: str, version: str, styles: Sequence[str],
@@ -201,6 +202,8 @@ class Entry:
         ids = scores.prompt_index.to_numpy()
         labels = [of[int(i)] for i in ids]
         agg = style_aggregate(values, labels) if len(values) else {}
+        bounds = self.shown_as(metric, version).bounds
+        bounds = tuple(sorted((scale * bounds[0], scale * bounds[1]))) if bounds else None
         out: dict[str, Summary | None] = {}
         groups = []
         for style in styles:
@@ -208,7 +211,7 @@ class Entry:
             if not mask.any():
                 out[style] = None
                 continue
-            out[style] = Summary(agg[style], interval(values[mask], ids[mask]),
+            out[style] = Summary(agg[style], interval(values[mask], ids[mask], bounds),
                                  prompts=frozenset(int(i) for i in ids[mask]))
             groups.append((values[mask], ids[mask]))
         out["average"] = (Summary(agg["average"], stratified_interval(groups, by_size=True),

@@ -53,14 +53,17 @@ class Shown:
     higher: bool | None = None
     decimals: int = 3
     unit: str = ""
+    bounds: tuple[float, float] | None = None   # the values' range, where there is one
 
     @classmethod
     def from_info(cls, metric: str, info: dict | None) -> "Shown":
         """From a stored `info` dict; a store written before metrics described themselves has
         no label, unit or decimals: the metric's name, 3 decimals."""
         info = info or {}
+        bounds = info.get("bounds")
         return cls(info.get("label") or metric, info.get("higher_is_better"),
-                   int(info.get("decimals", 3)), info.get("unit") or "")
+                   int(info.get("decimals", 3)), info.get("unit") or "",
+                   tuple(float(b) for b in bounds) if bounds else None)
 
     @property
     def header(self) -> str:

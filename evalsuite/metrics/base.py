@@ -35,11 +35,14 @@ class MetricInfo:
     preprocessing: str      # e.g. 'bicubic resize 224, centre crop, CLIP mean/std'
     # How reports show it: the one place (stored with every score, so tables read the store
     # alone). None: no direction (no arrow, no bold). `label`: a short column head, <= 22
-    # characters ('' = name); `unit`: what one unit is; `decimals`: table precision.
+    # characters ('' = name); `unit`: what one unit is; `decimals`: table precision;
+    # `bounds`: the range every value lies in, where there is one (a share, a [0, 1] judge):
+    # intervals of a mean are clipped to it (the studentised one can leave it at a few prompts).
     higher_is_better: bool | None = True
     label: str = ""
     unit: str = ""
     decimals: int = 3
+    bounds: tuple[float, float] | None = None
 
     @property
     def key(self) -> str:

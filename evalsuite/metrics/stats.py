@@ -78,9 +78,10 @@ INTERVAL_TEXT = {
 
 def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 10_000,
                  seed: int = 0, clusters: Sequence | None = None,
-                 method: str = "studentized") -> Interval:
+                 method: str = "studentized", bounds: Sequence[float] | None = None) -> Interval:
     """Mean and bootstrap interval (`method`: one of INTERVAL_METHODS), resampling clusters when
-    given. Fewer than two units: NaN bounds."""
+    given, clipped to `bounds` (the range every value lies in, if any: so does their mean, and
+    clipping loses no coverage). Fewer than two units: NaN bounds."""
     if method not in INTERVAL_METHODS:
         raise ValueError(f"Unknown interval '{method}'. Choose one of: "
                          f"{', '.join(INTERVAL_METHODS)}")
@@ -96,6 +97,8 @@ def bootstrap_ci(values: Sequence[float], level: float = 0.95, n_boot: int = 10_
     fn = {"studentized": studentized_interval, "bca": bca_interval,
           "percentile": percentile_interval}[method]
     lo, hi = fn(sums, counts, level, n_boot, seed)
+    if bounds is not None:
+        lo, hi = max(lo, bounds[0]), min(hi, bounds[1])
     return Interval(mean, float(lo), float(hi), len(values), level)
 
 
@@ -176,15 +179,17 @@ def replicate_interval(values: Sequence[float], level: float = 0.95) -> tuple[fl
 
 def group_means(values: Sequence[float], groups: Sequence, level: float = 0.95,
                 n_boot: int = 10_000, seed: int = 0,
-                clusters: Sequence | None = None) -> pd.DataFrame:
-    """One row per group (sorted) plus 'all': group, n, mean, low, high."""
+                clusters: Sequence | None = None, bounds: Sequence[float] | None = None) -> pd.DataFrame:
+    """One row per group (sorted) plus 'all': group, n, mean, low, high (clipped to `bounds`,
+    the values' range, if any)."""
     df = pd.DataFrame({"v": np.asarray(values, dtype=np.float64), "g": list(groups),
                        "c": list(clusters) if clusters is not None else range(len(values))})
     rows = []
     for g, sub in sorted(df.groupby("g", sort=False), key=lambda t: str(t[0])):
-        ci = bootstrap_ci(sub.v, level, n_boot, seed, sub.c if clusters is not None else None)
+        ci = bootstrap_ci(sub.v, level, n_boot, seed, sub.c if clusters is not None else None,
+                          bounds=bounds)
         rows.append({"group": g, **ci.as_dict()})
-    ci = bootstrap_ci(df.v, level, n_boot, seed, df.c if clusters is not None else None)
+    ci = bootstrap_ci(df.v, level, n_boot, seed, df.c if clusters is not None else None, bounds=bounds)
     rows.append({"group": "all", **ci.as_dict()})
     return pd.DataFrame(rows)[["group", "n", "mean", "low", "high", "level"]]
 
