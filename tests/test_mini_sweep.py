@@ -19,14 +19,15 @@ def by_key_reward(runs) -> set[str]:
 def test_full_plan_is_the_issue_matrix_with_distinct_seeds():
     runs = plan_runs(SweepPlan())
     # {oracle, shipped proxy, 3 ladder rungs, reward-free} x {score, kl} x 3 seeds
-    # + the alpha_cfg ladder (3) x 3 seeds
-    assert len(runs) == 6 * 2 * 3 + 3 * 3
+    # + the alpha_cfg ladder (0, 2; its 4 is the preset's: the matrix's run) x 3 seeds
+    assert len(runs) == 6 * 2 * 3 + 2 * 3
     assert by_key_reward(runs) >= {"mini_oracle", "mini_pickscore", "mini_proxy_r1", "mini_proxy_r2", "mini_proxy_r3"}
     by_key = {r.key: r.cfg for r in runs}
     assert by_key["score/mini_oracle/s0"]["sd"]["reward"] == "mini_oracle"
     assert by_key["kl/mini_pickscore/s1"]["objective"]["regulariser"] == "kl"
     assert by_key["score/none/s2"]["objective"]["alpha_rew"] == 0
-    assert [by_key[f"score/mini_oracle/cfg{c}/s0"]["objective"]["alpha_cfg"] for c in (0, 2, 4)] == [0, 2, 4]
+    assert [by_key[f"score/mini_oracle/cfg{c}/s0"]["objective"]["alpha_cfg"] for c in (0, 2)] == [0, 2]
+    assert by_key["score/mini_oracle/s0"]["objective"]["alpha_cfg"] == 4
     # each seed its own training draws (noise and prompt order come from run.seed)
     assert {by_key[f"score/mini_oracle/s{s}"]["run"]["seed"] for s in (0, 1, 2)} == {0, 1, 2}
     assert all(c["run"]["max_steps"] == 600 for c in by_key.values())

@@ -104,7 +104,10 @@ def plan_runs(plan: SweepPlan) -> list[Run]:
         for reward in [*plan.rewards, *(["none"] if plan.reward_free else [])]:
             for s in plan.seeds:
                 runs.append(Run(f"{reg}/{reward}/s{s}", reg, reward, s))
-    for c in plan.cfg_ladder:
+    from di_star.presets import get_preset
+    preset_cfg = get_preset(_preset("score", plan.rewards[0])).objective.alpha_cfg
+    # The rung at the preset's own alpha_cfg is the matrix's DI*-In run: not trained twice.
+    for c in [c for c in plan.cfg_ladder if c != preset_cfg]:
         for s in plan.seeds:
             runs.append(Run(f"score/{plan.rewards[0]}/cfg{c:g}/s{s}", "score", plan.rewards[0], s, c))
     for r in runs:
