@@ -40,3 +40,20 @@ def test_spread_without_limit_is_one_clear_line(tmp_path):
     res = _eval(tmp_path, "--spread")
     assert res.exit_code == 2 and "--spread spreads the --limit N prompts" in res.output
     assert "Traceback" not in res.output
+
+
+def test_a_set_metric_is_recomputed_for_another_subset_of_as_many_images(tmp_path):
+    """mini_fd over the first 3 prompts, then over 3 spread ones (as many images, other
+    prompts): the second is computed for its own images, not read back from the first; the
+    same subset again is read back."""
+    def fd(*extra):
+        res = CliRunner().invoke(app, ["eval", "--model", "mini_onestep", "--bench", "mini_parti",
+                                       "--metrics", "mini_fd", "--out", str(tmp_path), "--limit", "3",
+                                       *extra])
+        assert res.exit_code == 0, res.output
+        sets = ResultsStore(tmp_path, readonly=True).table("set_scores")
+        return float(sets[sets.metric == "mini_fd"].value.iloc[0])
+    first = fd()
+    spread = fd("--spread")
+    assert spread != first
+    assert fd("--spread") == spread

@@ -42,10 +42,20 @@ def load(sweep_dir: Path) -> tuple[dict, pd.DataFrame, pd.DataFrame, dict]:
     # its strict checks): pair only the latest one.
     images = store.table("images")
     current = latest_recipes(images)
-    scores = keep_latest_versions(scores[(scores.bench == rec["bench"]) & scores.recipe_hash.isin(current)])
+    scores = keep_latest_versions(scores[(scores.bench == rec["bench"]) & scores.recipe_hash.isin(current)
+                                         & scores.prompt_index.isin(plan_prompts(rec))])
     models = images[images.recipe_hash.isin(current)][["recipe_hash", "model"]].drop_duplicates()
     sets = store.table("set_scores").merge(models, on="recipe_hash")[["metric", "value", "model"]]
     return rec, scores, sets, prompt_challenges(store, rec["bench"])
+
+
+def plan_prompts(rec: dict) -> list[int]:
+    """The prompt indices the sweep's plan evaluates. A store can hold a model's images on more
+    prompts (a sweep resumed with another subset): the paired tests keep to the plan's."""
+    from evalsuite.benchmarks import load_benchmark
+    from evalsuite.generate import select_prompts
+    plan = rec["plan"]
+    return [p.index for p in select_prompts(load_benchmark(rec["bench"]), plan["prompts"], plan.get("spread", False))]
 
 
 def latest_recipes(images: pd.DataFrame) -> set[str]:

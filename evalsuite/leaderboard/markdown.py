@@ -59,8 +59,9 @@ class Shown:
     def from_info(cls, metric: str, info: dict | None) -> "Shown":
         """From a stored `info` dict; a store written before metrics described themselves has
         no label, unit or decimals: the metric's name, 3 decimals."""
+        from evalsuite.metrics.runner import declared_bounds
         info = info or {}
-        bounds = info.get("bounds")
+        bounds = info.get("bounds") or declared_bounds(metric)
         return cls(info.get("label") or metric, info.get("higher_is_better"),
                    int(info.get("decimals", 3)), info.get("unit") or "",
                    tuple(float(b) for b in bounds) if bounds else None)

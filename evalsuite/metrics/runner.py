@@ -2,8 +2,10 @@
 
 Per-image metrics write one `scores` row per image, a batch at a time, keyed by the metric's
 `info.key`; images already scored under that exact key are skipped, so to resume, run the same
-command again. Set metrics (FID, KID) write one `set_scores` row for the whole image set and are
-skipped when a row for the same key and image count exists. A set metric may also give a value
+command again. Set metrics (FID, KID) write one `set_scores` row for the whole image set, with a
+fingerprint of which images it covers (`image_set`), and are skipped when a row for the same key
+covers the same images: a run over another subset of the benchmark's prompts (another --limit,
+--spread) with as many images computes it again. A set metric may also give a value
 per image (`compute_with_images(...) -> (value, [N] values)`: intra-prompt diversity), so that
 tables and paired tests treat it like a per-image metric: those values go to `scores` under the
 same name and key, written before the set row, which marks the whole as done. It is skipped only
@@ -19,6 +21,7 @@ other keyword goes to every selected metric (device, dtype, ...).
 from __future__ import annotations
 
 import gc
+import hashlib
 import sys
 import json
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from PIL import Image
 
 from distar.core.errors import DistarError
 from evalsuite.metrics import METRICS, load_metric
-from evalsuite.metrics.base import iter_batches
+from evalsuite.metrics.base import MetricInfo, iter_batches
 from evalsuite.store import ScoreRow
 
 
@@ -62,6 +65,18 @@ def metric_class(name: str) -> type | None:
     return factory if isinstance(factory, type) else getattr(factory, "__self__", None)
 
 
+def declared_bounds(name: str) -> tuple[float, float] | None:
+    """The range a registered metric's values lie in (MetricInfo.bounds of its class's `info`,
+    or its class's `bounds`), for reading scores stored before the info recorded it; None when
+    it declares none or is not registered here."""
+    if name not in METRICS:
+        return None
+    cls = metric_class(name)
+    info = getattr(cls, "info", None)
+    bounds = info.bounds if isinstance(info, MetricInfo) else getattr(cls, "bounds", None)
+    return (float(bounds[0]), float(bounds[1])) if bounds else None
+
+
 def has_image_values(metric_or_class) -> bool:
     """Whether a set metric also gives per-image values (`compute_with_images`)."""
     return callable(getattr(metric_or_class, "compute_with_images", None))
@@ -80,6 +95,13 @@ def known_key(name: str, options: dict) -> str | None:
         return None
 
 
+def image_set(images: pd.DataFrame) -> str:
+    """Which images a set score covers: sha256 of the sorted (prompt_index, k) of one recipe's
+    images on one benchmark (its seeds and so its images follow from them)."""
+    keys = sorted((int(p), int(k)) for p, k in zip(images.prompt_index, images.k))
+    return hashlib.sha256(" ".join(f"{p}:{k}" for p, k in keys).encode()).hexdigest()
+
+
 def _already_scored(run, name: str, key: str, image_values: bool = False
                     ) -> MetricOutcome | None:
     """The outcome of a metric whose work is all in the store under `key` (every image, or the
@@ -92,7 +114,8 @@ def _already_scored(run, name: str, key: str, image_values: bool = False
     done = run.store.scored_keys(run.recipe_hash, run.bench, run.bench_version, name, key)
     every_image = bool(n) and all((int(p), int(k)) in done
                                   for p, k in zip(run.images.prompt_index, run.images.k))
-    if len(sets) and int(sets.n_images.iloc[0]) == n and (every_image or not image_values):
+    same_set = len(sets) and json.loads(sets.meta_json.iloc[0] or "{}").get("image_set") == image_set(run.images)
+    if same_set and (every_image or not image_values):
         return MetricOutcome(name, key, 0, n, float(sets.value.iloc[0]))
     if every_image and not image_values:
         return MetricOutcome(name, key, 0, n)
@@ -215,7 +238,8 @@ def _score_set(run, name, metric, key, meta, progress, progress_bar):
                             bench_version=run.bench_version, metric=name, metric_version=key,
                             value=value, n_images=len(paths),
                             meta={"info": metric.info.as_dict(), "dtype": compute_dtype(metric),
-                                  "provenance": getattr(metric, "provenance", {})})
+                                  "provenance": getattr(metric, "provenance", {}),
+                                  "image_set": image_set(images)})
     return MetricOutcome(name, key, len(paths), 0, value)
 
 
