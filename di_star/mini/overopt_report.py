@@ -228,9 +228,8 @@ def write_report(sweep_dir: Path, out_dir: Path, oracle_check: Path | None = Non
          f"reward-free runs: {'yes' if plan['reward_free'] else 'no'}; alpha_cfg ladder: "
          f"{', '.join(f'{c:g}' for c in plan['cfg_ladder']) or 'none'}; "
          f"{plan['prompts'] or 'all'} mini_parti prompts{_subset(plan)} x {plan['images_per_prompt']} images, the same noise "
-         f"for every model. Device: {rec['device']}, {rec['workers']} concurrent runs; the runs' training and "
-         f"evaluation {sum(r['train_s'] + r['eval_s'] for r in rec['runs']) / 60:.0f} process-minutes "
-         f"(a resumed sweep counts only its last call's work; the last call's wall {rec['wall_s'] / 60:.1f} min).", ""]
+         f"for every model. Device: {rec['device']}, {rec['workers']} concurrent runs; each run's cost per step: "
+         "the table at the end.", ""]
     missing = missing_from_full(plan)
     if missing:
         L += ["**Not in this sweep** (the full plan of `distar lab sweep` has them; they wait for a GPU): "
@@ -322,12 +321,13 @@ def missing_from_full(plan: dict) -> list[str]:
     """What the full plan (SweepPlan()'s defaults) has and this sweep's plan lacks."""
     from dataclasses import asdict
 
-    from di_star.mini.sweep import SweepPlan
+    from di_star.mini.sweep import SweepPlan, preset_alpha_cfg
     full = asdict(SweepPlan())
     out = []
+    have = {**plan, "cfg_ladder": [*plan["cfg_ladder"], preset_alpha_cfg(plan["rewards"][0])] if plan["cfg_ladder"] else []}
     for key, what in (("rewards", "rewards"), ("regularisers", "regularisers"), ("checkpoints", "checkpoints"),
                       ("cfg_ladder", "alpha_cfg ladder values")):
-        lack = [x for x in full[key] if x not in plan[key]]
+        lack = [x for x in full[key] if x not in have[key]]
         if lack:
             out.append(f"{what} {', '.join(f'{x:g}' if isinstance(x, float) else str(x) for x in lack)}")
     proxies = [r for r in plan["rewards"] if r != ORACLE]

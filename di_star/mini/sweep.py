@@ -80,6 +80,12 @@ def _preset(regulariser: str, reward: str) -> str:
     return f"mini/{rewarded}_oracle" if reward == ORACLE else f"mini/{rewarded}"
 
 
+def preset_alpha_cfg(reward: str) -> float:
+    """The alpha_cfg of the DI*-In preset a reward's matrix run uses."""
+    from di_star.presets import get_preset
+    return get_preset(_preset("score", reward)).objective.alpha_cfg
+
+
 def run_config(run: Run, plan: SweepPlan) -> dict:
     """The run's TrainConfig as a dict (the preset, its reward, seed and the plan's sizes)."""
     from di_star.presets import get_preset
@@ -104,10 +110,8 @@ def plan_runs(plan: SweepPlan) -> list[Run]:
         for reward in [*plan.rewards, *(["none"] if plan.reward_free else [])]:
             for s in plan.seeds:
                 runs.append(Run(f"{reg}/{reward}/s{s}", reg, reward, s))
-    from di_star.presets import get_preset
-    preset_cfg = get_preset(_preset("score", plan.rewards[0])).objective.alpha_cfg
     # The rung at the preset's own alpha_cfg is the matrix's DI*-In run: not trained twice.
-    for c in [c for c in plan.cfg_ladder if c != preset_cfg]:
+    for c in [c for c in plan.cfg_ladder if c != preset_alpha_cfg(plan.rewards[0])]:
         for s in plan.seeds:
             runs.append(Run(f"score/{plan.rewards[0]}/cfg{c:g}/s{s}", "score", plan.rewards[0], s, c))
     for r in runs:
