@@ -167,12 +167,19 @@ def plot(rows: list[dict], path: Path, init_fd: float = float("nan")) -> Path | 
     (Gao et al.'s over-optimisation curves in miniature), 95% intervals both ways; gold change
     against steps; and the frontier of gold change against drift from the data (FD, the seeds'
     t-interval), DI*-In (circles) against DI++ (KL, squares)."""
+    from matplotlib import rcParams
     from matplotlib.figure import Figure
 
     from evalsuite.leaderboard.plots import save_png
     fig = Figure(figsize=(16, 4.8))
     ax1, ax2, ax3 = fig.subplots(1, 3)
+    # One colour per (reward, alpha_cfg), DI*-In solid with circles, DI++ (KL) dashed with squares.
+    palette = [c["color"] for c in rcParams["axes.prop_cycle"]]
+    colours: dict = {}
     for cfg in dict.fromkeys(r["config"] for r in rows):
+        colour = colours.setdefault(cfg[1:], palette[len(colours) % len(palette)])
+        style = dict(color=colour, marker="o" if cfg[0] == "score" else "s",
+                     linestyle="-" if cfg[0] == "score" else "--", capsize=2, label=_label(cfg))
         pts = [r for r in rows if r["config"] == cfg and r[GOLD][0] is not None]
         if not pts:
             continue
@@ -184,16 +191,15 @@ def plot(rows: list[dict], path: Path, init_fd: float = float("nan")) -> Path | 
                 [0.0] + [r[GOLD][0].high - r[GOLD][0].mean_diff for r in pts]]
         xerr = [[0.0] + [(r[reward][0].mean_diff - r[reward][0].low) if r[reward][0] else 0 for r in pts],
                 [0.0] + [(r[reward][0].high - r[reward][0].mean_diff) if r[reward][0] else 0 for r in pts]]
-        line = ax1.errorbar(xs, ys, xerr=xerr, yerr=yerr, marker="o", capsize=2, label=_label(cfg))
+        ax1.errorbar(xs, ys, xerr=xerr, yerr=yerr, **style)
         for x, y, s in zip(xs, ys, steps):
             ax1.annotate(str(s), (x, y), fontsize=7)
-        ax2.errorbar(steps, ys, yerr=yerr, marker="o", capsize=2, color=line[0].get_color(), label=_label(cfg))
+        ax2.errorbar(steps, ys, yerr=yerr, **style)
         fds = [replicate_interval(r["fd"]) if len(r["fd"]) else (np.nan,) * 3 for r in pts]
         fx = [init_fd] + [f[0] for f in fds]
         fxerr = [[0.0] + [f[0] - f[1] if np.isfinite(f[1]) else 0.0 for f in fds],
                  [0.0] + [f[2] - f[0] if np.isfinite(f[2]) else 0.0 for f in fds]]
-        ax3.errorbar(fx, ys, xerr=fxerr, yerr=yerr, marker="o" if cfg[0] == "score" else "s", capsize=2,
-                     color=line[0].get_color(), label=_label(cfg))
+        ax3.errorbar(fx, ys, xerr=fxerr, yerr=yerr, **style)
     ax1.axhline(0, color="grey", lw=0.5)
     ax1.set_xlabel("change of the optimised reward vs init (reward-free: the proxy)")
     ax1.set_ylabel("change of the hard gold judge vs init")
