@@ -1,12 +1,17 @@
 """The over-optimisation experiment's presets (issue 28): the mini world's DI*-In and DI++ (KL)
-best rows rewarded by the ORACLE (`mini_oracle`, the differentiable gold judge) instead of the
-learned proxy, registered as `mini/di_star_in_oracle` and `mini/di_pp_oracle`.
+best rows rewarded by an oracle instead of the learned proxy:
+- `mini/di_star_in_oracle`, `mini/di_pp_oracle`: the ORACLE (`mini_oracle`, the differentiable
+  gold judge);
+- `mini/di_star_in_oracle_st`, `mini/di_pp_oracle_st`: the STRAIGHT-THROUGH oracle
+  (`mini_oracle_st`): its value is the hard gold judge's, its gradient a smoothed oracle's
+  (di_star.mini.oracle.ST_TEMPERATURES), so the oracle control is "a reward that IS gold".
 
 alpha_rew: the proxy rows' alpha_rew is set for the mini proxy's cosines, whose per-image spread
 on the init's samples is PROXY_SPREAD; the oracle's spread is ORACLE_SPREAD (both measured by
 `distar lab oracle-check` on the init's mini_parti samples, docs/mini_quality/oracle_check.json),
 so the oracle rows take alpha_rew x PROXY_SPREAD / ORACLE_SPREAD: the same reward gradient size
-per unit of spread, the rule the presets' scales follow.
+per unit of spread, the rule the presets' scales follow. The straight-through rows follow the
+same rule with the gold judge's spread on the same images (GOLD_SPREAD, the value they report).
 
 Measured (`python -m di_star.mini.probes.oracle_ascent`, docs/training.md): this rule is not why the
 oracle rows do not raise the oracle. At alpha_rew 97 the reward term already dominates the

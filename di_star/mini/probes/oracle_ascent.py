@@ -167,7 +167,7 @@ def latent(reward: str, steps: int = 150, lr: float = 0.02, prompts: int = 30, t
     after = judge(world, x.detach(), texts)
     return {"reward": reward, "steps": steps, "lr": lr, "prompts": len(texts),
             **({"temps": world.reward_model.temps.tag()} if hasattr(world.reward_model, "temps") else {}),
-            "latent_moved": round(float((x - x0).norm() / x0.norm()), 3),
+            "latent_moved": round(float((x.detach() - x0).norm() / x0.norm()), 3),
             **change(before, after, np.arange(len(texts)))}
 
 
