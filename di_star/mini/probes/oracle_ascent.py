@@ -51,9 +51,9 @@ def world_for(reward: str, temps=None, **over):
     from di_star.trainer import make_world
     cfg = get_preset(PRESETS.get(reward, "mini/di_star_in")).replace(sd={"reward": reward}, **over)
     world = make_world(cfg, "cpu")
+    models = world.build()
     if temps is not None:
         world.reward_model.temps = temps
-    models = world.build()
     for m in models.frozen:
         m.requires_grad_(False).eval()
     return cfg, world, models
