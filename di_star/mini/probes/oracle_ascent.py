@@ -120,6 +120,13 @@ def judge(world, x0: torch.Tensor, prompts: list[str]) -> dict[str, np.ndarray]:
     return {j: np.asarray(load_metric(j, device="cpu").score(pil, prompts), float) for j in JUDGES}
 
 
+def surrogate(world, x0: torch.Tensor, prompts: list[str], temps) -> np.ndarray:
+    """The straight-through oracle's smooth surrogate (the soft pipeline at `temps`) of latents x0."""
+    from di_star.mini.oracle import oracle_scores
+    with torch.no_grad():
+        return oracle_scores(world.decode(x0), prompts, temps).numpy().astype(float)
+
+
 def bench_prompts(n: int) -> list[str]:
     """n mini_parti prompts spread evenly over its 300 (the 5 challenges, 60 each, in order)."""
     from di_star.mini.scene import held_out_prompts
@@ -165,8 +172,11 @@ def latent(reward: str, steps: int = 150, lr: float = 0.02, prompts: int = 30, t
         (-world.reward(x, cond).mean()).backward()
         opt.step()
     after = judge(world, x.detach(), texts)
+    temps = getattr(world.reward_model, "temps", None)
+    if temps is not None:  # the straight-through oracle: did its gradient's surrogate rise?
+        before["surrogate"], after["surrogate"] = (surrogate(world, v, texts, temps) for v in (x0, x.detach()))
     return {"reward": reward, "steps": steps, "lr": lr, "prompts": len(texts),
-            **({"temps": world.reward_model.temps.tag()} if hasattr(world.reward_model, "temps") else {}),
+            **({"temps": temps.tag()} if temps is not None else {}),
             "latent_moved": round(float((x.detach() - x0).norm() / x0.norm()), 3),
             **change(before, after, np.arange(len(texts)))}
 
@@ -216,6 +226,7 @@ def main() -> None:
     ap.add_argument("--reward-only", action="store_true", help="run: no regulariser, no CFG")
     ap.add_argument("--alpha-scale", type=float, default=1.0, help="run: alpha_rew x this")
     ap.add_argument("--prompts", type=int, default=None, help="latent: 30; run: 48")
+    ap.add_argument("--lr", type=float, default=0.02, help="latent: Adam's learning rate")
     ap.add_argument("--temps", default=None,
                     help="mini_oracle_st's gradient temperatures, e.g. fg=15,area=2 (fields of "
                          "di_star.mini.oracle.Temperatures; the rest: ST_TEMPERATURES)")
@@ -228,7 +239,7 @@ def main() -> None:
         elif a.mode == "pixels":
             res = pixels(reward)
         elif a.mode == "latent":
-            res = latent(reward, temps=temps, **sizes)
+            res = latent(reward, lr=a.lr, temps=temps, **sizes)
         else:
             res = run(reward, a.steps or 100, a.reward_only, a.alpha_scale, a.prompts or 48, temps=temps)
         print(json.dumps(res), flush=True)
