@@ -73,3 +73,11 @@ def test_report_counts_a_model_once_when_its_recipe_was_rehashed():
     images = pd.DataFrame({"model": ["a", "a", "b", "a"], "recipe_hash": ["old", "old", "hb", "new"],
                            "created_at": [1.0, 2.0, 1.5, 3.0]})
     assert latest_recipes(images) == {"new", "hb"}
+
+
+def test_straight_through_oracle_runs_on_its_presets():
+    runs = plan_runs(SweepPlan(rewards=("mini_oracle_st",), reward_free=False, cfg_ladder=(), seeds=(0,)))
+    by_key = {r.key: r.cfg for r in runs}
+    assert by_key["score/mini_oracle_st/s0"]["preset"] == "mini/di_star_in_oracle_st"
+    assert by_key["kl/mini_oracle_st/s0"]["preset"] == "mini/di_pp_oracle_st"
+    assert {c["sd"]["reward"] for c in by_key.values()} == {"mini_oracle_st"}
