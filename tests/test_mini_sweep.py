@@ -84,20 +84,5 @@ def test_report_counts_a_model_once_when_its_recipe_was_rehashed():
     assert latest_recipes(images) == {"new", "hb"}
 
 
-def test_seed_interval_is_students_t():
-    from evalsuite.metrics.stats import replicate_interval
-    m, lo, hi = replicate_interval([1.0, 2.0, 3.0])
-    assert m == 2.0 and abs((hi - m) - 4.302653 / 3 ** 0.5) < 1e-5 and abs((m - lo) - (hi - m)) < 1e-12
-    assert np.isnan(replicate_interval([5.0])[1])
-
-
-def test_contrasts_pair_each_reward_with_its_reward_free_run_and_kl_with_score():
-    from di_star.mini.overopt_report import contrasts
-    runs = [{"regulariser": g, "reward": w, "alpha_cfg": 4.0, "seed": s, "models": {}}
-            for g in ("score", "kl") for w in ("mini_oracle", "none") for s in (0, 1)]
-    got = {(what, a, b) for what, a, b in contrasts({"runs": runs})}
-    assert {(a, b) for _, a, b in got} == {
-        (("score", "mini_oracle", 4.0), ("score", "none", 4.0)),
-        (("kl", "mini_oracle", 4.0), ("kl", "none", 4.0)),
-        (("kl", "mini_oracle", 4.0), ("score", "mini_oracle", 4.0)),
-        (("kl", "none", 4.0), ("score", "none", 4.0))}
+from di_star.mini.overopt_presets import ORACLE, ORACLES, preset_name
+from di_star.mini.proxy_ladder import RUNGS

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from di_star.experiment import Job, run_experiment, stderr_to
 from di_star.mini.ablation import INIT, REFERENCE, Scale, evaluate_all, evaluation
-from di_star.mini.overopt_presets import ORACLE
+from di_star.mini.overopt_presets import ORACLE, ORACLES, preset_name
 from di_star.mini.proxy_ladder import RUNGS
 
 BENCH = "mini_parti"
@@ -77,7 +77,7 @@ def _preset(regulariser: str, reward: str) -> str:
     rewarded, free = REGULARISERS[regulariser]
     if reward == "none":
         return f"mini/{free}"
-    return f"mini/{rewarded}_oracle" if reward == ORACLE else f"mini/{rewarded}"
+    return preset_name(rewarded, reward) if reward in ORACLES else f"mini/{rewarded}"
 
 
 def preset_alpha_cfg(reward: str) -> float:

@@ -3,6 +3,8 @@
     .venv/bin/python -m di_star.mini.probes.oracle_ascent terms     # generator-step gradient norms
     .venv/bin/python -m di_star.mini.probes.oracle_ascent pixels    # d reward / d image on init samples
     .venv/bin/python -m di_star.mini.probes.oracle_ascent latent --reward mini_oracle   # free ascent
+    .venv/bin/python -m di_star.mini.probes.oracle_ascent latent --reward mini_oracle_st \
+        --prompts 12 --steps 60 --temps fg=15,area=2      # the straight-through oracle's search
     .venv/bin/python -m di_star.mini.probes.oracle_ascent run --reward mini_oracle --reward-only
 
 - terms: at the init, the theta-gradient norms of L_rew and L_reg of the preset's generator step
@@ -26,17 +28,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-PRESETS = {"mini_oracle": "mini/di_star_in_oracle", "mini_pickscore": "mini/di_star_in"}
+PRESETS = {"mini_oracle": "mini/di_star_in_oracle", "mini_oracle_st": "mini/di_star_in_oracle_st",
+           "mini_pickscore": "mini/di_star_in"}
 JUDGES = ("mini_gold", "mini_oracle", "mini_pickscore")
 
 
-def world_for(reward: str, **over):
-    """The preset's world (networks built, frozen ones frozen) and its config."""
+def parse_temps(text: str | None):
+    """'fg=15,area=2' -> the straight-through oracle's temperatures with those fields replaced."""
+    from dataclasses import replace
+
+    from di_star.mini.oracle import ST_TEMPERATURES
+    if not text:
+        return ST_TEMPERATURES
+    pairs = (item.split("=") for item in text.split(","))
+    return replace(ST_TEMPERATURES, **{k.strip(): float(v) for k, v in pairs})
+
+
+def world_for(reward: str, temps=None, **over):
+    """The preset's world (networks built, frozen ones frozen) and its config; `temps` replaces
+    the straight-through oracle's gradient temperatures."""
     from di_star.presets import get_preset
     from di_star.trainer import make_world
     cfg = get_preset(PRESETS.get(reward, "mini/di_star_in")).replace(sd={"reward": reward}, **over)
     world = make_world(cfg, "cpu")
     models = world.build()
+    if temps is not None:
+        world.reward_model.temps = temps
     for m in models.frozen:
         m.requires_grad_(False).eval()
     return cfg, world, models
@@ -103,6 +120,13 @@ def judge(world, x0: torch.Tensor, prompts: list[str]) -> dict[str, np.ndarray]:
     return {j: np.asarray(load_metric(j, device="cpu").score(pil, prompts), float) for j in JUDGES}
 
 
+def surrogate(world, x0: torch.Tensor, prompts: list[str], temps) -> np.ndarray:
+    """The straight-through oracle's smooth surrogate (the soft pipeline at `temps`) of latents x0."""
+    from di_star.mini.oracle import oracle_scores
+    with torch.no_grad():
+        return oracle_scores(world.decode(x0), prompts, temps).numpy().astype(float)
+
+
 def bench_prompts(n: int) -> list[str]:
     """n mini_parti prompts spread evenly over its 300 (the 5 challenges, 60 each, in order)."""
     from di_star.mini.scene import held_out_prompts
@@ -130,11 +154,12 @@ def change(before: dict, after: dict, prompt_ids: np.ndarray, n_boot: int = 4000
     return out
 
 
-def latent(reward: str, steps: int = 150, lr: float = 0.02) -> dict:
-    """Adam on the init's latents (one per prompt, 30 prompts) to raise `reward`; judges before
-    and after."""
-    _, world, m = world_for(reward)
+def latent(reward: str, steps: int = 150, lr: float = 0.02, prompts: int = 30, temps=None) -> dict:
+    """Adam on the init's latents (one per prompt, 30 prompts, or `prompts` of them spread evenly)
+    to raise `reward`; judges before and after."""
+    _, world, m = world_for(reward, temps)
     texts = every_tenth()
+    texts = [texts[i] for i in np.linspace(0, len(texts) - 1, prompts).round().astype(int)]
     g = torch.Generator().manual_seed(9)
     with torch.no_grad():
         cond = world.encode(texts)
@@ -147,16 +172,20 @@ def latent(reward: str, steps: int = 150, lr: float = 0.02) -> dict:
         (-world.reward(x, cond).mean()).backward()
         opt.step()
     after = judge(world, x.detach(), texts)
+    temps = getattr(world.reward_model, "temps", None)
+    if temps is not None:  # the straight-through oracle: did its gradient's surrogate rise?
+        before["surrogate"], after["surrogate"] = (surrogate(world, v, texts, temps) for v in (x0, x.detach()))
     return {"reward": reward, "steps": steps, "lr": lr, "prompts": len(texts),
-            "latent_moved": round(float((x - x0).norm() / x0.norm()), 3),
+            **({"temps": temps.tag()} if temps is not None else {}),
+            "latent_moved": round(float((x.detach() - x0).norm() / x0.norm()), 3),
             **change(before, after, np.arange(len(texts)))}
 
 
 def run(reward: str, steps: int = 100, reward_only: bool = False, alpha_scale: float = 1.0,
-        prompts: int = 48, images: int = 2) -> dict:
+        prompts: int = 48, images: int = 2, temps=None) -> dict:
     """A short run of the trainer (seed 0) and the paired change of the judges on fixed noise."""
     from di_star.trainer import train
-    cfg, world, m = world_for(reward)
+    cfg, world, m = world_for(reward, temps)
     o = cfg.objective
     obj = {"alpha_rew": o.alpha_rew * alpha_scale}
     if reward_only:
@@ -191,20 +220,28 @@ def main() -> None:
     torch.set_num_threads(1)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("mode", choices=("terms", "pixels", "latent", "run"))
-    ap.add_argument("--reward", default=None, help="mini_oracle or mini_pickscore (default: both)")
+    ap.add_argument("--reward", default=None,
+                    help="mini_oracle, mini_oracle_st or mini_pickscore (default: oracle and proxy)")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--reward-only", action="store_true", help="run: no regulariser, no CFG")
     ap.add_argument("--alpha-scale", type=float, default=1.0, help="run: alpha_rew x this")
+    ap.add_argument("--prompts", type=int, default=None, help="latent: 30; run: 48")
+    ap.add_argument("--lr", type=float, default=0.02, help="latent: Adam's learning rate")
+    ap.add_argument("--temps", default=None,
+                    help="mini_oracle_st's gradient temperatures, e.g. fg=15,area=2 (fields of "
+                         "di_star.mini.oracle.Temperatures; the rest: ST_TEMPERATURES)")
     a = ap.parse_args()
-    for reward in ([a.reward] if a.reward else list(PRESETS)):
+    temps = parse_temps(a.temps) if a.temps else None
+    sizes = {k: v for k, v in (("steps", a.steps), ("prompts", a.prompts)) if v}
+    for reward in ([a.reward] if a.reward else ["mini_oracle", "mini_pickscore"]):
         if a.mode == "terms":
             res = {"reward": reward, "batches": terms(reward)}
         elif a.mode == "pixels":
             res = pixels(reward)
         elif a.mode == "latent":
-            res = latent(reward, **({"steps": a.steps} if a.steps else {}))
+            res = latent(reward, lr=a.lr, temps=temps, **sizes)
         else:
-            res = run(reward, a.steps or 100, a.reward_only, a.alpha_scale)
+            res = run(reward, a.steps or 100, a.reward_only, a.alpha_scale, a.prompts or 48, temps=temps)
         print(json.dumps(res), flush=True)
 
 
