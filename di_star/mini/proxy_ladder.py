@@ -84,6 +84,10 @@ class Rung:
     batch: int = 64
     lr: float = 1e-4
     seed: int = 0
+    # > 0: the listwise path (train_listwise): `batch` PROMPTS a step with all their images,
+    # every same-prompt pair's loss plus `dense` x (1 - Pearson r of cosine and gold per image)
+    dense: float = 0.0
+    init: str = ""                 # a previous rung this one continues from ('' = the shipped proxy)
 
 
 @dataclass(frozen=True)
@@ -111,13 +115,19 @@ _RUNS = (TrainedRun("mini/di_star_in", 11, (60, 120)),
          TrainedRun("mini/di_pp", 12, (60, 120)),
          TrainedRun("mini/di_star_in_oracle", 13, (60, 120)))
 _ALL = tuple(s.name for s in _BASE_SOURCES + trained_sources(_RUNS))
+# the one-step generators judged during DI* training: one UNet call per image (cheap to sample)
+_ON_POLICY = ("onestep",) + tuple(s.name for s in trained_sources(_RUNS))
 
 PLAN = LadderPlan(
     runs=_RUNS, sources=_BASE_SOURCES + trained_sources(_RUNS),
     rungs=(Rung("mini_proxy_r1", 100, ("onestep", "ref15_cfg4"), 1, 60),
            Rung("mini_proxy_r2", 400, ("onestep", "ref15_cfg4", "ref4_cfg4", "ref15_cfg1",
                                        "ref15_cfg8"), 1, 400),
-           Rung("mini_proxy_r3", 1600, _ALL, 1, 2000)),
+           Rung("mini_proxy_r3", 1600, _ALL, 1, 2000),
+           # r3 underfits its pairs (training agreement 0.75-0.79): r4 continues from it with a
+           # dense per-image target, every prompt's images in one step (listwise_loss)
+           Rung("mini_proxy_r4", 800, _ON_POLICY, 1, 600, batch=16, dense=1.0,
+                init="mini_proxy_r3")),
     held_out_prompts=None, held_out_images=1,
     held_out_sources=("onestep", "ref15_cfg4") + tuple(s.name for s in trained_sources(_RUNS)))
 
@@ -126,7 +136,9 @@ DRY_RUN = LadderPlan(
     runs=_DRY_RUNS, sources=_BASE_SOURCES[:2] + trained_sources(_DRY_RUNS),
     rungs=(Rung("mini_proxy_r1", 2, ("onestep", "ref15_cfg4"), 2, 1, batch=4),
            Rung("mini_proxy_r2", 3, ("onestep", "ref15_cfg4"), 2, 1, batch=4),
-           Rung("mini_proxy_r3", 4, ("onestep", "ref15_cfg4", "di_star_in_s11@1"), 2, 2, batch=4)),
+           Rung("mini_proxy_r3", 4, ("onestep", "ref15_cfg4", "di_star_in_s11@1"), 2, 2, batch=4),
+           Rung("mini_proxy_r4", 4, ("onestep", "di_star_in_s11@1"), 2, 2, batch=2, dense=1.0,
+                init="mini_proxy_r3")),
     held_out_prompts=4, held_out_images=2,
     held_out_sources=("onestep", "ref15_cfg4", "di_star_in_s11@1"))
 
@@ -307,10 +319,13 @@ def load_split(out: Path, split: str, sources: tuple[str, ...], prompts: int, im
     return np.concatenate(px), np.concatenate(gold), np.concatenate(owner), names
 
 
-def source_needs(plan: LadderPlan) -> dict[str, tuple[int, int]]:
-    """Per source: (training prompts, images per prompt) the rungs that use it need."""
+def source_needs(plan: LadderPlan, out: Path | None = None) -> dict[str, tuple[int, int]]:
+    """Per source: (training prompts, images per prompt) the rungs that use it need; a rung whose
+    fit `out` already holds (rung_cached) needs none."""
     needs: dict[str, tuple[int, int]] = {}
     for r in plan.rungs:
+        if out is not None and rung_cached(r, out):
+            continue
         for s in r.sources:
             p, k = needs.get(s, (0, 0))
             needs[s] = (max(p, r.prompts), max(k, r.images))
@@ -322,7 +337,7 @@ def collect(plan: LadderPlan, out: Path, log, kinds: tuple[str, ...] = ("onestep
     """Every source's training samples (as many as the rungs need) and held-out samples, gold
     labelled (cached)."""
     gens = Generators(out)
-    needs = source_needs(plan)
+    needs = source_needs(plan, out)
     train_p, held_p = train_prompts(), held_out_prompts(plan.held_out_prompts)
     for src in plan.sources:
         if src.kind not in kinds:
@@ -347,22 +362,99 @@ def _chw(px: np.ndarray) -> Tensor:
     return torch.from_numpy(px).permute(0, 3, 1, 2)
 
 
+def listwise_loss(cos: Tensor, gold: Tensor, scale: Tensor, dense: float) -> Tensor:
+    """[P, S] cosines (proxy) and gold scores of P prompts' S images each: PickScore's loss on
+    every same-prompt pair (near-ties, |gold gap| < MIN_GAP, labelled 0.5) plus `dense` x
+    (1 - Pearson r of cosine and gold over all P * S images). The dense term gives every image a
+    target (a pair label near a tie carries little), and is scale-free: the cosine needs no
+    extra head, so what ships is still the proxy's own cosine."""
+    import torch
+    import torch.nn.functional as F
+    i, j = torch.triu_indices(cos.shape[1], cos.shape[1], 1)
+    d = gold[:, i] - gold[:, j]
+    y = torch.where(d.abs() < MIN_GAP, torch.full_like(d, 0.5), (d > 0).float())
+    z = scale * (cos[:, i] - cos[:, j])  # 2-way softmax cross-entropy = logistic loss on z
+    pair = -(y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z)).mean()
+    c, g = cos.flatten() - cos.mean(), gold.flatten() - gold.mean()
+    r = (c * g).sum() / (c.norm() * g.norm()).clamp(min=1e-8)
+    return pair + dense * (1 - r)
+
+
+def prompt_groups(owner: np.ndarray) -> np.ndarray:
+    """[prompts, images per prompt] row indices of each prompt's images (every prompt has as
+    many: each source contributes `images` per prompt)."""
+    order = np.argsort(owner, kind="stable")
+    return order.reshape(len(np.unique(owner)), -1)
+
+
+def train_listwise(clip, images: Tensor, gold: np.ndarray, owner: np.ndarray, prompts: list[str],
+                   rung: Rung, log):
+    """`clip` trained with listwise_loss: each step `rung.batch` prompts with all their images;
+    token embedding frozen (as every rung)."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from di_star.mini import build as B
+    torch.manual_seed(B._seed(rung.seed, "proxy"))
+    model = copy.deepcopy(clip).train().requires_grad_(True)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in FROZEN)
+    enc = B.tokenize(B.clip_tokenizer(), prompts, max_length=32)
+    groups = torch.from_numpy(prompt_groups(owner))
+    gold_t = torch.tensor(gold, dtype=torch.float32)
+    opt, sched = B.stage_optimizer([p for p in model.parameters() if p.requires_grad], rung.lr,
+                                   rung.steps, wd=0.05)
+    gen = torch.Generator().manual_seed(B._seed(rung.seed, "proxy-data"))
+    for step, idx in enumerate(B.index_batches(len(groups), rung.batch, rung.steps, gen)):
+        rows = groups[idx]                                     # [P, S]
+        img = F.normalize(B._features(model.get_image_features(
+            pixel_values=B.clip_pixels(B.unit_range(images[rows.flatten()])))), dim=-1)
+        txt = F.normalize(B._features(model.get_text_features(
+            input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx])), dim=-1)
+        cos = (img.view(*rows.shape, -1) * txt[:, None]).sum(-1)
+        loss = listwise_loss(cos, gold_t[rows], model.logit_scale.exp().clamp(max=100), rung.dense)
+        B.stage_step(opt, sched, loss, step, rung.steps, log, "proxy (listwise)", every=50)
+    return B.fp16_round(model.eval().requires_grad_(False)).cpu()
+
+
+def rung_start(rung: Rung, out: Path):
+    """The model a rung starts from: the shipped proxy, or the fitted delta of `rung.init` (built
+    earlier in the same plan, in the same --out) over it."""
+    from safetensors.torch import load_file
+    if not rung.init:
+        return shipped_proxy()
+    f = out / "ladder" / rung.init / DELTA
+    if not f.is_file():
+        raise DistarError(f"{rung.name} continues from {rung.init}, which {out} does not hold. "
+                          f"Fix: list {rung.init} before {rung.name} in the plan.")
+    return apply_delta(shipped_proxy(), load_file(str(f)))
+
+
 def fit_rung(rung: Rung, out: Path, log) -> tuple[object, dict]:
-    """The shipped proxy fine-tuned on the rung's pairs (build.train_proxy: PickScore's loss,
-    near-ties 0.5), token embedding frozen. Returns (model, training-data record)."""
+    """The rung's start (rung_start) fine-tuned on its pairs, token embedding frozen: PickScore's
+    loss on sampled pairs (build.train_proxy, near-ties 0.5), or, with `rung.dense` > 0, the
+    listwise path (train_listwise). Returns (model, training-data record)."""
     from di_star.mini import build as B
     from di_star.mini.configs import SIZES
     px, gold, owner, _ = load_split(out, "train", rung.sources, rung.prompts, rung.images)
     prompts = train_prompts()[:rung.prompts]
     pairs = B.preference_pairs(list(owner), gold, rung.seed)
-    size = replace(SIZES["full"], proxy_steps=rung.steps, proxy_batch=rung.batch)
-    model = B.train_proxy(shipped_proxy(), _chw(px), [int(o) for o in owner], prompts, pairs, size,
-                          rung.seed, log, lr=rung.lr, frozen=FROZEN)
+    if rung.dense > 0:
+        model = train_listwise(rung_start(rung, out), _chw(px), gold, owner, prompts, rung, log)
+    else:
+        size = replace(SIZES["full"], proxy_steps=rung.steps, proxy_batch=rung.batch)
+        model = B.train_proxy(rung_start(rung, out), _chw(px), [int(o) for o in owner], prompts,
+                              pairs, size, rung.seed, log, lr=rung.lr, frozen=FROZEN)
     data = {"prompts": rung.prompts, "sources": list(rung.sources), "images_per_source": rung.images,
             "samples": int(len(px)), "pairs": len(pairs),
             "pairs_gap_ge_min": int(sum(1 for p in pairs if p[2] != 0.5)),
             "steps": rung.steps, "batch": rung.batch, "lr": rung.lr, "seed": rung.seed,
             "frozen": list(FROZEN)}
+    if rung.dense > 0:
+        data.update(loss="listwise", dense=rung.dense, batch_unit="prompts")
+    if rung.init:
+        data.update(init=rung.init, init_sha256=_sha256(out / "ladder" / rung.init / DELTA))
     return model, data
 
 
@@ -401,6 +493,20 @@ def measure(model, held: tuple, prompts: list[str]) -> dict:
             "images_heldout": int(len(px))}
 
 
+def rung_cached(rung: Rung, out: Path) -> bool:
+    """Whether out/ladder/<rung> holds a fit of exactly this Rung (its train.json records it)."""
+    f = out / "ladder" / rung.name / DELTA
+    record = f.with_name("train.json")
+    if not (f.is_file() and record.is_file()):
+        return False
+    rec = json.loads(record.read_text())
+    if rung.init:  # a continued rung is stale once the rung it continues from was refitted
+        start = out / "ladder" / rung.init / DELTA
+        if not start.is_file() or rec["data"].get("init_sha256") != _sha256(start):
+            return False
+    return rec.get("rung") == repr(rung)
+
+
 def ensure_rung(rung: Rung, out: Path, log) -> tuple[object, dict, Path]:
     """The rung fitted (or its cached fit, when out/ladder/<rung>/train.json records the same
     Rung): (the shipped proxy with the saved fp16 delta over it, training record, delta file)."""
@@ -408,7 +514,7 @@ def ensure_rung(rung: Rung, out: Path, log) -> tuple[object, dict, Path]:
     from distar.core.atomic import save_tensors, write_text
     f = out / "ladder" / rung.name / DELTA
     record = f.with_name("train.json")
-    if not (f.is_file() and record.is_file() and json.loads(record.read_text()).get("rung") == repr(rung)):
+    if not rung_cached(rung, out):
         t1 = time.time()
         model, data = fit_rung(rung, out, log)
         data["wall_s"] = round(time.time() - t1, 1)
@@ -564,7 +670,9 @@ def markdown_table(manifest: dict) -> str:
         data = t if isinstance(t, str) else (
             f"{t['pairs']} pairs ({t['pairs_gap_ge_min']} with gap >= {manifest['min_gap']:g}) "
             f"from {t['samples']} samples of {len(t['sources'])} generators on {t['prompts']} "
-            f"training prompts; {t['steps']} steps x {t['batch']}")
+            f"training prompts; {t['steps']} steps x {t['batch']}"
+            + (f" prompts (listwise, dense {t['dense']:g})" if t.get("loss") == "listwise" else "")
+            + (f", continuing {t['init']}" if t.get("init") else ""))
         rows.append(f"| `{name}` | {e['agreement']:.3f} [{e['agreement_ci'][0]:.3f}, "
                     f"{e['agreement_ci'][1]:.3f}] | {e['spearman']:.2f} [{e['spearman_ci'][0]:.2f}, "
                     f"{e['spearman_ci'][1]:.2f}] | {data} |")
