@@ -122,12 +122,18 @@ def test_dry_run_writes_a_measured_ladder(tmp_path):
     res = CliRunner().invoke(app, ["lab", "proxy-ladder", "--dry-run", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "dry-run" / "ladder" / L.MANIFEST).read_text())
-    assert set(m["proxies"]) == {L.SHIPPED, *L.RUNGS}
-    for n in L.RUNGS:
+    names = [r.name for r in L.DRY_RUN.rungs]
+    assert list(m["proxies"]) == [L.SHIPPED, *names]
+    for below, n in zip([L.SHIPPED, *names], names):
         e = m["proxies"][n]
         assert e["pairs_heldout"] > 0 and e["train"]["pairs"] > 0
         assert (tmp_path / "dry-run" / "ladder" / e["file"]).is_file()
+        assert e["vs_below"]["proxy"] == below and e["vs_below"]["pairs"] == e["pairs_heldout"]
     assert m["proxies"]["mini_proxy_r3"]["train"]["sources"][-1].startswith("di_star_in_s11")
+    # the listwise rung continues the rung below it, as fitted in this run
+    r4 = m["proxies"]["mini_proxy_r4"]["train"]
+    assert r4["loss"] == "listwise" and r4["init"] == "mini_proxy_r3"
+    assert r4["init_sha256"] == m["proxies"]["mini_proxy_r3"]["sha256"]
 
 
 def test_prompt_groups_collect_each_prompts_images():
@@ -169,3 +175,16 @@ def test_a_continued_rung_needs_the_rung_it_continues_and_goes_stale_with_it(tmp
     assert L.rung_cached(rung, tmp_path)
     start.write_bytes(b"r3 v2")  # r3 refitted: r4 must be refitted too
     assert not L.rung_cached(rung, tmp_path)
+
+
+def test_paired_agreement_counts_the_same_pairs_for_both():
+    gold = np.array([0.9, 0.1, 0.2, 0.8, 0.4, 0.6])
+    owner = np.array([0, 0, 1, 1, 2, 2])
+    right, wrong = gold.copy(), -gold
+    d = L.paired_agreement(right, wrong, gold, owner, n_boot=200)
+    assert d["diff"] == 1.0 and d["pairs"] == 3
+    half = np.array([0.9, 0.1, 0.1, 0.8, 0.6, 0.4])  # prompt 0 right, 1 right, 2 reversed
+    d = L.paired_agreement(half, wrong, gold, owner, n_boot=200)
+    assert d["diff"] == pytest.approx(2 / 3, abs=1e-4)  # rounded to 4 places, as the manifest
+    lo, hi = d["diff_ci"]
+    assert lo <= d["diff"] <= hi

@@ -180,6 +180,19 @@ def agreement(proxy: np.ndarray, gold: np.ndarray, owner: np.ndarray, min_gap: f
             "pairs": int(len(pairs)), "prompts": int(len(np.unique(owner[pairs[:, 0]])))}
 
 
+def paired_agreement(proxy_a: np.ndarray, proxy_b: np.ndarray, gold: np.ndarray, owner: np.ndarray,
+                     min_gap: float = MIN_GAP, n_boot: int = 2000) -> dict:
+    """Proxy a's agreement minus proxy b's on the SAME held-out pairs, with a 95% bootstrap
+    interval resampling prompts (paired: each pair counts for both)."""
+    from evalsuite.metrics.stats import bootstrap_ci
+    gold, owner = np.asarray(gold, float), np.asarray(owner)
+    pairs = gold_pairs(gold, owner, min_gap)
+    d = pair_hits(np.asarray(proxy_a, float), gold, pairs) - pair_hits(np.asarray(proxy_b, float), gold, pairs)
+    ci = bootstrap_ci(d, n_boot=n_boot, clusters=owner[pairs[:, 0]])
+    return {"diff": round(float(d.mean()), 4), "diff_ci": [round(ci.low, 4), round(ci.high, 4)],
+            "pairs": int(len(pairs))}
+
+
 # Samples ------------------------------------------------------------------------------------------
 def _seed(*parts) -> int:
     return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16)
@@ -478,13 +491,18 @@ def apply_delta(base, delta: dict[str, Tensor]):
     return base
 
 
-def measure(model, held: tuple, prompts: list[str]) -> dict:
-    """Agreement with gold on held-out pairs (prompt-bootstrap interval) and image-level
-    Spearman with gold (prompt-bootstrap interval)."""
+def held_scores(model, held: tuple, prompts: list[str]) -> np.ndarray:
+    """The proxy's score of every held-out image."""
     from di_star.mini import build as B
+    px, _, owner, _ = held
+    return B.proxy_scores(model, _chw(px), [int(o) for o in owner], prompts).numpy().astype(float)
+
+
+def measure(s: np.ndarray, held: tuple) -> dict:
+    """Agreement with gold of the held-out scores `s` on held-out pairs (prompt-bootstrap
+    interval) and image-level Spearman with gold (prompt-bootstrap interval)."""
     from di_star.mini.oracle_check import spearman_ci
     px, gold, owner, _ = held
-    s = B.proxy_scores(model, _chw(px), [int(o) for o in owner], prompts).numpy().astype(float)
     agr = agreement(s, gold, owner)
     rho = spearman_ci(gold, s, owner)
     return {"agreement": round(agr["agreement"], 4), "agreement_ci": [round(x, 4) for x in agr["agreement_ci"]],
@@ -545,18 +563,23 @@ def run_ladder(out: Path, plan: LadderPlan = PLAN, ship: Path | None = None,
     held_p = held_out_prompts(plan.held_out_prompts)
     names = plan.held_out_sources
     held = load_split(out, "heldout", names, len(held_p), plan.held_out_images)
-    base = shipped_proxy()
-    proxies = {SHIPPED: {"name": SHIPPED, **measure(base, held, held_p),
+    scores = {SHIPPED: held_scores(shipped_proxy(), held, held_p)}
+    proxies = {SHIPPED: {"name": SHIPPED, **measure(scores[SHIPPED], held),
                          "train": "the shipped proxy (di_star/mini/build.py, proxy stage)"}}
     log(f"{SHIPPED}: {proxies[SHIPPED]}")
     ladder = out / "ladder"
     for rung in plan.rungs:
         model, data, f = ensure_rung(rung, out, log)
-        proxies[rung.name] = {"name": rung.name, **measure(model, held, held_p), "train": data,
+        scores[rung.name] = held_scores(model, held, held_p)
+        proxies[rung.name] = {"name": rung.name, **measure(scores[rung.name], held), "train": data,
                               "file": f"{rung.name}/{DELTA}", "sha256": _sha256(f),
                               "bytes": f.stat().st_size}
-        log(f"{rung.name}: agreement {proxies[rung.name]['agreement']} "
-            f"{proxies[rung.name]['agreement_ci']}, spearman {proxies[rung.name]['spearman']}")
+        below = list(scores)[-2]  # the rung below (or the shipped proxy), on the same pairs
+        proxies[rung.name]["vs_below"] = {"proxy": below, **paired_agreement(
+            scores[rung.name], scores[below], held[1], held[2])}
+        e = proxies[rung.name]
+        log(f"{rung.name}: agreement {e['agreement']} {e['agreement_ci']}, spearman {e['spearman']} "
+            f"{e['spearman_ci']}; minus {below}: {e['vs_below']['diff']} {e['vs_below']['diff_ci']}")
     rungs = [proxies[r.name]["agreement"] for r in plan.rungs]
     manifest = {
         "what": "proxy rewards fine-tuned from the shipped proxy (mini_pickscore) on gold-labelled "
@@ -663,8 +686,8 @@ def rung_delta(name: str, root: Path, folder: Path = LADDER_DIR) -> dict[str, Te
 
 def markdown_table(manifest: dict) -> str:
     """The ladder as docs show it: agreement [95% interval], Spearman [interval], training data."""
-    rows = ["| proxy | agreement with gold [95% CI] | Spearman [95% CI] | fine-tuned on |",
-            "|---|---|---|---|"]
+    rows = ["| proxy | agreement with gold [95% CI] | minus the row above, paired [95% CI] | "
+            "Spearman [95% CI] | fine-tuned on |", "|---|---|---|---|---|"]
     for name, e in manifest["proxies"].items():
         t = e["train"]
         data = t if isinstance(t, str) else (
@@ -673,7 +696,9 @@ def markdown_table(manifest: dict) -> str:
             f"training prompts; {t['steps']} steps x {t['batch']}"
             + (f" prompts (listwise, dense {t['dense']:g})" if t.get("loss") == "listwise" else "")
             + (f", continuing {t['init']}" if t.get("init") else ""))
+        v = e.get("vs_below")
+        gain = f"{v['diff']:+.3f} [{v['diff_ci'][0]:+.3f}, {v['diff_ci'][1]:+.3f}]" if v else ""
         rows.append(f"| `{name}` | {e['agreement']:.3f} [{e['agreement_ci'][0]:.3f}, "
-                    f"{e['agreement_ci'][1]:.3f}] | {e['spearman']:.2f} [{e['spearman_ci'][0]:.2f}, "
+                    f"{e['agreement_ci'][1]:.3f}] | {gain} | {e['spearman']:.2f} [{e['spearman_ci'][0]:.2f}, "
                     f"{e['spearman_ci'][1]:.2f}] | {data} |")
     return "\n".join(rows)
