@@ -14,13 +14,17 @@ the gold judge, with growing and increasingly on-policy data, and measures each 
    evaluation: only pairs whose gold scores differ by >= MIN_GAP);
 4. each rung = the shipped proxy fine-tuned with the build's proxy objective (PickScore's loss,
    di_star.mini.build.train_proxy) with the token embedding frozen (shared with the shipped
-   proxy, so a rung's file holds only the ~0.26M parameters it changed, fp16);
+   proxy, so a rung's file holds only the ~0.26M parameters it changed, fp16); a rung may
+   continue from the rung below (`Rung.init`), and may use the listwise path (`Rung.dense`:
+   each step takes whole prompts, every same-prompt pair's PickScore loss plus a dense per-image
+   term, 1 - Pearson r of the proxy's cosine and the gold score; listwise_loss);
 5. measured on held-out pairs: agreement with gold (share of pairs ordered as gold orders them,
    95% interval resampling PROMPTS) and image-level Spearman with gold (prompt-bootstrap
-   interval), for every rung and for the shipped proxy.
+   interval), for every rung and for the shipped proxy, and each rung's agreement minus the
+   rung below's on the same pairs (paired_agreement, prompt-bootstrap interval).
 
 `--ship` writes the rungs and their manifest.json to di_star/mini/data/proxy_ladder/, where
-`mini_proxy_r1..r3` (di_star.mini.learned_metrics.MiniProxyRung) load them over the shipped
+`mini_proxy_r1..r4` (di_star.mini.learned_metrics.MiniProxyRung) load them over the shipped
 proxy. Everything is cached under --out: a rerun resumes.
 """
 from __future__ import annotations
