@@ -34,6 +34,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -250,8 +251,13 @@ class Generators:
         from di_star.mini import build as B
         from di_star.mini import weights as mw
         self.out, self.B = out, B
-        self.pipe = B.load_pipeline(mw.component_dir("pipeline"))
         self.onestep_dir = mw.component_dir("onestep") / "unet"
+
+    @cached_property
+    def pipe(self):
+        """Loaded on the first sample: a rerun that finds every sample cached never loads it."""
+        from di_star.mini import weights as mw
+        return self.B.load_pipeline(mw.component_dir("pipeline"))
 
     def one_step(self, folder: Path):
         import torch
