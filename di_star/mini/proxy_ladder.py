@@ -131,7 +131,7 @@ PLAN = LadderPlan(
            Rung("mini_proxy_r3", 1600, _ALL, 1, 2000),
            # r3 underfits its pairs (training agreement 0.75-0.79): r4 continues from it with a
            # dense per-image target, every prompt's images in one step (listwise_loss)
-           Rung("mini_proxy_r4", 800, _ON_POLICY, 1, 600, batch=16, dense=1.0,
+           Rung("mini_proxy_r4", 800, _ON_POLICY, 1, 300, batch=16, dense=1.0,
                 init="mini_proxy_r3")),
     held_out_prompts=None, held_out_images=1,
     held_out_sources=("onestep", "ref15_cfg4") + tuple(s.name for s in trained_sources(_RUNS)))
