@@ -180,7 +180,7 @@ def _rung(name: str) -> type:
                  "mini_label": f"Proxy {name[-2:]}", "__module__": __name__})
 
 
-MiniProxyR1, MiniProxyR2, MiniProxyR3, MiniProxyR4 = (_rung(f"mini_proxy_r{k}") for k in (1, 2, 3, 4))
+MiniProxyR1, MiniProxyR2, MiniProxyR3 = (_rung(f"mini_proxy_r{k}") for k in (1, 2, 3))
 
 
 class MiniAesthetic(_MiniWorldWeights, AestheticScore):
