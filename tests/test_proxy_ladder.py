@@ -122,9 +122,69 @@ def test_dry_run_writes_a_measured_ladder(tmp_path):
     res = CliRunner().invoke(app, ["lab", "proxy-ladder", "--dry-run", "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     m = json.loads((tmp_path / "dry-run" / "ladder" / L.MANIFEST).read_text())
-    assert set(m["proxies"]) == {L.SHIPPED, *L.RUNGS}
-    for n in L.RUNGS:
+    names = [r.name for r in L.DRY_RUN.rungs]
+    assert list(m["proxies"]) == [L.SHIPPED, *names]
+    for below, n in zip([L.SHIPPED, *names], names):
         e = m["proxies"][n]
         assert e["pairs_heldout"] > 0 and e["train"]["pairs"] > 0
         assert (tmp_path / "dry-run" / "ladder" / e["file"]).is_file()
+        assert e["vs_below"]["proxy"] == below and e["vs_below"]["pairs"] == e["pairs_heldout"]
     assert m["proxies"]["mini_proxy_r3"]["train"]["sources"][-1].startswith("di_star_in_s11")
+    # the listwise rung continues the rung below it, as fitted in this run
+    r4 = m["proxies"]["mini_proxy_r4"]["train"]
+    assert r4["loss"] == "listwise" and r4["init"] == "mini_proxy_r3"
+    assert r4["init_sha256"] == m["proxies"]["mini_proxy_r3"]["sha256"]
+
+
+def test_prompt_groups_collect_each_prompts_images():
+    owner = np.array([0, 1, 2, 0, 1, 2])  # two sources of three prompts, as load_split stacks them
+    assert L.prompt_groups(owner).tolist() == [[0, 3], [1, 4], [2, 5]]
+
+
+def test_listwise_loss_rewards_gold_order_and_its_dense_term_is_pearson():
+    gold = torch.tensor([[0.9, 0.5, 0.1], [0.2, 0.6, 0.4]])
+    right, wrong = 0.5 * gold, -0.5 * gold
+    scale = torch.tensor(20.0)
+    assert L.listwise_loss(right, gold, scale, 0.0) < L.listwise_loss(wrong, gold, scale, 0.0)
+    # the dense term alone: 1 - Pearson r over all images, 0 for any increasing affine map, 2 reversed
+    pair = L.listwise_loss(right, gold, scale, 0.0)
+    assert L.listwise_loss(right, gold, scale, 1.0) - pair == pytest.approx(0.0, abs=1e-6)
+    assert L.listwise_loss(3 * gold - 1, gold, scale, 1.0) - L.listwise_loss(3 * gold - 1, gold, scale, 0.0) \
+        == pytest.approx(0.0, abs=1e-6)
+    assert L.listwise_loss(wrong, gold, scale, 1.0) - L.listwise_loss(wrong, gold, scale, 0.0) \
+        == pytest.approx(2.0, abs=1e-6)
+    # a near-tie (gap < MIN_GAP) is labelled 0.5: the pair loss is then smallest at equal cosines
+    tie = torch.tensor([[0.50, 0.51]])
+    at = [L.listwise_loss(torch.tensor([[c, 0.0]]), tie, scale, 0.0).item() for c in (-0.1, 0.0, 0.1)]
+    assert at[1] < at[0] and at[1] < at[2]
+
+
+def test_a_continued_rung_needs_the_rung_it_continues_and_goes_stale_with_it(tmp_path):
+    from distar.core.errors import DistarError
+    rung = L.Rung("mini_proxy_r4", 2, ("onestep",), 1, 1, dense=1.0, init="mini_proxy_r3")
+    with pytest.raises(DistarError, match="continues from mini_proxy_r3"):
+        L.rung_start(rung, tmp_path)
+    start = tmp_path / "ladder" / "mini_proxy_r3" / L.DELTA
+    start.parent.mkdir(parents=True)
+    start.write_bytes(b"r3 v1")
+    own = tmp_path / "ladder" / "mini_proxy_r4"
+    own.mkdir(parents=True)
+    (own / L.DELTA).write_bytes(b"r4")
+    (own / "train.json").write_text(json.dumps({"rung": repr(rung), "data": {
+        "init_sha256": L._sha256(start)}}))
+    assert L.rung_cached(rung, tmp_path)
+    start.write_bytes(b"r3 v2")  # r3 refitted: r4 must be refitted too
+    assert not L.rung_cached(rung, tmp_path)
+
+
+def test_paired_agreement_counts_the_same_pairs_for_both():
+    gold = np.array([0.9, 0.1, 0.2, 0.8, 0.4, 0.6])
+    owner = np.array([0, 0, 1, 1, 2, 2])
+    right, wrong = gold.copy(), -gold
+    d = L.paired_agreement(right, wrong, gold, owner, n_boot=200)
+    assert d["diff"] == 1.0 and d["pairs"] == 3
+    half = np.array([0.9, 0.1, 0.1, 0.8, 0.6, 0.4])  # prompt 0 right, 1 right, 2 reversed
+    d = L.paired_agreement(half, wrong, gold, owner, n_boot=200)
+    assert d["diff"] == pytest.approx(2 / 3, abs=1e-4)  # rounded to 4 places, as the manifest
+    lo, hi = d["diff_ci"]
+    assert lo <= d["diff"] <= hi

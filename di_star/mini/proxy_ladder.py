@@ -14,10 +14,14 @@ the gold judge, with growing and increasingly on-policy data, and measures each 
    evaluation: only pairs whose gold scores differ by >= MIN_GAP);
 4. each rung = the shipped proxy fine-tuned with the build's proxy objective (PickScore's loss,
    di_star.mini.build.train_proxy) with the token embedding frozen (shared with the shipped
-   proxy, so a rung's file holds only the ~0.26M parameters it changed, fp16);
+   proxy, so a rung's file holds only the ~0.26M parameters it changed, fp16); a rung may
+   continue from the rung below (`Rung.init`), and may use the listwise path (`Rung.dense`:
+   each step takes whole prompts, every same-prompt pair's PickScore loss plus a dense per-image
+   term, 1 - Pearson r of the proxy's cosine and the gold score; listwise_loss);
 5. measured on held-out pairs: agreement with gold (share of pairs ordered as gold orders them,
    95% interval resampling PROMPTS) and image-level Spearman with gold (prompt-bootstrap
-   interval), for every rung and for the shipped proxy.
+   interval), for every rung and for the shipped proxy, and each rung's agreement minus the
+   rung below's on the same pairs (paired_agreement, prompt-bootstrap interval).
 
 `--ship` writes the rungs and their manifest.json to di_star/mini/data/proxy_ladder/, where
 `mini_proxy_r1..r3` (di_star.mini.learned_metrics.MiniProxyRung) load them over the shipped
@@ -30,6 +34,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from typing import TYPE_CHECKING
@@ -84,6 +89,10 @@ class Rung:
     batch: int = 64
     lr: float = 1e-4
     seed: int = 0
+    # > 0: the listwise path (train_listwise): `batch` PROMPTS a step with all their images,
+    # every same-prompt pair's loss plus `dense` x (1 - Pearson r of cosine and gold per image)
+    dense: float = 0.0
+    init: str = ""                 # a previous rung this one continues from ('' = the shipped proxy)
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,13 @@ _RUNS = (TrainedRun("mini/di_star_in", 11, (60, 120)),
          TrainedRun("mini/di_pp", 12, (60, 120)),
          TrainedRun("mini/di_star_in_oracle", 13, (60, 120)))
 _ALL = tuple(s.name for s in _BASE_SOURCES + trained_sources(_RUNS))
+# the one-step generators judged during DI* training: one UNet call per image (cheap to sample)
+_ON_POLICY = ("onestep",) + tuple(s.name for s in trained_sources(_RUNS))
+# Tried and NOT shipped (docs/training.md): r3 continued listwise on the one-step generators'
+# own samples raised image-level Spearman 0.30 -> 0.54 but not pair agreement (-0.005
+# [-0.015, +0.005] paired). Add it to PLAN.rungs (and RUNGS) to rebuild and measure it.
+LISTWISE_TRIAL = Rung("mini_proxy_r4", 800, _ON_POLICY, 1, 300, batch=16, dense=1.0,
+                      init="mini_proxy_r3")
 
 PLAN = LadderPlan(
     runs=_RUNS, sources=_BASE_SOURCES + trained_sources(_RUNS),
@@ -126,7 +142,9 @@ DRY_RUN = LadderPlan(
     runs=_DRY_RUNS, sources=_BASE_SOURCES[:2] + trained_sources(_DRY_RUNS),
     rungs=(Rung("mini_proxy_r1", 2, ("onestep", "ref15_cfg4"), 2, 1, batch=4),
            Rung("mini_proxy_r2", 3, ("onestep", "ref15_cfg4"), 2, 1, batch=4),
-           Rung("mini_proxy_r3", 4, ("onestep", "ref15_cfg4", "di_star_in_s11@1"), 2, 2, batch=4)),
+           Rung("mini_proxy_r3", 4, ("onestep", "ref15_cfg4", "di_star_in_s11@1"), 2, 2, batch=4),
+           Rung("mini_proxy_r4", 4, ("onestep", "di_star_in_s11@1"), 2, 2, batch=2, dense=1.0,
+                init="mini_proxy_r3")),
     held_out_prompts=4, held_out_images=2,
     held_out_sources=("onestep", "ref15_cfg4", "di_star_in_s11@1"))
 
@@ -166,6 +184,19 @@ def agreement(proxy: np.ndarray, gold: np.ndarray, owner: np.ndarray, min_gap: f
     return {"agreement": float(hits.mean()),
             "agreement_ci": [float(np.clip(ci.low, 0, 1)), float(np.clip(ci.high, 0, 1))],
             "pairs": int(len(pairs)), "prompts": int(len(np.unique(owner[pairs[:, 0]])))}
+
+
+def paired_agreement(proxy_a: np.ndarray, proxy_b: np.ndarray, gold: np.ndarray, owner: np.ndarray,
+                     min_gap: float = MIN_GAP, n_boot: int = 2000) -> dict:
+    """Proxy a's agreement minus proxy b's on the SAME held-out pairs, with a 95% bootstrap
+    interval resampling prompts (paired: each pair counts for both)."""
+    from evalsuite.metrics.stats import bootstrap_ci
+    gold, owner = np.asarray(gold, float), np.asarray(owner)
+    pairs = gold_pairs(gold, owner, min_gap)
+    d = pair_hits(np.asarray(proxy_a, float), gold, pairs) - pair_hits(np.asarray(proxy_b, float), gold, pairs)
+    ci = bootstrap_ci(d, n_boot=n_boot, clusters=owner[pairs[:, 0]])
+    return {"diff": round(float(d.mean()), 4), "diff_ci": [round(ci.low, 4), round(ci.high, 4)],
+            "pairs": int(len(pairs))}
 
 
 # Samples ------------------------------------------------------------------------------------------
@@ -221,8 +252,13 @@ class Generators:
         from di_star.mini import build as B
         from di_star.mini import weights as mw
         self.out, self.B = out, B
-        self.pipe = B.load_pipeline(mw.component_dir("pipeline"))
         self.onestep_dir = mw.component_dir("onestep") / "unet"
+
+    @cached_property
+    def pipe(self):
+        """Loaded on the first sample: a rerun that finds every sample cached never loads it."""
+        from di_star.mini import weights as mw
+        return self.B.load_pipeline(mw.component_dir("pipeline"))
 
     def one_step(self, folder: Path):
         import torch
@@ -307,10 +343,13 @@ def load_split(out: Path, split: str, sources: tuple[str, ...], prompts: int, im
     return np.concatenate(px), np.concatenate(gold), np.concatenate(owner), names
 
 
-def source_needs(plan: LadderPlan) -> dict[str, tuple[int, int]]:
-    """Per source: (training prompts, images per prompt) the rungs that use it need."""
+def source_needs(plan: LadderPlan, out: Path | None = None) -> dict[str, tuple[int, int]]:
+    """Per source: (training prompts, images per prompt) the rungs that use it need; a rung whose
+    fit `out` already holds (rung_cached) needs none."""
     needs: dict[str, tuple[int, int]] = {}
     for r in plan.rungs:
+        if out is not None and rung_cached(r, out):
+            continue
         for s in r.sources:
             p, k = needs.get(s, (0, 0))
             needs[s] = (max(p, r.prompts), max(k, r.images))
@@ -322,7 +361,7 @@ def collect(plan: LadderPlan, out: Path, log, kinds: tuple[str, ...] = ("onestep
     """Every source's training samples (as many as the rungs need) and held-out samples, gold
     labelled (cached)."""
     gens = Generators(out)
-    needs = source_needs(plan)
+    needs = source_needs(plan, out)
     train_p, held_p = train_prompts(), held_out_prompts(plan.held_out_prompts)
     for src in plan.sources:
         if src.kind not in kinds:
@@ -347,22 +386,99 @@ def _chw(px: np.ndarray) -> Tensor:
     return torch.from_numpy(px).permute(0, 3, 1, 2)
 
 
+def listwise_loss(cos: Tensor, gold: Tensor, scale: Tensor, dense: float) -> Tensor:
+    """[P, S] cosines (proxy) and gold scores of P prompts' S images each: PickScore's loss on
+    every same-prompt pair (near-ties, |gold gap| < MIN_GAP, labelled 0.5) plus `dense` x
+    (1 - Pearson r of cosine and gold over all P * S images). The dense term gives every image a
+    target (a pair label near a tie carries little), and is scale-free: the cosine needs no
+    extra head, so what ships is still the proxy's own cosine."""
+    import torch
+    import torch.nn.functional as F
+    i, j = torch.triu_indices(cos.shape[1], cos.shape[1], 1)
+    d = gold[:, i] - gold[:, j]
+    y = torch.where(d.abs() < MIN_GAP, torch.full_like(d, 0.5), (d > 0).float())
+    z = scale * (cos[:, i] - cos[:, j])  # 2-way softmax cross-entropy = logistic loss on z
+    pair = -(y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z)).mean()
+    c, g = cos.flatten() - cos.mean(), gold.flatten() - gold.mean()
+    r = (c * g).sum() / (c.norm() * g.norm()).clamp(min=1e-8)
+    return pair + dense * (1 - r)
+
+
+def prompt_groups(owner: np.ndarray) -> np.ndarray:
+    """[prompts, images per prompt] row indices of each prompt's images (every prompt has as
+    many: each source contributes `images` per prompt)."""
+    order = np.argsort(owner, kind="stable")
+    return order.reshape(len(np.unique(owner)), -1)
+
+
+def train_listwise(clip, images: Tensor, gold: np.ndarray, owner: np.ndarray, prompts: list[str],
+                   rung: Rung, log):
+    """`clip` trained with listwise_loss: each step `rung.batch` prompts with all their images;
+    token embedding frozen (as every rung)."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from di_star.mini import build as B
+    torch.manual_seed(B._seed(rung.seed, "proxy"))
+    model = copy.deepcopy(clip).train().requires_grad_(True)
+    for name, p in model.named_parameters():
+        p.requires_grad_(name not in FROZEN)
+    enc = B.tokenize(B.clip_tokenizer(), prompts, max_length=32)
+    groups = torch.from_numpy(prompt_groups(owner))
+    gold_t = torch.tensor(gold, dtype=torch.float32)
+    opt, sched = B.stage_optimizer([p for p in model.parameters() if p.requires_grad], rung.lr,
+                                   rung.steps, wd=0.05)
+    gen = torch.Generator().manual_seed(B._seed(rung.seed, "proxy-data"))
+    for step, idx in enumerate(B.index_batches(len(groups), rung.batch, rung.steps, gen)):
+        rows = groups[idx]                                     # [P, S]
+        img = F.normalize(B._features(model.get_image_features(
+            pixel_values=B.clip_pixels(B.unit_range(images[rows.flatten()])))), dim=-1)
+        txt = F.normalize(B._features(model.get_text_features(
+            input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx])), dim=-1)
+        cos = (img.view(*rows.shape, -1) * txt[:, None]).sum(-1)
+        loss = listwise_loss(cos, gold_t[rows], model.logit_scale.exp().clamp(max=100), rung.dense)
+        B.stage_step(opt, sched, loss, step, rung.steps, log, "proxy (listwise)", every=50)
+    return B.fp16_round(model.eval().requires_grad_(False)).cpu()
+
+
+def rung_start(rung: Rung, out: Path):
+    """The model a rung starts from: the shipped proxy, or the fitted delta of `rung.init` (built
+    earlier in the same plan, in the same --out) over it."""
+    from safetensors.torch import load_file
+    if not rung.init:
+        return shipped_proxy()
+    f = out / "ladder" / rung.init / DELTA
+    if not f.is_file():
+        raise DistarError(f"{rung.name} continues from {rung.init}, which {out} does not hold. "
+                          f"Fix: list {rung.init} before {rung.name} in the plan.")
+    return apply_delta(shipped_proxy(), load_file(str(f)))
+
+
 def fit_rung(rung: Rung, out: Path, log) -> tuple[object, dict]:
-    """The shipped proxy fine-tuned on the rung's pairs (build.train_proxy: PickScore's loss,
-    near-ties 0.5), token embedding frozen. Returns (model, training-data record)."""
+    """The rung's start (rung_start) fine-tuned on its pairs, token embedding frozen: PickScore's
+    loss on sampled pairs (build.train_proxy, near-ties 0.5), or, with `rung.dense` > 0, the
+    listwise path (train_listwise). Returns (model, training-data record)."""
     from di_star.mini import build as B
     from di_star.mini.configs import SIZES
     px, gold, owner, _ = load_split(out, "train", rung.sources, rung.prompts, rung.images)
     prompts = train_prompts()[:rung.prompts]
     pairs = B.preference_pairs(list(owner), gold, rung.seed)
-    size = replace(SIZES["full"], proxy_steps=rung.steps, proxy_batch=rung.batch)
-    model = B.train_proxy(shipped_proxy(), _chw(px), [int(o) for o in owner], prompts, pairs, size,
-                          rung.seed, log, lr=rung.lr, frozen=FROZEN)
+    if rung.dense > 0:
+        model = train_listwise(rung_start(rung, out), _chw(px), gold, owner, prompts, rung, log)
+    else:
+        size = replace(SIZES["full"], proxy_steps=rung.steps, proxy_batch=rung.batch)
+        model = B.train_proxy(rung_start(rung, out), _chw(px), [int(o) for o in owner], prompts,
+                              pairs, size, rung.seed, log, lr=rung.lr, frozen=FROZEN)
     data = {"prompts": rung.prompts, "sources": list(rung.sources), "images_per_source": rung.images,
             "samples": int(len(px)), "pairs": len(pairs),
             "pairs_gap_ge_min": int(sum(1 for p in pairs if p[2] != 0.5)),
             "steps": rung.steps, "batch": rung.batch, "lr": rung.lr, "seed": rung.seed,
             "frozen": list(FROZEN)}
+    if rung.dense > 0:
+        data.update(loss="listwise", dense=rung.dense, batch_unit="prompts")
+    if rung.init:
+        data.update(init=rung.init, init_sha256=_sha256(out / "ladder" / rung.init / DELTA))
     return model, data
 
 
@@ -386,19 +502,38 @@ def apply_delta(base, delta: dict[str, Tensor]):
     return base
 
 
-def measure(model, held: tuple, prompts: list[str]) -> dict:
-    """Agreement with gold on held-out pairs (prompt-bootstrap interval) and image-level
-    Spearman with gold (prompt-bootstrap interval)."""
+def held_scores(model, held: tuple, prompts: list[str]) -> np.ndarray:
+    """The proxy's score of every held-out image."""
     from di_star.mini import build as B
+    px, _, owner, _ = held
+    return B.proxy_scores(model, _chw(px), [int(o) for o in owner], prompts).numpy().astype(float)
+
+
+def measure(s: np.ndarray, held: tuple) -> dict:
+    """Agreement with gold of the held-out scores `s` on held-out pairs (prompt-bootstrap
+    interval) and image-level Spearman with gold (prompt-bootstrap interval)."""
     from di_star.mini.oracle_check import spearman_ci
     px, gold, owner, _ = held
-    s = B.proxy_scores(model, _chw(px), [int(o) for o in owner], prompts).numpy().astype(float)
     agr = agreement(s, gold, owner)
     rho = spearman_ci(gold, s, owner)
     return {"agreement": round(agr["agreement"], 4), "agreement_ci": [round(x, 4) for x in agr["agreement_ci"]],
             "spearman": round(rho["rho"], 4), "spearman_ci": [round(rho["low"], 4), round(rho["high"], 4)],
             "pairs_heldout": agr["pairs"], "prompts_heldout": agr["prompts"],
             "images_heldout": int(len(px))}
+
+
+def rung_cached(rung: Rung, out: Path) -> bool:
+    """Whether out/ladder/<rung> holds a fit of exactly this Rung (its train.json records it)."""
+    f = out / "ladder" / rung.name / DELTA
+    record = f.with_name("train.json")
+    if not (f.is_file() and record.is_file()):
+        return False
+    rec = json.loads(record.read_text())
+    if rung.init:  # a continued rung is stale once the rung it continues from was refitted
+        start = out / "ladder" / rung.init / DELTA
+        if not start.is_file() or rec["data"].get("init_sha256") != _sha256(start):
+            return False
+    return rec.get("rung") == repr(rung)
 
 
 def ensure_rung(rung: Rung, out: Path, log) -> tuple[object, dict, Path]:
@@ -408,7 +543,7 @@ def ensure_rung(rung: Rung, out: Path, log) -> tuple[object, dict, Path]:
     from distar.core.atomic import save_tensors, write_text
     f = out / "ladder" / rung.name / DELTA
     record = f.with_name("train.json")
-    if not (f.is_file() and record.is_file() and json.loads(record.read_text()).get("rung") == repr(rung)):
+    if not rung_cached(rung, out):
         t1 = time.time()
         model, data = fit_rung(rung, out, log)
         data["wall_s"] = round(time.time() - t1, 1)
@@ -439,18 +574,23 @@ def run_ladder(out: Path, plan: LadderPlan = PLAN, ship: Path | None = None,
     held_p = held_out_prompts(plan.held_out_prompts)
     names = plan.held_out_sources
     held = load_split(out, "heldout", names, len(held_p), plan.held_out_images)
-    base = shipped_proxy()
-    proxies = {SHIPPED: {"name": SHIPPED, **measure(base, held, held_p),
+    scores = {SHIPPED: held_scores(shipped_proxy(), held, held_p)}
+    proxies = {SHIPPED: {"name": SHIPPED, **measure(scores[SHIPPED], held),
                          "train": "the shipped proxy (di_star/mini/build.py, proxy stage)"}}
     log(f"{SHIPPED}: {proxies[SHIPPED]}")
     ladder = out / "ladder"
     for rung in plan.rungs:
         model, data, f = ensure_rung(rung, out, log)
-        proxies[rung.name] = {"name": rung.name, **measure(model, held, held_p), "train": data,
+        scores[rung.name] = held_scores(model, held, held_p)
+        proxies[rung.name] = {"name": rung.name, **measure(scores[rung.name], held), "train": data,
                               "file": f"{rung.name}/{DELTA}", "sha256": _sha256(f),
                               "bytes": f.stat().st_size}
-        log(f"{rung.name}: agreement {proxies[rung.name]['agreement']} "
-            f"{proxies[rung.name]['agreement_ci']}, spearman {proxies[rung.name]['spearman']}")
+        below = list(scores)[-2]  # the rung below (or the shipped proxy), on the same pairs
+        proxies[rung.name]["vs_below"] = {"proxy": below, **paired_agreement(
+            scores[rung.name], scores[below], held[1], held[2])}
+        e = proxies[rung.name]
+        log(f"{rung.name}: agreement {e['agreement']} {e['agreement_ci']}, spearman {e['spearman']} "
+            f"{e['spearman_ci']}; minus {below}: {e['vs_below']['diff']} {e['vs_below']['diff_ci']}")
     rungs = [proxies[r.name]["agreement"] for r in plan.rungs]
     manifest = {
         "what": "proxy rewards fine-tuned from the shipped proxy (mini_pickscore) on gold-labelled "
@@ -557,15 +697,19 @@ def rung_delta(name: str, root: Path, folder: Path = LADDER_DIR) -> dict[str, Te
 
 def markdown_table(manifest: dict) -> str:
     """The ladder as docs show it: agreement [95% interval], Spearman [interval], training data."""
-    rows = ["| proxy | agreement with gold [95% CI] | Spearman [95% CI] | fine-tuned on |",
-            "|---|---|---|---|"]
+    rows = ["| proxy | agreement with gold [95% CI] | minus the row above, paired [95% CI] | "
+            "Spearman [95% CI] | fine-tuned on |", "|---|---|---|---|---|"]
     for name, e in manifest["proxies"].items():
         t = e["train"]
         data = t if isinstance(t, str) else (
             f"{t['pairs']} pairs ({t['pairs_gap_ge_min']} with gap >= {manifest['min_gap']:g}) "
             f"from {t['samples']} samples of {len(t['sources'])} generators on {t['prompts']} "
-            f"training prompts; {t['steps']} steps x {t['batch']}")
+            f"training prompts; {t['steps']} steps x {t['batch']}"
+            + (f" prompts (listwise, dense {t['dense']:g})" if t.get("loss") == "listwise" else "")
+            + (f", continuing {t['init']}" if t.get("init") else ""))
+        v = e.get("vs_below")
+        gain = f"{v['diff']:+.3f} [{v['diff_ci'][0]:+.3f}, {v['diff_ci'][1]:+.3f}]" if v else ""
         rows.append(f"| `{name}` | {e['agreement']:.3f} [{e['agreement_ci'][0]:.3f}, "
-                    f"{e['agreement_ci'][1]:.3f}] | {e['spearman']:.2f} [{e['spearman_ci'][0]:.2f}, "
+                    f"{e['agreement_ci'][1]:.3f}] | {gain} | {e['spearman']:.2f} [{e['spearman_ci'][0]:.2f}, "
                     f"{e['spearman_ci'][1]:.2f}] | {data} |")
     return "\n".join(rows)
