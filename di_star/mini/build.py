@@ -60,7 +60,7 @@ MIN_SNR = 5.0
 
 
 # Small shared pieces -----------------------------------------------------------------------------
-def _seed(seed: int, stage: str) -> int:
+def stage_seed(seed: int, stage: str) -> int:
     return int(hashlib.sha256(f"{seed}/{stage}".encode()).hexdigest()[:8], 16)
 
 
@@ -209,10 +209,10 @@ def object_weights(x: Tensor, extra: float) -> Tensor:
 
 def train_vae(pixels: Tensor, size: BuildSize, seed: int, log: Log, device=torch.device("cpu")):
     from diffusers import AutoencoderKL
-    torch.manual_seed(_seed(seed, "vae"))
+    torch.manual_seed(stage_seed(seed, "vae"))
     vae = AutoencoderKL(**VAE, scaling_factor=1.0).to(device)
     opt, sched = stage_optimizer(vae.parameters(), 2e-3, size.vae_steps)
-    gen = torch.Generator().manual_seed(_seed(seed, "vae-data"))
+    gen = torch.Generator().manual_seed(stage_seed(seed, "vae-data"))
     vae.train()
     for step, idx in enumerate(index_batches(len(pixels), size.vae_batch, size.vae_steps, gen)):
         x = pixels[idx].to(device)
@@ -280,10 +280,10 @@ def _clip_loss(model, pixels: Tensor, ids: Tensor, mask: Tensor, neg_ids: Tensor
     """CLIP's symmetric InfoNCE; duplicate captions in a batch are counted as positives. With
     hard-negative captions (`neg_*`, NegCLIP's recipe), each image must also pick its caption
     over every shape-swapped caption of the batch (the image-to-text direction only)."""
-    img = F.normalize(_features(model.get_image_features(pixel_values=pixels)), dim=-1)
+    img = F.normalize(clip_features(model.get_image_features(pixel_values=pixels)), dim=-1)
     texts, text_mask = (ids, mask) if neg_ids is None else (torch.cat([ids, neg_ids]),
                                                            torch.cat([mask, neg_mask]))
-    txt = F.normalize(_features(model.get_text_features(input_ids=texts, attention_mask=text_mask)),
+    txt = F.normalize(clip_features(model.get_text_features(input_ids=texts, attention_mask=text_mask)),
                       dim=-1)
     logits = model.logit_scale.exp().clamp(max=100) * img @ txt.T          # [images, texts]
     same = (ids[:, None, :] == texts[None, :, :]).all(-1).float()
@@ -297,7 +297,7 @@ def _clip_loss(model, pixels: Tensor, ids: Tensor, mask: Tensor, neg_ids: Tensor
     return 0.5 * (i2t.mean() + t2i.mean())
 
 
-def _features(out) -> Tensor:
+def clip_features(out) -> Tensor:
     return out if isinstance(out, Tensor) else out.pooler_output
 
 
@@ -324,7 +324,7 @@ def pretrain_vision(tower, px: Tensor, labels: Tensor, size: BuildSize, seed: in
     head = torch.nn.Linear(tower.config.hidden_size, labels.shape[1]).to(device)
     params = list(tower.parameters()) + list(head.parameters())
     opt, sched = stage_optimizer(params, 1e-3, size.clip_vision_steps, wd=0.05)
-    gen = torch.Generator().manual_seed(_seed(seed, "clip-vision-data"))
+    gen = torch.Generator().manual_seed(stage_seed(seed, "clip-vision-data"))
     tower.train()
     for step, idx in enumerate(index_batches(len(px), size.clip_batch, size.clip_vision_steps, gen)):
         logits = head(tower(pixel_values=px[idx].to(device)).pooler_output)
@@ -339,7 +339,7 @@ def train_clip(pixels: Tensor, captions: list[str], size: BuildSize, seed: int, 
     both projections learn to match it (LiT's recipe: a locked image tower, a text tower tuned
     to it)."""
     from transformers import CLIPConfig, CLIPModel
-    torch.manual_seed(_seed(seed, "clip"))
+    torch.manual_seed(stage_seed(seed, "clip"))
     vision = {**CLIP_VISION, "patch_size": size.clip_patch}
     model = CLIPModel(CLIPConfig(text_config=CLIP_TEXT, vision_config=vision,
                                  projection_dim=PROJECTION_DIM)).to(device)
@@ -355,13 +355,13 @@ def train_clip(pixels: Tensor, captions: list[str], size: BuildSize, seed: int, 
     enc = tokenize(tok, captions, max_length=32)
     neg = None
     if size.clip_hard_negatives:
-        rng = np.random.default_rng(_seed(seed, "clip-negatives"))
+        rng = np.random.default_rng(stage_seed(seed, "clip-negatives"))
         swapped = [shape_swapped(c, rng) for c in captions]
         neg = tokenize(tok, [s or c for s, c in zip(swapped, captions)], max_length=32)
         neg["valid"] = torch.tensor([s is not None for s in swapped])
     opt, sched = stage_optimizer([p for p in model.parameters() if p.requires_grad], 1e-3,
                                  size.clip_steps, wd=0.05)
-    gen = torch.Generator().manual_seed(_seed(seed, "clip-data"))
+    gen = torch.Generator().manual_seed(stage_seed(seed, "clip-data"))
     model.train()
     for step, idx in enumerate(index_batches(len(px), size.clip_batch, size.clip_steps, gen)):
         extra = {} if neg is None else dict(neg_ids=neg["input_ids"][idx].to(device),
@@ -398,10 +398,10 @@ def clip_zero_shot(model, per_prompt: int = 4, seed: int = 777) -> dict:
         truth = [prompts[i % len(prompts)] for i in range(len(prompts) * per_prompt)]
         images = [world.render_for_caption(p, np.random.default_rng([seed, i]))
                   for i, p in enumerate(truth)]
-        img = F.normalize(_features(model.get_image_features(
+        img = F.normalize(clip_features(model.get_image_features(
             pixel_values=clip_pixels(to_pixels(images)).to(dev))), dim=-1)
         enc = tokenize(clip_tokenizer(), prompts, max_length=32)
-        txt = F.normalize(_features(model.get_text_features(
+        txt = F.normalize(clip_features(model.get_text_features(
             input_ids=enc["input_ids"].to(dev), attention_mask=enc["attention_mask"].to(dev))), dim=-1)
         scores = zero_shot((img @ txt.T).cpu().numpy(), truth, prompts)
         out.update({k + suffix: round(v, 4) for k, v in scores.items()})
@@ -510,14 +510,14 @@ def train_reference(pipe, latents: Tensor, captions: list[str], size: BuildSize,
     dev = latents.device
     name, steps, lr = (("reference-restart", size.unet_restart_steps, 5e-4) if restart
                        else ("reference", size.unet_steps, 1e-3))
-    torch.manual_seed(_seed(seed, name))
+    torch.manual_seed(stage_seed(seed, name))
     unet = (copy.deepcopy(init).requires_grad_(True).train() if init is not None
             else UNet2DConditionModel(**UNET)).to(dev)
     pipe.unet = unet
     ema = copy.deepcopy(unet).requires_grad_(False)
     abar = _schedule().alphas_cumprod.float().to(dev)
     opt, sched = stage_optimizer(unet.parameters(), lr, steps, warmup=100)
-    gen = torch.Generator().manual_seed(_seed(seed, f"{name}-data"))
+    gen = torch.Generator().manual_seed(stage_seed(seed, f"{name}-data"))
     conds = condition(pipe, captions)
     unet.train()
     for step, idx in enumerate(index_batches(len(latents), size.unet_batch, steps, gen)):
@@ -589,11 +589,11 @@ def train_onestep(pipe, z: Tensor, x_ref: Tensor, prompts: list[str], size: Buil
     distillation would already be one of those methods."""
     from di_star.sdxl.models import OneStepGenerator
     dev = pipe.device
-    torch.manual_seed(_seed(seed, "onestep"))
+    torch.manual_seed(stage_seed(seed, "onestep"))
     gen_net = OneStepGenerator(copy.deepcopy(pipe.unet).requires_grad_(True).train(), _schedule(),
                                mw.ONESTEP_TIMESTEP).to(dev)
     opt, sched = stage_optimizer(gen_net.parameters(), 3e-4, size.onestep_steps)
-    gen = torch.Generator().manual_seed(_seed(seed, "onestep-data"))
+    gen = torch.Generator().manual_seed(stage_seed(seed, "onestep-data"))
     conds = condition(pipe, prompts)
     z, x_ref = z.to(dev), x_ref.to(dev)
     for step, idx in enumerate(index_batches(len(z), size.onestep_batch, size.onestep_steps, gen)):
@@ -647,7 +647,7 @@ def candidates(prompts: list[str], ref_pixels: Tensor, seed: int) -> tuple[Tenso
     """Per prompt: the reference sample, a ground-truth render, a render of a perturbed request,
     and a degraded copy of one of them. Returns images [-1, 1] and each image's prompt index."""
     from di_star.mini.scene import parse_caption, render, scene_for_request
-    rng = np.random.default_rng(_seed(seed, "candidates"))
+    rng = np.random.default_rng(stage_seed(seed, "candidates"))
     images, owner = [], []
     for i, p in enumerate(prompts):
         req = parse_caption(p)
@@ -683,8 +683,8 @@ def pickscore_loss(model, pixels: Tensor, ids: Tensor, mask: Tensor, a: Tensor, 
                    label: Tensor) -> Tensor:
     """PickScore's objective: cross-entropy between softmax(scale * [cos(t, a), cos(t, b)]) and
     the preference distribution [p, 1 - p]. Per-pair values."""
-    img = F.normalize(_features(model.get_image_features(pixel_values=pixels)), dim=-1)
-    txt = F.normalize(_features(model.get_text_features(input_ids=ids, attention_mask=mask)), dim=-1)
+    img = F.normalize(clip_features(model.get_image_features(pixel_values=pixels)), dim=-1)
+    txt = F.normalize(clip_features(model.get_text_features(input_ids=ids, attention_mask=mask)), dim=-1)
     scale = model.logit_scale.exp().clamp(max=100)
     logits = scale * torch.stack([(txt * img[a]).sum(-1), (txt * img[b]).sum(-1)], dim=-1)
     target = torch.stack([label, 1 - label], dim=-1)
@@ -700,7 +700,7 @@ def train_proxy(clip, images: Tensor, owner: list[int], prompts: list[str], pair
                 seed: int, log: Log, lr: float = 2e-4, frozen: tuple[str, ...] = ()):
     """PickScore's objective on preference pairs, from `clip`; `images` [N, 3, 64, 64] uint8 or
     in [-1, 1] (converted a batch at a time); parameters named in `frozen` stay fixed."""
-    torch.manual_seed(_seed(seed, "proxy"))
+    torch.manual_seed(stage_seed(seed, "proxy"))
     dev = clip.device
     model = copy.deepcopy(clip).train().requires_grad_(True)
     for name, p in model.named_parameters():
@@ -712,7 +712,7 @@ def train_proxy(clip, images: Tensor, owner: list[int], prompts: list[str], pair
     owner_t = torch.tensor(owner)
     opt, sched = stage_optimizer([p for p in model.parameters() if p.requires_grad], lr,
                                  size.proxy_steps, wd=0.05)
-    gen = torch.Generator().manual_seed(_seed(seed, "proxy-data"))
+    gen = torch.Generator().manual_seed(stage_seed(seed, "proxy-data"))
     for step, idx in enumerate(index_batches(len(pairs), size.proxy_batch, size.proxy_steps, gen)):
         a, b = a_all[idx], b_all[idx]
         used = torch.unique(torch.cat([a, b]))
@@ -732,7 +732,7 @@ def proxy_scores(model, images: Tensor, owner: list[int], prompts: list[str]) ->
     """The proxy's cosine of each image with its prompt (images uint8 or in [-1, 1])."""
     enc = {k: v.to(model.device) for k, v in tokenize(clip_tokenizer(), prompts, max_length=32).items()}
     img = image_embeddings(model, images)
-    txt = torch.cat([F.normalize(_features(model.get_text_features(
+    txt = torch.cat([F.normalize(clip_features(model.get_text_features(
         **{k: v[i:i + 1024] for k, v in enc.items()})), dim=-1).cpu()
         for i in range(0, len(prompts), 1024)])
     return (img * txt[torch.tensor(owner)]).sum(-1)
@@ -751,14 +751,14 @@ def pair_accuracy(model, images: Tensor, owner: list[int], prompts: list[str], p
 def image_embeddings(clip, images: Tensor) -> Tensor:
     """L2-normalised CLIP image embeddings of CPU images [-1, 1], computed on the model's device."""
     dev = clip.device
-    return torch.cat([F.normalize(_features(clip.get_image_features(
+    return torch.cat([F.normalize(clip_features(clip.get_image_features(
         pixel_values=clip_pixels(unit_range(images[i:i + 1024])).to(dev))), dim=-1).cpu()
         for i in range(0, len(images), 1024)])
 
 
 def train_aesthetic(emb: Tensor, ratings: Tensor, size: BuildSize, seed: int, log: Log):
     from evalsuite.metrics.aesthetic import AestheticMLP
-    torch.manual_seed(_seed(seed, "aesthetic"))
+    torch.manual_seed(stage_seed(seed, "aesthetic"))
     mlp = AestheticMLP(emb.shape[1]).train()
     opt, sched = stage_optimizer(mlp.parameters(), 1e-3, size.aesthetic_steps)
     for step in range(size.aesthetic_steps):  # full batch: a few thousand 48-d rows
@@ -1049,7 +1049,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
 
     # Prompts for the ODE pairs and the preference data: fresh captions (not the training ones).
     sample_prompts = [c for _, c in world.training_pairs(sz.ode_pairs, seed + 1)]
-    z_ode = noise(sz.ode_pairs, _seed(seed, "ode-noise"))
+    z_ode = noise(sz.ode_pairs, stage_seed(seed, "ode-noise"))
 
     def run_samples():
         from safetensors.torch import save
@@ -1113,7 +1113,7 @@ def build_world(out: Path, seed: int = 0, size: str = "full", command: str | Non
 
     def run_classifier():
         from di_star.mini.classifier import TrainRecipe, train_attribute_classifier
-        train_attribute_classifier(out / "classifier", seed=_seed(seed, "classifier") % 2**31,
+        train_attribute_classifier(out / "classifier", seed=stage_seed(seed, "classifier") % 2**31,
                                    recipe=TrainRecipe(n=sz.classifier_n, epochs=sz.classifier_epochs),
                                    log=log)
     stage("classifier", run_classifier)

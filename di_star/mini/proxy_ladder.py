@@ -420,7 +420,7 @@ def train_listwise(clip, images: Tensor, gold: np.ndarray, owner: np.ndarray, pr
     import torch
     import torch.nn.functional as F
     from di_star.mini import build as B
-    torch.manual_seed(B._seed(rung.seed, "proxy"))
+    torch.manual_seed(B.stage_seed(rung.seed, "proxy"))
     model = copy.deepcopy(clip).train().requires_grad_(True)
     for name, p in model.named_parameters():
         p.requires_grad_(name not in FROZEN)
@@ -429,12 +429,12 @@ def train_listwise(clip, images: Tensor, gold: np.ndarray, owner: np.ndarray, pr
     gold_t = torch.tensor(gold, dtype=torch.float32)
     opt, sched = B.stage_optimizer([p for p in model.parameters() if p.requires_grad], rung.lr,
                                    rung.steps, wd=0.05)
-    gen = torch.Generator().manual_seed(B._seed(rung.seed, "proxy-data"))
+    gen = torch.Generator().manual_seed(B.stage_seed(rung.seed, "proxy-data"))
     for step, idx in enumerate(B.index_batches(len(groups), rung.batch, rung.steps, gen)):
         rows = groups[idx]                                     # [P, S]
-        img = F.normalize(B._features(model.get_image_features(
+        img = F.normalize(B.clip_features(model.get_image_features(
             pixel_values=B.clip_pixels(B.unit_range(images[rows.flatten()])))), dim=-1)
-        txt = F.normalize(B._features(model.get_text_features(
+        txt = F.normalize(B.clip_features(model.get_text_features(
             input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx])), dim=-1)
         cos = (img.view(*rows.shape, -1) * txt[:, None]).sum(-1)
         loss = listwise_loss(cos, gold_t[rows], model.logit_scale.exp().clamp(max=100), rung.dense)
