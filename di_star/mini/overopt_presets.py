@@ -3,8 +3,9 @@ best rows rewarded by an oracle instead of the learned proxy:
 - `mini/di_star_in_oracle`, `mini/di_pp_oracle`: the ORACLE (`mini_oracle`, the differentiable
   gold judge);
 - `mini/di_star_in_oracle_st`, `mini/di_pp_oracle_st`: the STRAIGHT-THROUGH oracle
-  (`mini_oracle_st`): its value is the hard gold judge's, its gradient a smoothed oracle's
-  (di_star.mini.oracle.ST_TEMPERATURES), so the oracle control is "a reward that IS gold".
+  (`mini_oracle_st`): its value is the hard gold judge's, its gradient the soft oracle's
+  at di_star.mini.oracle.ST_TEMPERATURES (today the oracle's own: smoother ones did not climb
+  gold better), so the oracle control is "a reward that IS gold".
 
 alpha_rew: the proxy rows' alpha_rew is set for the mini proxy's cosines, whose per-image spread
 on the init's samples is PROXY_SPREAD; the oracle's spread is ORACLE_SPREAD (both measured by

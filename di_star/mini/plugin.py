@@ -44,8 +44,8 @@ _METRICS = {
                                          "differentiable version of the gold judge (a reward for "
                                          "training; mini_gold stays the measurement)"),
     "mini_oracle_st": ("oracle:MiniOracleST", "mini world: the STRAIGHT-THROUGH oracle reward "
-                                              "(mini-oracle-st-v1): the hard gold's value, a "
-                                              "smoothed oracle's gradient (a reward for training)"),
+                                              "(mini-oracle-st-v1): the hard gold's value, the soft "
+                                              "oracle's gradient (a reward for training)"),
 }
 
 # metric -> (its option naming the folder, or 'world_dir' for the world's root; the world's
