@@ -60,8 +60,9 @@ MIN_SNR = 5.0
 
 
 # Small shared pieces -----------------------------------------------------------------------------
-def stage_seed(seed: int, stage: str) -> int:
-    return int(hashlib.sha256(f"{seed}/{stage}".encode()).hexdigest()[:8], 16)
+def stage_seed(*parts) -> int:
+    """A 32-bit seed named by its parts (a base seed, a stage, a source...): sha256 of 'a/b/...'."""
+    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16)
 
 
 def to_pixels(images) -> Tensor:

@@ -200,10 +200,6 @@ def paired_agreement(proxy_a: np.ndarray, proxy_b: np.ndarray, gold: np.ndarray,
 
 
 # Samples ------------------------------------------------------------------------------------------
-def _seed(*parts) -> int:
-    return int(hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()[:8], 16)
-
-
 def train_prompts() -> list[str]:
     from di_star.sdxl.presets import MINI_TRAIN_PROMPTS
     return [t for t in MINI_TRAIN_PROMPTS.read_text().splitlines() if t.strip()]
@@ -314,7 +310,7 @@ def make_samples(gens: Generators, src: Source, split: str, prompts: list[str], 
     keep = int(old["prompts"]) if old is not None and images == int(old["images"]) == 1 else 0
     t0 = time.time()
     texts = prompts * images
-    z = gens.B.noise(len(texts), _seed(seed, split, src.name))[keep:]
+    z = gens.B.noise(len(texts), gens.B.stage_seed(seed, split, src.name))[keep:]
     px = gens.sample(src, texts[keep:], z)
     gold = gold_score(to_pil(torch.from_numpy(px).permute(0, 3, 1, 2).float() / 127.5 - 1), texts[keep:])
     if keep:

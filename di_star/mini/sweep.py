@@ -91,7 +91,7 @@ def run_config(run: Run, plan: SweepPlan) -> dict:
     from di_star.presets import get_preset
     cfg = get_preset(_preset(run.regulariser, run.reward))
     sd: dict = {"sample_every": 0}
-    if run.reward not in ("none", ORACLE):
+    if run.reward not in ("none", *ORACLES):  # an oracle's preset names its reward
         sd["reward"] = run.reward
     optim = {k: v for k, v in (("batch_size", plan.batch_size), ("assistant_steps_per_g_step", plan.k_ta))
              if v is not None}
